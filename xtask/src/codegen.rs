@@ -18,11 +18,18 @@ struct Job {
     output: &'static str,
 }
 
-const JOBS: &[Job] = &[Job {
-    protos: &["mcs.proto"],
-    package: "mcs_proto",
-    output: "crates/mcs-codec/src/generated/mcs_proto.rs",
-}];
+const JOBS: &[Job] = &[
+    Job {
+        protos: &["mcs.proto"],
+        package: "mcs_proto",
+        output: "crates/mcs-codec/src/generated/mcs_proto.rs",
+    },
+    Job {
+        protos: &["checkin.proto", "android_checkin.proto"],
+        package: "checkin_proto",
+        output: "crates/gcm-checkin/src/generated/checkin_proto.rs",
+    },
+];
 
 /// Generates the code for each job into `out_dir`, returning (destination, contents).
 fn render(root: &Path, out_dir: &Path) -> Result<Vec<(PathBuf, String)>> {

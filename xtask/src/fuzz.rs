@@ -37,7 +37,12 @@ pub(crate) fn run(root: &Path, args: &[&str]) -> Result {
     let chosen: Vec<String> = match selection {
         None => all,
         Some(one) if all.contains(&one) => vec![one],
-        Some(one) => return Err(format!("no fuzz target {one}; there are: {}", all.join(", "))),
+        Some(one) => {
+            return Err(format!(
+                "no fuzz target {one}; there are: {}",
+                all.join(", ")
+            ));
+        }
     };
     ensure_cargo_fuzz()?;
     let env = [("RUSTC_BOOTSTRAP", "1")];
@@ -66,10 +71,18 @@ pub(crate) fn run(root: &Path, args: &[&str]) -> Result {
         if seeds.is_dir() {
             args.push(&seeds_arg);
         }
-        args.extend_from_slice(&["--", &max_time, "-rss_limit_mb=2048", "-print_final_stats=1"]);
+        args.extend_from_slice(&[
+            "--",
+            &max_time,
+            "-rss_limit_mb=2048",
+            "-print_final_stats=1",
+        ]);
         sh(&cargo(), &args, &env)?;
     }
-    println!("fuzz: {} target(s) ran {seconds} s each with no crash", chosen.len());
+    println!(
+        "fuzz: {} target(s) ran {seconds} s each with no crash",
+        chosen.len()
+    );
     Ok(())
 }
 
@@ -83,7 +96,11 @@ fn targets(root: &Path) -> Result<Vec<String>> {
         if line.starts_with('[') {
             in_bin = line == "[[bin]]";
         } else if in_bin && let Some(value) = line.strip_prefix("name") {
-            let name = value.trim_start().trim_start_matches('=').trim().trim_matches('"');
+            let name = value
+                .trim_start()
+                .trim_start_matches('=')
+                .trim()
+                .trim_matches('"');
             names.push(name.to_owned());
         }
     }

@@ -7,6 +7,7 @@
 //! cargo xtask fuzz --all --time S     every fuzz target for S seconds each
 //! cargo xtask fuzz TARGET [--time S]  one fuzz target
 //! cargo xtask bench                   the criterion benchmarks
+//! cargo xtask demo                    the end-to-end demo against the local emulator
 //! ```
 #![forbid(unsafe_code)]
 #![allow(clippy::print_stdout)]
@@ -29,6 +30,7 @@ fn main() -> ExitCode {
         ["codegen", "--check"] => codegen::check(&root()),
         ["fuzz", rest @ ..] => fuzz::run(&root(), rest),
         ["bench", rest @ ..] => bench(rest),
+        ["demo", rest @ ..] => demo(rest),
         _ => Err(USAGE.to_owned()),
     };
     match result {
@@ -41,7 +43,7 @@ fn main() -> ExitCode {
 }
 
 const USAGE: &str = "usage: cargo xtask ci [--no-fuzz] | codegen [--check] | \
-fuzz (--smoke | --all [--time S] | TARGET [--time S]) | bench [criterion args]";
+fuzz (--smoke | --all [--time S] | TARGET [--time S]) | bench [criterion args] | demo";
 
 /// The workspace root (the parent of this crate's directory).
 fn root() -> PathBuf {
@@ -95,7 +97,13 @@ fn ci(rest: &[&str]) -> Result {
     {
         run(
             &cargo,
-            &["nextest", "run", "--workspace", "--locked", "--no-fail-fast"],
+            &[
+                "nextest",
+                "run",
+                "--workspace",
+                "--locked",
+                "--no-fail-fast",
+            ],
             &[],
         )?;
         // nextest does not run doctests.
@@ -122,5 +130,27 @@ fn bench(rest: &[&str]) -> Result {
         args.push("--");
         args.extend_from_slice(rest);
     }
+    run(&cargo(), &args, &[])
+}
+
+/// Runs `pullkin demo`: the emulator, registration, listening and delivery, end to end.
+fn demo(rest: &[&str]) -> Result {
+    if !root().join("crates/pullkin-cli/Cargo.toml").is_file() {
+        return Err(
+            "the demo is not yet available: it arrives with the `pullkin` command line \
+                    (crate pullkin-cli)"
+                .to_owned(),
+        );
+    }
+    let mut args = vec![
+        "run",
+        "--release",
+        "--locked",
+        "-p",
+        "pullkin-cli",
+        "--",
+        "demo",
+    ];
+    args.extend_from_slice(rest);
     run(&cargo(), &args, &[])
 }
