@@ -1,0 +1,763 @@
+//! The MCS session: every protocol rule of the push connection, with no I/O.
+//!
+//! A [`Session`] lives as long as one app's listener, across any number of connections.
+//! It is driven from outside, in the style of a sans-IO state machine:
+//!
+//! - inputs: [`Session::connect`] when a new connection is up, [`Session::handle_frame`]
+//!   for each frame received, [`Session::handle_timeout`] when the time from
+//!   [`Session::poll_timeout`] has come, and [`Session::delivered`] once the application
+//!   took a message;
+//! - outputs: [`Session::poll_transmit`] for the frames to write, [`Session::poll_event`]
+//!   for what the application and the driver must know, [`Session::poll_timeout`] for the
+//!   next deadline, and [`Session::ack_state`] for what must be stored durably.
+//!
+//! ## Acknowledgements
+//!
+//! Both sides count the frames they send and receive (the LoginRequest is the client's
+//! stream id 1, the LoginResponse the server's). Every frame the client writes carries
+//! `last_stream_id_received`: it tells the server which of its frames arrived, and the
+//! server treats the messages of those frames as acknowledged. This session reports a
+//! stream id only once every persistent message up to it was taken by the application,
+//! so a message is never acknowledged before the application has it.
+//!
+//! Delivered persistent ids are *unacked* until a frame reporting their stream id (or a
+//! SelectiveAck naming them) is written; they are then *awaiting confirmation*, keyed by
+//! that frame's stream id, until the server reports having received that frame. Both sets
+//! go into the next LoginRequest's `received_persistent_id` after a reconnect, and into
+//! [`Session::ack_state`], which the driver stores before writing any frame so that the
+//! ids survive a restart. Confirmed ids are forgotten (apart from a bounded list of recent
+//! ones kept to drop late duplicates), so the stored state stays small.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use mcs_codec::proto::{
+    AppData, DataMessageStanza, Extension, HeartbeatAck, HeartbeatPing, IqStanza, LoginRequest,
+    SelectiveAck, Setting, iq_stanza::IqType, login_request::AuthService,
+};
+use mcs_codec::{McsMessage, SELECTIVE_ACK_EXTENSION, STREAM_ACK_EXTENSION};
+use prost::Message as _;
+
+/// The category of data messages addressed to the client itself.
+const GTALK_SERVICE_CATEGORY: &str = "com.google.android.gsf.gtalkservice";
+
+/// Settings of a [`Session`].
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// The device's android id (from check-in).
+    pub android_id: u64,
+    /// The device's security token (from check-in). Never logged.
+    pub security_token: u64,
+    /// The client version string sent as the LoginRequest id.
+    pub client_id: String,
+    /// Send a HeartbeatPing after this long without receiving anything.
+    pub heartbeat_interval: Duration,
+    /// Consider the connection dead when nothing arrives this long after a ping (or after
+    /// the LoginRequest).
+    pub heartbeat_timeout: Duration,
+    /// Ask the server to ping at this interval (the `hbping` login setting).
+    pub server_heartbeat: Option<Duration>,
+    /// Follow the heartbeat interval the server sets in its LoginResponse.
+    pub follow_server_heartbeat_config: bool,
+    /// Send a StreamAck once this many delivered ids are unacked.
+    pub ack_batch: usize,
+    /// How many confirmed ids to remember to drop late duplicates.
+    pub recent_ids: usize,
+}
+
+impl SessionConfig {
+    /// Settings for a device with the defaults: `chrome-63.0.3234.0`, a ping after 60 s of
+    /// silence with a 30 s deadline, the server asked to ping every 60 s, acks every 10
+    /// messages, 4 096 recent ids remembered.
+    #[must_use]
+    pub fn new(android_id: u64, security_token: u64) -> Self {
+        Self {
+            android_id,
+            security_token,
+            client_id: "chrome-63.0.3234.0".to_owned(),
+            heartbeat_interval: Duration::from_secs(60),
+            heartbeat_timeout: Duration::from_secs(30),
+            server_heartbeat: Some(Duration::from_secs(60)),
+            follow_server_heartbeat_config: true,
+            ack_batch: 10,
+            recent_ids: 4096,
+        }
+    }
+}
+
+/// What must survive a restart: the ids whose acknowledgement the server has not yet
+/// confirmed, and recently confirmed ids (to drop late duplicates).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AckState {
+    /// Delivered ids not yet confirmed by the server, oldest first. They go into the next
+    /// LoginRequest's `received_persistent_id`.
+    pub unconfirmed: Vec<String>,
+    /// Ids the server confirmed recently, oldest first; bounded.
+    pub recent: Vec<String>,
+}
+
+/// Where the session stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionState {
+    /// No connection: before [`Session::connect`] or after the connection ended.
+    Disconnected,
+    /// The LoginRequest is out; waiting for the LoginResponse.
+    LoggingIn,
+    /// Logged in and receiving.
+    Online,
+}
+
+/// Why a connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Disconnect {
+    /// The server refused the login.
+    LoginFailed {
+        /// The error code of the LoginResponse.
+        code: i32,
+        /// Its message, if any.
+        message: Option<String>,
+    },
+    /// The server closed the connection (Close frame).
+    ServerClosed,
+    /// The server sent a StreamErrorStanza.
+    StreamError {
+        /// The error's type.
+        kind: String,
+        /// Its text, if any.
+        text: Option<String>,
+    },
+    /// Nothing arrived within the heartbeat deadline.
+    HeartbeatTimeout,
+    /// The server sent something other than a LoginResponse before logging in.
+    UnexpectedFrame {
+        /// The frame's tag.
+        tag: u8,
+    },
+}
+
+impl std::fmt::Display for Disconnect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::LoginFailed { code, message } => {
+                write!(f, "login refused with code {code}")?;
+                if let Some(message) = message {
+                    write!(f, ": {message}")?;
+                }
+                Ok(())
+            }
+            Self::ServerClosed => f.write_str("the server closed the connection"),
+            Self::StreamError { kind, text } => {
+                write!(f, "stream error {kind}")?;
+                if let Some(text) = text {
+                    write!(f, ": {text}")?;
+                }
+                Ok(())
+            }
+            Self::HeartbeatTimeout => f.write_str("no answer within the heartbeat deadline"),
+            Self::UnexpectedFrame { tag } => {
+                write!(f, "unexpected frame with tag {tag} before the login answer")
+            }
+        }
+    }
+}
+
+/// What the session reports.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum SessionEvent {
+    /// The login succeeded.
+    LoggedIn {
+        /// The heartbeat interval now in force.
+        heartbeat_interval: Duration,
+    },
+    /// A push message for the application. Call [`Session::delivered`] with its
+    /// persistent id (if it has one) once the application took it.
+    Message(Box<DataMessageStanza>),
+    /// A frame with a tag this client has no use for.
+    UnknownFrame {
+        /// The frame's tag.
+        tag: u8,
+    },
+    /// The connection is over; the driver reconnects.
+    Disconnected(Disconnect),
+}
+
+/// Where a persistent id stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IdState {
+    /// Handed to the application, not yet taken: the stream id it arrived with on the
+    /// current connection (0 when it arrived on an earlier one), and whether the server
+    /// asked for an immediate acknowledgement.
+    Pending(i32, bool),
+    /// Taken; not yet reported to the server.
+    Unacked,
+    /// Reported in the frame with this outgoing stream id; awaiting confirmation.
+    Acked(i32),
+}
+
+/// The MCS session state machine. See the module documentation.
+#[derive(Debug)]
+pub struct Session {
+    config: SessionConfig,
+    state: SessionState,
+    /// Frames sent on this connection (the LoginRequest is 1).
+    stream_id_out: i32,
+    /// Frames received on this connection (the LoginResponse is 1).
+    stream_id_in: i32,
+    /// The `last_stream_id_received` most recently sent.
+    reported_in: i32,
+    /// Every id not yet confirmed, with its state.
+    ids: HashMap<String, IdState>,
+    /// Unacked ids in delivery order, with the stream id that covers them (0: an earlier
+    /// connection's, which needs a SelectiveAck).
+    unacked: VecDeque<(String, i32)>,
+    /// Acked ids by the outgoing stream id of the frame that acked them.
+    awaiting: BTreeMap<i32, Vec<String>>,
+    /// Recently confirmed ids, for dropping late duplicates.
+    recent: VecDeque<String>,
+    recent_set: HashSet<String>,
+    /// An ack should go out now (batch full or `immediate_ack`).
+    ack_wanted: bool,
+    transmit: VecDeque<McsMessage>,
+    events: VecDeque<SessionEvent>,
+    heartbeat_interval: Duration,
+    last_received: Option<Instant>,
+    /// When set, the connection is dead unless a frame arrives by then.
+    deadline: Option<Instant>,
+    dirty: bool,
+}
+
+impl Session {
+    /// A session for the device in `config`, resuming from a stored [`AckState`].
+    #[must_use]
+    pub fn new(config: SessionConfig, restored: AckState) -> Self {
+        let mut session = Self {
+            heartbeat_interval: config.heartbeat_interval,
+            config,
+            state: SessionState::Disconnected,
+            stream_id_out: 0,
+            stream_id_in: 0,
+            reported_in: 0,
+            ids: HashMap::new(),
+            unacked: VecDeque::new(),
+            awaiting: BTreeMap::new(),
+            recent: VecDeque::new(),
+            recent_set: HashSet::new(),
+            ack_wanted: false,
+            transmit: VecDeque::new(),
+            events: VecDeque::new(),
+            last_received: None,
+            deadline: None,
+            dirty: false,
+        };
+        for id in restored.recent {
+            session.remember_recent(id);
+        }
+        for id in restored.unconfirmed {
+            if !session.ids.contains_key(&id) {
+                session.recent_set.remove(&id);
+                session.ids.insert(id.clone(), IdState::Unacked);
+                session.unacked.push_back((id, 0));
+            }
+        }
+        session
+    }
+
+    // ---- getters ----
+
+    /// Where the session stands.
+    #[must_use]
+    pub fn state(&self) -> SessionState {
+        self.state
+    }
+
+    /// The settings.
+    #[must_use]
+    pub fn config(&self) -> &SessionConfig {
+        &self.config
+    }
+
+    /// The heartbeat interval in force.
+    #[must_use]
+    pub fn heartbeat_interval(&self) -> Duration {
+        self.heartbeat_interval
+    }
+
+    /// When the last frame arrived.
+    #[must_use]
+    pub fn last_received(&self) -> Option<Instant> {
+        self.last_received
+    }
+
+    /// What must be stored durably before any frame from [`Session::poll_transmit`] is
+    /// written.
+    #[must_use]
+    pub fn ack_state(&self) -> AckState {
+        let mut unconfirmed: Vec<String> = Vec::with_capacity(self.ids.len());
+        unconfirmed.extend(self.awaiting.values().flatten().cloned());
+        unconfirmed.extend(self.unacked.iter().map(|(id, _)| id.clone()));
+        AckState {
+            unconfirmed,
+            recent: self.recent.iter().cloned().collect(),
+        }
+    }
+
+    /// Whether [`Session::ack_state`] changed since [`Session::mark_persisted`].
+    #[must_use]
+    pub fn ack_state_dirty(&self) -> bool {
+        self.dirty
+    }
+
+    /// Records that the current [`Session::ack_state`] is stored.
+    pub fn mark_persisted(&mut self) {
+        self.dirty = false;
+    }
+
+    /// How many ids are handed out and not yet taken by the application.
+    #[must_use]
+    pub fn pending_count(&self) -> usize {
+        self.ids
+            .values()
+            .filter(|state| matches!(state, IdState::Pending(..)))
+            .count()
+    }
+
+    // ---- inputs ----
+
+    /// A new connection is up (TLS established): queues the LoginRequest. Any previous
+    /// connection's per-connection state is dropped; ids carry over.
+    pub fn connect(&mut self, now: Instant) {
+        self.transmit.clear();
+        self.stream_id_out = 0;
+        self.stream_id_in = 0;
+        self.reported_in = 0;
+        self.ack_wanted = false;
+        self.heartbeat_interval = self.config.heartbeat_interval;
+        self.last_received = None;
+        // Ids pending from an earlier connection no longer have a stream id here.
+        for state in self.ids.values_mut() {
+            if let IdState::Pending(stream, _) = state {
+                *stream = 0;
+            }
+        }
+        // Everything not confirmed goes into the login and counts as acked by it.
+        let mut received = Vec::new();
+        for (_, ids) in std::mem::take(&mut self.awaiting) {
+            received.extend(ids);
+        }
+        received.extend(self.unacked.drain(..).map(|(id, _)| id));
+        for id in &received {
+            self.ids.insert(id.clone(), IdState::Acked(1));
+        }
+        if !received.is_empty() {
+            self.awaiting.insert(1, received.clone());
+        }
+        let login = self.login_request(received);
+        self.stream_id_out = 1;
+        self.transmit.push_back(login.into());
+        self.state = SessionState::LoggingIn;
+        self.deadline = Some(now + self.config.heartbeat_timeout);
+    }
+
+    /// The connection ended from the outside (I/O error, end of stream). No event is
+    /// emitted: the caller knows why.
+    pub fn disconnected(&mut self) {
+        self.state = SessionState::Disconnected;
+        self.transmit.clear();
+        self.deadline = None;
+    }
+
+    /// A frame arrived.
+    pub fn handle_frame(&mut self, message: McsMessage, now: Instant) {
+        if self.state == SessionState::Disconnected {
+            return;
+        }
+        self.stream_id_in = self.stream_id_in.saturating_add(1);
+        self.last_received = Some(now);
+        self.deadline = None;
+        if let Some(last) = message.last_stream_id_received() {
+            self.confirm_up_to(last);
+        }
+        if self.state == SessionState::LoggingIn
+            && !matches!(
+                message,
+                McsMessage::Close(_) | McsMessage::StreamErrorStanza(_)
+            )
+        {
+            self.handle_login_response(message);
+            return;
+        }
+        match message {
+            McsMessage::HeartbeatPing(_) => {
+                self.transmit
+                    .push_back(McsMessage::HeartbeatAck(HeartbeatAck::default()));
+            }
+            McsMessage::HeartbeatAck(_) | McsMessage::LoginResponse(_) => {}
+            McsMessage::Close(_) => self.end(Disconnect::ServerClosed),
+            McsMessage::StreamErrorStanza(error) => self.end(Disconnect::StreamError {
+                kind: error.r#type,
+                text: error.text,
+            }),
+            McsMessage::IqStanza(iq) => self.handle_iq(&iq),
+            McsMessage::DataMessageStanza(message) => self.handle_data(message),
+            other => self
+                .events
+                .push_back(SessionEvent::UnknownFrame { tag: other.tag() }),
+        }
+    }
+
+    /// The time from [`Session::poll_timeout`] has come (or passed).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.state == SessionState::Disconnected {
+            return;
+        }
+        if let Some(deadline) = self.deadline {
+            if now >= deadline {
+                self.end(Disconnect::HeartbeatTimeout);
+            }
+            return;
+        }
+        if self.state == SessionState::Online
+            && let Some(last) = self.last_received
+            && now >= last + self.heartbeat_interval
+        {
+            self.transmit
+                .push_back(McsMessage::HeartbeatPing(HeartbeatPing::default()));
+            self.deadline = Some(now + self.config.heartbeat_timeout);
+        }
+    }
+
+    /// The application took the message with this persistent id: it may now be
+    /// acknowledged. Unknown or repeated ids are ignored.
+    pub fn delivered(&mut self, persistent_id: &str) {
+        let Some(state) = self.ids.get_mut(persistent_id) else {
+            return;
+        };
+        let IdState::Pending(stream, immediate) = *state else {
+            return;
+        };
+        *state = IdState::Unacked;
+        self.unacked.push_back((persistent_id.to_owned(), stream));
+        self.dirty = true;
+        // An id from an earlier connection can only be acknowledged by name: do it now.
+        if immediate || stream == 0 || self.unacked.len() >= self.config.ack_batch.max(1) {
+            self.ack_wanted = true;
+        }
+    }
+
+    // ---- outputs ----
+
+    /// The next frame to write, with its acknowledgement fields filled in. Store
+    /// [`Session::ack_state`] first when [`Session::ack_state_dirty`] says so.
+    pub fn poll_transmit(&mut self) -> Option<McsMessage> {
+        if self.state == SessionState::Online && self.ack_wanted && self.transmit.is_empty() {
+            self.ack_wanted = false;
+            self.queue_acks();
+        }
+        let mut message = self.transmit.pop_front()?;
+        if matches!(message, McsMessage::LoginRequest(_)) {
+            return Some(message);
+        }
+        self.stream_id_out = self.stream_id_out.saturating_add(1);
+        let report = self.reportable_in();
+        if message.set_last_stream_id_received(report) {
+            self.acked_by_frame(report, &message);
+        }
+        Some(message)
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<SessionEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`Session::handle_timeout`] must be called next.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.state == SessionState::Disconnected {
+            return None;
+        }
+        if let Some(deadline) = self.deadline {
+            return Some(deadline);
+        }
+        match (self.state, self.last_received) {
+            (SessionState::Online, Some(last)) => Some(last + self.heartbeat_interval),
+            _ => None,
+        }
+    }
+
+    // ---- internals ----
+
+    fn login_request(&self, received: Vec<String>) -> LoginRequest {
+        let android_id = self.config.android_id.to_string();
+        let mut setting = vec![Setting {
+            name: "new_vc".to_owned(),
+            value: "1".to_owned(),
+        }];
+        if let Some(interval) = self.config.server_heartbeat {
+            setting.push(Setting {
+                name: "hbping".to_owned(),
+                value: interval.as_millis().to_string(),
+            });
+        }
+        LoginRequest {
+            id: self.config.client_id.clone(),
+            domain: "mcs.android.com".to_owned(),
+            user: android_id.clone(),
+            resource: android_id,
+            auth_token: self.config.security_token.to_string(),
+            device_id: Some(format!("android-{:x}", self.config.android_id)),
+            setting,
+            received_persistent_id: received,
+            adaptive_heartbeat: Some(false),
+            use_rmq2: Some(true),
+            auth_service: Some(AuthService::AndroidId as i32),
+            network_type: Some(1),
+            ..Default::default()
+        }
+    }
+
+    fn handle_login_response(&mut self, message: McsMessage) {
+        let McsMessage::LoginResponse(response) = message else {
+            self.end(Disconnect::UnexpectedFrame { tag: message.tag() });
+            return;
+        };
+        if let Some(error) = response.error.filter(|e| e.code != 0) {
+            self.end(Disconnect::LoginFailed {
+                code: error.code,
+                message: error.message,
+            });
+            return;
+        }
+        if self.config.follow_server_heartbeat_config
+            && let Some(ms) = response.heartbeat_config.and_then(|c| c.interval_ms)
+            && ms > 0
+        {
+            self.heartbeat_interval = Duration::from_millis(u64::from(ms.unsigned_abs()));
+        }
+        self.state = SessionState::Online;
+        self.events.push_back(SessionEvent::LoggedIn {
+            heartbeat_interval: self.heartbeat_interval,
+        });
+        // Ids restored from an earlier connection but pending are delivered later and
+        // acked selectively; anything already unacked goes out now.
+        if !self.unacked.is_empty() {
+            self.ack_wanted = true;
+        }
+    }
+
+    fn handle_iq(&mut self, iq: &IqStanza) {
+        let Some(extension) = &iq.extension else {
+            return;
+        };
+        if extension.id == SELECTIVE_ACK_EXTENSION
+            && let Ok(ack) = SelectiveAck::decode(extension.data.clone())
+        {
+            for id in ack.id {
+                if let Some(IdState::Acked(stream)) = self.ids.get(&id).copied() {
+                    if let Some(ids) = self.awaiting.get_mut(&stream) {
+                        ids.retain(|other| other != &id);
+                        if ids.is_empty() {
+                            self.awaiting.remove(&stream);
+                        }
+                    }
+                    self.ids.remove(&id);
+                    self.remember_recent(id);
+                    self.dirty = true;
+                }
+            }
+        }
+    }
+
+    fn handle_data(&mut self, message: DataMessageStanza) {
+        if message.category == GTALK_SERVICE_CATEGORY {
+            if message.app_data.iter().any(|d| d.key == "IdleNotification") {
+                self.transmit.push_back(
+                    DataMessageStanza {
+                        from: "gcm@android.com".to_owned(),
+                        category: GTALK_SERVICE_CATEGORY.to_owned(),
+                        app_data: vec![AppData {
+                            key: "IdleNotification".to_owned(),
+                            value: "false".to_owned(),
+                        }],
+                        ttl: Some(0),
+                        ..Default::default()
+                    }
+                    .into(),
+                );
+            }
+            return;
+        }
+        let immediate = message.immediate_ack == Some(true);
+        let Some(id) = message.persistent_id.clone().filter(|id| !id.is_empty()) else {
+            self.events
+                .push_back(SessionEvent::Message(Box::new(message)));
+            return;
+        };
+        let stream = self.stream_id_in;
+        match self.ids.get_mut(&id) {
+            None if self.recent_set.contains(&id) => {
+                // Confirmed already, yet redelivered: acknowledge it again, deliver nothing.
+                self.recent_set.remove(&id);
+                self.recent.retain(|other| other != &id);
+                self.ids.insert(id.clone(), IdState::Unacked);
+                self.unacked.push_back((id, stream));
+                self.dirty = true;
+                self.ack_wanted = true;
+            }
+            None => {
+                self.ids.insert(id, IdState::Pending(stream, immediate));
+                self.events
+                    .push_back(SessionEvent::Message(Box::new(message)));
+            }
+            Some(IdState::Pending(old, wants_now)) => {
+                // Still with the application: this copy's stream id is the one to report.
+                *old = stream;
+                *wants_now |= immediate;
+            }
+            Some(state) => {
+                // Delivered before: acknowledge this copy, deliver nothing.
+                *state = IdState::Unacked;
+                for (_, ids) in self.awaiting.iter_mut() {
+                    ids.retain(|other| other != &id);
+                }
+                self.awaiting.retain(|_, ids| !ids.is_empty());
+                self.unacked.retain(|(other, _)| other != &id);
+                self.unacked.push_back((id, stream));
+                self.dirty = true;
+                self.ack_wanted = true;
+            }
+        }
+    }
+
+    /// The highest incoming stream id whose persistent messages were all taken.
+    fn reportable_in(&self) -> i32 {
+        let blocked = self
+            .ids
+            .values()
+            .filter_map(|state| match state {
+                IdState::Pending(stream, _) if *stream > 0 => Some(*stream),
+                _ => None,
+            })
+            .min();
+        match blocked {
+            Some(stream) => (stream - 1).min(self.stream_id_in),
+            None => self.stream_id_in,
+        }
+    }
+
+    /// Queues a StreamAck for ids of this connection and a SelectiveAck for the others.
+    fn queue_acks(&mut self) {
+        let report = self.reportable_in();
+        let mut selective = Vec::new();
+        let mut by_stream = false;
+        for (id, stream) in &self.unacked {
+            if *stream == 0 {
+                selective.push(id.clone());
+            } else if *stream <= report {
+                by_stream = true;
+            }
+        }
+        if !selective.is_empty() {
+            let ack = SelectiveAck { id: selective };
+            self.transmit.push_back(
+                IqStanza {
+                    r#type: IqType::Set as i32,
+                    id: String::new(),
+                    extension: Some(Extension {
+                        id: SELECTIVE_ACK_EXTENSION,
+                        data: Bytes::from(ack.encode_to_vec()),
+                    }),
+                    ..Default::default()
+                }
+                .into(),
+            );
+        }
+        if by_stream || report > self.reported_in {
+            self.transmit.push_back(
+                IqStanza {
+                    r#type: IqType::Set as i32,
+                    id: String::new(),
+                    extension: Some(Extension {
+                        id: STREAM_ACK_EXTENSION,
+                        data: Bytes::new(),
+                    }),
+                    ..Default::default()
+                }
+                .into(),
+            );
+        }
+    }
+
+    /// Bookkeeping for a frame being written that reports `report` and may name ids.
+    fn acked_by_frame(&mut self, report: i32, message: &McsMessage) {
+        let out = self.stream_id_out;
+        let mut acked = Vec::new();
+        if let McsMessage::IqStanza(iq) = message
+            && let Some(ext) = &iq.extension
+            && ext.id == SELECTIVE_ACK_EXTENSION
+            && let Ok(ack) = SelectiveAck::decode(ext.data.clone())
+        {
+            let named: HashSet<&String> = ack.id.iter().collect();
+            self.unacked.retain(|(id, _)| {
+                if named.contains(id) {
+                    acked.push(id.clone());
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        if report > self.reported_in {
+            self.reported_in = report;
+            self.unacked.retain(|(id, stream)| {
+                if *stream > 0 && *stream <= report {
+                    acked.push(id.clone());
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        if acked.is_empty() {
+            return;
+        }
+        for id in &acked {
+            self.ids.insert(id.clone(), IdState::Acked(out));
+        }
+        self.awaiting.entry(out).or_default().extend(acked);
+        self.dirty = true;
+    }
+
+    /// The server received our frames up to `last`: forget the ids they acknowledged.
+    fn confirm_up_to(&mut self, last: i32) {
+        let later = self.awaiting.split_off(&last.saturating_add(1));
+        let confirmed = std::mem::replace(&mut self.awaiting, later);
+        for id in confirmed.into_values().flatten() {
+            self.ids.remove(&id);
+            self.remember_recent(id);
+            self.dirty = true;
+        }
+    }
+
+    fn remember_recent(&mut self, id: String) {
+        if self.config.recent_ids == 0 || !self.recent_set.insert(id.clone()) {
+            return;
+        }
+        self.recent.push_back(id);
+        while self.recent.len() > self.config.recent_ids {
+            if let Some(old) = self.recent.pop_front() {
+                self.recent_set.remove(&old);
+            }
+        }
+    }
+
+    fn end(&mut self, reason: Disconnect) {
+        self.state = SessionState::Disconnected;
+        self.transmit.clear();
+        self.deadline = None;
+        self.events.push_back(SessionEvent::Disconnected(reason));
+    }
+}
