@@ -1,0 +1,311 @@
+//! The hyper + rustls client against local servers: wiremock over plain HTTP, and a
+//! tiny TLS server with a test CA (tests/fixtures, valid until 2126).
+
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fcm_http::{Client, Error, HttpClient, RequestTimeout, RetryPolicy};
+use http::{Method, Request, StatusCode};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use wiremock::matchers::{body_bytes, header, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const CA_PEM: &[u8] = include_bytes!("fixtures/ca.pem");
+const SERVER_PEM: &[u8] = include_bytes!("fixtures/server.pem");
+const SERVER_KEY: &[u8] = include_bytes!("fixtures/server.key");
+
+fn client(timeout: Duration) -> Client {
+    Client::builder().timeout(timeout).build().unwrap()
+}
+
+fn post(url: String, body: &'static [u8]) -> Request<Bytes> {
+    Request::builder()
+        .method(Method::POST)
+        .uri(url)
+        .header("content-type", "application/octet-stream")
+        .body(Bytes::from_static(body))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn sends_the_request_and_returns_any_status() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/echo"))
+        .and(header("content-type", "application/octet-stream"))
+        .and(body_bytes(b"\x00\x01binary".to_vec()))
+        .respond_with(
+            ResponseTemplate::new(418)
+                .insert_header("x-reply", "yes")
+                .set_body_bytes(b"teapot".to_vec()),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let response = client(Duration::from_secs(5))
+        .send(post(format!("{}/echo", server.uri()), b"\x00\x01binary"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::IM_A_TEAPOT);
+    assert_eq!(response.headers()["x-reply"], "yes");
+    assert_eq!(response.body().as_ref(), b"teapot");
+}
+
+#[tokio::test]
+async fn slow_server_times_out_and_request_timeout_overrides() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_millis(800)))
+        .mount(&server)
+        .await;
+    let client = client(Duration::from_millis(100));
+    let started = std::time::Instant::now();
+    let err = client.send(post(server.uri(), b"")).await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_millis(700), "{err}");
+    match &err {
+        Error::Timeout { after, .. } => assert_eq!(*after, Duration::from_millis(100)),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert!(err.is_timeout() && err.is_transient());
+
+    // A longer per-request timeout lets the same slow answer through.
+    let mut request = post(server.uri(), b"");
+    request
+        .extensions_mut()
+        .insert(RequestTimeout(Duration::from_secs(5)));
+    assert_eq!(client.send(request).await.unwrap().status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_refused() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_bytes(vec![b'x'; 2048]))
+        .mount(&server)
+        .await;
+    let client = Client::builder().max_response_bytes(1024).build().unwrap();
+    let err = client.send(post(server.uri(), b"")).await.unwrap_err();
+    assert!(
+        matches!(err, Error::BodyTooLarge { limit: 1024 }),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn refused_connection_is_a_connect_error() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let err = client(Duration::from_secs(5))
+        .send(post(format!("http://127.0.0.1:{port}/"), b""))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Connect { .. }), "{err:?}");
+    assert!(err.is_transient());
+}
+
+#[tokio::test]
+async fn https_only_refuses_plain_http_and_odd_schemes_are_refused() {
+    let client = Client::builder().https_only(true).build().unwrap();
+    let err = client
+        .send(post("http://127.0.0.1:9/".into(), b""))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidRequest(_)), "{err:?}");
+    let err = Client::new()
+        .unwrap()
+        .send(post("ftp://127.0.0.1:9/".into(), b""))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidRequest(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn retry_policy_with_the_client_retries_5xx_only() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/flaky"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(2)
+        .with_priority(1)
+        .expect(2)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/flaky"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("fine"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let client = client(Duration::from_secs(5));
+    let policy = RetryPolicy::default()
+        .with_max_attempts(5)
+        .with_initial_delay(Duration::from_millis(1));
+    let request = post(format!("{}/flaky", server.uri()), b"");
+    let mut attempts = 0;
+    let response = policy
+        .run(
+            |_| {
+                attempts += 1;
+                let (client, request) = (&client, request.clone());
+                async move {
+                    let response = client.send(request).await?;
+                    if response.status().is_success() {
+                        Ok(response)
+                    } else {
+                        Err(Error::status(&response))
+                    }
+                }
+            },
+            Error::is_transient,
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.body().as_ref(), b"fine");
+    assert_eq!(attempts, 3);
+}
+
+#[test]
+fn root_certificate_configuration_errors() {
+    let err = Client::builder()
+        .add_root_certificates_pem(b"not a pem")
+        .unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err:?}");
+    let err = Client::builder().webpki_roots(false).build().unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err:?}");
+    let err = Client::builder()
+        .webpki_roots(false)
+        .add_root_certificate_der(b"garbage".to_vec())
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err:?}");
+}
+
+/// A one-route HTTPS server with the test CA's certificate; answers `200 hello` to all.
+async fn tls_server() -> String {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(SERVER_PEM)
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(SERVER_KEY).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = tls
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello",
+                    )
+                    .await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    format!("https://127.0.0.1:{}/", addr.port())
+}
+
+#[tokio::test]
+async fn tls_with_an_added_root_certificate() {
+    let url = tls_server().await;
+    let client = Client::builder()
+        .add_root_certificates_pem(CA_PEM)
+        .unwrap()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let response = client.send(post(url.clone(), b"")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.body().as_ref(), b"hello");
+
+    // The same CA as DER, with no webpki roots at all.
+    let der = CertificateDer::from_pem_slice(CA_PEM).unwrap();
+    let only_ca = Client::builder()
+        .webpki_roots(false)
+        .add_root_certificate_der(der.to_vec())
+        .build()
+        .unwrap();
+    assert_eq!(
+        only_ca.send(post(url, b"")).await.unwrap().status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn tls_with_an_unknown_issuer_is_a_tls_error() {
+    let url = tls_server().await;
+    let err = client(Duration::from_secs(5))
+        .send(post(url, b""))
+        .await
+        .unwrap_err();
+    match &err {
+        Error::Tls { source, .. } => assert!(
+            matches!(source, rustls::Error::InvalidCertificate(_)),
+            "{source:?}"
+        ),
+        other => panic!("expected a TLS error, got {other:?}"),
+    }
+    assert!(!err.is_transient());
+}
+
+#[tokio::test]
+async fn the_tls_config_is_shared_not_copied() {
+    let client = Client::new().unwrap();
+    let clone = client.clone();
+    assert!(Arc::ptr_eq(client.tls_config(), clone.tls_config()));
+    assert!(client.tls_config().alpn_protocols.is_empty());
+    let shared = Arc::clone(client.tls_config());
+    let other = Client::builder()
+        .tls_config(Arc::clone(&shared))
+        .build()
+        .unwrap();
+    assert!(Arc::ptr_eq(other.tls_config(), &shared));
+}
+
+#[tokio::test]
+async fn the_trait_is_object_safe_and_pluggable() {
+    struct Canned;
+    impl HttpClient for Canned {
+        fn send(
+            &self,
+            _request: Request<Bytes>,
+        ) -> fcm_http::BoxFuture<'_, Result<http::Response<Bytes>, Error>> {
+            Box::pin(async { Ok(http::Response::new(Bytes::from_static(b"canned"))) })
+        }
+    }
+    let boxed: Box<dyn HttpClient> = Box::new(Canned);
+    let arc: Arc<dyn HttpClient> = Arc::new(Canned);
+    for c in [&boxed as &dyn HttpClient, &arc] {
+        let r = c.send(post("http://x/".into(), b"")).await.unwrap();
+        assert_eq!(r.body().as_ref(), b"canned");
+    }
+}

@@ -1,0 +1,23 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+
+mod error;
+mod fid;
+mod installations;
+mod registrations;
+mod secret;
+
+pub use error::{Error, GoogleApiError};
+pub use fid::{fid_from_bytes, generate_fid, is_valid_fid};
+pub use installations::{
+    ANDROID_SDK_VERSION, DEFAULT_FIREBASE_CLIENT, FirebaseApp, Installation, Persona,
+    WEB_SDK_VERSION, create_installation, create_installation_request, firebase_client_header,
+    parse_auth_token_response, parse_create_installation_response, parse_google_duration,
+    refresh_auth_token, refresh_auth_token_request,
+};
+pub use registrations::{
+    FcmRegistration, WebPushSubscription, create_registration, create_registration_request,
+    delete_registration, delete_registration_request, fcm_send_endpoint,
+    parse_create_registration_response, parse_delete_registration_response,
+};
+pub use secret::{AuthToken, FcmToken, RefreshToken};

@@ -1,0 +1,178 @@
+//! The error type of this crate and the `Error=` codes of register3.
+
+use std::fmt;
+
+use http::StatusCode;
+
+/// Everything that can go wrong in a check-in or a register3 call.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Transport (connect, TLS, timeout), an HTTP status with no more specific meaning, or
+    /// an undecodable body (e.g. a check-in answer that is not an
+    /// `AndroidCheckinResponse`, or lacks its ids).
+    #[error(transparent)]
+    Http(#[from] fcm_http::Error),
+    /// A re-check-in with stored credentials was refused (HTTP 4xx): the credentials are
+    /// dead and the device must check in anew and register again.
+    #[error("the check-in server refused the stored credentials (HTTP {status}): register again")]
+    DeadCredentials {
+        /// The refusing status (typically 400 or 401).
+        status: StatusCode,
+        /// The start of the body.
+        body_excerpt: String,
+    },
+    /// register3 answered `Error=<code>` (usually with HTTP 200).
+    #[error("register3 refused the registration: Error={code} (HTTP {status})")]
+    Register3 {
+        /// The error code.
+        code: Register3Code,
+        /// The HTTP status it came with.
+        status: StatusCode,
+    },
+    /// register3 answered an HTML page (as during Google's 2024 migration, with 404).
+    #[error("register3 answered an HTML page (HTTP {status}): {body_excerpt:?}")]
+    HtmlPage {
+        /// The HTTP status of the page.
+        status: StatusCode,
+        /// The start of the page.
+        body_excerpt: String,
+    },
+    /// register3 answered `token=` with nothing after it.
+    #[error("register3 answered an empty token")]
+    EmptyToken,
+    /// register3 answered a success status with a body of no known shape.
+    #[error("register3 answered an unexpected body (HTTP {status}): {body_excerpt:?}")]
+    UnexpectedResponse {
+        /// The HTTP status.
+        status: StatusCode,
+        /// The start of the body.
+        body_excerpt: String,
+    },
+}
+
+impl Error {
+    /// Whether retrying the same request may succeed, the default retry predicate of
+    /// [`check_in`](crate::check_in) and [`register`](crate::register):
+    /// transient transport failures, HTTP 5xx and 429, HTML pages served with a 5xx
+    /// status, and the transient register3 codes (`PHONE_REGISTRATION_ERROR`,
+    /// `InternalServerError`).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Http(e) => e.is_transient(),
+            Error::Register3 { code, .. } => code.is_transient(),
+            Error::HtmlPage { status, .. } => fcm_http::is_transient_status(*status),
+            Error::DeadCredentials { .. }
+            | Error::EmptyToken
+            | Error::UnexpectedResponse { .. } => false,
+        }
+    }
+
+    /// The register3 code, for a [`Register3`](Error::Register3) error.
+    pub fn register3_code(&self) -> Option<&Register3Code> {
+        match self {
+            Error::Register3 { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    /// Whether the stored check-in credentials were refused (see
+    /// [`DeadCredentials`](Error::DeadCredentials)).
+    pub fn is_dead_credentials(&self) -> bool {
+        matches!(self, Error::DeadCredentials { .. })
+    }
+}
+
+/// The codes register3 sends as `Error=<CODE>`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Register3Code {
+    /// `PHONE_REGISTRATION_ERROR`: often transient; identical retries succeed.
+    PhoneRegistrationError,
+    /// `AUTHENTICATION_FAILED`: the `AidLogin` credentials were refused.
+    AuthenticationFailed,
+    /// `INVALID_SENDER`: the sender id / VAPID key is not accepted.
+    InvalidSender,
+    /// `INVALID_PARAMETERS`: a form field is missing or malformed.
+    InvalidParameters,
+    /// `InternalServerError`: Google's side failed; transient.
+    InternalServerError,
+    /// `QUOTA_EXCEEDED`.
+    QuotaExceeded,
+    /// `TOO_MANY_REGISTRATIONS`.
+    TooManyRegistrations,
+    /// Any other code, verbatim.
+    Other(String),
+}
+
+impl Register3Code {
+    /// Parses a code as it appears after `Error=`.
+    pub fn parse(code: &str) -> Self {
+        match code {
+            "PHONE_REGISTRATION_ERROR" => Self::PhoneRegistrationError,
+            "AUTHENTICATION_FAILED" => Self::AuthenticationFailed,
+            "INVALID_SENDER" => Self::InvalidSender,
+            "INVALID_PARAMETERS" => Self::InvalidParameters,
+            "InternalServerError" => Self::InternalServerError,
+            "QUOTA_EXCEEDED" => Self::QuotaExceeded,
+            "TOO_MANY_REGISTRATIONS" => Self::TooManyRegistrations,
+            other => Self::Other(other.to_owned()),
+        }
+    }
+
+    /// The code as register3 spells it.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::PhoneRegistrationError => "PHONE_REGISTRATION_ERROR",
+            Self::AuthenticationFailed => "AUTHENTICATION_FAILED",
+            Self::InvalidSender => "INVALID_SENDER",
+            Self::InvalidParameters => "INVALID_PARAMETERS",
+            Self::InternalServerError => "InternalServerError",
+            Self::QuotaExceeded => "QUOTA_EXCEEDED",
+            Self::TooManyRegistrations => "TOO_MANY_REGISTRATIONS",
+            Self::Other(code) => code,
+        }
+    }
+
+    /// Whether the code is known to be transient (`PHONE_REGISTRATION_ERROR`,
+    /// `InternalServerError`).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::PhoneRegistrationError | Self::InternalServerError
+        )
+    }
+}
+
+impl fmt::Display for Register3Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_round_trip() {
+        for code in [
+            "PHONE_REGISTRATION_ERROR",
+            "AUTHENTICATION_FAILED",
+            "INVALID_SENDER",
+            "INVALID_PARAMETERS",
+            "InternalServerError",
+            "QUOTA_EXCEEDED",
+            "TOO_MANY_REGISTRATIONS",
+            "SOMETHING_NEW",
+        ] {
+            assert_eq!(Register3Code::parse(code).as_str(), code);
+        }
+        assert_eq!(
+            Register3Code::parse("SOMETHING_NEW"),
+            Register3Code::Other("SOMETHING_NEW".into())
+        );
+        assert!(Register3Code::PhoneRegistrationError.is_transient());
+        assert!(!Register3Code::AuthenticationFailed.is_transient());
+    }
+}

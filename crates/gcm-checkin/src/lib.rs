@@ -1,0 +1,27 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+
+mod checkin;
+mod credentials;
+mod error;
+mod register;
+
+/// The protobuf messages of the check-in endpoint, generated from `proto/checkin.proto`
+/// and `proto/android_checkin.proto` by `cargo xtask codegen`.
+pub mod proto {
+    #![allow(missing_docs, unreachable_pub, clippy::all)]
+    include!("generated/checkin_proto.rs");
+}
+
+pub use checkin::{
+    CheckinRequest, CheckinResponse, ChromeBuild, DEFAULT_CHROME_VERSION, check_in,
+    parse_checkin_response,
+};
+pub use credentials::{CheckinCredentials, GcmToken, SecurityToken};
+pub use error::{Error, Register3Code};
+pub use proto::chrome_build_proto::{Channel, Platform};
+pub use register::{
+    AndroidRegistration, CHROME_APP, CHROME_VAPID_KEY, DEFAULT_ANDROID_CERT,
+    DEFAULT_FIREBASE_APP_NAME, DEFAULT_WEB_BUNDLE, InstallationAuth, Persona, RegisterRequest,
+    WebRegistration, firebase_app_name_hash, parse_register_response, register, register_with,
+};

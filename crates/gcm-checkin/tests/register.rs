@@ -1,0 +1,465 @@
+//! register3 against a wiremock fake: both personas' exact requests, tokens, every error
+//! shape and the retry behaviour.
+
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+use std::time::Duration;
+
+use fcm_http::{Client, Endpoints, RetryPolicy};
+use gcm_checkin::{
+    AndroidRegistration, CHROME_VAPID_KEY, CheckinCredentials, Error, InstallationAuth,
+    Register3Code, RegisterRequest, WebRegistration, register, register_with,
+};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const DEVICE: CheckinCredentials = CheckinCredentials::new(4_242_424_242_424_242_424, 77_777);
+
+fn client() -> Client {
+    Client::builder()
+        .timeout(Duration::from_millis(500))
+        .build()
+        .unwrap()
+}
+
+fn fast_retry(attempts: u32) -> RetryPolicy {
+    RetryPolicy::default()
+        .with_max_attempts(attempts)
+        .with_initial_delay(Duration::from_millis(1))
+        .with_max_delay(Duration::from_millis(5))
+}
+
+fn web_request() -> RegisterRequest {
+    RegisterRequest::web(DEVICE, WebRegistration::new())
+}
+
+async fn server_answering(template: ResponseTemplate, expected_calls: u64) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/c2dm/register3"))
+        .respond_with(template)
+        .expect(expected_calls)
+        .mount(&server)
+        .await;
+    server
+}
+
+fn text(status: u16, body: &str) -> ResponseTemplate {
+    ResponseTemplate::new(status)
+        .insert_header("content-type", "text/plain; charset=utf-8")
+        .set_body_string(body)
+}
+
+async fn run(
+    server: &MockServer,
+    request: &RegisterRequest,
+    retry: &RetryPolicy,
+) -> Result<String, Error> {
+    let endpoints = Endpoints::at(&server.uri()).unwrap();
+    register(&client(), &endpoints, request, retry)
+        .await
+        .map(|t| t.as_str().to_owned())
+}
+
+struct Sent {
+    headers: Vec<(String, String)>,
+    form: Vec<(String, String)>,
+}
+
+async fn sent(server: &MockServer) -> Sent {
+    let requests = server.received_requests().await.unwrap();
+    let request = requests.last().unwrap();
+    assert_eq!(request.method.as_str(), "POST");
+    assert_eq!(request.url.path(), "/c2dm/register3");
+    let headers = request
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap().to_owned()))
+        .collect();
+    let form = url::form_urlencoded::parse(&request.body)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    Sent { headers, form }
+}
+
+impl Sent {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {
+    expected
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn web_persona_request_and_token() {
+    let server = server_answering(text(200, "token=cXkAbC:APA91bH_x-y\n"), 1).await;
+    let request = web_request();
+    let token = run(&server, &request, &fast_retry(3)).await.unwrap();
+    assert_eq!(token, "cXkAbC:APA91bH_x-y");
+
+    let sent = sent(&server).await;
+    let subtype = &sent.form[1].1;
+    assert_eq!(
+        sent.form,
+        pairs(&[
+            ("app", "org.chromium.linux"),
+            ("X-subtype", subtype),
+            ("device", "4242424242424242424"),
+            ("sender", CHROME_VAPID_KEY),
+        ])
+    );
+    let uuid = subtype.strip_prefix("wp:receiver.push.com#").unwrap();
+    assert_eq!(uuid::Uuid::parse_str(uuid).unwrap().get_version_num(), 4);
+    assert_eq!(
+        sent.header("authorization"),
+        Some("AidLogin 4242424242424242424:77777")
+    );
+    assert_eq!(
+        sent.header("content-type"),
+        Some("application/x-www-form-urlencoded")
+    );
+    assert_eq!(sent.header("app"), None);
+    assert_eq!(sent.header("gcm_ver"), None);
+}
+
+#[tokio::test]
+async fn web_persona_with_own_bundle_and_vapid_key() {
+    let server = server_answering(text(200, "token=t"), 1).await;
+    let web = WebRegistration::with_bundle("my.bundle").with_sender("BMyVapidKey");
+    let request = RegisterRequest::web(DEVICE, web.clone());
+    run(&server, &request, &fast_retry(1)).await.unwrap();
+    let sent = sent(&server).await;
+    assert_eq!(sent.form[1], ("X-subtype".into(), web.subtype.clone()));
+    assert!(web.subtype.starts_with("wp:my.bundle#"));
+    assert_eq!(sent.form[3], ("sender".into(), "BMyVapidKey".into()));
+}
+
+#[tokio::test]
+async fn android_persona_sends_every_field_and_header() {
+    let server = server_answering(text(200, "token=android-token"), 1).await;
+    let android = AndroidRegistration::new("123456789012", "com.example.app")
+        .with_cert("5D08264B44E0E53FBCCC70B4F016474CC6C5AB5C")
+        .with_gmp_app_id("1:123456789012:android:abcdef")
+        .with_installation(InstallationAuth::new(
+            "cAAAAAAAAAAAAAAAAAAAAA",
+            "eyJ.fis.token",
+        ));
+    let request = RegisterRequest::android(DEVICE, android);
+    assert_eq!(
+        run(&server, &request, &fast_retry(1)).await.unwrap(),
+        "android-token"
+    );
+
+    let sent = sent(&server).await;
+    assert_eq!(
+        sent.form,
+        pairs(&[
+            ("X-subtype", "123456789012"),
+            ("sender", "123456789012"),
+            ("X-app_ver", "1111"),
+            ("X-osv", "25"),
+            ("X-cliv", "fcm-23.1.1"),
+            ("X-gmsv", "231114044"),
+            ("X-appid", "cAAAAAAAAAAAAAAAAAAAAA"),
+            ("X-scope", "*"),
+            ("X-Goog-Firebase-Installations-Auth", "eyJ.fis.token"),
+            ("X-gmp_app_id", "1:123456789012:android:abcdef"),
+            ("X-firebase-app-name-hash", "R1dAH9Ui7M-ynoznwBdw01tLxhI"),
+            ("X-app_ver_name", "1.1.1.1"),
+            ("app", "com.example.app"),
+            ("device", "4242424242424242424"),
+            ("app_ver", "1111"),
+            ("gcm_ver", "231114044"),
+            ("plat", "0"),
+            ("cert", "5d08264b44e0e53fbccc70b4f016474cc6c5ab5c"),
+            ("target_ver", "28"),
+        ])
+    );
+    assert_eq!(
+        sent.header("authorization"),
+        Some("AidLogin 4242424242424242424:77777")
+    );
+    assert_eq!(
+        sent.header("content-type"),
+        Some("application/x-www-form-urlencoded")
+    );
+    assert_eq!(sent.header("app"), Some("com.example.app"));
+    assert_eq!(sent.header("app_ver"), Some("1111"));
+    assert_eq!(sent.header("gcm_ver"), Some("231114044"));
+    assert_eq!(sent.header("user-agent"), Some("Android-GCM/1.5"));
+}
+
+#[tokio::test]
+async fn android_persona_without_installation_omits_the_fis_fields() {
+    let server = server_answering(text(200, "token=t"), 1).await;
+    let request = RegisterRequest::android(
+        DEVICE,
+        AndroidRegistration::new("42", "org.chromium.linux").with_gmp_app_id("1:42:android:0"),
+    );
+    run(&server, &request, &fast_retry(1)).await.unwrap();
+    let names: Vec<String> = sent(&server)
+        .await
+        .form
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "X-subtype",
+            "sender",
+            "X-app_ver",
+            "X-osv",
+            "X-cliv",
+            "X-gmsv",
+            "X-scope",
+            "X-gmp_app_id",
+            "X-app_ver_name",
+            "app",
+            "device",
+            "app_ver",
+            "gcm_ver",
+            "plat",
+            "cert",
+            "target_ver"
+        ]
+    );
+    let form = sent(&server).await.form;
+    assert!(form.contains(&("cert".into(), gcm_checkin::DEFAULT_ANDROID_CERT.into())));
+}
+
+#[tokio::test]
+async fn error_codes_with_http_200_are_typed_and_permanent_ones_not_retried() {
+    let cases = [
+        ("AUTHENTICATION_FAILED", Register3Code::AuthenticationFailed),
+        ("INVALID_SENDER", Register3Code::InvalidSender),
+        ("INVALID_PARAMETERS", Register3Code::InvalidParameters),
+        ("QUOTA_EXCEEDED", Register3Code::QuotaExceeded),
+        (
+            "TOO_MANY_REGISTRATIONS",
+            Register3Code::TooManyRegistrations,
+        ),
+        (
+            "DEPRECATED_ENDPOINT",
+            Register3Code::Other("DEPRECATED_ENDPOINT".into()),
+        ),
+    ];
+    for (body, code) in cases {
+        let server = server_answering(text(200, &format!("Error={body}")), 1).await;
+        let err = run(&server, &web_request(), &fast_retry(5))
+            .await
+            .unwrap_err();
+        match &err {
+            Error::Register3 { code: c, status } => {
+                assert_eq!(c, &code);
+                assert_eq!(status.as_u16(), 200);
+            }
+            other => panic!("expected Register3, got {other:?}"),
+        }
+        assert!(!err.is_transient());
+    }
+}
+
+#[tokio::test]
+async fn two_phone_registration_errors_then_a_token_succeeds_on_the_third_attempt() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/c2dm/register3"))
+        .respond_with(text(200, "Error=PHONE_REGISTRATION_ERROR"))
+        .up_to_n_times(2)
+        .with_priority(1)
+        .expect(2)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/c2dm/register3"))
+        .respond_with(text(200, "token=third-time-lucky"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let request = web_request();
+    let token = run(&server, &request, &fast_retry(5)).await.unwrap();
+    assert_eq!(token, "third-time-lucky");
+    // The identical request was repeated, subtype UUID included.
+    let requests = server.received_requests().await.unwrap();
+    assert_eq!(requests.len(), 3);
+    assert!(requests.iter().all(|r| r.body == requests[0].body));
+}
+
+#[tokio::test]
+async fn persistent_phone_registration_error_gives_up_after_max_attempts() {
+    let server = server_answering(text(200, "Error=PHONE_REGISTRATION_ERROR"), 4).await;
+    let err = run(&server, &web_request(), &fast_retry(4))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.register3_code(),
+        Some(&Register3Code::PhoneRegistrationError)
+    );
+    assert!(err.is_transient());
+}
+
+#[tokio::test]
+async fn internal_server_error_code_is_retried() {
+    let server = server_answering(text(200, "Error=InternalServerError"), 2).await;
+    let err = run(&server, &web_request(), &fast_retry(2))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.register3_code(),
+        Some(&Register3Code::InternalServerError)
+    );
+}
+
+#[tokio::test]
+async fn a_caller_predicate_can_forbid_retries() {
+    let server = server_answering(text(200, "Error=PHONE_REGISTRATION_ERROR"), 1).await;
+    let endpoints = Endpoints::at(&server.uri()).unwrap();
+    let err = register_with(
+        &client(),
+        &endpoints,
+        &web_request(),
+        &fast_retry(5),
+        |_| false,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        err.register3_code(),
+        Some(&Register3Code::PhoneRegistrationError)
+    );
+}
+
+#[tokio::test]
+async fn html_404_page_is_typed_and_not_retried() {
+    let page = "<!DOCTYPE html><html lang=en><title>Error 404 (Not Found)!!1</title></html>";
+    let server = server_answering(
+        ResponseTemplate::new(404)
+            .insert_header("content-type", "text/html; charset=UTF-8")
+            .set_body_string(page),
+        1,
+    )
+    .await;
+    let err = run(&server, &web_request(), &fast_retry(5))
+        .await
+        .unwrap_err();
+    match &err {
+        Error::HtmlPage {
+            status,
+            body_excerpt,
+        } => {
+            assert_eq!(status.as_u16(), 404);
+            assert!(body_excerpt.starts_with("<!DOCTYPE html>"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!err.is_transient());
+}
+
+#[tokio::test]
+async fn html_with_200_is_typed_too() {
+    let server = server_answering(text(200, "<html><body>hello</body></html>"), 1).await;
+    let err = run(&server, &web_request(), &fast_retry(5))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::HtmlPage { status, .. } if status.as_u16() == 200),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn client_error_statuses_are_not_retried() {
+    for status in [400, 401, 403] {
+        let server = server_answering(ResponseTemplate::new(status), 1).await;
+        let err = run(&server, &web_request(), &fast_retry(5))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Http(e) if e.status_code().map(|s| s.as_u16()) == Some(status)),
+            "{err:?}"
+        );
+        assert!(!err.is_transient());
+    }
+}
+
+#[tokio::test]
+async fn error_code_with_an_error_status_is_still_the_code() {
+    let server = server_answering(text(401, "Error=AUTHENTICATION_FAILED"), 1).await;
+    let err = run(&server, &web_request(), &fast_retry(5))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Register3 { code: Register3Code::AuthenticationFailed, status } if status.as_u16() == 401),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn server_errors_and_429_are_retried() {
+    for status in [429, 500, 503] {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(status).set_body_string("busy"))
+            .up_to_n_times(2)
+            .with_priority(1)
+            .expect(2)
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .respond_with(text(200, "token=after-busy"))
+            .expect(1)
+            .mount(&server)
+            .await;
+        assert_eq!(
+            run(&server, &web_request(), &fast_retry(5)).await.unwrap(),
+            "after-busy"
+        );
+    }
+}
+
+#[tokio::test]
+async fn empty_token_and_unknown_shapes() {
+    let server = server_answering(text(200, "token="), 1).await;
+    let err = run(&server, &web_request(), &fast_retry(5))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::EmptyToken), "{err:?}");
+
+    for body in [
+        "",
+        "hello",
+        "foo=bar",
+        "token=has space",
+        "token=a\ntoken=b",
+        "Error=",
+    ] {
+        let server = server_answering(text(200, body), 1).await;
+        let err = run(&server, &web_request(), &fast_retry(5))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::UnexpectedResponse { status, .. } if status.as_u16() == 200),
+            "{body:?}: {err:?}"
+        );
+        assert!(!err.is_transient());
+    }
+}
+
+#[tokio::test]
+async fn slow_server_times_out() {
+    let server =
+        server_answering(text(200, "token=late").set_delay(Duration::from_secs(3)), 1).await;
+    let err = run(&server, &web_request(), &RetryPolicy::no_retry())
+        .await
+        .unwrap_err();
+    assert!(matches!(&err, Error::Http(e) if e.is_timeout()), "{err:?}");
+}
