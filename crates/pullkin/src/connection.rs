@@ -1,0 +1,423 @@
+//! The driver of one app's push connection: TLS socket, codec, [`Session`], timers and
+//! the reconnect loop, as one tokio task.
+//!
+//! The loop never gives up by default: every failure (check-in, TCP, TLS, login, a dead
+//! or closed connection) is logged with its cause and followed by a new attempt after an
+//! exponential backoff with jitter; the backoff starts over once a connection stayed up.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use fcm_http::RetryPolicy;
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use mcs_codec::{McsCodec, McsError, McsMessage};
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+use webpush_ece::ReceiverKeys;
+
+use crate::event::{Delivery, Event};
+use crate::message::{Decoded, decode};
+use crate::session::{AckState, Session, SessionConfig, SessionEvent};
+use crate::store::Store;
+
+/// Where an app's connection stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectionState {
+    /// Not started yet.
+    Idle,
+    /// Checking in, connecting and logging in; `attempt` counts the failures since the
+    /// last good connection plus one.
+    Connecting {
+        /// The attempt number.
+        attempt: u32,
+    },
+    /// Logged in and receiving.
+    Connected {
+        /// Since when.
+        since: SystemTime,
+    },
+    /// Waiting before the next attempt.
+    BackingOff {
+        /// When the next attempt starts.
+        until: SystemTime,
+        /// Why the last attempt or connection failed.
+        cause: String,
+        /// How many attempts failed in a row.
+        failures: u32,
+    },
+    /// Stopped: by [`crate::Pullkin::stop`], or after the configured number of failures.
+    Stopped {
+        /// Why, when it was not a requested stop.
+        cause: Option<String>,
+    },
+}
+
+/// The health of an app's connection, to watch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    /// The connection state.
+    pub state: ConnectionState,
+    /// When the last frame arrived from the server.
+    pub last_frame_at: Option<SystemTime>,
+    /// How many logins succeeded.
+    pub logins: u64,
+    /// How many attempts or connections failed.
+    pub failures: u64,
+}
+
+/// What the driver needs to reach the MCS server.
+#[derive(Clone)]
+pub(crate) struct McsTarget {
+    /// `host:port`.
+    pub addr: String,
+    /// The name the server's certificate must carry.
+    pub server_name: ServerName<'static>,
+    /// Shared by every connection.
+    pub tls: Arc<ClientConfig>,
+    /// Limit on TCP connect plus TLS handshake.
+    pub connect_timeout: Duration,
+}
+
+/// The device identity to log in with, from [`Prepare`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Identity {
+    pub android_id: u64,
+    pub security_token: u64,
+}
+
+/// Run before each connection attempt (check-in, credential upkeep): returns the identity
+/// to log in with, or why it cannot.
+pub(crate) type Prepare =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<Identity, String>> + Send>> + Send + Sync>;
+
+/// Everything one app's driver task needs.
+pub(crate) struct Worker {
+    pub app: Arc<str>,
+    pub session_config: SessionConfig,
+    pub keys: Option<Arc<ReceiverKeys>>,
+    pub target: McsTarget,
+    pub store: Arc<dyn Store>,
+    pub prepare: Option<Prepare>,
+    pub reconnect: RetryPolicy,
+    /// Give up after this many failures in a row (`None`: never).
+    pub max_failures: Option<u32>,
+    /// A connection that stayed up this long resets the backoff.
+    pub stable_after: Duration,
+    pub deliveries: mpsc::Sender<Delivery>,
+    pub delivered_tx: mpsc::UnboundedSender<String>,
+    pub delivered_rx: mpsc::UnboundedReceiver<String>,
+    pub events: broadcast::Sender<Event>,
+    pub health: watch::Sender<Health>,
+    pub last_frame_ms: Arc<AtomicU64>,
+    pub stop: CancellationToken,
+}
+
+type Connection = Framed<TlsStream<TcpStream>, McsCodec>;
+
+/// How a connection ended.
+enum Ended {
+    Stopped,
+    Lost { cause: String, online_for: Duration },
+}
+
+impl Worker {
+    /// Runs until stopped (or until `max_failures`).
+    pub(crate) async fn run(mut self) {
+        let restored = match self.store.load_ack_state(&self.app) {
+            Ok(state) => state,
+            Err(error) => {
+                // Starting over would deliver every message again: refuse instead.
+                let cause = format!("cannot read the stored state: {error}");
+                warn!(app = %self.app, "{cause}");
+                let _ = self.events.send(Event::Failed {
+                    app: self.app.to_string(),
+                    cause: cause.clone(),
+                });
+                self.set_state(ConnectionState::Stopped { cause: Some(cause) });
+                return;
+            }
+        };
+        let mut session = Session::new(self.session_config.clone(), restored);
+        let mut failures: u32 = 0;
+        let mut stop_cause = None;
+        loop {
+            if self.stop.is_cancelled() {
+                break;
+            }
+            self.set_state(ConnectionState::Connecting {
+                attempt: failures + 1,
+            });
+            let stop = self.stop.clone();
+            let ended = tokio::select! {
+                () = stop.cancelled() => Ok(Ended::Stopped),
+                ended = self.connect_once(&mut session) => ended,
+            };
+            session.disconnected();
+            let cause = match ended {
+                Ok(Ended::Stopped) => break,
+                Ok(Ended::Lost { cause, online_for }) => {
+                    if online_for >= self.stable_after {
+                        failures = 0;
+                    }
+                    cause
+                }
+                Err(cause) => cause,
+            };
+            failures = failures.saturating_add(1);
+            self.health.send_modify(|h| h.failures += 1);
+            if self.max_failures.is_some_and(|max| failures >= max) {
+                warn!(app = %self.app, failures, "giving up: {cause}");
+                stop_cause = Some(format!("gave up after {failures} failures: {cause}"));
+                break;
+            }
+            let delay = self.reconnect.delay(failures, &mut rand::thread_rng());
+            warn!(app = %self.app, failures, ?delay, "connection failed: {cause}; retrying");
+            self.set_state(ConnectionState::BackingOff {
+                until: SystemTime::now() + delay,
+                cause,
+                failures,
+            });
+            let stop = self.stop.clone();
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = tokio::time::sleep(delay) => {}
+            }
+        }
+        // Ids taken since the last write must not be lost.
+        while let Ok(id) = self.delivered_rx.try_recv() {
+            session.delivered(&id);
+        }
+        if session.ack_state_dirty()
+            && let Err(error) = self.persist(session.ack_state()).await
+        {
+            warn!(app = %self.app, "cannot store the acknowledgement state: {error}");
+        }
+        if let Some(cause) = &stop_cause {
+            let _ = self.events.send(Event::Failed {
+                app: self.app.to_string(),
+                cause: cause.clone(),
+            });
+        }
+        self.set_state(ConnectionState::Stopped { cause: stop_cause });
+        info!(app = %self.app, "listener stopped");
+    }
+
+    fn set_state(&self, state: ConnectionState) {
+        let event = Event::State {
+            app: self.app.to_string(),
+            state: state.clone(),
+        };
+        self.health.send_modify(|h| h.state = state);
+        let _ = self.events.send(event);
+    }
+
+    async fn persist(&self, state: AckState) -> Result<(), String> {
+        let store = Arc::clone(&self.store);
+        let app = Arc::clone(&self.app);
+        tokio::task::spawn_blocking(move || store.save_ack_state(&app, &state))
+            .await
+            .map_err(|e| format!("store task failed: {e}"))?
+            .map_err(|e| e.to_string())
+    }
+
+    async fn open(&self) -> Result<Connection, String> {
+        let target = &self.target;
+        let connect = async {
+            let tcp = TcpStream::connect(&target.addr)
+                .await
+                .map_err(|e| format!("cannot connect to {}: {e}", target.addr))?;
+            let _ = tcp.set_nodelay(true);
+            let keepalive = socket2::TcpKeepalive::new()
+                .with_time(Duration::from_secs(60))
+                .with_interval(Duration::from_secs(10));
+            if let Err(e) = socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive) {
+                debug!("cannot set TCP keepalive: {e}");
+            }
+            let tls = TlsConnector::from(Arc::clone(&target.tls))
+                .connect(target.server_name.clone(), tcp)
+                .await
+                .map_err(|e| format!("TLS with {} failed: {e}", target.addr))?;
+            Ok::<_, String>(Framed::new(tls, McsCodec::client()))
+        };
+        tokio::time::timeout(target.connect_timeout, connect)
+            .await
+            .map_err(|_| {
+                format!(
+                    "connecting to {} took longer than {:?}",
+                    target.addr, target.connect_timeout
+                )
+            })?
+    }
+
+    /// One connection: prepare, connect, log in, receive until it ends.
+    async fn connect_once(&mut self, session: &mut Session) -> Result<Ended, String> {
+        if let Some(prepare) = &self.prepare {
+            let identity = prepare().await?;
+            let current = session.config();
+            if identity.android_id != current.android_id
+                || identity.security_token != current.security_token
+            {
+                // A new device identity: the old acknowledgement state belongs to the old one.
+                let mut config = current.clone();
+                config.android_id = identity.android_id;
+                config.security_token = identity.security_token;
+                *session = Session::new(config, AckState::default());
+                self.persist(AckState::default()).await?;
+            }
+        }
+        let mut connection = self.open().await?;
+        session.connect(Instant::now());
+        let mut online_since: Option<Instant> = None;
+        let lost = |cause: String, since: Option<Instant>| {
+            Ok(Ended::Lost {
+                cause,
+                online_for: since.map(|s| s.elapsed()).unwrap_or_default(),
+            })
+        };
+        loop {
+            // Store first, then write: an acknowledgement never goes out before its ids
+            // are durable.
+            if session.ack_state_dirty() {
+                self.persist(session.ack_state()).await?;
+                session.mark_persisted();
+            }
+            let mut wrote = false;
+            while let Some(frame) = session.poll_transmit() {
+                if let Err(e) = connection.feed(frame).await {
+                    return lost(format!("write failed: {e}"), online_since);
+                }
+                wrote = true;
+            }
+            if wrote && let Err(e) = SinkExt::<McsMessage>::flush(&mut connection).await {
+                return lost(format!("write failed: {e}"), online_since);
+            }
+            let deadline = session.poll_timeout();
+            let stop = self.stop.clone();
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => return Ok(Ended::Stopped),
+                frame = connection.next() => {
+                    let mut next = Some(frame);
+                    // Take every frame already buffered before writing anything back.
+                    while let Some(frame) = next.take() {
+                        match frame {
+                            Some(Ok(message)) => {
+                                self.last_frame_ms.store(unix_ms(), Ordering::Relaxed);
+                                session.handle_frame(message, Instant::now());
+                            }
+                            Some(Err(e)) => return lost(describe(&e), online_since),
+                            None => return lost("the server ended the stream".into(), online_since),
+                        }
+                        next = connection.next().now_or_never();
+                    }
+                }
+                Some(id) = self.delivered_rx.recv() => {
+                    session.delivered(&id);
+                    while let Ok(id) = self.delivered_rx.try_recv() {
+                        session.delivered(&id);
+                    }
+                }
+                () = sleep_until(deadline), if deadline.is_some() => {
+                    session.handle_timeout(Instant::now());
+                }
+            }
+            while let Some(event) = session.poll_event() {
+                match event {
+                    SessionEvent::LoggedIn { heartbeat_interval } => {
+                        info!(app = %self.app, ?heartbeat_interval, "logged in");
+                        online_since = Some(Instant::now());
+                        self.health.send_modify(|h| h.logins += 1);
+                        self.set_state(ConnectionState::Connected {
+                            since: SystemTime::now(),
+                        });
+                    }
+                    SessionEvent::Message(stanza) => self.hand_over(session, *stanza).await?,
+                    SessionEvent::UnknownFrame { tag } => {
+                        debug!(app = %self.app, tag, "ignoring a frame with an unknown tag");
+                    }
+                    SessionEvent::Disconnected(reason) => {
+                        return lost(reason.to_string(), online_since);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Decodes a data message and hands it to the application; a message that cannot be
+    /// decrypted is reported and acknowledged at once.
+    async fn hand_over(
+        &self,
+        session: &mut Session,
+        stanza: mcs_codec::proto::DataMessageStanza,
+    ) -> Result<(), String> {
+        let persistent_id = stanza.persistent_id.clone();
+        let message = match decode(&stanza, self.keys.as_deref()) {
+            Decoded::Message(message) => Box::new(message),
+            Decoded::DeletedMessages { count } => {
+                warn!(app = %self.app, ?count, "the server dropped messages it could not deliver");
+                if let Some(id) = &persistent_id {
+                    session.delivered(id);
+                }
+                let _ = self.events.send(Event::DeletedMessages {
+                    app: self.app.to_string(),
+                    count,
+                });
+                return Ok(());
+            }
+            Decoded::Undecryptable(error) => {
+                warn!(app = %self.app, ?persistent_id, "cannot decrypt a message: {error}");
+                if let Some(id) = &persistent_id {
+                    session.delivered(id);
+                }
+                let _ = self.events.send(Event::Undecryptable {
+                    app: self.app.to_string(),
+                    persistent_id,
+                    error: error.to_string(),
+                    stanza: Box::new(stanza),
+                });
+                return Ok(());
+            }
+        };
+        let delivery = Delivery {
+            app: Arc::clone(&self.app),
+            message,
+            stanza: Box::new(stanza),
+            delivered: self.delivered_tx.clone(),
+        };
+        self.deliveries
+            .send(delivery)
+            .await
+            .map_err(|_| "the application stopped taking messages".to_owned())
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    if let Some(deadline) = deadline {
+        tokio::time::sleep_until(deadline.into()).await;
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+fn describe(error: &McsError) -> String {
+    match error {
+        McsError::Io(e) => format!("read failed: {e}"),
+        other => format!("bad data from the server: {other}"),
+    }
+}
