@@ -158,11 +158,7 @@ impl Worker {
             self.set_state(ConnectionState::Connecting {
                 attempt: failures + 1,
             });
-            let stop = self.stop.clone();
-            let ended = tokio::select! {
-                () = stop.cancelled() => Ok(Ended::Stopped),
-                ended = self.connect_once(&mut session) => ended,
-            };
+            let ended = self.connect_once(&mut session).await;
             session.disconnected();
             let cause = match ended {
                 Ok(Ended::Stopped) => break,
@@ -196,7 +192,7 @@ impl Worker {
         }
         // Ids taken since the last write must not be lost.
         while let Ok(id) = self.delivered_rx.try_recv() {
-            session.delivered(&id);
+            session.delivered(&id, Instant::now());
         }
         if session.ack_state_dirty()
             && let Err(error) = self.persist(session.ack_state()).await
@@ -263,7 +259,11 @@ impl Worker {
     /// One connection: prepare, connect, log in, receive until it ends.
     async fn connect_once(&mut self, session: &mut Session) -> Result<Ended, String> {
         if let Some(prepare) = &self.prepare {
-            let identity = prepare().await?;
+            let stop = self.stop.clone();
+            let identity = tokio::select! {
+                () = stop.cancelled() => return Ok(Ended::Stopped),
+                identity = prepare() => identity?,
+            };
             let current = session.config();
             if identity.android_id != current.android_id
                 || identity.security_token != current.security_token
@@ -276,7 +276,11 @@ impl Worker {
                 self.persist(AckState::default()).await?;
             }
         }
-        let mut connection = self.open().await?;
+        let stop = self.stop.clone();
+        let mut connection = tokio::select! {
+            () = stop.cancelled() => return Ok(Ended::Stopped),
+            connection = self.open() => connection?,
+        };
         session.connect(Instant::now());
         let mut online_since: Option<Instant> = None;
         let lost = |cause: String, since: Option<Instant>| {
@@ -306,7 +310,10 @@ impl Worker {
             let stop = self.stop.clone();
             tokio::select! {
                 biased;
-                () = stop.cancelled() => return Ok(Ended::Stopped),
+                () = stop.cancelled() => {
+                    self.close_gracefully(session, &mut connection).await;
+                    return Ok(Ended::Stopped);
+                }
                 frame = connection.next() => {
                     let mut next = Some(frame);
                     // Take every frame already buffered before writing anything back.
@@ -323,9 +330,9 @@ impl Worker {
                     }
                 }
                 Some(id) = self.delivered_rx.recv() => {
-                    session.delivered(&id);
+                    session.delivered(&id, Instant::now());
                     while let Ok(id) = self.delivered_rx.try_recv() {
-                        session.delivered(&id);
+                        session.delivered(&id, Instant::now());
                     }
                 }
                 () = sleep_until(deadline), if deadline.is_some() => {
@@ -342,7 +349,11 @@ impl Worker {
                             since: SystemTime::now(),
                         });
                     }
-                    SessionEvent::Message(stanza) => self.hand_over(session, *stanza).await?,
+                    SessionEvent::Message(stanza) => {
+                        if !self.hand_over(session, *stanza).await? {
+                            return Ok(Ended::Stopped);
+                        }
+                    }
                     SessionEvent::UnknownFrame { tag } => {
                         debug!(app = %self.app, tag, "ignoring a frame with an unknown tag");
                     }
@@ -354,31 +365,56 @@ impl Worker {
         }
     }
 
+    /// On a requested stop: acknowledge what the application took, store it, and write
+    /// the acknowledgement (for at most a second) before the connection is dropped.
+    async fn close_gracefully(&mut self, session: &mut Session, connection: &mut Connection) {
+        while let Ok(id) = self.delivered_rx.try_recv() {
+            session.delivered(&id, Instant::now());
+        }
+        session.flush_acks();
+        if session.ack_state_dirty() {
+            match self.persist(session.ack_state()).await {
+                Ok(()) => session.mark_persisted(),
+                Err(error) => {
+                    warn!(app = %self.app, "cannot store the acknowledgement state: {error}");
+                    return;
+                }
+            }
+        }
+        let write = async {
+            while let Some(frame) = session.poll_transmit() {
+                connection.feed(frame).await?;
+            }
+            SinkExt::<McsMessage>::close(connection).await
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+    }
+
     /// Decodes a data message and hands it to the application; a message that cannot be
-    /// decrypted is reported and acknowledged at once.
+    /// decrypted is reported and acknowledged at once. `Ok(false)`: stopped meanwhile.
     async fn hand_over(
         &self,
         session: &mut Session,
         stanza: mcs_codec::proto::DataMessageStanza,
-    ) -> Result<(), String> {
+    ) -> Result<bool, String> {
         let persistent_id = stanza.persistent_id.clone();
         let message = match decode(&stanza, self.keys.as_deref()) {
-            Decoded::Message(message) => Box::new(message),
+            Decoded::Message(message) => message,
             Decoded::DeletedMessages { count } => {
                 warn!(app = %self.app, ?count, "the server dropped messages it could not deliver");
                 if let Some(id) = &persistent_id {
-                    session.delivered(id);
+                    session.delivered(id, Instant::now());
                 }
                 let _ = self.events.send(Event::DeletedMessages {
                     app: self.app.to_string(),
                     count,
                 });
-                return Ok(());
+                return Ok(true);
             }
             Decoded::Undecryptable(error) => {
                 warn!(app = %self.app, ?persistent_id, "cannot decrypt a message: {error}");
                 if let Some(id) = &persistent_id {
-                    session.delivered(id);
+                    session.delivered(id, Instant::now());
                 }
                 let _ = self.events.send(Event::Undecryptable {
                     app: self.app.to_string(),
@@ -386,7 +422,7 @@ impl Worker {
                     error: error.to_string(),
                     stanza: Box::new(stanza),
                 });
-                return Ok(());
+                return Ok(true);
             }
         };
         let delivery = Delivery {
@@ -395,10 +431,12 @@ impl Worker {
             stanza: Box::new(stanza),
             delivered: self.delivered_tx.clone(),
         };
-        self.deliveries
-            .send(delivery)
-            .await
-            .map_err(|_| "the application stopped taking messages".to_owned())
+        tokio::select! {
+            () = self.stop.cancelled() => Ok(false),
+            sent = self.deliveries.send(delivery) => sent
+                .map(|()| true)
+                .map_err(|_| "the application stopped taking messages".to_owned()),
+        }
     }
 }
 

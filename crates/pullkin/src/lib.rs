@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod connection;
+pub mod core;
 pub mod credentials;
 mod event;
 pub mod listener;
@@ -10,6 +11,10 @@ pub mod secret;
 pub mod session;
 pub mod store;
 
+pub use crate::core::{
+    DEFAULT_APP_NAME, DEFAULT_REFRESH_MARGIN, DEFAULT_RETRIES, FcmRegisterParams, PullkinCore,
+    PullkinCoreBuilder, RegisterParams, Renewal,
+};
 pub use connection::{ConnectionState, Health};
 pub use credentials::{
     AppCredentials, AppCredentialsFcm, AppCredentialsGcm, AppCredentialsKeys, CredentialsError,
@@ -44,4 +49,13 @@ pub enum PullkinError {
     /// The app's messages already go to another stream or `run`.
     #[error("app {0:?} already has a consumer")]
     AlreadyListening(String),
+    /// Check-in or GCM registration failed.
+    #[error(transparent)]
+    Checkin(#[from] gcm_checkin::Error),
+    /// Firebase Installations or FCM registration failed.
+    #[error(transparent)]
+    Install(#[from] fcm_install::Error),
+    /// The HTTP client could not be set up or a request failed.
+    #[error(transparent)]
+    Http(#[from] fcm_http::Error),
 }

@@ -48,6 +48,9 @@ pub struct ListenerConfig {
     pub server_heartbeat: Option<Duration>,
     /// The client version string of the login (default `chrome-63.0.3234.0`).
     pub client_id: String,
+    /// Acknowledge taken messages at the latest this long after the first of them
+    /// (default 1 s); every 10 messages an acknowledgement goes out at once.
+    pub ack_delay: Duration,
     /// Backoff between attempts (its attempt count is not used: see `max_failures`).
     pub reconnect: RetryPolicy,
     /// Stop after this many failures in a row; `None` (the default) never gives up.
@@ -68,6 +71,7 @@ impl Default for ListenerConfig {
             heartbeat_timeout: Duration::from_secs(30),
             server_heartbeat: Some(Duration::from_secs(60)),
             client_id: "chrome-63.0.3234.0".to_owned(),
+            ack_delay: Duration::from_secs(1),
             reconnect: RetryPolicy::default()
                 .with_initial_delay(Duration::from_secs(1))
                 .with_max_delay(Duration::from_secs(300)),
@@ -143,10 +147,13 @@ impl<E: std::fmt::Display> HandlerResult for Result<(), E> {
 }
 
 type Filter = Box<dyn Fn(&Message, &DataMessageStanza) -> bool + Send + Sync>;
+type SyncCallback = Box<dyn Fn(&Message, &DataMessageStanza) -> Option<String> + Send + Sync>;
+/// Makes the [`Prepare`] step of an app, by app name.
+pub(crate) type PrepareFactory = Arc<dyn Fn(&str) -> Option<Prepare> + Send + Sync>;
 type BoxFuture = Pin<Box<dyn Future<Output = Option<String>> + Send>>;
 
 enum Callback {
-    Sync(Box<dyn Fn(&Message, &DataMessageStanza) -> Option<String> + Send + Sync>),
+    Sync(SyncCallback),
     Async(Box<dyn Fn(Message, DataMessageStanza) -> BoxFuture + Send + Sync>),
 }
 
@@ -170,7 +177,7 @@ pub struct Pullkin {
     config: ListenerConfig,
     tls: Arc<ClientConfig>,
     store: Arc<dyn Store>,
-    prepare: Option<Arc<dyn Fn(&str) -> Option<Prepare> + Send + Sync>>,
+    prepare: Option<PrepareFactory>,
     handlers: RwLock<Vec<Arc<Handler>>>,
     apps: Mutex<HashMap<String, App>>,
     events: broadcast::Sender<Event>,
@@ -208,10 +215,8 @@ impl Pullkin {
 
     /// Runs `prepare(app)` before each connection attempt of an app (check-in and
     /// credential upkeep).
-    pub(crate) fn set_prepare(
-        &mut self,
-        prepare: Arc<dyn Fn(&str) -> Option<Prepare> + Send + Sync>,
-    ) {
+    #[allow(dead_code)] // wired by the registration side
+    pub(crate) fn set_prepare(&mut self, prepare: PrepareFactory) {
         self.prepare = Some(prepare);
     }
 
@@ -321,6 +326,7 @@ impl Pullkin {
         session_config.heartbeat_interval = self.config.heartbeat_interval;
         session_config.heartbeat_timeout = self.config.heartbeat_timeout;
         session_config.server_heartbeat = self.config.server_heartbeat;
+        session_config.ack_delay = self.config.ack_delay;
         let (deliveries, receiver) = mpsc::channel(self.config.queue_capacity.max(1));
         let (delivered_tx, delivered_rx) = mpsc::unbounded_channel();
         let (health_tx, health) = watch::channel(Health {

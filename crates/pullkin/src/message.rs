@@ -49,7 +49,7 @@ pub struct Message {
 #[derive(Debug)]
 pub(crate) enum Decoded {
     /// A message for the application.
-    Message(Message),
+    Message(Box<Message>),
     /// The server dropped messages it could not deliver.
     DeletedMessages {
         /// How many, when the server says.
@@ -95,8 +95,12 @@ pub(crate) fn decode(stanza: &DataMessageStanza, keys: Option<&ReceiverKeys>) ->
         Ok(Payload::Decrypted {
             encoding,
             plaintext,
-        }) => Decoded::Message(from_plaintext(stanza, Bytes::from(plaintext), encoding)),
-        Ok(_) => Decoded::Message(unencrypted(stanza, raw_data)),
+        }) => Decoded::Message(Box::new(from_plaintext(
+            stanza,
+            Bytes::from(plaintext),
+            encoding,
+        ))),
+        Ok(_) => Decoded::Message(Box::new(unencrypted(stanza, raw_data))),
         Err(error) => Decoded::Undecryptable(error),
     }
 }

@@ -62,6 +62,9 @@ pub struct SessionConfig {
     pub follow_server_heartbeat_config: bool,
     /// Send a StreamAck once this many delivered ids are unacked.
     pub ack_batch: usize,
+    /// Send a StreamAck at the latest this long after an id was delivered, even when
+    /// fewer than `ack_batch` are waiting.
+    pub ack_delay: Duration,
     /// How many confirmed ids to remember to drop late duplicates.
     pub recent_ids: usize,
 }
@@ -69,7 +72,7 @@ pub struct SessionConfig {
 impl SessionConfig {
     /// Settings for a device with the defaults: `chrome-63.0.3234.0`, a ping after 60 s of
     /// silence with a 30 s deadline, the server asked to ping every 60 s, acks every 10
-    /// messages, 4 096 recent ids remembered.
+    /// messages or after 1 s, 4 096 recent ids remembered.
     #[must_use]
     pub fn new(android_id: u64, security_token: u64) -> Self {
         Self {
@@ -81,6 +84,7 @@ impl SessionConfig {
             server_heartbeat: Some(Duration::from_secs(60)),
             follow_server_heartbeat_config: true,
             ack_batch: 10,
+            ack_delay: Duration::from_secs(1),
             recent_ids: 4096,
         }
     }
@@ -220,6 +224,8 @@ pub struct Session {
     recent_set: HashSet<String>,
     /// An ack should go out now (batch full or `immediate_ack`).
     ack_wanted: bool,
+    /// When the oldest unacked id must be acknowledged at the latest.
+    ack_due: Option<Instant>,
     transmit: VecDeque<McsMessage>,
     events: VecDeque<SessionEvent>,
     heartbeat_interval: Duration,
@@ -246,6 +252,7 @@ impl Session {
             recent: VecDeque::new(),
             recent_set: HashSet::new(),
             ack_wanted: false,
+            ack_due: None,
             transmit: VecDeque::new(),
             events: VecDeque::new(),
             last_received: None,
@@ -334,6 +341,7 @@ impl Session {
         self.stream_id_in = 0;
         self.reported_in = 0;
         self.ack_wanted = false;
+        self.ack_due = None;
         self.heartbeat_interval = self.config.heartbeat_interval;
         self.last_received = None;
         // Ids pending from an earlier connection no longer have a stream id here.
@@ -413,6 +421,10 @@ impl Session {
         if self.state == SessionState::Disconnected {
             return;
         }
+        if self.ack_due.is_some_and(|due| now >= due) {
+            self.ack_due = None;
+            self.ack_wanted = true;
+        }
         if let Some(deadline) = self.deadline {
             if now >= deadline {
                 self.end(Disconnect::HeartbeatTimeout);
@@ -431,7 +443,7 @@ impl Session {
 
     /// The application took the message with this persistent id: it may now be
     /// acknowledged. Unknown or repeated ids are ignored.
-    pub fn delivered(&mut self, persistent_id: &str) {
+    pub fn delivered(&mut self, persistent_id: &str, now: Instant) {
         let Some(state) = self.ids.get_mut(persistent_id) else {
             return;
         };
@@ -441,6 +453,9 @@ impl Session {
         *state = IdState::Unacked;
         self.unacked.push_back((persistent_id.to_owned(), stream));
         self.dirty = true;
+        if self.ack_due.is_none() {
+            self.ack_due = Some(now + self.config.ack_delay);
+        }
         // An id from an earlier connection can only be acknowledged by name: do it now.
         if immediate || stream == 0 || self.unacked.len() >= self.config.ack_batch.max(1) {
             self.ack_wanted = true;
@@ -468,6 +483,19 @@ impl Session {
         Some(message)
     }
 
+    /// Acknowledges every delivered id now (e.g. before a clean shutdown).
+    pub fn flush_acks(&mut self) {
+        if !self.unacked.is_empty() {
+            self.ack_wanted = true;
+        }
+    }
+
+    /// Whether delivered ids are waiting to be acknowledged on this connection.
+    #[must_use]
+    pub fn has_unacked(&self) -> bool {
+        !self.unacked.is_empty() || self.ack_wanted
+    }
+
     /// The next event.
     pub fn poll_event(&mut self) -> Option<SessionEvent> {
         self.events.pop_front()
@@ -479,12 +507,15 @@ impl Session {
         if self.state == SessionState::Disconnected {
             return None;
         }
-        if let Some(deadline) = self.deadline {
-            return Some(deadline);
-        }
-        match (self.state, self.last_received) {
-            (SessionState::Online, Some(last)) => Some(last + self.heartbeat_interval),
+        let liveness = match (self.deadline, self.state, self.last_received) {
+            (Some(deadline), _, _) => Some(deadline),
+            (None, SessionState::Online, Some(last)) => Some(last + self.heartbeat_interval),
             _ => None,
+        };
+        let ack = self.ack_due.filter(|_| self.state == SessionState::Online);
+        match (liveness, ack) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
@@ -675,7 +706,7 @@ impl Session {
                 .into(),
             );
         }
-        if by_stream || report > self.reported_in {
+        if by_stream {
             self.transmit.push_back(
                 IqStanza {
                     r#type: IqType::Set as i32,
@@ -691,13 +722,19 @@ impl Session {
         }
     }
 
-    /// Bookkeeping for a frame being written that reports `report` and may name ids.
+    /// Bookkeeping for a frame being written that reports `report`. Only StreamAck and
+    /// SelectiveAck IQs count as acknowledging ids: a server may ignore the
+    /// `last_stream_id_received` of other frames.
     fn acked_by_frame(&mut self, report: i32, message: &McsMessage) {
         let out = self.stream_id_out;
         let mut acked = Vec::new();
-        if let McsMessage::IqStanza(iq) = message
-            && let Some(ext) = &iq.extension
-            && ext.id == SELECTIVE_ACK_EXTENSION
+        let McsMessage::IqStanza(iq) = message else {
+            return;
+        };
+        let Some(ext) = &iq.extension else {
+            return;
+        };
+        if ext.id == SELECTIVE_ACK_EXTENSION
             && let Ok(ack) = SelectiveAck::decode(ext.data.clone())
         {
             let named: HashSet<&String> = ack.id.iter().collect();
@@ -710,8 +747,8 @@ impl Session {
                 }
             });
         }
-        if report > self.reported_in {
-            self.reported_in = report;
+        if ext.id == STREAM_ACK_EXTENSION {
+            self.reported_in = self.reported_in.max(report);
             self.unacked.retain(|(id, stream)| {
                 if *stream > 0 && *stream <= report {
                     acked.push(id.clone());
@@ -720,6 +757,9 @@ impl Session {
                     true
                 }
             });
+        }
+        if self.unacked.is_empty() {
+            self.ack_due = None;
         }
         if acked.is_empty() {
             return;

@@ -217,7 +217,7 @@ fn every_frame_carries_last_stream_id_received() {
     let mut h = Harness::new(config(), AckState::default());
     h.login(); // in = 1
     h.recv(data("0:1")); // in = 2
-    h.session.delivered("0:1");
+    h.session.delivered("0:1", h.now);
     h.recv(ping_from_server(None)); // in = 3
     let sent = h.flush();
     assert_eq!(
@@ -235,7 +235,7 @@ fn stream_ack_after_ten_delivered_messages() {
     h.login();
     for i in 0..9 {
         h.recv(data(&format!("0:{i}")));
-        h.session.delivered(&format!("0:{i}"));
+        h.session.delivered(&format!("0:{i}"), h.now);
     }
     assert!(
         h.flush().is_empty(),
@@ -243,7 +243,7 @@ fn stream_ack_after_ten_delivered_messages() {
     );
     h.recv(data("0:9"));
     assert!(h.flush().is_empty(), "not before the application took it");
-    h.session.delivered("0:9");
+    h.session.delivered("0:9", h.now);
     let sent = h.flush();
     let acks = stream_acks(&sent);
     assert_eq!(acks.len(), 1, "{sent:?}");
@@ -258,6 +258,49 @@ fn stream_ack_after_ten_delivered_messages() {
 }
 
 #[test]
+fn a_few_taken_messages_are_acknowledged_after_the_ack_delay() {
+    let mut config = config();
+    config.ack_delay = Duration::from_millis(500);
+    config.heartbeat_interval = Duration::from_secs(60);
+    let mut h = Harness::new(config, AckState::default());
+    let start = h.now;
+    h.login();
+    h.recv(data("0:a"));
+    h.session.delivered("0:a", h.now);
+    assert_eq!(
+        h.session.poll_timeout(),
+        Some(start + Duration::from_millis(500))
+    );
+    h.advance(Duration::from_millis(499));
+    assert!(h.flush().is_empty());
+    h.advance(Duration::from_millis(1));
+    let sent = h.flush();
+    assert_eq!(stream_acks(&sent).len(), 1, "{sent:?}");
+    assert_eq!(stream_acks(&sent)[0].last_stream_id_received, Some(2));
+    assert_eq!(
+        h.session.poll_timeout(),
+        Some(start + Duration::from_secs(60)),
+        "nothing more to acknowledge"
+    );
+}
+
+#[test]
+fn only_ack_stanzas_acknowledge_ids() {
+    let mut h = Harness::new(config(), AckState::default());
+    h.login();
+    h.recv(data("0:a"));
+    h.session.delivered("0:a", h.now);
+    h.recv(ping_from_server(None));
+    // The HeartbeatAck reports stream 3, but a server may ignore that: still unacked.
+    assert_eq!(h.flush()[0].last_stream_id_received(), Some(3));
+    assert!(h.session.has_unacked());
+    h.session.flush_acks();
+    let sent = h.flush();
+    assert_eq!(stream_acks(&sent).len(), 1);
+    assert!(!h.session.has_unacked());
+}
+
+#[test]
 fn immediate_ack_is_sent_once_the_message_is_taken() {
     let mut h = Harness::new(config(), AckState::default());
     h.login();
@@ -267,7 +310,7 @@ fn immediate_ack_is_sent_once_the_message_is_taken() {
     }
     h.recv(message);
     assert!(stream_acks(&h.flush()).is_empty(), "not before delivery");
-    h.session.delivered("0:now");
+    h.session.delivered("0:now", h.now);
     let sent = h.flush();
     let acks = stream_acks(&sent);
     assert_eq!(acks.len(), 1);
@@ -283,16 +326,16 @@ fn nothing_is_acknowledged_before_the_application_takes_it() {
     }
     h.recv(ping_from_server(None)); // 7
     assert_eq!(h.flush()[0].last_stream_id_received(), Some(1));
-    h.session.delivered("0:0");
-    h.session.delivered("0:1");
+    h.session.delivered("0:0", h.now);
+    h.session.delivered("0:1", h.now);
     h.recv(ping_from_server(None)); // 8
     assert_eq!(h.flush()[0].last_stream_id_received(), Some(3));
     // Taking a later one first does not report past the earlier one still pending.
-    h.session.delivered("0:4");
+    h.session.delivered("0:4", h.now);
     h.recv(ping_from_server(None)); // 9
     assert_eq!(h.flush()[0].last_stream_id_received(), Some(3));
     for i in 2..4 {
-        h.session.delivered(&format!("0:{i}"));
+        h.session.delivered(&format!("0:{i}"), h.now);
     }
     h.recv(ping_from_server(None)); // 10
     assert_eq!(h.flush()[0].last_stream_id_received(), Some(10));
@@ -306,8 +349,8 @@ fn the_server_confirms_acked_ids_which_are_then_forgotten() {
     h.login();
     h.recv(data("0:a"));
     h.recv(data("0:b"));
-    h.session.delivered("0:a");
-    h.session.delivered("0:b");
+    h.session.delivered("0:a", h.now);
+    h.session.delivered("0:b", h.now);
     let sent = h.flush();
     assert_eq!(stream_acks(&sent).len(), 1);
     // The StreamAck is our stream id 2 (the login was 1).
@@ -329,7 +372,7 @@ fn reconnect_lists_unconfirmed_ids_in_the_login() {
     h.login();
     for id in ["0:a", "0:b", "0:c"] {
         h.recv(data(id));
-        h.session.delivered(id);
+        h.session.delivered(id, h.now);
     }
     h.flush(); // a and b acked by a StreamAck, c unacked
     h.session.disconnected();
@@ -517,7 +560,7 @@ fn redelivered_ids_reach_the_application_once() {
     h.recv(data("0:1"));
     h.recv(data("0:1")); // a copy while the first is with the application
     assert_eq!(h.take_messages(), vec!["0:1"]);
-    h.session.delivered("0:1");
+    h.session.delivered("0:1", h.now);
     h.recv(data("0:1")); // after delivery
     assert!(h.take_messages().is_empty());
     // The copy is acknowledged again.
@@ -538,10 +581,10 @@ fn restart_from_stored_state_delivers_nothing_twice() {
     let mut first = Harness::new(config.clone(), AckState::default());
     first.login();
     first.recv(data("0:a"));
-    first.session.delivered("0:a");
+    first.session.delivered("0:a", first.now);
     first.flush();
     first.recv(data("0:b"));
-    first.session.delivered("0:b");
+    first.session.delivered("0:b", first.now);
     first.flush();
     first.recv(ping_from_server(Some(2))); // confirms 0:a only
     let stored = first.session.ack_state();
@@ -565,7 +608,7 @@ fn a_message_taken_after_a_reconnect_is_acked_by_name() {
     h.session.disconnected();
     let login = h.login();
     assert!(login.received_persistent_id.is_empty(), "not taken yet");
-    h.session.delivered("0:slow");
+    h.session.delivered("0:slow", h.now);
     let sent = h.flush();
     assert_eq!(selective_ack_ids(&sent), vec!["0:slow"]);
     assert_eq!(h.session.ack_state().unconfirmed, vec!["0:slow"]);
@@ -585,7 +628,7 @@ fn a_pending_message_redelivered_on_a_new_connection_is_acked_by_stream() {
     assert_eq!(h.take_messages(), vec!["0:slow"]);
     h.recv(ping_from_server(None)); // in = 3
     assert_eq!(h.flush()[0].last_stream_id_received(), Some(1));
-    h.session.delivered("0:slow");
+    h.session.delivered("0:slow", h.now);
     h.recv(ping_from_server(None)); // in = 4
     assert_eq!(h.flush()[0].last_stream_id_received(), Some(4));
 }
@@ -597,7 +640,7 @@ fn server_selective_ack_confirms_ids() {
     let mut h = Harness::new(config, AckState::default());
     h.login();
     h.recv(data("0:a"));
-    h.session.delivered("0:a");
+    h.session.delivered("0:a", h.now);
     h.flush();
     assert_eq!(h.session.ack_state().unconfirmed, vec!["0:a"]);
     h.recv(
@@ -647,7 +690,7 @@ fn recent_ids_are_bounded() {
     for i in 0..10 {
         let id = format!("0:{i}");
         h.recv(data(&id));
-        h.session.delivered(&id);
+        h.session.delivered(&id, h.now);
         h.flush();
     }
     h.recv(ping_from_server(Some(100)));
@@ -721,7 +764,7 @@ proptest! {
                 Op::DeliverOldest => {
                     if !queue.is_empty() {
                         let id = queue.remove(0);
-                        h.session.delivered(&id);
+                        h.session.delivered(&id, h.now);
                     }
                 }
                 Op::Ping(confirm) => {

@@ -1,0 +1,724 @@
+//! The [`Emulator`] handle, its builder and the library API.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use mcs_codec::proto::{DataMessageStanza, LoginRequest};
+use rustls::pki_types::CertificateDer;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use url::Url;
+
+use crate::delivery::{self, WebPushEncoding};
+use crate::state::{Action, State, WEB_APP};
+use crate::types::{
+    DeviceCredentials, DeviceInfo, Endpoint, Fault, FcmRegistration, GcmRegistration, HttpFailure,
+    Installation, SendMessage, Sent, Target,
+};
+use crate::{Error, http, ids, mcs, tls};
+
+/// The settings fixed at start.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) max_queued_messages: usize,
+    pub(crate) login_timeout: Duration,
+    pub(crate) heartbeat_interval: Option<Duration>,
+    pub(crate) ack_on_any_frame: bool,
+    pub(crate) api_key: Option<String>,
+    pub(crate) max_frame_length: usize,
+}
+
+/// What the server tasks share with the handle.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    state: Mutex<State>,
+    pub(crate) config: Config,
+    pub(crate) base_url: Url,
+}
+
+impl Shared {
+    /// Locks the state. A panic while it was held cannot leave it inconsistent in a way
+    /// that matters to an emulator, so poisoning is ignored.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues `stanza` for a device (assigning its persistent id) and wakes its connection.
+    pub(crate) fn enqueue(
+        &self,
+        android_id: u64,
+        mut stanza: DataMessageStanza,
+    ) -> Result<String, Error> {
+        let mut state = self.lock();
+        if state.shut_down {
+            return Err(Error::ShutDown);
+        }
+        let device = state
+            .devices
+            .get_mut(&android_id)
+            .ok_or(Error::UnknownDevice(android_id))?;
+        let persistent_id = match stanza.persistent_id.take() {
+            Some(id) if !id.is_empty() => id,
+            _ => ids::persistent_id(),
+        };
+        stanza.persistent_id = Some(persistent_id.clone());
+        while device.queue.len() >= self.config.max_queued_messages.max(1) {
+            device.queue.pop_front();
+            device.dropped_messages += 1;
+        }
+        device.queue.push_back(crate::state::Queued {
+            persistent_id: persistent_id.clone(),
+            stanza,
+            sent: None,
+        });
+        device.wake();
+        tracing::debug!(android_id, %persistent_id, "message queued");
+        Ok(persistent_id)
+    }
+
+    /// Resolves a token and builds the stanza `messages:send` delivers, without queuing it.
+    pub(crate) fn prepare_message(
+        &self,
+        token: &str,
+        message: &SendMessage,
+    ) -> Result<(u64, DataMessageStanza, bool), Error> {
+        let (gcm, keys) = self
+            .lock()
+            .resolve_token(token)
+            .ok_or_else(|| Error::UnknownToken(token.to_owned()))?;
+        let from = message.from.as_deref().unwrap_or(delivery::DEFAULT_FROM);
+        // Encryption runs outside the lock.
+        let (stanza, encrypted) = delivery::send_stanza(&gcm, keys.as_ref(), message, from)?;
+        Ok((gcm.android_id, stanza, encrypted))
+    }
+
+    /// The `messages:send` path: resolves the token, builds and queues the stanza.
+    pub(crate) fn send_message(&self, token: &str, message: &SendMessage) -> Result<Sent, Error> {
+        let (android_id, stanza, encrypted) = self.prepare_message(token, message)?;
+        let persistent_id = self.enqueue(android_id, stanza)?;
+        Ok(Sent {
+            persistent_id,
+            android_id,
+            encrypted,
+        })
+    }
+
+    /// The Web Push path: queues an already encrypted body for a GCM (or FCM) token.
+    pub(crate) fn send_webpush(
+        &self,
+        token: &str,
+        body: Bytes,
+        encoding: WebPushEncoding,
+        ttl: Duration,
+        topic: Option<String>,
+    ) -> Result<Sent, Error> {
+        let (gcm, _) = self
+            .lock()
+            .resolve_token(token)
+            .ok_or_else(|| Error::UnknownToken(token.to_owned()))?;
+        let stanza = delivery::webpush_stanza(&gcm, body, encoding, ttl, topic);
+        let persistent_id = self.enqueue(gcm.android_id, stanza)?;
+        Ok(Sent {
+            persistent_id,
+            android_id: gcm.android_id,
+            encrypted: true,
+        })
+    }
+}
+
+/// Configures and starts an [`Emulator`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct EmulatorBuilder {
+    http_addr: SocketAddr,
+    mcs_addr: SocketAddr,
+    names: Vec<String>,
+    config: Config,
+}
+
+impl Default for EmulatorBuilder {
+    fn default() -> Self {
+        let localhost = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
+        Self {
+            http_addr: localhost,
+            mcs_addr: localhost,
+            names: vec!["localhost".to_owned(), "127.0.0.1".to_owned()],
+            config: Config {
+                max_queued_messages: 10_000,
+                login_timeout: Duration::from_secs(10),
+                heartbeat_interval: None,
+                ack_on_any_frame: false,
+                api_key: None,
+                max_frame_length: mcs_codec::DEFAULT_MAX_FRAME_LENGTH,
+            },
+        }
+    }
+}
+
+impl EmulatorBuilder {
+    /// Where the HTTPS server listens (default `127.0.0.1:0`, an ephemeral port).
+    pub fn http_addr(mut self, addr: SocketAddr) -> Self {
+        self.http_addr = addr;
+        self
+    }
+
+    /// Where the MCS server listens (default `127.0.0.1:0`, an ephemeral port).
+    pub fn mcs_addr(mut self, addr: SocketAddr) -> Self {
+        self.mcs_addr = addr;
+        self
+    }
+
+    /// Adds a DNS name or IP address to the server certificate (it always covers
+    /// `localhost` and `127.0.0.1`).
+    pub fn subject_alt_name(mut self, name: impl Into<String>) -> Self {
+        self.names.push(name.into());
+        self
+    }
+
+    /// The most messages queued per device (default 10,000); beyond it the oldest are
+    /// dropped and counted in [`DeviceInfo::dropped_messages`].
+    pub fn max_queued_messages(mut self, max: usize) -> Self {
+        self.config.max_queued_messages = max;
+        self
+    }
+
+    /// How long a new MCS connection may take to send its LoginRequest (default 10 s).
+    pub fn login_timeout(mut self, timeout: Duration) -> Self {
+        self.config.login_timeout = timeout;
+        self
+    }
+
+    /// Makes the server announce this heartbeat interval in every LoginResponse
+    /// (`heartbeat_config.interval_ms`) and send its own HeartbeatPing after each such
+    /// idle period. Off by default: the server then pings only on demand.
+    pub fn heartbeat_interval(mut self, interval: Duration) -> Self {
+        self.config.heartbeat_interval = Some(interval);
+        self
+    }
+
+    /// Whether *any* client frame's `last_stream_id_received` acknowledges the data
+    /// messages sent up to that stream id (Chromium's reading), instead of only StreamAck
+    /// IQs (default `false`).
+    pub fn ack_on_any_frame(mut self, enabled: bool) -> Self {
+        self.config.ack_on_any_frame = enabled;
+        self
+    }
+
+    /// Requires this `x-goog-api-key` on the Firebase endpoints (by default any non-empty
+    /// key is accepted).
+    pub fn api_key(mut self, key: impl Into<String>) -> Self {
+        self.config.api_key = Some(key.into());
+        self
+    }
+
+    /// The largest MCS frame accepted from clients (default
+    /// [`mcs_codec::DEFAULT_MAX_FRAME_LENGTH`]).
+    pub fn max_frame_length(mut self, max: usize) -> Self {
+        self.config.max_frame_length = max;
+        self
+    }
+
+    /// Generates the certificates, binds both listeners and starts serving. Must be
+    /// called inside a tokio runtime.
+    pub async fn start(self) -> Result<Emulator, Error> {
+        let certs = tls::generate(&self.names)?;
+        let http_tls = tls::server_config(&certs, &[b"http/1.1"])?;
+        let mcs_tls = tls::server_config(&certs, &[])?;
+        let client_tls = tls::client_config(&certs.ca_der)?;
+
+        let http_listener = TcpListener::bind(self.http_addr).await?;
+        let mcs_listener = TcpListener::bind(self.mcs_addr).await?;
+        let http_addr = reachable(http_listener.local_addr()?);
+        let mcs_addr = reachable(mcs_listener.local_addr()?);
+        let base_url = Url::parse(&format!("https://{http_addr}"))
+            .map_err(|e| Error::InvalidInput(format!("base URL: {e}")))?;
+
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            config: self.config,
+            base_url: base_url.clone(),
+        });
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (done_tx, done_rx) = mpsc::channel::<()>(1);
+        tokio::spawn(http::serve(
+            http_listener,
+            http_tls,
+            Arc::clone(&shared),
+            shutdown_rx.clone(),
+            done_tx.clone(),
+        ));
+        tokio::spawn(mcs::serve(
+            mcs_listener,
+            mcs_tls,
+            Arc::clone(&shared),
+            shutdown_rx,
+            done_tx,
+        ));
+        tracing::info!(%base_url, %mcs_addr, "fcm-emulator started");
+        Ok(Emulator {
+            shared,
+            http_addr,
+            mcs_addr,
+            base_url,
+            ca_pem: certs.ca_pem,
+            ca_der: certs.ca_der,
+            client_tls,
+            shutdown_tx,
+            done_rx: tokio::sync::Mutex::new(Some(done_rx)),
+        })
+    }
+}
+
+/// An address clients can connect to: an unspecified bind address becomes loopback.
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        let ip = match addr.ip() {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        };
+        SocketAddr::new(ip, addr.port())
+    } else {
+        addr
+    }
+}
+
+/// A running emulator: Google's check-in, register3, Firebase Installations, FCM
+/// registrations and send APIs over HTTPS, and the MCS push server over TLS.
+///
+/// Dropping it stops the servers (without waiting); [`Emulator::shutdown`] stops them
+/// gracefully, sending `Close` to every MCS client first.
+pub struct Emulator {
+    shared: Arc<Shared>,
+    http_addr: SocketAddr,
+    mcs_addr: SocketAddr,
+    base_url: Url,
+    ca_pem: String,
+    ca_der: CertificateDer<'static>,
+    client_tls: Arc<rustls::ClientConfig>,
+    shutdown_tx: watch::Sender<bool>,
+    done_rx: tokio::sync::Mutex<Option<mpsc::Receiver<()>>>,
+}
+
+impl std::fmt::Debug for Emulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Emulator")
+            .field("base_url", &self.base_url.as_str())
+            .field("mcs_addr", &self.mcs_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        self.shutdown_tx.send_replace(true);
+    }
+}
+
+fn join(base: &Url, path: &str) -> Url {
+    let mut url = base.clone();
+    url.set_path(path);
+    url
+}
+
+/// Addresses and certificates.
+impl Emulator {
+    /// A builder for an emulator with non-default settings.
+    pub fn builder() -> EmulatorBuilder {
+        EmulatorBuilder::default()
+    }
+
+    /// Starts an emulator with the defaults: both servers on 127.0.0.1, ephemeral ports.
+    pub async fn start() -> Result<Self, Error> {
+        Self::builder().start().await
+    }
+
+    /// The HTTPS base URL, `https://127.0.0.1:<port>`: every HTTP API lives under it with
+    /// Google's paths (so `fcm_http::Endpoints::at(base_url)` points a client at it).
+    pub fn base_url(&self) -> &Url {
+        &self.base_url
+    }
+
+    /// The HTTPS server's address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The check-in URL, `<base>/checkin`.
+    pub fn checkin_url(&self) -> Url {
+        join(&self.base_url, "/checkin")
+    }
+
+    /// The register3 URL, `<base>/c2dm/register3`.
+    pub fn register3_url(&self) -> Url {
+        join(&self.base_url, "/c2dm/register3")
+    }
+
+    /// The Firebase Installations base, `<base>/v1` (`/projects/<p>/installations` follows).
+    pub fn installations_base(&self) -> Url {
+        join(&self.base_url, "/v1")
+    }
+
+    /// The FCM registrations base, `<base>/v1` (`/projects/<p>/registrations` follows).
+    pub fn fcm_registrations_base(&self) -> Url {
+        join(&self.base_url, "/v1")
+    }
+
+    /// The send API base, `<base>/v1` (`/projects/<p>/messages:send` follows).
+    pub fn send_api_base(&self) -> Url {
+        join(&self.base_url, "/v1")
+    }
+
+    /// The Web Push endpoint base, `<base>/fcm/send` (`/<gcm token>` follows).
+    pub fn webpush_endpoint_base(&self) -> Url {
+        join(&self.base_url, "/fcm/send")
+    }
+
+    /// The Web Push endpoint of one GCM token, `<base>/fcm/send/<token>`.
+    pub fn webpush_endpoint(&self, gcm_token: &str) -> Url {
+        let mut url = self.webpush_endpoint_base();
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments.push(gcm_token);
+        }
+        url
+    }
+
+    /// The MCS server's address (TLS; the certificate names `localhost` and `127.0.0.1`).
+    pub fn mcs_addr(&self) -> SocketAddr {
+        self.mcs_addr
+    }
+
+    /// The CA certificate (PEM) that signed the servers' certificate: clients add it as
+    /// a root.
+    pub fn ca_cert_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// The CA certificate (DER).
+    pub fn ca_cert_der(&self) -> &CertificateDer<'static> {
+        &self.ca_der
+    }
+
+    /// A rustls client configuration (ring provider) trusting only the emulator's CA, for
+    /// tests that talk to it directly.
+    pub fn client_tls_config(&self) -> Arc<rustls::ClientConfig> {
+        Arc::clone(&self.client_tls)
+    }
+
+    /// Stops both servers: every MCS connection gets a `Close` frame, HTTP connections
+    /// finish their current request. Waits (at most 5 s) until every task has ended.
+    /// Calling it again does nothing.
+    pub async fn shutdown(&self) {
+        self.shared.lock().shut_down = true;
+        self.shutdown_tx.send_replace(true);
+        let Some(mut done) = self.done_rx.lock().await.take() else {
+            return;
+        };
+        let wait = async { while done.recv().await.is_some() {} };
+        if tokio::time::timeout(Duration::from_secs(5), wait)
+            .await
+            .is_err()
+        {
+            tracing::warn!("fcm-emulator: some tasks did not end within 5 s of shutdown");
+        }
+        tracing::info!("fcm-emulator stopped");
+    }
+}
+
+/// State: creating and inspecting devices and registrations.
+impl Emulator {
+    /// Creates a device as a first check-in would.
+    pub fn create_device(&self) -> DeviceCredentials {
+        self.shared.lock().new_device()
+    }
+
+    /// Makes a GCM registration for a device, as register3 would: `app`
+    /// `org.chromium.linux` with a `wp:` subtype makes it web persona.
+    pub fn register_gcm(
+        &self,
+        android_id: u64,
+        app: &str,
+        subtype: Option<&str>,
+        sender: &str,
+    ) -> Result<GcmRegistration, Error> {
+        let mut state = self.shared.lock();
+        if !state.devices.contains_key(&android_id) {
+            return Err(Error::UnknownDevice(android_id));
+        }
+        Ok(state.register_gcm(android_id, app, subtype, sender))
+    }
+
+    /// Creates a web-persona GCM registration for a device and binds a web-push
+    /// subscription (`p256dh`, `auth`, base64url) to it, as register3 + FIS + FCM
+    /// registration would; returns the FCM registration (its `token` is what senders
+    /// target).
+    pub fn subscribe_web(
+        &self,
+        android_id: u64,
+        p256dh: &str,
+        auth: &str,
+    ) -> Result<FcmRegistration, Error> {
+        webpush_ece::SubscriptionKeys::from_base64(p256dh, auth)?;
+        let mut state = self.shared.lock();
+        if !state.devices.contains_key(&android_id) {
+            return Err(Error::UnknownDevice(android_id));
+        }
+        let subtype = format!("wp:receiver.push.com#{}", uuid::Uuid::new_v4());
+        let gcm = state.register_gcm(
+            android_id,
+            WEB_APP,
+            Some(&subtype),
+            crate::http::CHROME_VAPID_KEY,
+        );
+        let installation = state.create_installation("fcm-emulator", None, "1:0:web:0");
+        let endpoint = format!("{}/{}", self.webpush_endpoint_base(), gcm.token);
+        Ok(state.create_fcm_registration(
+            "fcm-emulator",
+            &installation.fid,
+            &gcm.token,
+            &endpoint,
+            p256dh,
+            auth,
+            None,
+        ))
+    }
+
+    /// A snapshot of every device.
+    pub fn devices(&self) -> Vec<DeviceInfo> {
+        self.shared
+            .lock()
+            .devices
+            .values()
+            .map(|d| d.info())
+            .collect()
+    }
+
+    /// A snapshot of one device.
+    pub fn device(&self, android_id: u64) -> Option<DeviceInfo> {
+        self.shared
+            .lock()
+            .devices
+            .get(&android_id)
+            .map(|d| d.info())
+    }
+
+    /// Persistent ids queued for a device and not yet sent on its current connection.
+    pub fn pending_ids(&self, android_id: u64) -> Vec<String> {
+        self.device(android_id)
+            .map(|d| d.pending)
+            .unwrap_or_default()
+    }
+
+    /// Persistent ids sent to a device on its current connection and not acknowledged.
+    pub fn unacked_ids(&self, android_id: u64) -> Vec<String> {
+        self.device(android_id)
+            .map(|d| d.unacked)
+            .unwrap_or_default()
+    }
+
+    /// How many successful MCS logins a device made.
+    pub fn login_count(&self, android_id: u64) -> u32 {
+        self.device(android_id).map_or(0, |d| d.logins)
+    }
+
+    /// Whether a device has a logged-in MCS connection.
+    pub fn is_connected(&self, android_id: u64) -> bool {
+        self.device(android_id).is_some_and(|d| d.connected)
+    }
+
+    /// The last LoginRequest received on any connection (failed logins included).
+    pub fn last_login_request(&self) -> Option<LoginRequest> {
+        self.shared.lock().last_login.clone()
+    }
+
+    /// How many logins were refused.
+    pub fn failed_logins(&self) -> u64 {
+        self.shared.lock().failed_logins
+    }
+
+    /// A GCM registration by token.
+    pub fn gcm_registration(&self, token: &str) -> Option<GcmRegistration> {
+        self.shared.lock().gcm.get(token).cloned()
+    }
+
+    /// Every GCM registration.
+    pub fn gcm_registrations(&self) -> Vec<GcmRegistration> {
+        self.shared.lock().gcm.values().cloned().collect()
+    }
+
+    /// A Firebase installation by FID.
+    pub fn installation(&self, fid: &str) -> Option<Installation> {
+        self.shared.lock().installations.get(fid).cloned()
+    }
+
+    /// An FCM registration by FCM token.
+    pub fn fcm_registration(&self, token: &str) -> Option<FcmRegistration> {
+        self.shared.lock().fcm.get(token).cloned()
+    }
+
+    /// Every FCM registration.
+    pub fn fcm_registrations(&self) -> Vec<FcmRegistration> {
+        self.shared.lock().fcm.values().cloned().collect()
+    }
+
+    /// Polls `condition` every 5 ms until it holds or `timeout` passes; returns whether
+    /// it held. For tests waiting on the emulator's state.
+    pub async fn wait_until(
+        &self,
+        timeout: Duration,
+        mut condition: impl FnMut(&Self) -> bool,
+    ) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if condition(self) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+/// Sending messages.
+impl Emulator {
+    /// Sends a message to a GCM or FCM token, exactly as `POST messages:send` does:
+    /// encrypted (`aesgcm`) for web registrations with keys, plain `app_data` otherwise.
+    pub fn send(&self, token: &str, message: &SendMessage) -> Result<Sent, Error> {
+        self.shared.send_message(token, message)
+    }
+
+    /// Sends an already encrypted RFC 8291 `aes128gcm` body to a GCM (or FCM) token, as
+    /// `POST /fcm/send/<token>` does.
+    pub fn send_webpush(&self, token: &str, body: impl Into<Bytes>) -> Result<Sent, Error> {
+        self.shared.send_webpush(
+            token,
+            body.into(),
+            WebPushEncoding::Aes128Gcm,
+            delivery::DEFAULT_TTL,
+            None,
+        )
+    }
+
+    /// Queues any stanza for a device, as is (its persistent id is assigned unless set).
+    /// Returns the persistent id.
+    pub fn send_raw(&self, android_id: u64, stanza: DataMessageStanza) -> Result<String, Error> {
+        self.shared.enqueue(android_id, stanza)
+    }
+
+    /// Queues a `deleted_messages` notice (`message_type=deleted_messages`,
+    /// `total_deleted=<n>`) for the device behind a GCM or FCM token.
+    pub fn send_deleted_messages(&self, token: &str, total_deleted: u32) -> Result<Sent, Error> {
+        let (gcm, _) = self
+            .shared
+            .lock()
+            .resolve_token(token)
+            .ok_or_else(|| Error::UnknownToken(token.to_owned()))?;
+        let stanza = delivery::deleted_messages_stanza(&gcm, total_deleted);
+        let persistent_id = self.shared.enqueue(gcm.android_id, stanza)?;
+        Ok(Sent {
+            persistent_id,
+            android_id: gcm.android_id,
+            encrypted: false,
+        })
+    }
+
+    /// Sends a HeartbeatPing to the target's connected devices now; returns how many.
+    pub fn ping(&self, target: Target) -> usize {
+        self.command(target, &Action::Ping)
+    }
+
+    /// Closes the target's connections now, without a frame; returns how many.
+    pub fn disconnect(&self, target: Target) -> usize {
+        self.command(target, &Action::Disconnect)
+    }
+
+    fn command(&self, target: Target, action: &Action) -> usize {
+        let mut state = self.shared.lock();
+        let mut n = 0;
+        for device in state.targets(target) {
+            if device.conn.is_some() {
+                device.push_action(action.clone());
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+/// Fault injection.
+impl Emulator {
+    /// Arms a fault (see [`Fault`] for when each fires): on one device it fires once
+    /// ([`Fault::Stall`] lasts until cleared); on [`Target::All`] it fires on every
+    /// connection until [`Emulator::clear_faults`].
+    pub fn inject_fault(&self, target: Target, fault: Fault) -> Result<(), Error> {
+        let mut state = self.shared.lock();
+        match target {
+            Target::Device(id) => {
+                let device = state.devices.get_mut(&id).ok_or(Error::UnknownDevice(id))?;
+                if fault == Fault::Stall {
+                    device.stalled = true;
+                } else {
+                    device.push_action(Action::Fault(fault));
+                }
+                device.wake();
+            }
+            Target::All => {
+                if fault == Fault::Stall {
+                    state.global_stall = true;
+                } else {
+                    let id = state.next_fault_id;
+                    state.next_fault_id += 1;
+                    state.global_faults.push((id, fault));
+                }
+                for device in state.devices.values() {
+                    device.wake();
+                }
+            }
+        }
+        tracing::info!(?target, "fault armed");
+        Ok(())
+    }
+
+    /// Clears the target's armed faults and stall. [`Target::All`] clears the global
+    /// faults and every device's.
+    pub fn clear_faults(&self, target: Target) {
+        let mut state = self.shared.lock();
+        if target == Target::All {
+            state.global_faults.clear();
+            state.global_stall = false;
+        }
+        for device in state.targets(target) {
+            device.stalled = false;
+            device.actions.retain(|a| !matches!(a, Action::Fault(_)));
+            device.wake();
+        }
+    }
+
+    /// Makes the next `count` requests to `endpoint` fail with `failure` (queued after
+    /// any failures already armed).
+    pub fn fail_next(&self, endpoint: Endpoint, count: u32, failure: HttpFailure) {
+        let mut state = self.shared.lock();
+        let queue = state.http_failures.entry(endpoint).or_default();
+        for _ in 0..count.min(10_000) {
+            queue.push_back(failure.clone());
+        }
+    }
+
+    /// Makes the next `count` check-ins fail with this HTTP status.
+    pub fn fail_checkins(&self, count: u32, status: u16) {
+        self.fail_next(Endpoint::Checkin, count, HttpFailure::Status(status));
+    }
+
+    /// Makes the next `count` register3 calls answer `Error=<code>` (HTTP 200), e.g.
+    /// `PHONE_REGISTRATION_ERROR`.
+    pub fn fail_register3(&self, count: u32, code: &str) {
+        self.fail_next(
+            Endpoint::Register3,
+            count,
+            HttpFailure::Register3Error(code.to_owned()),
+        );
+    }
+}

@@ -1,0 +1,714 @@
+//! The HTTP API handlers (PROTOCOL.md §2), each taking a buffered request.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+use bytes::Bytes;
+use gcm_checkin::proto::{AndroidCheckinRequest, AndroidCheckinResponse};
+use http::header::{AUTHORIZATION, CONTENT_TYPE, LOCATION};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use prost::Message as _;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::Error;
+use crate::delivery::{MAX_PAYLOAD, WebPushEncoding};
+use crate::emulator::Shared;
+use crate::http::{google_error, protobuf, status_name, text};
+use crate::ids::{self, unix_ms};
+use crate::state::WEB_APP;
+use crate::types::{DeviceCredentials, Notification, SendMessage};
+
+/// The lifetime of FIS auth tokens.
+const AUTH_TOKEN_LIFETIME: &str = "604800s";
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+}
+
+fn error(status: StatusCode, message: &str) -> Response<Bytes> {
+    google_error(status, status_name(status), message, None)
+}
+
+fn invalid_json(e: &serde_json::Error) -> Response<Bytes> {
+    error(
+        StatusCode::BAD_REQUEST,
+        &format!("Invalid JSON payload received. {e}"),
+    )
+}
+
+/// Decodes base64 in any of its variants (url-safe or standard, padded or not).
+fn decode_b64(text: &str) -> Option<Vec<u8>> {
+    let trimmed = text.trim().trim_end_matches('=');
+    URL_SAFE_NO_PAD
+        .decode(trimmed)
+        .or_else(|_| STANDARD_NO_PAD.decode(trimmed))
+        .ok()
+}
+
+// ---------------------------------------------------------------- check-in
+
+/// `POST /checkin`: a new device, or a re-check-in with `id` + `security_token`.
+pub(crate) fn checkin(shared: &Shared, request: &Request<Bytes>) -> Response<Bytes> {
+    let content_type = header(request.headers(), CONTENT_TYPE.as_str()).unwrap_or("");
+    if !content_type.contains("protobuf") {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "Bad Request: expected Content-Type application/x-protobuf",
+        );
+    }
+    let Ok(body) = AndroidCheckinRequest::decode(request.body().as_ref()) else {
+        return text(StatusCode::BAD_REQUEST, "Bad Request: undecodable protobuf");
+    };
+    let mut state = shared.lock();
+    let credentials = match (body.id.filter(|id| *id != 0), body.security_token) {
+        (None, _) => state.new_device(),
+        (Some(id), Some(token)) => {
+            // The id travels as int64; the same 64 bits as the u64 handed out.
+            let android_id = id as u64;
+            match state.devices.get_mut(&android_id) {
+                Some(device) if device.credentials.security_token == token => {
+                    device.checkins += 1;
+                    device.credentials
+                }
+                _ => return text(StatusCode::UNAUTHORIZED, "Unauthorized"),
+            }
+        }
+        (Some(_), None) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "Bad Request: id without security_token",
+            );
+        }
+    };
+    drop(state);
+    let DeviceCredentials {
+        android_id,
+        security_token,
+    } = credentials;
+    tracing::info!(android_id, "check-in");
+    let response = AndroidCheckinResponse {
+        stats_ok: true,
+        time_msec: Some(unix_ms()),
+        digest: Some(ids::random_b64(18)),
+        settings_diff: Some(false),
+        market_ok: Some(true),
+        android_id: Some(android_id),
+        security_token: Some(security_token),
+        version_info: Some("fcm-emulator".to_owned()),
+        ..Default::default()
+    };
+    protobuf(response.encode_to_vec())
+}
+
+// ---------------------------------------------------------------- register3
+
+fn register3_error(code: &str) -> Response<Bytes> {
+    text(StatusCode::OK, &format!("Error={code}"))
+}
+
+/// Parses `AidLogin <android_id>:<security_token>`.
+fn aid_login(headers: &HeaderMap) -> Option<(u64, u64)> {
+    let value = header(headers, AUTHORIZATION.as_str())?;
+    let rest = value.strip_prefix("AidLogin ")?;
+    let (id, token) = rest.trim().split_once(':')?;
+    Some((id.parse().ok()?, token.parse().ok()?))
+}
+
+fn is_vapid_key(text: &str) -> bool {
+    decode_b64(text).is_some_and(|k| k.len() == 65 && k[0] == 4)
+}
+
+/// `POST /c2dm/register3`: `token=<t>` or `Error=<CODE>`, both with HTTP 200.
+pub(crate) fn register3(shared: &Shared, request: &Request<Bytes>) -> Response<Bytes> {
+    let Some((android_id, security_token)) = aid_login(request.headers()) else {
+        return register3_error("AUTHENTICATION_FAILED");
+    };
+    let form: BTreeMap<String, String> = url::form_urlencoded::parse(request.body())
+        .into_owned()
+        .collect();
+    let field = |name: &str| form.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
+    let mut state = shared.lock();
+    match state.devices.get(&android_id) {
+        Some(device) if device.credentials.security_token == security_token => {}
+        _ => return register3_error("AUTHENTICATION_FAILED"),
+    }
+    if field("device").and_then(|d| d.parse::<u64>().ok()) != Some(android_id) {
+        return register3_error("INVALID_PARAMETERS");
+    }
+    let Some(app) = field("app") else {
+        return register3_error("INVALID_PARAMETERS");
+    };
+    let subtype = field("X-subtype");
+    if field("delete").is_some_and(|d| d == "true" || d == "1") {
+        let before = state.gcm.len();
+        state.gcm.retain(|_, g| {
+            !(g.android_id == android_id && g.app == app && g.subtype.as_deref() == subtype)
+        });
+        tracing::info!(
+            android_id,
+            app,
+            removed = before - state.gcm.len(),
+            "unregister"
+        );
+        return text(StatusCode::OK, &format!("deleted={app}"));
+    }
+    let Some(sender) = field("sender") else {
+        return register3_error("INVALID_SENDER");
+    };
+    let web = app == WEB_APP && subtype.is_some_and(|s| s.starts_with("wp:"));
+    if web && !is_vapid_key(sender) {
+        return register3_error("INVALID_SENDER");
+    }
+    if !(web || sender.bytes().all(|b| b.is_ascii_digit()) || is_vapid_key(sender)) {
+        return register3_error("INVALID_SENDER");
+    }
+    if let Some(fis) = field("X-Goog-Firebase-Installations-Auth") {
+        if !state.fis_tokens.contains_key(fis) {
+            return register3_error("AUTHENTICATION_FAILED");
+        }
+    }
+    let registration = state.register_gcm(android_id, app, subtype, sender);
+    tracing::info!(
+        android_id,
+        app,
+        persona = ?registration.persona,
+        "register3"
+    );
+    text(StatusCode::OK, &format!("token={}", registration.token))
+}
+
+// ---------------------------------------------------------------- Firebase Installations
+
+/// Checks `x-goog-api-key`.
+#[allow(clippy::result_large_err)] // an early-return response, built once per request
+fn check_api_key(shared: &Shared, headers: &HeaderMap) -> Result<(), Response<Bytes>> {
+    match (header(headers, "x-goog-api-key"), &shared.config.api_key) {
+        (None, _) => Err(error(
+            StatusCode::FORBIDDEN,
+            "The request is missing a valid API key.",
+        )),
+        (Some(given), Some(expected)) if given != expected => Err(error(
+            StatusCode::BAD_REQUEST,
+            "API key not valid. Please pass a valid API key.",
+        )),
+        _ => Ok(()),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CreateInstallationBody {
+    #[serde(default)]
+    fid: Option<String>,
+    #[serde(default)]
+    app_id: Option<String>,
+    #[serde(default)]
+    auth_version: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    sdk_version: Option<String>,
+}
+
+/// `POST /v1/projects/{p}/installations`.
+pub(crate) fn create_installation(
+    shared: &Shared,
+    request: &Request<Bytes>,
+    project: &str,
+) -> Response<Bytes> {
+    if let Err(response) = check_api_key(shared, request.headers()) {
+        return response;
+    }
+    let body: CreateInstallationBody = match serde_json::from_slice(request.body()) {
+        Ok(body) => body,
+        Err(e) => return invalid_json(&e),
+    };
+    let Some(app_id) = body.app_id.filter(|a| !a.is_empty()) else {
+        return error(StatusCode::BAD_REQUEST, "The appId field is required.");
+    };
+    if body.auth_version.as_deref().is_some_and(|v| v != "FIS_v2") {
+        return error(StatusCode::BAD_REQUEST, "Unsupported authVersion.");
+    }
+    let fid = body.fid.filter(|f| !f.is_empty());
+    if let Some(fid) = &fid {
+        if !ids::is_valid_fid(fid) {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "Invalid value at 'installation.fid': the FID is malformed.",
+            );
+        }
+    }
+    let installation = shared
+        .lock()
+        .create_installation(project, fid.as_deref(), &app_id);
+    tracing::info!(fid = %installation.fid, project, "installation created");
+    crate::http::json(
+        StatusCode::OK,
+        &json!({
+            "name": format!("projects/{project}/installations/{}", installation.fid),
+            "fid": installation.fid,
+            "refreshToken": installation.refresh_token,
+            "authToken": {
+                "token": installation.auth_tokens.last(),
+                "expiresIn": AUTH_TOKEN_LIFETIME,
+            },
+        }),
+    )
+}
+
+/// `POST /v1/projects/{p}/installations/{fid}/authTokens:generate`.
+pub(crate) fn generate_auth_token(
+    shared: &Shared,
+    request: &Request<Bytes>,
+    _project: &str,
+    fid: &str,
+) -> Response<Bytes> {
+    if let Err(response) = check_api_key(shared, request.headers()) {
+        return response;
+    }
+    let Some(refresh) = header(request.headers(), AUTHORIZATION.as_str())
+        .and_then(|v| v.strip_prefix("FIS_v2 "))
+        .map(str::trim)
+    else {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "Request is missing required authentication credential. Expected `FIS_v2 <refresh token>`.",
+        );
+    };
+    if !request.body().is_empty()
+        && serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(request.body())
+            .is_err()
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "Invalid JSON payload received: expected an object.",
+        );
+    }
+    let mut state = shared.lock();
+    let Some(installation) = state.installations.get(fid) else {
+        return error(StatusCode::NOT_FOUND, "Requested entity was not found.");
+    };
+    if installation.refresh_token != refresh {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "Request had invalid authentication credentials.",
+        );
+    }
+    let Some(token) = state.new_auth_token(fid) else {
+        return error(StatusCode::NOT_FOUND, "Requested entity was not found.");
+    };
+    tracing::info!(fid, "FIS auth token refreshed");
+    crate::http::json(
+        StatusCode::OK,
+        &json!({ "token": token, "expiresIn": AUTH_TOKEN_LIFETIME }),
+    )
+}
+
+// ---------------------------------------------------------------- FCM registrations
+
+/// Checks the API key and `x-goog-firebase-installations-auth`; returns the FID.
+#[allow(clippy::result_large_err)] // an early-return response, built once per request
+fn check_fis_auth(shared: &Shared, headers: &HeaderMap) -> Result<String, Response<Bytes>> {
+    check_api_key(shared, headers)?;
+    let Some(token) = header(headers, "x-goog-firebase-installations-auth") else {
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "Request is missing required authentication credential. Expected a Firebase Installations auth token.",
+        ));
+    };
+    let token = token.strip_prefix("FIS ").unwrap_or(token).trim();
+    shared.lock().fis_tokens.get(token).cloned().ok_or_else(|| {
+        error(
+            StatusCode::UNAUTHORIZED,
+            "Request had invalid authentication credentials.",
+        )
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateRegistrationBody {
+    web: Option<WebBody>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct WebBody {
+    #[serde(default)]
+    application_pub_key: Option<String>,
+    #[serde(default)]
+    auth: Option<String>,
+    #[serde(default)]
+    endpoint: Option<String>,
+    #[serde(default)]
+    p256dh: Option<String>,
+}
+
+/// `POST /v1/projects/{p}/registrations`.
+pub(crate) fn create_registration(
+    shared: &Shared,
+    request: &Request<Bytes>,
+    project: &str,
+) -> Response<Bytes> {
+    let fid = match check_fis_auth(shared, request.headers()) {
+        Ok(fid) => fid,
+        Err(response) => return response,
+    };
+    let body: CreateRegistrationBody = match serde_json::from_slice(request.body()) {
+        Ok(body) => body,
+        Err(e) => return invalid_json(&e),
+    };
+    let Some(web) = body.web else {
+        return error(StatusCode::BAD_REQUEST, "The web field is required.");
+    };
+    let (Some(endpoint), Some(auth), Some(p256dh)) = (&web.endpoint, &web.auth, &web.p256dh) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "web.endpoint, web.auth and web.p256dh are required.",
+        );
+    };
+    if let Err(e) = webpush_ece::SubscriptionKeys::from_base64(p256dh, auth) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!("Invalid web push keys (p256dh/auth): {e}"),
+        );
+    }
+    if let Some(key) = &web.application_pub_key {
+        if !is_vapid_key(key) {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "Invalid value at 'registration.web.application_pub_key'.",
+            );
+        }
+    }
+    let gcm_token = endpoint
+        .split_once("/fcm/send/")
+        .map(|(_, rest)| crate::http::percent_decode(rest.trim_end_matches('/')));
+    let mut state = shared.lock();
+    let Some(gcm_token) = gcm_token.filter(|t| state.gcm.contains_key(t)) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "Invalid value at 'registration.web.endpoint': it does not name a registered GCM token.",
+        );
+    };
+    let registration = state.create_fcm_registration(
+        project,
+        &fid,
+        &gcm_token,
+        endpoint,
+        p256dh,
+        auth,
+        web.application_pub_key.as_deref(),
+    );
+    drop(state);
+    tracing::info!(project, fid, "FCM registration created");
+    let mut web_json = json!({
+        "endpoint": registration.endpoint,
+        "p256dh": registration.p256dh,
+        "auth": registration.auth,
+    });
+    if let (Some(key), Some(object)) = (&registration.application_pub_key, web_json.as_object_mut())
+    {
+        object.insert("applicationPubKey".into(), json!(key));
+    }
+    crate::http::json(
+        StatusCode::OK,
+        &json!({
+            "name": format!("projects/{project}/registrations/{}", registration.token),
+            "token": registration.token,
+            "web": web_json,
+        }),
+    )
+}
+
+/// `DELETE /v1/projects/{p}/registrations/{token}`.
+pub(crate) fn delete_registration(
+    shared: &Shared,
+    request: &Request<Bytes>,
+    _project: &str,
+    token: &str,
+) -> Response<Bytes> {
+    if let Err(response) = check_fis_auth(shared, request.headers()) {
+        return response;
+    }
+    if !shared.lock().delete_fcm_registration(token) {
+        return error(StatusCode::NOT_FOUND, "Requested entity was not found.");
+    }
+    tracing::info!("FCM registration deleted");
+    crate::http::json(StatusCode::OK, &json!({}))
+}
+
+// ---------------------------------------------------------------- send API
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SendBody {
+    message: Option<MessageBody>,
+    #[serde(default, alias = "validateOnly")]
+    validate_only: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MessageBody {
+    #[serde(default)]
+    #[allow(dead_code)]
+    name: Option<String>,
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    topic: Option<String>,
+    #[serde(default)]
+    condition: Option<String>,
+    #[serde(default)]
+    data: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    notification: Option<Notification>,
+    #[serde(default)]
+    android: Option<serde_json::Value>,
+    #[serde(default)]
+    webpush: Option<serde_json::Value>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    apns: Option<serde_json::Value>,
+    #[serde(default, alias = "fcmOptions")]
+    #[allow(dead_code)]
+    fcm_options: Option<serde_json::Value>,
+}
+
+fn is_reserved_data_key(key: &str) -> bool {
+    matches!(
+        key,
+        "from" | "notification" | "message_type" | "collapse_key"
+    ) || key.starts_with("google.")
+        || key.starts_with("gcm.")
+}
+
+/// Parses `"3.5s"`-style durations.
+fn parse_duration(text: &str) -> Option<Duration> {
+    let secs: f64 = text.trim().strip_suffix('s')?.parse().ok()?;
+    (secs.is_finite() && (0.0..=2_419_200.0).contains(&secs)).then(|| Duration::from_secs_f64(secs))
+}
+
+fn send_error(status: StatusCode, message: &str, code: &str) -> Response<Bytes> {
+    google_error(
+        status,
+        status_name(status),
+        message,
+        Some(json!([{
+            "@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError",
+            "errorCode": code,
+        }])),
+    )
+}
+
+/// `POST /v1/projects/{p}/messages:send`.
+pub(crate) fn send(shared: &Shared, request: &Request<Bytes>, project: &str) -> Response<Bytes> {
+    if header(request.headers(), AUTHORIZATION.as_str())
+        .is_none_or(|v| !v.starts_with("Bearer ") || v.len() <= "Bearer ".len())
+    {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "Request is missing required authentication credential. Expected OAuth 2 access token, login cookie or other valid authentication credential.",
+        );
+    }
+    let body: SendBody = match serde_json::from_slice(request.body()) {
+        Ok(body) => body,
+        Err(e) => return invalid_json(&e),
+    };
+    let Some(message) = body.message else {
+        return send_error(
+            StatusCode::BAD_REQUEST,
+            "The message field is required.",
+            "INVALID_ARGUMENT",
+        );
+    };
+    if message.topic.is_some() || message.condition.is_some() {
+        return send_error(
+            StatusCode::BAD_REQUEST,
+            "Topic and condition messages are not supported by the emulator.",
+            "INVALID_ARGUMENT",
+        );
+    }
+    let Some(token) = message.token.filter(|t| !t.is_empty()) else {
+        return send_error(
+            StatusCode::BAD_REQUEST,
+            "Recipient of the message is not set.",
+            "INVALID_ARGUMENT",
+        );
+    };
+    let data = message.data.unwrap_or_default();
+    if let Some(key) = data.keys().find(|k| is_reserved_data_key(k)) {
+        return send_error(
+            StatusCode::BAD_REQUEST,
+            &format!("Invalid data payload key: {key}"),
+            "INVALID_ARGUMENT",
+        );
+    }
+    let android = message.android.as_ref();
+    let android_field = |name: &str| android.and_then(|a| a.get(name)).and_then(|v| v.as_str());
+    let webpush_urgency = message
+        .webpush
+        .as_ref()
+        .and_then(|w| w.get("headers"))
+        .and_then(|h| h.get("Urgency").or_else(|| h.get("urgency")))
+        .and_then(|v| v.as_str());
+    let high = android_field("priority").is_some_and(|p| p.eq_ignore_ascii_case("high"))
+        || webpush_urgency.is_some_and(|u| u.eq_ignore_ascii_case("high"));
+    let ttl = match android_field("ttl") {
+        Some(text) => match parse_duration(text) {
+            Some(ttl) => Some(ttl),
+            None => {
+                return send_error(
+                    StatusCode::BAD_REQUEST,
+                    "Invalid value at 'message.android.ttl'.",
+                    "INVALID_ARGUMENT",
+                );
+            }
+        },
+        None => None,
+    };
+    let to_send = SendMessage {
+        data,
+        notification: message.notification,
+        from: Some(project.to_owned()),
+        priority: Some(if high { "high" } else { "normal" }.to_owned()),
+        collapse_key: android_field("collapse_key").map(str::to_owned),
+        ttl,
+    };
+    match shared.prepare_message(&token, &to_send) {
+        Ok(_) if body.validate_only => crate::http::json(
+            StatusCode::OK,
+            &json!({ "name": format!("projects/{project}/messages/fake_message_id") }),
+        ),
+        Ok((android_id, stanza, _)) => match shared.enqueue(android_id, stanza) {
+            Ok(persistent_id) => crate::http::json(
+                StatusCode::OK,
+                &json!({ "name": format!("projects/{project}/messages/{persistent_id}") }),
+            ),
+            Err(e) => send_failure(&e),
+        },
+        Err(e) => send_failure(&e),
+    }
+}
+
+fn send_failure(e: &Error) -> Response<Bytes> {
+    match e {
+        Error::UnknownToken(_) | Error::UnknownDevice(_) => send_error(
+            StatusCode::NOT_FOUND,
+            "Requested entity was not found.",
+            "UNREGISTERED",
+        ),
+        Error::InvalidInput(message) => {
+            send_error(StatusCode::BAD_REQUEST, message, "INVALID_ARGUMENT")
+        }
+        Error::ShutDown => send_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The service is shutting down.",
+            "UNAVAILABLE",
+        ),
+        other => send_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &other.to_string(),
+            "INTERNAL",
+        ),
+    }
+}
+
+// ---------------------------------------------------------------- Web Push
+
+/// `POST /fcm/send/{token}`: an RFC 8030 push with an RFC 8291 (`aes128gcm`) or legacy
+/// (`aesgcm`) body; 201 Created.
+pub(crate) fn webpush(shared: &Shared, request: &Request<Bytes>, token: &str) -> Response<Bytes> {
+    let headers = request.headers();
+    let body = request.body().clone();
+    if body.len() > MAX_PAYLOAD {
+        return text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Payload Too Large: at most 4096 bytes",
+        );
+    }
+    let ttl = match header(headers, "ttl") {
+        None => crate::delivery::DEFAULT_TTL,
+        Some(value) => match value.parse::<u64>() {
+            Ok(secs) => Duration::from_secs(secs.min(2_419_200)),
+            Err(_) => return text(StatusCode::BAD_REQUEST, "Bad Request: invalid TTL header"),
+        },
+    };
+    let encoding = header(headers, "content-encoding").map(str::to_ascii_lowercase);
+    let encoding = match (encoding.as_deref(), body.is_empty()) {
+        (Some("aes128gcm"), false) => {
+            if let Err(e) = webpush_ece::aes128gcm::Header::parse(&body) {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    &format!("Bad Request: invalid aes128gcm header: {e}"),
+                );
+            }
+            WebPushEncoding::Aes128Gcm
+        }
+        (Some("aesgcm"), false) => {
+            let (Some(crypto_key), Some(encryption)) =
+                (header(headers, "crypto-key"), header(headers, "encryption"))
+            else {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    "Bad Request: aesgcm needs Crypto-Key and Encryption headers",
+                );
+            };
+            WebPushEncoding::AesGcm {
+                crypto_key: crypto_key.to_owned(),
+                encryption: encryption.to_owned(),
+            }
+        }
+        (None, true) => WebPushEncoding::None,
+        _ => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "Bad Request: unsupported or missing Content-Encoding",
+            );
+        }
+    };
+    let topic = header(headers, "topic").map(str::to_owned);
+    match shared.send_webpush(token, body, encoding, ttl, topic) {
+        Ok(sent) => {
+            let mut response = text(StatusCode::CREATED, "");
+            let location = format!("{}fcm/send/message/{}", shared.base_url, sent.persistent_id);
+            if let Ok(value) = HeaderValue::from_str(&location) {
+                response.headers_mut().insert(LOCATION, value);
+            }
+            response
+        }
+        Err(Error::UnknownToken(_) | Error::UnknownDevice(_)) => {
+            text(StatusCode::NOT_FOUND, "Not Found: unknown subscription")
+        }
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_parsers() {
+        assert_eq!(parse_duration("3.5s"), Some(Duration::from_millis(3500)));
+        assert_eq!(parse_duration("-1s"), None);
+        assert_eq!(parse_duration("10"), None);
+        assert!(is_reserved_data_key("google.x"));
+        assert!(is_reserved_data_key("from"));
+        assert!(!is_reserved_data_key("title"));
+        assert_eq!(decode_b64("AQID").as_deref(), Some(&[1u8, 2, 3][..]));
+        assert_eq!(decode_b64("AQI=").as_deref(), Some(&[1u8, 2][..]));
+        let mut headers = HeaderMap::new();
+        headers.insert(AUTHORIZATION, HeaderValue::from_static("AidLogin 12:34"));
+        assert_eq!(aid_login(&headers), Some((12, 34)));
+        headers.insert(AUTHORIZATION, HeaderValue::from_static("AidLogin 12"));
+        assert_eq!(aid_login(&headers), None);
+    }
+}

@@ -1,0 +1,33 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+
+mod delivery;
+mod emulator;
+mod error;
+mod handlers;
+mod http;
+mod ids;
+mod mcs;
+mod state;
+mod tls;
+mod types;
+
+pub use emulator::{Emulator, EmulatorBuilder};
+pub use error::Error;
+pub use types::{
+    DeviceCredentials, DeviceInfo, Endpoint, Fault, FcmRegistration, GcmRegistration, HttpFailure,
+    Installation, Notification, Persona, SendMessage, Sent, Target,
+};
+
+/// The MCS and checkin protobuf types the emulator's API uses, re-exported.
+pub mod proto {
+    pub use gcm_checkin::proto::{AndroidCheckinRequest, AndroidCheckinResponse};
+    pub use mcs_codec::proto::*;
+}
+
+/// The `ErrorInfo.code` the MCS server puts in the LoginResponse of a refused login.
+pub const LOGIN_ERROR_CODE: i32 = mcs::LOGIN_ERROR_CODE;
+
+/// Chrome's VAPID key, the default `sender` of web-persona registrations (and the sender
+/// [`Emulator::subscribe_web`] registers with).
+pub const CHROME_VAPID_KEY: &str = http::CHROME_VAPID_KEY;

@@ -1,0 +1,378 @@
+//! The emulator's shared state: devices, registrations, message queues and faults.
+//!
+//! Everything lives behind one mutex held only for short, non-blocking updates; the MCS
+//! connection tasks are woken through a per-connection [`Notify`].
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use mcs_codec::proto::{DataMessageStanza, LoginRequest};
+use tokio::sync::Notify;
+
+use crate::ids;
+
+use crate::types::{
+    DeviceCredentials, DeviceInfo, Endpoint, Fault, FcmRegistration, GcmRegistration, HttpFailure,
+    Installation, Persona, Target,
+};
+
+/// How many acknowledged ids a device remembers for inspection.
+const ACKED_HISTORY: usize = 1000;
+/// How many upstream messages a device remembers for inspection.
+const UPSTREAM_HISTORY: usize = 100;
+/// How many one-shot actions may wait for a device.
+const MAX_ACTIONS: usize = 64;
+
+/// Something a connection must do the next time it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Action {
+    /// A fault armed for the device.
+    Fault(Fault),
+    /// Send a HeartbeatPing.
+    Ping,
+    /// Close the TCP connection without a frame.
+    Disconnect,
+}
+
+/// A queued data message.
+#[derive(Debug, Clone)]
+pub(crate) struct Queued {
+    pub(crate) persistent_id: String,
+    pub(crate) stanza: DataMessageStanza,
+    /// `(connection id, stream id)` once sent on a connection.
+    pub(crate) sent: Option<(u64, i32)>,
+}
+
+/// The link from a device to its logged-in connection.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnLink {
+    pub(crate) id: u64,
+    pub(crate) notify: Arc<Notify>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Device {
+    pub(crate) credentials: DeviceCredentials,
+    pub(crate) checkins: u32,
+    pub(crate) logins: u32,
+    pub(crate) last_login: Option<LoginRequest>,
+    pub(crate) queue: VecDeque<Queued>,
+    pub(crate) acked: VecDeque<String>,
+    pub(crate) upstream: VecDeque<DataMessageStanza>,
+    pub(crate) conn: Option<ConnLink>,
+    pub(crate) actions: VecDeque<Action>,
+    pub(crate) stalled: bool,
+    pub(crate) pings_received: u64,
+    pub(crate) heartbeat_acks_received: u64,
+    pub(crate) dropped_messages: u64,
+}
+
+impl Device {
+    pub(crate) fn new(credentials: DeviceCredentials) -> Self {
+        Self {
+            credentials,
+            checkins: 0,
+            logins: 0,
+            last_login: None,
+            queue: VecDeque::new(),
+            acked: VecDeque::new(),
+            upstream: VecDeque::new(),
+            conn: None,
+            actions: VecDeque::new(),
+            stalled: false,
+            pings_received: 0,
+            heartbeat_acks_received: 0,
+            dropped_messages: 0,
+        }
+    }
+
+    pub(crate) fn wake(&self) {
+        if let Some(link) = &self.conn {
+            link.notify.notify_one();
+        }
+    }
+
+    pub(crate) fn push_action(&mut self, action: Action) {
+        if self.actions.len() >= MAX_ACTIONS {
+            self.actions.pop_front();
+        }
+        self.actions.push_back(action);
+        self.wake();
+    }
+
+    fn record_acked(&mut self, id: String) {
+        if self.acked.len() >= ACKED_HISTORY {
+            self.acked.pop_front();
+        }
+        self.acked.push_back(id);
+    }
+
+    /// Removes the queued messages matching `pred`, recording them as acknowledged.
+    pub(crate) fn ack_where(&mut self, mut pred: impl FnMut(&Queued) -> bool) -> usize {
+        let mut removed = Vec::new();
+        self.queue.retain(|q| {
+            if pred(q) {
+                removed.push(q.persistent_id.clone());
+                false
+            } else {
+                true
+            }
+        });
+        let n = removed.len();
+        for id in removed {
+            self.record_acked(id);
+        }
+        n
+    }
+
+    pub(crate) fn record_upstream(&mut self, stanza: DataMessageStanza) {
+        if self.upstream.len() >= UPSTREAM_HISTORY {
+            self.upstream.pop_front();
+        }
+        self.upstream.push_back(stanza);
+    }
+
+    pub(crate) fn info(&self) -> DeviceInfo {
+        let current = self.conn.as_ref().map(|c| c.id);
+        let mut pending = Vec::new();
+        let mut unacked = Vec::new();
+        for q in &self.queue {
+            match q.sent {
+                Some((conn, _)) if Some(conn) == current => unacked.push(q.persistent_id.clone()),
+                _ => pending.push(q.persistent_id.clone()),
+            }
+        }
+        DeviceInfo {
+            credentials: self.credentials,
+            checkins: self.checkins,
+            logins: self.logins,
+            connected: self.conn.is_some(),
+            pending,
+            unacked,
+            acked: self.acked.iter().cloned().collect(),
+            last_login_request: self.last_login.clone(),
+            upstream: self.upstream.iter().cloned().collect(),
+            pings_received: self.pings_received,
+            heartbeat_acks_received: self.heartbeat_acks_received,
+            dropped_messages: self.dropped_messages,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    pub(crate) devices: HashMap<u64, Device>,
+    pub(crate) gcm: HashMap<String, GcmRegistration>,
+    pub(crate) installations: HashMap<String, Installation>,
+    /// FIS auth token → FID.
+    pub(crate) fis_tokens: HashMap<String, String>,
+    pub(crate) fcm: HashMap<String, FcmRegistration>,
+    /// GCM token → its newest FCM token.
+    pub(crate) latest_fcm: HashMap<String, String>,
+    /// Globally armed faults, each with an id so a connection applies it once.
+    pub(crate) global_faults: Vec<(u64, Fault)>,
+    pub(crate) global_stall: bool,
+    pub(crate) next_fault_id: u64,
+    pub(crate) next_conn_id: u64,
+    pub(crate) http_failures: HashMap<Endpoint, VecDeque<HttpFailure>>,
+    pub(crate) failed_logins: u64,
+    pub(crate) last_login: Option<LoginRequest>,
+    pub(crate) shut_down: bool,
+}
+
+impl State {
+    /// Takes the next injected failure for `endpoint`, if any.
+    pub(crate) fn take_http_failure(&mut self, endpoint: Endpoint) -> Option<HttpFailure> {
+        let queue = self.http_failures.get_mut(&endpoint)?;
+        let failure = queue.pop_front();
+        if queue.is_empty() {
+            self.http_failures.remove(&endpoint);
+        }
+        failure
+    }
+
+    /// The devices a target names (only existing ones).
+    pub(crate) fn targets(&mut self, target: Target) -> Vec<&mut Device> {
+        match target {
+            Target::Device(id) => self.devices.get_mut(&id).into_iter().collect(),
+            Target::All => self.devices.values_mut().collect(),
+        }
+    }
+
+    /// The GCM registration a GCM or FCM token leads to, with the web-push keys to encrypt
+    /// with: the FCM registration itself for an FCM token; for a web-persona GCM token the
+    /// newest FCM registration bound to it; none for an Android-persona GCM token.
+    pub(crate) fn resolve_token(
+        &self,
+        token: &str,
+    ) -> Option<(GcmRegistration, Option<FcmRegistration>)> {
+        if let Some(fcm) = self.fcm.get(token) {
+            let gcm = self.gcm.get(&fcm.gcm_token)?;
+            return Some((gcm.clone(), Some(fcm.clone())));
+        }
+        let gcm = self.gcm.get(token)?;
+        if gcm.persona == Persona::Android {
+            return Some((gcm.clone(), None));
+        }
+        // The newest FCM registration bound to this GCM token carries the keys.
+        let fcm = self
+            .latest_fcm
+            .get(token)
+            .and_then(|t| self.fcm.get(t))
+            .or_else(|| self.fcm.values().find(|f| f.gcm_token == gcm.token))
+            .cloned();
+        Some((gcm.clone(), fcm))
+    }
+
+    /// Global fault ids a connection has not applied yet.
+    pub(crate) fn pending_global_faults(&self, applied: &HashSet<u64>) -> Vec<(u64, Fault)> {
+        self.global_faults
+            .iter()
+            .filter(|(id, _)| !applied.contains(id))
+            .cloned()
+            .collect()
+    }
+}
+
+/// Operations shared by the HTTP handlers and the library API.
+impl State {
+    /// A new device, as a first check-in creates it.
+    pub(crate) fn new_device(&mut self) -> DeviceCredentials {
+        loop {
+            let credentials = DeviceCredentials {
+                android_id: ids::random_id(),
+                security_token: ids::random_id(),
+            };
+            if let std::collections::hash_map::Entry::Vacant(slot) =
+                self.devices.entry(credentials.android_id)
+            {
+                let mut device = Device::new(credentials);
+                device.checkins = 1;
+                slot.insert(device);
+                return credentials;
+            }
+        }
+    }
+
+    /// A GCM registration for a device; registering the same (app, subtype, sender) again
+    /// returns the same token, as Google does.
+    pub(crate) fn register_gcm(
+        &mut self,
+        android_id: u64,
+        app: &str,
+        subtype: Option<&str>,
+        sender: &str,
+    ) -> GcmRegistration {
+        if let Some(existing) = self.gcm.values().find(|g| {
+            g.android_id == android_id
+                && g.app == app
+                && g.subtype.as_deref() == subtype
+                && g.sender == sender
+        }) {
+            return existing.clone();
+        }
+        let persona = if app == WEB_APP && subtype.is_some_and(|s| s.starts_with("wp:")) {
+            Persona::Web
+        } else {
+            Persona::Android
+        };
+        let registration = GcmRegistration {
+            token: ids::registration_token(None),
+            android_id,
+            app: app.to_owned(),
+            subtype: subtype.map(str::to_owned),
+            sender: sender.to_owned(),
+            persona,
+        };
+        self.gcm
+            .insert(registration.token.clone(), registration.clone());
+        registration
+    }
+
+    /// A new Firebase installation with a first auth token.
+    pub(crate) fn create_installation(
+        &mut self,
+        project: &str,
+        fid: Option<&str>,
+        app_id: &str,
+    ) -> Installation {
+        let fid = fid.map_or_else(ids::fid, str::to_owned);
+        if let Some(old) = self.installations.remove(&fid) {
+            for token in old.auth_tokens {
+                self.fis_tokens.remove(&token);
+            }
+        }
+        let auth = ids::fis_auth_token();
+        let installation = Installation {
+            project: project.to_owned(),
+            fid: fid.clone(),
+            app_id: app_id.to_owned(),
+            refresh_token: ids::refresh_token(),
+            auth_tokens: vec![auth.clone()],
+        };
+        self.fis_tokens.insert(auth, fid.clone());
+        self.installations.insert(fid, installation.clone());
+        installation
+    }
+
+    /// A fresh auth token for an installation; older ones stay valid.
+    pub(crate) fn new_auth_token(&mut self, fid: &str) -> Option<String> {
+        let installation = self.installations.get_mut(fid)?;
+        let auth = ids::fis_auth_token();
+        if installation.auth_tokens.len() >= 16 {
+            let old = installation.auth_tokens.remove(0);
+            self.fis_tokens.remove(&old);
+        }
+        installation.auth_tokens.push(auth.clone());
+        self.fis_tokens.insert(auth.clone(), fid.to_owned());
+        Some(auth)
+    }
+
+    /// Binds a web-push subscription to a GCM token; returns the new FCM registration.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn create_fcm_registration(
+        &mut self,
+        project: &str,
+        fid: &str,
+        gcm_token: &str,
+        endpoint: &str,
+        p256dh: &str,
+        auth: &str,
+        application_pub_key: Option<&str>,
+    ) -> FcmRegistration {
+        let registration = FcmRegistration {
+            project: project.to_owned(),
+            token: ids::registration_token(Some(fid)),
+            gcm_token: gcm_token.to_owned(),
+            fid: fid.to_owned(),
+            endpoint: endpoint.to_owned(),
+            p256dh: p256dh.to_owned(),
+            auth: auth.to_owned(),
+            application_pub_key: application_pub_key.map(str::to_owned),
+        };
+        self.latest_fcm
+            .insert(gcm_token.to_owned(), registration.token.clone());
+        self.fcm
+            .insert(registration.token.clone(), registration.clone());
+        registration
+    }
+
+    /// Deletes an FCM registration; returns whether it existed.
+    pub(crate) fn delete_fcm_registration(&mut self, token: &str) -> bool {
+        let Some(registration) = self.fcm.remove(token) else {
+            return false;
+        };
+        if self
+            .latest_fcm
+            .get(&registration.gcm_token)
+            .map(String::as_str)
+            == Some(token)
+        {
+            self.latest_fcm.remove(&registration.gcm_token);
+        }
+        true
+    }
+}
+
+/// The `app` of the Chrome (web) persona.
+pub(crate) const WEB_APP: &str = "org.chromium.linux";

@@ -1,0 +1,195 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! The workspace's own client crates (`gcm-checkin`, `fcm-install` over `fcm-http`)
+//! registering against the emulator, then receiving over MCS: the shapes they send and
+//! parse match what the emulator serves.
+
+mod common;
+
+use common::{McsClient, app_data, http_client};
+use fcm_emulator::{DeviceCredentials, Emulator, Persona, SendMessage};
+use fcm_http::{Endpoints, RetryPolicy};
+use fcm_install::{FirebaseApp, WebPushSubscription};
+use gcm_checkin::{
+    AndroidRegistration, CheckinRequest, InstallationAuth, RegisterRequest, WebRegistration,
+};
+use webpush_ece::{Payload, ReceiverKeys, decrypt_message};
+
+#[tokio::test]
+async fn web_persona_with_the_client_crates() {
+    let emu = Emulator::start().await.unwrap();
+    let client = http_client(&emu);
+    let endpoints = Endpoints::at(emu.base_url().as_str()).unwrap();
+    let retry = RetryPolicy::no_retry();
+
+    let checkin = gcm_checkin::check_in(&client, &endpoints, &CheckinRequest::new_device(), &retry)
+        .await
+        .unwrap();
+    let credentials = checkin.credentials;
+    // A re-check-in keeps the identity.
+    let again = gcm_checkin::check_in(
+        &client,
+        &endpoints,
+        &CheckinRequest::recheck(credentials),
+        &retry,
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.credentials, credentials);
+
+    let gcm_token = gcm_checkin::register(
+        &client,
+        &endpoints,
+        &RegisterRequest::web(credentials, WebRegistration::new()),
+        &retry,
+    )
+    .await
+    .unwrap();
+    let gcm = emu.gcm_registration(gcm_token.as_str()).unwrap();
+    assert_eq!(gcm.persona, Persona::Web);
+
+    let app = FirebaseApp::web("demo-project", "AIzaKey", "1:1234:web:abcd");
+    let fid = fcm_install::generate_fid();
+    let installation = fcm_install::create_installation(&client, &endpoints, &app, &fid, &retry)
+        .await
+        .unwrap();
+    assert_eq!(installation.fid, fid);
+    let refreshed = fcm_install::refresh_auth_token(
+        &client,
+        &endpoints,
+        &app,
+        &installation.fid,
+        &installation.refresh_token,
+        &retry,
+    )
+    .await
+    .unwrap();
+
+    let keys = ReceiverKeys::generate();
+    let subscription = WebPushSubscription::new(
+        fcm_install::fcm_send_endpoint(&endpoints, gcm_token.as_str()).unwrap(),
+        keys.public_key_base64(),
+        keys.auth_secret_base64().as_str(),
+    );
+    let registration = fcm_install::create_registration(
+        &client,
+        &endpoints,
+        &app,
+        refreshed.token(),
+        &subscription,
+        &retry,
+    )
+    .await
+    .unwrap();
+
+    let creds = DeviceCredentials {
+        android_id: credentials.android_id,
+        security_token: credentials.security_token.expose(),
+    };
+    let mut mcs = McsClient::logged_in(&emu, creds).await;
+    let sent = emu
+        .send(
+            registration.token.as_str(),
+            &SendMessage::new().data("hello", "world"),
+        )
+        .unwrap();
+    assert!(sent.encrypted);
+    let stanza = mcs.expect_data().await;
+    let pairs = stanza
+        .app_data
+        .iter()
+        .map(|a| (a.key.as_str(), a.value.as_str()));
+    let Payload::Decrypted { plaintext, .. } =
+        decrypt_message(&keys, pairs, stanza.raw_data.as_deref().unwrap()).unwrap()
+    else {
+        panic!("not encrypted");
+    };
+    let message: serde_json::Value = serde_json::from_slice(&plaintext).unwrap();
+    assert_eq!(message["data"]["hello"], "world");
+
+    let delete = fcm_install::delete_registration_request(
+        &endpoints,
+        &app,
+        refreshed.token(),
+        &registration.name,
+    )
+    .unwrap();
+    let response = fcm_http::HttpClient::send(&client, delete).await.unwrap();
+    fcm_install::parse_delete_registration_response(&response).unwrap();
+    assert!(emu.fcm_registration(registration.token.as_str()).is_none());
+}
+
+#[tokio::test]
+async fn android_persona_with_the_client_crates() {
+    let emu = Emulator::start().await.unwrap();
+    let client = http_client(&emu);
+    let endpoints = Endpoints::at(emu.base_url().as_str()).unwrap();
+    let retry = RetryPolicy::no_retry();
+
+    let credentials =
+        gcm_checkin::check_in(&client, &endpoints, &CheckinRequest::new_device(), &retry)
+            .await
+            .unwrap()
+            .credentials;
+    let app = FirebaseApp::android(
+        "demo-project",
+        "AIzaKey",
+        "1:1234:android:abcd",
+        "com.example.app",
+        gcm_checkin::DEFAULT_ANDROID_CERT,
+    );
+    let fid = fcm_install::generate_fid();
+    let installation = fcm_install::create_installation(&client, &endpoints, &app, &fid, &retry)
+        .await
+        .unwrap();
+    let registration = AndroidRegistration::new("1234", "com.example.app")
+        .with_gmp_app_id("1:1234:android:abcd")
+        .with_installation(InstallationAuth::new(
+            installation.fid.clone(),
+            installation.auth_token.token(),
+        ));
+    let gcm_token = gcm_checkin::register(
+        &client,
+        &endpoints,
+        &RegisterRequest::android(credentials, registration),
+        &retry,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        emu.gcm_registration(gcm_token.as_str()).unwrap().persona,
+        Persona::Android
+    );
+
+    // A transient register3 failure is retried by the client.
+    emu.fail_register3(1, "PHONE_REGISTRATION_ERROR");
+    let retrying = RetryPolicy::default()
+        .with_initial_delay(std::time::Duration::from_millis(1))
+        .with_max_attempts(3);
+    gcm_checkin::register(
+        &client,
+        &endpoints,
+        &RegisterRequest::web(credentials, WebRegistration::new()),
+        &retrying,
+    )
+    .await
+    .unwrap();
+
+    let creds = DeviceCredentials {
+        android_id: credentials.android_id,
+        security_token: credentials.security_token.expose(),
+    };
+    let mut mcs = McsClient::logged_in(&emu, creds).await;
+    emu.send(gcm_token.as_str(), &SendMessage::new().data("plain", "yes"))
+        .unwrap();
+    let stanza = mcs.expect_data().await;
+    assert_eq!(app_data(&stanza, "plain"), Some("yes"));
+    assert_eq!(stanza.category, "com.example.app");
+    let pairs = stanza
+        .app_data
+        .iter()
+        .map(|a| (a.key.as_str(), a.value.as_str()));
+    assert_eq!(
+        decrypt_message(&ReceiverKeys::generate(), pairs, b"").unwrap(),
+        Payload::NotEncrypted
+    );
+}

@@ -1,0 +1,715 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! The HTTP APIs over real TLS, and the payloads they deliver over MCS.
+
+mod common;
+
+use common::{McsClient, android_device, app_data, body_json, body_text, http_client, request};
+use fcm_emulator::proto::{AndroidCheckinRequest, AndroidCheckinResponse};
+use fcm_emulator::{
+    CHROME_VAPID_KEY, DeviceCredentials, Emulator, Endpoint, HttpFailure, Notification, Persona,
+    SendMessage,
+};
+use prost::Message as _;
+use webpush_ece::{EncryptOptions, Payload, ReceiverKeys, aes128gcm, decrypt_message};
+
+const PROTOBUF: (&str, &str) = ("content-type", "application/x-protobuf");
+const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
+const JSON: (&str, &str) = ("content-type", "application/json");
+const API_KEY: (&str, &str) = ("x-goog-api-key", "AIzaTestKey");
+const BEARER: (&str, &str) = ("authorization", "Bearer test-access-token");
+
+fn checkin_body(creds: Option<DeviceCredentials>) -> Vec<u8> {
+    let mut request = AndroidCheckinRequest {
+        user_serial_number: Some(0),
+        version: Some(3),
+        ..Default::default()
+    };
+    request.checkin.r#type = Some(3);
+    if let Some(c) = creds {
+        request.id = Some(c.android_id as i64);
+        request.security_token = Some(c.security_token);
+    }
+    request.encode_to_vec()
+}
+
+async fn check_in(
+    client: &fcm_http::Client,
+    emu: &Emulator,
+    creds: Option<DeviceCredentials>,
+) -> http::Response<bytes::Bytes> {
+    request(
+        client,
+        emu,
+        "POST",
+        "/checkin",
+        &[PROTOBUF],
+        checkin_body(creds),
+    )
+    .await
+}
+
+fn creds_of(response: &http::Response<bytes::Bytes>) -> DeviceCredentials {
+    assert_eq!(response.status(), 200, "{}", body_text(response));
+    assert_eq!(response.headers()["content-type"], "application/x-protobuf");
+    let decoded = AndroidCheckinResponse::decode(response.body().as_ref()).unwrap();
+    assert!(decoded.stats_ok);
+    DeviceCredentials {
+        android_id: decoded.android_id.unwrap(),
+        security_token: decoded.security_token.unwrap(),
+    }
+}
+
+async fn register3(
+    client: &fcm_http::Client,
+    emu: &Emulator,
+    creds: DeviceCredentials,
+    form: &[(&str, &str)],
+) -> String {
+    let auth = format!("AidLogin {}:{}", creds.android_id, creds.security_token);
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form)
+        .finish();
+    let response = request(
+        client,
+        emu,
+        "POST",
+        "/c2dm/register3",
+        &[FORM, ("authorization", &auth)],
+        body,
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    body_text(&response)
+}
+
+fn web_form(android_id: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("app", "org.chromium.linux".to_owned()),
+        (
+            "X-subtype",
+            "wp:receiver.push.com#5b1e1f0a-2a4b-4c1e-9a55-0f3d2b9a1c77".to_owned(),
+        ),
+        ("device", android_id.to_owned()),
+        ("sender", CHROME_VAPID_KEY.to_owned()),
+    ]
+}
+
+#[tokio::test]
+async fn checkin_new_device_and_recheck() {
+    let emu = Emulator::start().await.unwrap();
+    let client = http_client(&emu);
+    let creds = creds_of(&check_in(&client, &emu, None).await);
+    assert!(emu.device(creds.android_id).is_some());
+
+    let again = creds_of(&check_in(&client, &emu, Some(creds)).await);
+    assert_eq!(again, creds);
+    assert_eq!(emu.device(creds.android_id).unwrap().checkins, 2);
+
+    let dead = DeviceCredentials {
+        security_token: creds.security_token ^ 1,
+        ..creds
+    };
+    assert_eq!(check_in(&client, &emu, Some(dead)).await.status(), 401);
+
+    let wrong_type = request(&client, &emu, "POST", "/checkin", &[JSON], "{}").await;
+    assert_eq!(wrong_type.status(), 400);
+    let garbage = request(
+        &client,
+        &emu,
+        "POST",
+        "/checkin",
+        &[PROTOBUF],
+        vec![0xff, 0xff],
+    )
+    .await;
+    assert_eq!(garbage.status(), 400);
+}
+
+#[tokio::test]
+async fn register3_personas_and_errors() {
+    let emu = Emulator::start().await.unwrap();
+    let client = http_client(&emu);
+    let creds = creds_of(&check_in(&client, &emu, None).await);
+    let id = creds.android_id.to_string();
+
+    let web = web_form(&id);
+    let web_pairs: Vec<(&str, &str)> = web.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let body = register3(&client, &emu, creds, &web_pairs).await;
+    let token = body.strip_prefix("token=").expect(&body).to_owned();
+    let gcm = emu.gcm_registration(&token).unwrap();
+    assert_eq!(gcm.persona, Persona::Web);
+    assert_eq!(gcm.android_id, creds.android_id);
+    // Registering again gives the same token.
+    assert_eq!(
+        register3(&client, &emu, creds, &web_pairs).await,
+        format!("token={token}")
+    );
+
+    let android = [
+        ("app", "com.example.app"),
+        ("X-subtype", "1234"),
+        ("sender", "1234"),
+        ("device", id.as_str()),
+        ("X-scope", "*"),
+    ];
+    let body = register3(&client, &emu, creds, &android).await;
+    let token = body.strip_prefix("token=").expect(&body);
+    assert_eq!(
+        emu.gcm_registration(token).unwrap().persona,
+        Persona::Android
+    );
+
+    let wrong = DeviceCredentials {
+        security_token: creds.security_token + 1,
+        ..creds
+    };
+    assert_eq!(
+        register3(&client, &emu, wrong, &android).await,
+        "Error=AUTHENTICATION_FAILED"
+    );
+    let no_sender = [("app", "com.example.app"), ("device", id.as_str())];
+    assert_eq!(
+        register3(&client, &emu, creds, &no_sender).await,
+        "Error=INVALID_SENDER"
+    );
+    let bad_vapid = [
+        ("app", "org.chromium.linux"),
+        ("X-subtype", "wp:x#y"),
+        ("device", id.as_str()),
+        ("sender", "not-a-key"),
+    ];
+    assert_eq!(
+        register3(&client, &emu, creds, &bad_vapid).await,
+        "Error=INVALID_SENDER"
+    );
+    let other_device = [("app", "a"), ("sender", "1"), ("device", "1")];
+    assert_eq!(
+        register3(&client, &emu, creds, &other_device).await,
+        "Error=INVALID_PARAMETERS"
+    );
+    let unauthenticated = request(&client, &emu, "POST", "/c2dm/register3", &[FORM], "app=a").await;
+    assert_eq!(body_text(&unauthenticated), "Error=AUTHENTICATION_FAILED");
+}
+
+#[tokio::test]
+async fn injected_http_failures() {
+    let emu = Emulator::start().await.unwrap();
+    let client = http_client(&emu);
+    emu.fail_checkins(2, 503);
+    assert_eq!(check_in(&client, &emu, None).await.status(), 503);
+    assert_eq!(check_in(&client, &emu, None).await.status(), 503);
+    let creds = creds_of(&check_in(&client, &emu, None).await);
+
+    emu.fail_register3(1, "PHONE_REGISTRATION_ERROR");
+    let id = creds.android_id.to_string();
+    let android = [("app", "a.b"), ("sender", "1"), ("device", id.as_str())];
+    assert_eq!(
+        register3(&client, &emu, creds, &android).await,
+        "Error=PHONE_REGISTRATION_ERROR"
+    );
+    assert!(
+        register3(&client, &emu, creds, &android)
+            .await
+            .starts_with("token=")
+    );
+
+    emu.fail_next(Endpoint::CreateInstallation, 1, HttpFailure::Status(429));
+    let response = request(
+        &client,
+        &emu,
+        "POST",
+        "/v1/projects/p/installations",
+        &[JSON, API_KEY],
+        r#"{"appId":"1:1:web:1"}"#,
+    )
+    .await;
+    assert_eq!(response.status(), 429);
+    assert_eq!(
+        body_json(&response)["error"]["status"],
+        "RESOURCE_EXHAUSTED"
+    );
+
+    emu.fail_next(Endpoint::Register3, 1, HttpFailure::Html404);
+    let response = request(&client, &emu, "POST", "/c2dm/register3", &[FORM], "").await;
+    assert_eq!(response.status(), 404);
+    assert!(body_text(&response).contains("<html"));
+}
+
+#[tokio::test]
+async fn unknown_paths_and_methods() {
+    let emu = Emulator::start().await.unwrap();
+    let client = http_client(&emu);
+    let response = request(&client, &emu, "GET", "/nowhere", &[], "").await;
+    assert_eq!(response.status(), 404);
+    assert!(body_text(&response).contains("Error 404"));
+    let response = request(&client, &emu, "GET", "/checkin", &[], "").await;
+    assert_eq!(response.status(), 405);
+    let big = vec![b'x'; 100 * 1024];
+    let response = request(&client, &emu, "POST", "/checkin", &[PROTOBUF], big).await;
+    assert_eq!(response.status(), 413);
+}
+
+/// Check-in, web register3, FIS, FCM registration over HTTP; returns the FCM token.
+async fn full_web_registration(
+    client: &fcm_http::Client,
+    emu: &Emulator,
+    keys: &ReceiverKeys,
+) -> (DeviceCredentials, String, String) {
+    let creds = creds_of(&check_in(client, emu, None).await);
+    let id = creds.android_id.to_string();
+    let web = web_form(&id);
+    let web_pairs: Vec<(&str, &str)> = web.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let body = register3(client, emu, creds, &web_pairs).await;
+    let gcm_token = body.strip_prefix("token=").unwrap().to_owned();
+
+    let response = request(
+        client,
+        emu,
+        "POST",
+        "/v1/projects/demo/installations",
+        &[JSON, API_KEY],
+        r#"{"fid":"dIsVQ2QVRT-xeWoQW9b-Gu","appId":"1:1234:web:abc","authVersion":"FIS_v2","sdkVersion":"w:0.6.6"}"#,
+    )
+    .await;
+    assert_eq!(response.status(), 200, "{}", body_text(&response));
+    let fis = body_json(&response);
+    assert_eq!(fis["fid"], "dIsVQ2QVRT-xeWoQW9b-Gu");
+    assert_eq!(
+        fis["name"],
+        "projects/demo/installations/dIsVQ2QVRT-xeWoQW9b-Gu"
+    );
+    assert_eq!(fis["authToken"]["expiresIn"], "604800s");
+    let auth_token = fis["authToken"]["token"].as_str().unwrap().to_owned();
+
+    let registration = serde_json::json!({
+        "web": {
+            "endpoint": format!("https://fcm.googleapis.com/fcm/send/{gcm_token}"),
+            "p256dh": keys.public_key_base64(),
+            "auth": keys.auth_secret_base64().as_str(),
+        }
+    });
+    let response = request(
+        client,
+        emu,
+        "POST",
+        "/v1/projects/demo/registrations",
+        &[
+            JSON,
+            API_KEY,
+            ("x-goog-firebase-installations-auth", &auth_token),
+        ],
+        registration.to_string(),
+    )
+    .await;
+    assert_eq!(response.status(), 200, "{}", body_text(&response));
+    let answer = body_json(&response);
+    let fcm_token = answer["token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        answer["name"],
+        format!("projects/demo/registrations/{fcm_token}")
+    );
+    assert_eq!(answer["web"]["p256dh"], keys.public_key_base64());
+    (creds, gcm_token, fcm_token)
+}
+
+#[tokio::test]
+async fn web_registration_and_encrypted_delivery() {
+    let emu = Emulator::start().await.unwrap();
+    let client = http_client(&emu);
+    let keys = ReceiverKeys::generate();
+    let (creds, gcm_token, fcm_token) = full_web_registration(&client, &emu, &keys).await;
+    assert_eq!(
+        emu.fcm_registration(&fcm_token).unwrap().gcm_token,
+        gcm_token
+    );
+
+    let mut mcs = McsClient::logged_in(&emu, creds).await;
+    let send = serde_json::json!({
+        "message": {
+            "token": fcm_token,
+            "data": {"key": "value"},
+            "notification": {"title": "Hello", "body": "World"},
+        }
+    });
+    let response = request(
+        &client,
+        &emu,
+        "POST",
+        "/v1/projects/demo/messages:send",
+        &[JSON, BEARER],
+        send.to_string(),
+    )
+    .await;
+    assert_eq!(response.status(), 200, "{}", body_text(&response));
+    let name = body_json(&response)["name"].as_str().unwrap().to_owned();
+
+    let stanza = mcs.expect_data().await;
+    assert_eq!(
+        name,
+        format!(
+            "projects/demo/messages/{}",
+            stanza.persistent_id.clone().unwrap()
+        )
+    );
+    assert_eq!(stanza.category, "org.chromium.linux");
+    assert!(app_data(&stanza, "crypto-key").unwrap().starts_with("dh="));
+    assert!(
+        app_data(&stanza, "encryption")
+            .unwrap()
+            .starts_with("salt=")
+    );
+    assert!(app_data(&stanza, "subtype").unwrap().starts_with("wp:"));
+    let pairs = stanza
+        .app_data
+        .iter()
+        .map(|a| (a.key.as_str(), a.value.as_str()));
+    let Payload::Decrypted { plaintext, .. } =
+        decrypt_message(&keys, pairs, stanza.raw_data.as_deref().unwrap()).unwrap()
+    else {
+        panic!("not encrypted");
+    };
+    let message: serde_json::Value = serde_json::from_slice(&plaintext).unwrap();
+    assert_eq!(message["data"]["key"], "value");
+    assert_eq!(message["notification"]["title"], "Hello");
+    assert_eq!(message["notification"]["body"], "World");
+    assert_eq!(message["from"], "demo");
+    assert_eq!(message["priority"], "normal");
+    assert!(message["fcmMessageId"].is_string());
+
+    // Sending to the GCM token of a web registration also encrypts.
+    let sent = emu
+        .send(&gcm_token, &SendMessage::new().data("via", "gcm"))
+        .unwrap();
+    assert!(sent.encrypted);
+    let stanza = mcs.expect_data().await;
+    let pairs = stanza
+        .app_data
+        .iter()
+        .map(|a| (a.key.as_str(), a.value.as_str()));
+    assert!(matches!(
+        decrypt_message(&keys, pairs, stanza.raw_data.as_deref().unwrap()).unwrap(),
+        Payload::Decrypted { .. }
+    ));
+}
+
+#[tokio::test]
+async fn send_api_validation() {
+    let emu = Emulator::start().await.unwrap();
+    let client = http_client(&emu);
+    let (creds, token) = android_device(&emu);
+    let path = "/v1/projects/demo/messages:send";
+    let send = |body: serde_json::Value, auth: bool| {
+        let client = &client;
+        let emu = &emu;
+        async move {
+            let headers: &[(&str, &str)] = if auth { &[JSON, BEARER] } else { &[JSON] };
+            request(client, emu, "POST", path, headers, body.to_string()).await
+        }
+    };
+    let ok = serde_json::json!({"message": {"token": token, "data": {"a": "b"}}});
+    assert_eq!(send(ok.clone(), false).await.status(), 401);
+
+    let response = send(serde_json::json!({"message": {"token": "nope"}}), true).await;
+    assert_eq!(response.status(), 404);
+    let error = body_json(&response);
+    assert_eq!(error["error"]["status"], "NOT_FOUND");
+    assert_eq!(error["error"]["details"][0]["errorCode"], "UNREGISTERED");
+
+    for bad in [
+        serde_json::json!({"message": {"data": {"a": "b"}}}),
+        serde_json::json!({"message": {"token": token, "data": {"a": 1}}}),
+        serde_json::json!({"message": {"token": token, "bogus": 1}}),
+        serde_json::json!({"message": {"token": token, "data": {"google.x": "y"}}}),
+        serde_json::json!({"message": {"topic": "news"}}),
+        serde_json::json!({"message": {"token": token, "data": {"big": "x".repeat(5000)}}}),
+    ] {
+        let response = send(bad.clone(), true).await;
+        assert_eq!(response.status(), 400, "{bad}: {}", body_text(&response));
+        assert_eq!(body_json(&response)["error"]["status"], "INVALID_ARGUMENT");
+    }
+    let response = request(&client, &emu, "POST", path, &[JSON, BEARER], "{not json").await;
+    assert_eq!(response.status(), 400);
+
+    let dry = serde_json::json!({"message": {"token": token}, "validate_only": true});
+    let response = send(dry, true).await;
+    assert_eq!(response.status(), 200);
+    assert!(emu.pending_ids(creds.android_id).is_empty());
+
+    let high = serde_json::json!({"message": {"token": token, "data": {"a": "b"}, "android": {"priority": "high", "ttl": "60s", "collapse_key": "ck"}}});
+    assert_eq!(send(high, true).await.status(), 200);
+    let mut mcs = McsClient::logged_in(&emu, creds).await;
+    let stanza = mcs.expect_data().await;
+    assert_eq!(app_data(&stanza, "a"), Some("b"));
+    assert_eq!(app_data(&stanza, "google.original_priority"), Some("high"));
+    assert_eq!(stanza.ttl, Some(60));
+    assert_eq!(stanza.token.as_deref(), Some("ck"));
+    assert_eq!(stanza.from, "demo");
+}
+
+#[tokio::test]
+async fn webpush_endpoint_passes_aes128gcm_through() {
+    let emu = Emulator::start().await.unwrap();
+    let client = http_client(&emu);
+    let keys = ReceiverKeys::generate();
+    let creds = emu.create_device();
+    let fcm = emu
+        .subscribe_web(
+            creds.android_id,
+            &keys.public_key_base64(),
+            keys.auth_secret_base64().as_str(),
+        )
+        .unwrap();
+    let body = aes128gcm::encrypt(
+        &keys.subscription_keys(),
+        b"{\"hello\":\"web push\"}",
+        &EncryptOptions::new(),
+    )
+    .unwrap();
+    let path = format!("/fcm/send/{}", fcm.gcm_token);
+    let response = request(
+        &client,
+        &emu,
+        "POST",
+        &path,
+        &[
+            ("content-encoding", "aes128gcm"),
+            ("ttl", "60"),
+            ("urgency", "high"),
+            ("content-type", "application/octet-stream"),
+        ],
+        body.clone(),
+    )
+    .await;
+    assert_eq!(response.status(), 201, "{}", body_text(&response));
+    assert!(response.headers().contains_key("location"));
+
+    let mut mcs = McsClient::logged_in(&emu, creds).await;
+    let stanza = mcs.expect_data().await;
+    assert_eq!(app_data(&stanza, "content-encoding"), Some("aes128gcm"));
+    assert_eq!(stanza.raw_data.as_deref(), Some(&body[..]));
+    assert_eq!(stanza.ttl, Some(60));
+    let pairs = stanza
+        .app_data
+        .iter()
+        .map(|a| (a.key.as_str(), a.value.as_str()));
+    match decrypt_message(&keys, pairs, &body).unwrap() {
+        Payload::Decrypted { plaintext, .. } => {
+            assert_eq!(plaintext, b"{\"hello\":\"web push\"}");
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Errors: unknown token, bad encoding, bad header, bad TTL.
+    let bad = [
+        (
+            "/fcm/send/unknown",
+            ("content-encoding", "aes128gcm"),
+            "60",
+            404,
+        ),
+        (path.as_str(), ("content-encoding", "gzip"), "60", 400),
+        (
+            path.as_str(),
+            ("content-encoding", "aes128gcm"),
+            "soon",
+            400,
+        ),
+    ];
+    for (path, encoding, ttl, status) in bad {
+        let response = request(
+            &client,
+            &emu,
+            "POST",
+            path,
+            &[encoding, ("ttl", ttl)],
+            body.clone(),
+        )
+        .await;
+        assert_eq!(response.status(), status, "{path} {encoding:?} {ttl}");
+    }
+    let response = request(
+        &client,
+        &emu,
+        "POST",
+        &path,
+        &[("content-encoding", "aes128gcm")],
+        vec![1u8, 2, 3],
+    )
+    .await;
+    assert_eq!(response.status(), 400);
+    let response = request(
+        &client,
+        &emu,
+        "POST",
+        &path,
+        &[("content-encoding", "aes128gcm")],
+        vec![0u8; 5000],
+    )
+    .await;
+    assert_eq!(response.status(), 413);
+}
+
+#[tokio::test]
+async fn fis_refresh_and_registration_errors() {
+    let emu = Emulator::builder()
+        .api_key("AIzaTestKey")
+        .start()
+        .await
+        .unwrap();
+    let client = http_client(&emu);
+    let create = |headers: Vec<(&'static str, &'static str)>, body: &'static str| {
+        let client = &client;
+        let emu = &emu;
+        async move {
+            request(
+                client,
+                emu,
+                "POST",
+                "/v1/projects/p/installations",
+                &headers,
+                body,
+            )
+            .await
+        }
+    };
+    let body = r#"{"appId":"1:1:web:1","authVersion":"FIS_v2","sdkVersion":"w:0.6.6"}"#;
+    assert_eq!(create(vec![JSON], body).await.status(), 403);
+    assert_eq!(
+        create(vec![JSON, ("x-goog-api-key", "wrong")], body)
+            .await
+            .status(),
+        400
+    );
+    assert_eq!(create(vec![JSON, API_KEY], "[1]").await.status(), 400);
+    assert_eq!(
+        create(vec![JSON, API_KEY], r#"{"appId":"a","fid":"bad"}"#)
+            .await
+            .status(),
+        400
+    );
+    assert_eq!(create(vec![JSON, API_KEY], "{}").await.status(), 400);
+    let response = create(vec![JSON, API_KEY], body).await;
+    assert_eq!(response.status(), 200);
+    let fis = body_json(&response);
+    let fid = fis["fid"].as_str().unwrap().to_owned();
+    assert!(matches!(fid.as_bytes()[0], b'c'..=b'f'));
+    let refresh = fis["refreshToken"].as_str().unwrap().to_owned();
+
+    let generate = format!("/v1/projects/p/installations/{fid}/authTokens:generate");
+    let refresh_body = r#"{"installation":{"sdkVersion":"w:0.6.6","appId":"1:1:web:1"}}"#;
+    let auth = format!("FIS_v2 {refresh}");
+    let response = request(
+        &client,
+        &emu,
+        "POST",
+        &generate,
+        &[JSON, API_KEY, ("authorization", &auth)],
+        refresh_body,
+    )
+    .await;
+    assert_eq!(response.status(), 200, "{}", body_text(&response));
+    let token = body_json(&response);
+    assert_eq!(token["expiresIn"], "604800s");
+    let new_auth = token["token"].as_str().unwrap().to_owned();
+    assert_eq!(emu.installation(&fid).unwrap().auth_tokens.len(), 2);
+
+    let response = request(
+        &client,
+        &emu,
+        "POST",
+        &generate,
+        &[JSON, API_KEY, ("authorization", "FIS_v2 wrong")],
+        refresh_body,
+    )
+    .await;
+    assert_eq!(response.status(), 401);
+    assert_eq!(body_json(&response)["error"]["status"], "UNAUTHENTICATED");
+    let response = request(
+        &client,
+        &emu,
+        "POST",
+        "/v1/projects/p/installations/fAAAAAAAAAAAAAAAAAAAAA/authTokens:generate",
+        &[JSON, API_KEY, ("authorization", &auth)],
+        refresh_body,
+    )
+    .await;
+    assert_eq!(response.status(), 404);
+
+    // Registrations: missing FIS auth, unknown endpoint token, bad keys.
+    let keys = ReceiverKeys::generate();
+    let registration = |endpoint: &str, p256dh: &str| {
+        serde_json::json!({"web": {
+            "endpoint": endpoint,
+            "p256dh": p256dh,
+            "auth": keys.auth_secret_base64().as_str(),
+        }})
+        .to_string()
+    };
+    let fis_auth = ("x-goog-firebase-installations-auth", new_auth.as_str());
+    let response = request(
+        &client,
+        &emu,
+        "POST",
+        "/v1/projects/p/registrations",
+        &[JSON, API_KEY],
+        registration("https://x/fcm/send/t", &keys.public_key_base64()),
+    )
+    .await;
+    assert_eq!(response.status(), 401);
+    let response = request(
+        &client,
+        &emu,
+        "POST",
+        "/v1/projects/p/registrations",
+        &[JSON, API_KEY, fis_auth],
+        registration("https://x/fcm/send/unknown", &keys.public_key_base64()),
+    )
+    .await;
+    assert_eq!(response.status(), 400);
+
+    let (_, gcm_token) = android_device(&emu);
+    let endpoint = emu.webpush_endpoint(&gcm_token).to_string();
+    let response = request(
+        &client,
+        &emu,
+        "POST",
+        "/v1/projects/p/registrations",
+        &[JSON, API_KEY, fis_auth],
+        registration(&endpoint, "AAAA"),
+    )
+    .await;
+    assert_eq!(response.status(), 400);
+    let response = request(
+        &client,
+        &emu,
+        "POST",
+        "/v1/projects/p/registrations",
+        &[
+            JSON,
+            API_KEY,
+            (
+                "x-goog-firebase-installations-auth",
+                &format!("FIS {new_auth}"),
+            ),
+        ],
+        registration(&endpoint, &keys.public_key_base64()),
+    )
+    .await;
+    assert_eq!(response.status(), 200, "{}", body_text(&response));
+    let token = body_json(&response)["token"].as_str().unwrap().to_owned();
+
+    // Delete, then sending to it is UNREGISTERED.
+    let delete = format!("/v1/projects/p/registrations/{token}");
+    let response = request(&client, &emu, "DELETE", &delete, &[API_KEY, fis_auth], "").await;
+    assert_eq!(response.status(), 200);
+    let response = request(&client, &emu, "DELETE", &delete, &[API_KEY, fis_auth], "").await;
+    assert_eq!(response.status(), 404);
+    assert!(emu.fcm_registration(&token).is_none());
+    assert!(matches!(
+        emu.send(
+            &token,
+            &SendMessage::new().notification(Notification::new("a", "b"))
+        ),
+        Err(fcm_emulator::Error::UnknownToken(_))
+    ));
+}

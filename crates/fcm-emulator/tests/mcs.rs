@@ -1,0 +1,659 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! The MCS server, driven by a raw `mcs-codec` client over TLS.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{McsClient, STEP, android_device, app_data};
+use fcm_emulator::proto::{DataMessageStanza, HeartbeatPing};
+use fcm_emulator::{
+    DeviceCredentials, Emulator, Fault, LOGIN_ERROR_CODE, Notification, SendMessage, Target,
+};
+use mcs_codec::McsMessage;
+
+fn msg(n: u32) -> SendMessage {
+    SendMessage::new().data("n", n.to_string())
+}
+
+#[tokio::test]
+async fn login_succeeds_with_stream_ids() {
+    let emu = Emulator::start().await.unwrap();
+    let creds = emu.create_device();
+    let (_client, response) = McsClient::login(&emu, creds, &[]).await;
+    assert!(response.error.is_none());
+    assert_eq!(response.stream_id, Some(1));
+    assert_eq!(response.last_stream_id_received, Some(1));
+    assert!(response.server_timestamp.is_some());
+    assert!(
+        emu.wait_until(STEP, |e| e.is_connected(creds.android_id))
+            .await
+    );
+    assert_eq!(emu.login_count(creds.android_id), 1);
+    let last = emu.last_login_request().unwrap();
+    assert_eq!(last.user, creds.android_id.to_string());
+    assert_eq!(
+        emu.device(creds.android_id).unwrap().last_login_request,
+        Some(last)
+    );
+}
+
+#[tokio::test]
+async fn login_fails_with_a_bad_token_or_unknown_device() {
+    let emu = Emulator::start().await.unwrap();
+    let creds = emu.create_device();
+    let wrong = DeviceCredentials {
+        security_token: creds.security_token ^ 1,
+        ..creds
+    };
+    let (mut client, response) = McsClient::login(&emu, wrong, &[]).await;
+    let error = response.error.expect("error");
+    assert_ne!(error.code, 0);
+    assert_eq!(error.code, LOGIN_ERROR_CODE);
+    assert!(client.expect_end().await.is_empty());
+
+    let unknown = DeviceCredentials {
+        android_id: 42,
+        security_token: 42,
+    };
+    let (_, response) = McsClient::login(&emu, unknown, &[]).await;
+    assert!(response.error.is_some_and(|e| e.code != 0));
+    assert_eq!(emu.failed_logins(), 2);
+    assert_eq!(emu.login_count(creds.android_id), 0);
+}
+
+#[tokio::test]
+async fn first_frame_must_be_a_login() {
+    let emu = Emulator::start().await.unwrap();
+    let mut client = McsClient::connect(&emu).await;
+    client
+        .send(McsMessage::from(HeartbeatPing::default()))
+        .await;
+    assert!(client.expect_end().await.is_empty());
+}
+
+#[tokio::test]
+async fn delivers_queued_and_live_messages_with_stream_ids() {
+    let emu = Emulator::start().await.unwrap();
+    let (creds, token) = android_device(&emu);
+    let queued = emu
+        .send(
+            &token,
+            &msg(1).notification(Notification::new("Hello", "World")),
+        )
+        .unwrap();
+    assert!(!queued.encrypted);
+    assert_eq!(
+        emu.pending_ids(creds.android_id),
+        std::slice::from_ref(&queued.persistent_id)
+    );
+
+    let mut client = McsClient::logged_in(&emu, creds).await;
+    let first = client.expect_data().await;
+    assert_eq!(
+        first.persistent_id.as_deref(),
+        Some(queued.persistent_id.as_str())
+    );
+    assert_eq!(first.stream_id, Some(2));
+    assert_eq!(first.last_stream_id_received, Some(1));
+    assert_eq!(first.category, "com.example.app");
+    assert_eq!(app_data(&first, "n"), Some("1"));
+    assert_eq!(app_data(&first, "gcm.notification.title"), Some("Hello"));
+    assert_eq!(app_data(&first, "gcm.notification.body"), Some("World"));
+    assert!(app_data(&first, "crypto-key").is_none());
+    let id = first.persistent_id.clone().unwrap();
+    assert!(id.starts_with("0:") && id.contains('%'));
+
+    let live = emu.send(&token, &msg(2)).unwrap();
+    let second = client.expect_data().await;
+    assert_eq!(
+        second.persistent_id.as_deref(),
+        Some(live.persistent_id.as_str())
+    );
+    assert_eq!(second.stream_id, Some(3));
+    assert!(
+        emu.wait_until(STEP, |e| e.unacked_ids(creds.android_id).len() == 2)
+            .await
+    );
+    assert!(emu.pending_ids(creds.android_id).is_empty());
+}
+
+#[tokio::test]
+async fn stream_ack_acknowledges_up_to_last_stream_id_and_is_confirmed() {
+    let emu = Emulator::start().await.unwrap();
+    let (creds, token) = android_device(&emu);
+    let mut client = McsClient::logged_in(&emu, creds).await;
+    let a = emu.send(&token, &msg(1)).unwrap().persistent_id;
+    let b = emu.send(&token, &msg(2)).unwrap().persistent_id;
+    client.expect_data().await;
+    client.expect_data().await;
+    assert_eq!(client.stream_id_in, 3);
+
+    // An ack covering only stream id 2 (the first message).
+    client.stream_id_in = 2;
+    client.stream_ack().await;
+    assert!(
+        emu.wait_until(STEP, |e| e.unacked_ids(creds.android_id) == [b.clone()])
+            .await
+    );
+    assert!(emu.device(creds.android_id).unwrap().acked.contains(&a));
+
+    // Now everything; the server confirms through the next frame it sends.
+    client.stream_id_in = 3;
+    client.stream_ack().await;
+    assert!(
+        emu.wait_until(STEP, |e| e.unacked_ids(creds.android_id).is_empty())
+            .await
+    );
+    // Frames received by the server: login 1, two acks → 3; the ping is 4.
+    client
+        .send(McsMessage::from(HeartbeatPing::default()))
+        .await;
+    match client.recv().await {
+        Some(Ok(McsMessage::HeartbeatAck(ack))) => {
+            assert_eq!(ack.last_stream_id_received, Some(4));
+            assert_eq!(ack.stream_id, Some(4));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn selective_ack_acknowledges_named_ids() {
+    let emu = Emulator::start().await.unwrap();
+    let (creds, token) = android_device(&emu);
+    let mut client = McsClient::logged_in(&emu, creds).await;
+    let ids: Vec<String> = (0..3)
+        .map(|n| emu.send(&token, &msg(n)).unwrap().persistent_id)
+        .collect();
+    for _ in 0..3 {
+        client.expect_data().await;
+    }
+    client
+        .selective_ack(&[ids[0].clone(), ids[2].clone()])
+        .await;
+    assert!(
+        emu.wait_until(STEP, |e| e.unacked_ids(creds.android_id)
+            == [ids[1].clone()])
+            .await
+    );
+}
+
+#[tokio::test]
+async fn redelivers_unacked_messages_after_reconnect() {
+    let emu = Emulator::start().await.unwrap();
+    let (creds, token) = android_device(&emu);
+    let mut client = McsClient::logged_in(&emu, creds).await;
+    let ids: Vec<String> = (0..3)
+        .map(|n| emu.send(&token, &msg(n)).unwrap().persistent_id)
+        .collect();
+    for _ in 0..3 {
+        client.expect_data().await;
+    }
+    // Acknowledge only the first, then drop the connection.
+    client.selective_ack(&[ids[0].clone()]).await;
+    assert!(
+        emu.wait_until(STEP, |e| e.unacked_ids(creds.android_id).len() == 2)
+            .await
+    );
+    drop(client);
+
+    let mut client = McsClient::logged_in(&emu, creds).await;
+    let again: Vec<String> = [client.expect_data().await, client.expect_data().await]
+        .into_iter()
+        .map(|d| d.persistent_id.unwrap())
+        .collect();
+    assert_eq!(again, ids[1..]);
+    assert_eq!(emu.login_count(creds.android_id), 2);
+    assert!(
+        client
+            .recv_within(Duration::from_millis(200))
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn received_persistent_ids_are_not_redelivered() {
+    let emu = Emulator::start().await.unwrap();
+    let (creds, token) = android_device(&emu);
+    let mut client = McsClient::logged_in(&emu, creds).await;
+    let ids: Vec<String> = (0..3)
+        .map(|n| emu.send(&token, &msg(n)).unwrap().persistent_id)
+        .collect();
+    for _ in 0..3 {
+        client.expect_data().await;
+    }
+    drop(client);
+
+    let (mut client, response) =
+        McsClient::login(&emu, creds, &[ids[0].clone(), ids[2].clone()]).await;
+    assert!(response.error.is_none());
+    let only = client.expect_data().await;
+    assert_eq!(only.persistent_id.as_deref(), Some(ids[1].as_str()));
+    assert!(
+        client
+            .recv_within(Duration::from_millis(200))
+            .await
+            .is_err()
+    );
+    let acked = emu.device(creds.android_id).unwrap().acked;
+    assert!(acked.contains(&ids[0]) && acked.contains(&ids[2]));
+}
+
+#[tokio::test]
+async fn a_new_login_supersedes_the_old_connection() {
+    let emu = Emulator::start().await.unwrap();
+    let (creds, _) = android_device(&emu);
+    let mut old = McsClient::logged_in(&emu, creds).await;
+    let _new = McsClient::logged_in(&emu, creds).await;
+    assert!(old.expect_end().await.is_empty());
+    assert!(emu.is_connected(creds.android_id));
+}
+
+#[tokio::test]
+async fn answers_heartbeats_and_pings_on_demand() {
+    let emu = Emulator::start().await.unwrap();
+    let (creds, _) = android_device(&emu);
+    let mut client = McsClient::logged_in(&emu, creds).await;
+    client
+        .send(McsMessage::from(HeartbeatPing::default()))
+        .await;
+    assert!(matches!(
+        client.recv().await,
+        Some(Ok(McsMessage::HeartbeatAck(_)))
+    ));
+    assert_eq!(emu.ping(Target::Device(creds.android_id)), 1);
+    match client.recv().await {
+        Some(Ok(McsMessage::HeartbeatPing(ping))) => {
+            assert_eq!(ping.last_stream_id_received, Some(2));
+        }
+        other => panic!("{other:?}"),
+    }
+    client
+        .send(McsMessage::from(
+            fcm_emulator::proto::HeartbeatAck::default(),
+        ))
+        .await;
+    assert!(
+        emu.wait_until(STEP, |e| e
+            .device(creds.android_id)
+            .unwrap()
+            .heartbeat_acks_received
+            == 1)
+            .await
+    );
+    assert_eq!(emu.device(creds.android_id).unwrap().pings_received, 1);
+}
+
+#[tokio::test]
+async fn periodic_server_heartbeat() {
+    let emu = Emulator::builder()
+        .heartbeat_interval(Duration::from_millis(100))
+        .start()
+        .await
+        .unwrap();
+    let (creds, _) = android_device(&emu);
+    let (mut client, response) = McsClient::login(&emu, creds, &[]).await;
+    assert_eq!(
+        response.heartbeat_config.and_then(|c| c.interval_ms),
+        Some(100)
+    );
+    assert!(matches!(
+        client.recv().await,
+        Some(Ok(McsMessage::HeartbeatPing(_)))
+    ));
+}
+
+#[tokio::test]
+async fn ack_on_any_frame_option() {
+    let emu = Emulator::builder()
+        .ack_on_any_frame(true)
+        .start()
+        .await
+        .unwrap();
+    let (creds, token) = android_device(&emu);
+    let mut client = McsClient::logged_in(&emu, creds).await;
+    emu.send(&token, &msg(1)).unwrap();
+    client.expect_data().await;
+    client
+        .send(McsMessage::from(HeartbeatPing::default()))
+        .await;
+    assert!(
+        emu.wait_until(STEP, |e| e.unacked_ids(creds.android_id).is_empty())
+            .await
+    );
+}
+
+#[tokio::test]
+async fn upstream_messages_are_recorded() {
+    let emu = Emulator::start().await.unwrap();
+    let (creds, _) = android_device(&emu);
+    let mut client = McsClient::logged_in(&emu, creds).await;
+    let upstream = DataMessageStanza {
+        from: "gcm@android.com".into(),
+        category: "com.google.android.gsf.gtalkservice".into(),
+        ..Default::default()
+    };
+    client.send(McsMessage::from(upstream)).await;
+    assert!(
+        emu.wait_until(STEP, |e| e.device(creds.android_id).unwrap().upstream.len()
+            == 1)
+            .await
+    );
+}
+
+#[tokio::test]
+async fn shutdown_sends_close() {
+    let emu = Emulator::start().await.unwrap();
+    let (creds, _) = android_device(&emu);
+    let mut client = McsClient::logged_in(&emu, creds).await;
+    emu.shutdown().await;
+    let seen = client.expect_end().await;
+    assert!(
+        matches!(seen.as_slice(), [McsMessage::Close(_)]),
+        "{seen:?}"
+    );
+    assert!(matches!(
+        emu.send("x", &msg(0)),
+        Err(fcm_emulator::Error::UnknownToken(_) | fcm_emulator::Error::ShutDown)
+    ));
+}
+
+#[tokio::test]
+async fn deleted_messages_notice() {
+    let emu = Emulator::start().await.unwrap();
+    let (creds, token) = android_device(&emu);
+    let mut client = McsClient::logged_in(&emu, creds).await;
+    emu.send_deleted_messages(&token, 7).unwrap();
+    let notice = client.expect_data().await;
+    assert_eq!(app_data(&notice, "message_type"), Some("deleted_messages"));
+    assert_eq!(app_data(&notice, "total_deleted"), Some("7"));
+}
+
+#[tokio::test]
+async fn queue_overflow_drops_oldest() {
+    let emu = Emulator::builder()
+        .max_queued_messages(2)
+        .start()
+        .await
+        .unwrap();
+    let (creds, token) = android_device(&emu);
+    let ids: Vec<String> = (0..3)
+        .map(|n| emu.send(&token, &msg(n)).unwrap().persistent_id)
+        .collect();
+    let info = emu.device(creds.android_id).unwrap();
+    assert_eq!(info.pending, ids[1..]);
+    assert_eq!(info.dropped_messages, 1);
+}
+
+// ------------------------------------------------------------------ faults
+
+#[tokio::test]
+async fn fault_drop_after_frames() {
+    let emu = Emulator::start().await.unwrap();
+    let (creds, token) = android_device(&emu);
+    let mut client = McsClient::logged_in(&emu, creds).await;
+    emu.inject_fault(Target::Device(creds.android_id), Fault::DropAfterFrames(2))
+        .unwrap();
+    for n in 0..3 {
+        emu.send(&token, &msg(n)).unwrap();
+    }
+    let seen = client.expect_end().await;
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    // One-shot: the next connection works and gets the third message plus the unacked.
+    let mut client = McsClient::logged_in(&emu, creds).await;
+    for _ in 0..3 {
+        client.expect_data().await;
+    }
+}
+
+#[tokio::test]
+async fn fault_drop_mid_frame() {
+    let emu = Emulator::start().await.unwrap();
+    let (creds, token) = android_device(&emu);
+    let mut client = McsClient::logged_in(&emu, creds).await;
+    emu.inject_fault(Target::Device(creds.android_id), Fault::DropMidFrame)
+        .unwrap();
+    emu.send(&token, &msg(1)).unwrap();
+    // The decoder sees half a frame and then EOF: a truncation error.
+    match client.recv().await {
+        Some(Err(mcs_codec::McsError::Truncated { .. })) => {}
+        other => panic!("expected a truncated frame, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn fault_drop_mid_frame_globally_cuts_the_login_response() {
+    let emu = Emulator::start().await.unwrap();
+    let (creds, _) = android_device(&emu);
+    emu.inject_fault(Target::All, Fault::DropMidFrame).unwrap();
+    let mut client = McsClient::connect(&emu).await;
+    client
+        .send(McsMessage::from(common::login_request(creds, &[])))
+        .await;
+    assert!(matches!(client.recv().await, None | Some(Err(_))));
+    emu.clear_faults(Target::All);
+    let _ = McsClient::logged_in(&emu, creds).await;
+}
+
+#[tokio::test]
+async fn fault_stall_stops_everything_until_cleared() {
+    let emu = Emulator::start().await.unwrap();
+    let (creds, token) = android_device(&emu);
+    let mut client = McsClient::logged_in(&emu, creds).await;
+    emu.inject_fault(Target::Device(creds.android_id), Fault::Stall)
+        .unwrap();
+    emu.send(&token, &msg(1)).unwrap();
+    client
+        .send(McsMessage::from(HeartbeatPing::default()))
+        .await;
+    assert!(
+        client
+            .recv_within(Duration::from_millis(300))
+            .await
+            .is_err()
+    );
+    assert_eq!(emu.pending_ids(creds.android_id).len(), 1);
+    emu.clear_faults(Target::Device(creds.android_id));
+    client.expect_data().await;
+}
+
+#[tokio::test]
+async fn fault_global_stall_holds_back_the_login_response() {
+    let emu = Emulator::start().await.unwrap();
+    let (creds, _) = android_device(&emu);
+    emu.inject_fault(Target::All, Fault::Stall).unwrap();
+    let mut client = McsClient::connect(&emu).await;
+    client
+        .send(McsMessage::from(common::login_request(creds, &[])))
+        .await;
+    assert!(
+        client
+            .recv_within(Duration::from_millis(300))
+            .await
+            .is_err()
+    );
+    emu.clear_faults(Target::All);
+    assert!(matches!(
+        client.recv().await,
+        Some(Ok(McsMessage::LoginResponse(_)))
+    ));
+}
+
+#[tokio::test]
+async fn fault_send_close() {
+    let emu = Emulator::start().await.unwrap();
+    let (creds, _) = android_device(&emu);
+    let mut client = McsClient::logged_in(&emu, creds).await;
+    emu.inject_fault(Target::Device(creds.android_id), Fault::SendClose)
+        .unwrap();
+    let seen = client.expect_end().await;
+    assert!(
+        matches!(seen.as_slice(), [McsMessage::Close(_)]),
+        "{seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn fault_armed_offline_fires_after_next_login() {
+    let emu = Emulator::start().await.unwrap();
+    let (creds, _) = android_device(&emu);
+    emu.inject_fault(Target::Device(creds.android_id), Fault::SendClose)
+        .unwrap();
+    let mut client = McsClient::logged_in(&emu, creds).await;
+    let seen = client.expect_end().await;
+    assert!(
+        matches!(seen.as_slice(), [McsMessage::Close(_)]),
+        "{seen:?}"
+    );
+    // Used up: the next login stays up.
+    let mut client = McsClient::logged_in(&emu, creds).await;
+    assert!(
+        client
+            .recv_within(Duration::from_millis(200))
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn fault_send_stream_error() {
+    let emu = Emulator::start().await.unwrap();
+    let (creds, _) = android_device(&emu);
+    let mut client = McsClient::logged_in(&emu, creds).await;
+    emu.inject_fault(
+        Target::Device(creds.android_id),
+        Fault::SendStreamError {
+            error_type: "conflict".into(),
+            text: Some("replaced".into()),
+        },
+    )
+    .unwrap();
+    let seen = client.expect_end().await;
+    match seen.as_slice() {
+        [McsMessage::StreamErrorStanza(e)] => {
+            assert_eq!(e.r#type, "conflict");
+            assert_eq!(e.text.as_deref(), Some("replaced"));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn fault_send_garbage() {
+    let emu = Emulator::start().await.unwrap();
+    let (creds, _) = android_device(&emu);
+    let mut client = McsClient::logged_in(&emu, creds).await;
+    // Tag 0 with a 6-byte varint: the codec must reject it.
+    emu.inject_fault(
+        Target::Device(creds.android_id),
+        Fault::SendGarbage(Bytes::from_static(&[0, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01])),
+    )
+    .unwrap();
+    assert!(matches!(
+        client.recv().await,
+        Some(Err(mcs_codec::McsError::SizeOverflow))
+    ));
+}
+
+#[tokio::test]
+async fn fault_send_unknown_tag_keeps_the_connection() {
+    let emu = Emulator::start().await.unwrap();
+    let (creds, token) = android_device(&emu);
+    let mut client = McsClient::logged_in(&emu, creds).await;
+    emu.inject_fault(
+        Target::Device(creds.android_id),
+        Fault::SendUnknownTag {
+            tag: 15,
+            body: Bytes::from_static(b"\x08\x01"),
+        },
+    )
+    .unwrap();
+    match client.recv().await {
+        Some(Ok(McsMessage::Unknown { tag, bytes })) => {
+            assert_eq!(tag, 15);
+            assert_eq!(&bytes[..], b"\x08\x01");
+        }
+        other => panic!("{other:?}"),
+    }
+    emu.send(&token, &msg(1)).unwrap();
+    let data = client.expect_data().await;
+    assert_eq!(data.stream_id, Some(3));
+}
+
+#[tokio::test]
+async fn global_faults_apply_to_every_connection_until_cleared() {
+    let emu = Emulator::start().await.unwrap();
+    let (a, _) = android_device(&emu);
+    let (b, _) = android_device(&emu);
+    emu.inject_fault(Target::All, Fault::SendClose).unwrap();
+    for creds in [a, b, a] {
+        let mut client = McsClient::logged_in(&emu, creds).await;
+        let seen = client.expect_end().await;
+        assert!(
+            matches!(seen.as_slice(), [McsMessage::Close(_)]),
+            "{seen:?}"
+        );
+    }
+    emu.clear_faults(Target::All);
+    let mut client = McsClient::logged_in(&emu, a).await;
+    assert!(
+        client
+            .recv_within(Duration::from_millis(200))
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn disconnect_on_demand() {
+    let emu = Emulator::start().await.unwrap();
+    let (creds, _) = android_device(&emu);
+    let mut client = McsClient::logged_in(&emu, creds).await;
+    assert_eq!(emu.disconnect(Target::All), 1);
+    assert!(client.expect_end().await.is_empty());
+    assert!(
+        emu.wait_until(STEP, |e| !e.is_connected(creds.android_id))
+            .await
+    );
+}
+
+#[tokio::test]
+async fn client_garbage_and_oversized_frames_only_close_that_connection() {
+    use tokio::io::AsyncWriteExt;
+    let emu = Emulator::builder()
+        .max_frame_length(1024)
+        .start()
+        .await
+        .unwrap();
+    let (creds, token) = android_device(&emu);
+    let inputs: [&[u8]; 4] = [
+        // Wrong version byte.
+        &[7, 2, 0],
+        // Version, LoginRequest tag, a size far over the limit.
+        &[41, 2, 0xff, 0xff, 0xff, 0x7f],
+        // Version, LoginRequest tag, an undecodable body.
+        &[41, 2, 3, 0xff, 0xff, 0xff],
+        // Version, then a truncated frame and EOF.
+        &[41, 2, 10, 1],
+    ];
+    for input in inputs {
+        let mut client = McsClient::connect(&emu).await;
+        let stream = client.framed.get_mut();
+        stream.write_all(input).await.unwrap();
+        stream.shutdown().await.unwrap();
+        assert!(client.expect_end().await.is_empty());
+    }
+    // A logged-in client sending an oversized frame is dropped too.
+    let mut client = McsClient::logged_in(&emu, creds).await;
+    let stream = client.framed.get_mut();
+    stream.write_all(&[8, 0x80, 0x10]).await.unwrap();
+    stream.flush().await.unwrap();
+    assert!(client.expect_end().await.is_empty());
+    // The emulator still serves.
+    let mut client = McsClient::logged_in(&emu, creds).await;
+    emu.send(&token, &msg(1)).unwrap();
+    client.expect_data().await;
+}

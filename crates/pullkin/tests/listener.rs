@@ -1,0 +1,732 @@
+//! The listener against `fcm-emulator` over real TLS: delivery of every payload kind,
+//! faults, restarts, poison messages, failing handlers, several apps.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use fcm_emulator::{Emulator, Fault, Notification, SendMessage, Target};
+use fcm_http::RetryPolicy;
+use fcm_install::{FcmRegistration, FcmToken};
+use futures_util::StreamExt;
+use gcm_checkin::{GcmToken, SecurityToken};
+use mcs_codec::proto::{AppData, DataMessageStanza};
+use pullkin::{
+    AppCredentials, AppCredentialsFcm, AppCredentialsGcm, AppCredentialsKeys, ConnectionState,
+    DirStore, Event, Incoming, ListenerConfig, Pullkin, Store,
+};
+use webpush_ece::{EncryptOptions, ReceiverKeys};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+struct Device {
+    credentials: AppCredentials,
+    keys: ReceiverKeys,
+    /// The FCM token (web) or GCM token (Android) senders target.
+    token: String,
+    android_id: u64,
+}
+
+/// A web-persona device registered in the emulator, as `register` would leave it.
+fn web_device(emulator: &Emulator) -> Device {
+    let device = emulator.create_device();
+    let keys = ReceiverKeys::generate();
+    let fcm = emulator
+        .subscribe_web(
+            device.android_id,
+            &keys.public_key_base64(),
+            &keys.auth_secret_base64(),
+        )
+        .unwrap();
+    let credentials = AppCredentials {
+        gcm: AppCredentialsGcm {
+            token: GcmToken::new(fcm.gcm_token.clone()),
+            app_id: "org.chromium.linux".into(),
+            android_id: device.android_id,
+            security_token: SecurityToken::new(device.security_token),
+            installation: None,
+        },
+        fcm: AppCredentialsFcm {
+            registration: Some(FcmRegistration::new(
+                format!("projects/p/registrations/{}", fcm.token),
+                FcmToken::new(fcm.token.clone()),
+            )),
+            error: None,
+        },
+        keys: AppCredentialsKeys::from_keys(&keys).unwrap(),
+        config: None,
+    };
+    Device {
+        credentials,
+        keys,
+        token: fcm.token,
+        android_id: device.android_id,
+    }
+}
+
+/// An Android-persona device: plain payloads.
+fn android_device(emulator: &Emulator) -> Device {
+    let device = emulator.create_device();
+    let gcm = emulator
+        .register_gcm(device.android_id, "com.example.app", None, "1234567890")
+        .unwrap();
+    let keys = ReceiverKeys::generate();
+    let credentials = AppCredentials {
+        gcm: AppCredentialsGcm {
+            token: GcmToken::new(gcm.token.clone()),
+            app_id: "com.example.app".into(),
+            android_id: device.android_id,
+            security_token: SecurityToken::new(device.security_token),
+            installation: None,
+        },
+        fcm: AppCredentialsFcm::default(),
+        keys: AppCredentialsKeys::from_keys(&keys).unwrap(),
+        config: None,
+    };
+    Device {
+        credentials,
+        keys,
+        token: gcm.token,
+        android_id: device.android_id,
+    }
+}
+
+fn config(emulator: &Emulator) -> ListenerConfig {
+    ListenerConfig::default()
+        .with_mcs_addr(format!("localhost:{}", emulator.mcs_addr().port()))
+        .with_heartbeat(Duration::from_millis(400), Duration::from_millis(400))
+        .with_reconnect(
+            RetryPolicy::default()
+                .with_initial_delay(Duration::from_millis(10))
+                .with_max_delay(Duration::from_millis(100)),
+        )
+}
+
+fn tls(emulator: &Emulator) -> Arc<rustls::ClientConfig> {
+    fcm_http::Client::builder()
+        .webpki_roots(false)
+        .add_root_certificates_pem(emulator.ca_cert_pem().as_bytes())
+        .unwrap()
+        .build_tls_config()
+        .unwrap()
+}
+
+fn listener(emulator: &Emulator, store: Option<Arc<dyn Store>>) -> Pullkin {
+    Pullkin::new(config(emulator), tls(emulator), store)
+}
+
+fn text(n: usize) -> SendMessage {
+    SendMessage::new().data("n", n.to_string())
+}
+
+async fn next(stream: &mut (impl futures_util::Stream<Item = Incoming> + Unpin)) -> Incoming {
+    tokio::time::timeout(WAIT, stream.next())
+        .await
+        .expect("a message in time")
+        .expect("the stream goes on")
+}
+
+/// Collects `count` messages' `n` values.
+async fn collect_n(
+    stream: &mut (impl futures_util::Stream<Item = Incoming> + Unpin),
+    count: usize,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for _ in 0..count {
+        let incoming = next(stream).await;
+        out.push(incoming.message.data.get("n").cloned().unwrap_or_default());
+    }
+    out
+}
+
+async fn wait_acked(emulator: &Emulator, device: &Device) {
+    assert!(
+        emulator
+            .wait_until(WAIT, |e| e.unacked_ids(device.android_id).is_empty()
+                && e.pending_ids(device.android_id).is_empty())
+            .await,
+        "the emulator saw every message acknowledged"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivers_aesgcm_aes128gcm_and_plain_messages() {
+    let emulator = Emulator::start().await.unwrap();
+    let web = web_device(&emulator);
+    let android = android_device(&emulator);
+    let pullkin = listener(&emulator, None);
+    pullkin.add_app("web", &web.credentials, []).unwrap();
+    pullkin
+        .add_app("android", &android.credentials, [])
+        .unwrap();
+    let mut web_stream = Box::pin(pullkin.listen("web").unwrap());
+    let mut android_stream = Box::pin(pullkin.listen("android").unwrap());
+
+    // aesgcm, through the FCM send API.
+    emulator
+        .send(
+            &web.token,
+            &SendMessage::new()
+                .data("kind", "aesgcm")
+                .notification(Notification::new("Hello", "World")),
+        )
+        .unwrap();
+    let incoming = next(&mut web_stream).await;
+    assert_eq!(incoming.app, "web");
+    let message = &incoming.message;
+    assert_eq!(message.encoding, Some(webpush_ece::ContentEncoding::AesGcm));
+    assert_eq!(message.data.get("kind").map(String::as_str), Some("aesgcm"));
+    let notification = message.notification.as_ref().unwrap();
+    assert_eq!(notification.title.as_deref(), Some("Hello"));
+    assert_eq!(notification.body.as_deref(), Some("World"));
+    assert!(message.persistent_id.is_some());
+    assert!(message.fcm_message_id.is_some());
+
+    // aes128gcm, as a standard Web Push sender would post it.
+    let body = webpush_ece::aes128gcm::encrypt(
+        &web.keys.subscription_keys(),
+        br#"{"hello":"web push"}"#,
+        &EncryptOptions::new(),
+    )
+    .unwrap();
+    emulator.send_webpush(&web.token, body).unwrap();
+    let incoming = next(&mut web_stream).await;
+    assert_eq!(
+        incoming.message.encoding,
+        Some(webpush_ece::ContentEncoding::Aes128Gcm)
+    );
+    assert_eq!(incoming.message.raw["hello"], "web push");
+    assert_eq!(&incoming.message.payload[..], br#"{"hello":"web push"}"#);
+
+    // Plain, to the Android persona.
+    emulator
+        .send(&android.token, &SendMessage::new().data("kind", "plain"))
+        .unwrap();
+    let incoming = next(&mut android_stream).await;
+    assert_eq!(incoming.app, "android");
+    assert_eq!(incoming.message.encoding, None);
+    assert_eq!(
+        incoming.message.data.get("kind").map(String::as_str),
+        Some("plain")
+    );
+
+    wait_acked(&emulator, &web).await;
+    wait_acked(&emulator, &android).await;
+    pullkin.stop(None).await;
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handlers_get_what_their_filters_match_and_failures_do_not_stop_anything() {
+    let emulator = Emulator::start().await.unwrap();
+    let web = web_device(&emulator);
+    let pullkin = Arc::new(listener(&emulator, None));
+    let high: Arc<Mutex<Vec<String>>> = Arc::default();
+    let all: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen_async: Arc<Mutex<Vec<String>>> = Arc::default();
+    {
+        let high = Arc::clone(&high);
+        pullkin.on_notification(
+            |m, _| m.priority.as_deref() == Some("high"),
+            move |m, _| {
+                high.lock().unwrap().push(m.data["n"].clone());
+            },
+        );
+    }
+    {
+        let all = Arc::clone(&all);
+        pullkin.on_notification(
+            |_, _| true,
+            move |m, _| -> Result<(), String> {
+                let n = m.data["n"].clone();
+                all.lock().unwrap().push(n.clone());
+                match n.as_str() {
+                    "1" => panic!("a handler bug"),
+                    "2" => Err("a handler error".into()),
+                    _ => Ok(()),
+                }
+            },
+        );
+    }
+    {
+        let seen = Arc::clone(&seen_async);
+        pullkin.on_notification_async(
+            |_, _| true,
+            move |m, _| {
+                let seen = Arc::clone(&seen);
+                async move {
+                    tokio::task::yield_now().await;
+                    seen.lock().unwrap().push(m.data["n"].clone());
+                }
+            },
+        );
+    }
+    let mut events = pullkin.events();
+    pullkin.add_app("web", &web.credentials, []).unwrap();
+    let runner = {
+        let pullkin = Arc::clone(&pullkin);
+        tokio::spawn(async move { pullkin.run(None).await })
+    };
+    for n in 0..5 {
+        let mut message = text(n);
+        if n % 2 == 0 {
+            message = message.priority("high");
+        }
+        emulator.send(&web.token, &message).unwrap();
+    }
+    assert!(
+        emulator
+            .wait_until(WAIT, |_| seen_async.lock().unwrap().len() == 5)
+            .await
+    );
+    assert_eq!(*high.lock().unwrap(), vec!["0", "2", "4"]);
+    assert_eq!(*all.lock().unwrap(), vec!["0", "1", "2", "3", "4"]);
+    let mut failures = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        if let Event::HandlerFailed { error, .. } = event {
+            failures.push(error);
+        }
+    }
+    assert_eq!(failures.len(), 2, "{failures:?}");
+    assert!(failures[0].contains("a handler bug"));
+    assert!(failures[1].contains("a handler error"));
+    wait_acked(&emulator, &web).await;
+    pullkin.stop(None).await;
+    tokio::time::timeout(WAIT, runner)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    emulator.shutdown().await;
+}
+
+/// Sends `count` messages with a fault armed, checks each arrives exactly once.
+async fn survive(fault: Fault, expect_reconnect: bool) {
+    let emulator = Emulator::start().await.unwrap();
+    let web = web_device(&emulator);
+    let pullkin = listener(&emulator, None);
+    pullkin.add_app("web", &web.credentials, []).unwrap();
+    let mut stream = Box::pin(pullkin.listen("web").unwrap());
+    for n in 0..5 {
+        emulator.send(&web.token, &text(n)).unwrap();
+    }
+    let mut got = collect_n(&mut stream, 5).await;
+    let logins_before = emulator.login_count(web.android_id);
+    emulator
+        .inject_fault(Target::Device(web.android_id), fault.clone())
+        .unwrap();
+    for n in 5..20 {
+        emulator.send(&web.token, &text(n)).unwrap();
+    }
+    if matches!(fault, Fault::Stall) {
+        // Stalled: the heartbeat deadline must notice; then the stall is lifted.
+        assert!(
+            emulator
+                .wait_until(WAIT, |e| e.login_count(web.android_id) > logins_before
+                    || !e.is_connected(web.android_id))
+                .await
+        );
+        emulator.clear_faults(Target::Device(web.android_id));
+    }
+    got.extend(collect_n(&mut stream, 15).await);
+    let expected: Vec<String> = (0..20).map(|n| n.to_string()).collect();
+    let mut sorted = got.clone();
+    sorted.sort_by_key(|s| s.parse::<u32>().unwrap());
+    assert_eq!(sorted, expected, "every message exactly once ({fault:?})");
+    // Nothing more comes: no duplicate after the reconnect.
+    let extra = tokio::time::timeout(Duration::from_millis(500), stream.next()).await;
+    assert!(extra.is_err(), "no duplicate: {extra:?}");
+    if expect_reconnect {
+        assert!(
+            emulator.login_count(web.android_id) > logins_before,
+            "reconnected after {fault:?}"
+        );
+    }
+    wait_acked(&emulator, &web).await;
+    pullkin.stop(None).await;
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_a_cut_in_the_middle_of_a_frame() {
+    survive(Fault::DropMidFrame, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_a_dropped_connection() {
+    survive(Fault::DropAfterFrames(3), true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_a_stalled_connection() {
+    survive(Fault::Stall, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_close() {
+    survive(Fault::SendClose, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_a_stream_error() {
+    survive(
+        Fault::SendStreamError {
+            error_type: "conflict".into(),
+            text: None,
+        },
+        true,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_garbage() {
+    survive(
+        Fault::SendGarbage(Bytes::from_static(&[
+            0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
+        ])),
+        true,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ignores_unknown_tags() {
+    survive(
+        Fault::SendUnknownTag {
+            tag: 15,
+            body: Bytes::from_static(b"\x0a\x01x"),
+        },
+        false,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stall_is_noticed_within_the_heartbeat_deadline() {
+    let emulator = Emulator::start().await.unwrap();
+    let web = web_device(&emulator);
+    let pullkin = listener(&emulator, None);
+    pullkin.add_app("web", &web.credentials, []).unwrap();
+    let mut health = pullkin.health("web").unwrap();
+    tokio::time::timeout(
+        WAIT,
+        health.wait_for(|h| matches!(h.state, ConnectionState::Connected { .. })),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    emulator
+        .inject_fault(Target::Device(web.android_id), Fault::Stall)
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    tokio::time::timeout(
+        WAIT,
+        health.wait_for(|h| matches!(h.state, ConnectionState::BackingOff { .. })),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let noticed = started.elapsed();
+    // Interval 400 ms of silence, then 400 ms for the answer to the ping.
+    assert!(
+        noticed <= Duration::from_millis(1500),
+        "noticed after {noticed:?}"
+    );
+    let cause = match &health.borrow().state {
+        ConnectionState::BackingOff { cause, .. } => cause.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert!(cause.contains("heartbeat"), "{cause}");
+    pullkin.stop(None).await;
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_from_the_store_neither_loses_nor_duplicates() {
+    let emulator = Emulator::start().await.unwrap();
+    let web = web_device(&emulator);
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(DirStore::open(dir.path()).unwrap());
+    let mut seen: Vec<String> = Vec::new();
+
+    let first = listener(&emulator, Some(Arc::clone(&store)));
+    first.add_app("web", &web.credentials, []).unwrap();
+    let mut stream = Box::pin(first.listen("web").unwrap());
+    for n in 0..7 {
+        emulator.send(&web.token, &text(n)).unwrap();
+    }
+    seen.extend(collect_n(&mut stream, 7).await);
+    // Stop without waiting for the server's confirmation: the ids must be in the store.
+    first.stop(None).await;
+    drop(stream);
+    let stored = store.load_ack_state("web").unwrap();
+    assert!(
+        stored.unconfirmed.len() + stored.recent.len() >= 7,
+        "taken ids are stored: {stored:?}"
+    );
+    for n in 7..12 {
+        emulator.send(&web.token, &text(n)).unwrap();
+    }
+
+    let second = listener(&emulator, Some(Arc::clone(&store)));
+    second.add_app("web", &web.credentials, []).unwrap();
+    let mut stream = Box::pin(second.listen("web").unwrap());
+    seen.extend(collect_n(&mut stream, 5).await);
+    let extra = tokio::time::timeout(Duration::from_millis(500), stream.next()).await;
+    assert!(extra.is_err(), "no duplicate after the restart: {extra:?}");
+    let expected: Vec<String> = (0..12).map(|n| n.to_string()).collect();
+    seen.sort_by_key(|s| s.parse::<u32>().unwrap());
+    assert_eq!(seen, expected);
+    wait_acked(&emulator, &web).await;
+    // Confirmed ids leave the unconfirmed list: the stored state stays small.
+    assert!(
+        emulator
+            .wait_until(WAIT, |_| store
+                .load_ack_state("web")
+                .unwrap()
+                .unconfirmed
+                .is_empty())
+            .await
+            || {
+                // The confirmation rides on the next server frame: ask for one.
+                emulator.ping(Target::Device(web.android_id));
+                emulator
+                    .wait_until(WAIT, |_| {
+                        store.load_ack_state("web").unwrap().unconfirmed.is_empty()
+                    })
+                    .await
+            }
+    );
+    second.stop(None).await;
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_message_is_reported_acknowledged_and_never_redelivered() {
+    let emulator = Emulator::start().await.unwrap();
+    let web = web_device(&emulator);
+    let pullkin = listener(&emulator, None);
+    let mut events = pullkin.events();
+    pullkin.add_app("web", &web.credentials, []).unwrap();
+    let mut stream = Box::pin(pullkin.listen("web").unwrap());
+    let poison = emulator
+        .send_raw(
+            web.android_id,
+            DataMessageStanza {
+                from: "evil".into(),
+                category: "org.chromium.linux".into(),
+                app_data: vec![
+                    AppData {
+                        key: "crypto-key".into(),
+                        value: "dh=BNoRDbb84JGm8g5Z5CFxurSqsXWJ11ItfXEWYVLE85Y7CYkDjXsIEc4aqxYaQ1G8BqkXCJ6DPpDrWtdWj_mugHU".into(),
+                    },
+                    AppData {
+                        key: "encryption".into(),
+                        value: "salt=lngarbyKfMoi9Z75xYXmkg".into(),
+                    },
+                ],
+                raw_data: Some(Bytes::from_static(b"not a ciphertext at all")),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    emulator.send(&web.token, &text(1)).unwrap();
+    assert_eq!(collect_n(&mut stream, 1).await, vec!["1"]);
+    let mut reported = None;
+    while let Ok(event) = events.try_recv() {
+        if let Event::Undecryptable { persistent_id, .. } = event {
+            reported = persistent_id;
+        }
+    }
+    assert_eq!(reported.as_deref(), Some(poison.as_str()));
+    wait_acked(&emulator, &web).await;
+    // A reconnect does not bring it back.
+    emulator.disconnect(Target::Device(web.android_id));
+    emulator.send(&web.token, &text(2)).unwrap();
+    assert_eq!(collect_n(&mut stream, 1).await, vec!["2"]);
+    let extra = tokio::time::timeout(Duration::from_millis(300), stream.next()).await;
+    assert!(extra.is_err());
+    pullkin.stop(None).await;
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_messages_notice_is_an_event() {
+    let emulator = Emulator::start().await.unwrap();
+    let web = web_device(&emulator);
+    let pullkin = listener(&emulator, None);
+    let mut events = pullkin.events();
+    pullkin.add_app("web", &web.credentials, []).unwrap();
+    let mut stream = Box::pin(pullkin.listen("web").unwrap());
+    emulator.send_deleted_messages(&web.token, 42).unwrap();
+    emulator.send(&web.token, &text(1)).unwrap();
+    assert_eq!(collect_n(&mut stream, 1).await, vec!["1"]);
+    let mut count = None;
+    while let Ok(event) = events.try_recv() {
+        if let Event::DeletedMessages { count: c, .. } = event {
+            count = c;
+        }
+    }
+    assert_eq!(count, Some(42));
+    wait_acked(&emulator, &web).await;
+    pullkin.stop(None).await;
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_apps_one_stopped_the_others_keep_receiving() {
+    let emulator = Emulator::start().await.unwrap();
+    let devices: Vec<Device> = (0..3).map(|_| web_device(&emulator)).collect();
+    let pullkin = Arc::new(listener(&emulator, None));
+    let received: Arc<Mutex<HashMap<String, Vec<String>>>> = Arc::default();
+    {
+        let received = Arc::clone(&received);
+        pullkin.on_notification(
+            |_, _| true,
+            move |m, d: &DataMessageStanza| {
+                let _ = d;
+                received
+                    .lock()
+                    .unwrap()
+                    .entry(m.data["app"].clone())
+                    .or_default()
+                    .push(m.data["n"].clone());
+            },
+        );
+    }
+    for (i, device) in devices.iter().enumerate() {
+        pullkin
+            .add_app(&format!("app{i}"), &device.credentials, [])
+            .unwrap();
+    }
+    let runner = {
+        let pullkin = Arc::clone(&pullkin);
+        tokio::spawn(async move { pullkin.run(None).await })
+    };
+    let send = |i: usize, n: usize| {
+        emulator
+            .send(
+                &devices[i].token,
+                &SendMessage::new()
+                    .data("app", format!("app{i}"))
+                    .data("n", n.to_string()),
+            )
+            .unwrap();
+    };
+    for i in 0..3 {
+        send(i, 0);
+    }
+    assert!(
+        emulator
+            .wait_until(WAIT, |_| received
+                .lock()
+                .unwrap()
+                .values()
+                .map(Vec::len)
+                .sum::<usize>()
+                == 3)
+            .await
+    );
+    pullkin.stop(Some("app1")).await;
+    assert!(
+        !emulator.is_connected(devices[1].android_id) || {
+            emulator
+                .wait_until(WAIT, |e| !e.is_connected(devices[1].android_id))
+                .await
+        }
+    );
+    for i in 0..3 {
+        send(i, 1);
+    }
+    assert!(
+        emulator
+            .wait_until(WAIT, |_| {
+                let r = received.lock().unwrap();
+                r.get("app0").map(Vec::len) == Some(2) && r.get("app2").map(Vec::len) == Some(2)
+            })
+            .await
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let snapshot: BTreeMap<String, Vec<String>> =
+        received.lock().unwrap().clone().into_iter().collect();
+    assert_eq!(
+        snapshot["app1"],
+        vec!["0"],
+        "a stopped app receives nothing"
+    );
+    assert_eq!(
+        emulator.pending_ids(devices[1].android_id).len(),
+        1,
+        "kept for later"
+    );
+    assert_eq!(pullkin.apps().len(), 2);
+    pullkin.stop(None).await;
+    tokio::time::timeout(WAIT, runner)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let ids: HashSet<String> = snapshot.keys().cloned().collect();
+    assert_eq!(ids.len(), 3);
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_login_backs_off_and_retries() {
+    let emulator = Emulator::start().await.unwrap();
+    let mut web = web_device(&emulator);
+    web.credentials.gcm.security_token = SecurityToken::new(1);
+    let pullkin = Pullkin::new(
+        config(&emulator).with_max_failures(Some(3)),
+        tls(&emulator),
+        None,
+    );
+    let mut events = pullkin.events();
+    pullkin.add_app("web", &web.credentials, []).unwrap();
+    let mut health = pullkin.health("web").unwrap();
+    tokio::time::timeout(
+        WAIT,
+        health.wait_for(|h| matches!(h.state, ConnectionState::Stopped { .. })),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(health.borrow().failures, 3);
+    assert!(emulator.failed_logins() >= 3);
+    let mut failed = false;
+    while let Ok(event) = events.try_recv() {
+        failed |= matches!(event, Event::Failed { .. });
+    }
+    assert!(failed);
+    pullkin.stop(None).await;
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_server_certificate_is_refused() {
+    let emulator = Emulator::start().await.unwrap();
+    let web = web_device(&emulator);
+    // Trust only the public roots: the emulator's own CA is unknown.
+    let tls = fcm_http::Client::builder().build_tls_config().unwrap();
+    let pullkin = Pullkin::new(config(&emulator).with_max_failures(Some(1)), tls, None);
+    pullkin.add_app("web", &web.credentials, []).unwrap();
+    let mut health = pullkin.health("web").unwrap();
+    tokio::time::timeout(
+        WAIT,
+        health.wait_for(|h| matches!(h.state, ConnectionState::Stopped { .. })),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let state = health.borrow().state.clone();
+    let ConnectionState::Stopped { cause: Some(cause) } = state else {
+        panic!("{state:?}");
+    };
+    assert!(cause.contains("TLS"), "{cause}");
+    assert_eq!(emulator.login_count(web.android_id), 0);
+    pullkin.stop(None).await;
+    emulator.shutdown().await;
+}
