@@ -90,10 +90,12 @@ pub(crate) struct McsTarget {
 }
 
 /// The device identity to log in with, from [`Prepare`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone)]
 pub(crate) struct Identity {
     pub android_id: u64,
     pub security_token: u64,
+    /// New Web Push keys, when the credentials were renewed with other keys.
+    pub keys: Option<Arc<ReceiverKeys>>,
 }
 
 /// Run before each connection attempt (check-in, credential upkeep): returns the identity
@@ -264,6 +266,9 @@ impl Worker {
                 () = stop.cancelled() => return Ok(Ended::Stopped),
                 identity = prepare() => identity?,
             };
+            if let Some(keys) = identity.keys {
+                self.keys = Some(keys);
+            }
             let current = session.config();
             if identity.android_id != current.android_id
                 || identity.security_token != current.security_token

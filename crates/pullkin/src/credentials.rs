@@ -214,11 +214,15 @@ impl AppCredentials {
         let keys = value
             .get("keys")
             .ok_or_else(|| CredentialsError::Shape("no `keys` section".into()))?;
-        let android_id = number(gcm, "android_id")?;
-        let security_token = number(gcm, "security_token")?;
+        // snake_case since pullkin 1.0 and firebase-messaging 0.2; camelCase before (and
+        // in push_receiver).
+        let android_id = number(gcm, "android_id").or_else(|_| number(gcm, "androidId"))?;
+        let security_token =
+            number(gcm, "security_token").or_else(|_| number(gcm, "securityToken"))?;
         let token = text(gcm, "token")?;
         let app_id = gcm
             .get("app_id")
+            .or_else(|| gcm.get("appId"))
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned();

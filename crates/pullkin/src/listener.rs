@@ -20,7 +20,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::PullkinError;
-use crate::connection::{ConnectionState, Health, McsTarget, Prepare, Worker};
+use crate::connection::{ConnectionState, Health, Identity, McsTarget, Prepare, Worker};
+use crate::core::PullkinCore;
 use crate::credentials::AppCredentials;
 use crate::event::{Delivery, Event, Incoming};
 use crate::message::Message;
@@ -178,6 +179,7 @@ pub struct Pullkin {
     tls: Arc<ClientConfig>,
     store: Arc<dyn Store>,
     prepare: Option<PrepareFactory>,
+    credentials: Arc<Mutex<HashMap<String, AppCredentials>>>,
     handlers: RwLock<Vec<Arc<Handler>>>,
     apps: Mutex<HashMap<String, App>>,
     events: broadcast::Sender<Event>,
@@ -207,17 +209,89 @@ impl Pullkin {
             tls,
             store: store.unwrap_or_else(|| Arc::new(MemoryStore::default())),
             prepare: None,
+            credentials: Arc::default(),
             handlers: RwLock::new(Vec::new()),
             apps: Mutex::new(HashMap::new()),
             events,
         }
     }
 
-    /// Runs `prepare(app)` before each connection attempt of an app (check-in and
-    /// credential upkeep).
-    #[allow(dead_code)] // wired by the registration side
-    pub(crate) fn set_prepare(&mut self, prepare: PrepareFactory) {
-        self.prepare = Some(prepare);
+    /// A listener that keeps each app's credentials alive with `core`: before every
+    /// connection attempt it checks the device in (PROTOCOL: check-in, TLS and login in
+    /// one retry loop), refreshes the Firebase auth token before it expires, and registers
+    /// anew when Google declared the identity dead. Renewed credentials are stored and
+    /// announced with [`Event::CredentialsChanged`]. The MCS connections share the TLS
+    /// configuration of `core`.
+    #[must_use]
+    pub fn with_core(
+        core: Arc<PullkinCore>,
+        config: ListenerConfig,
+        store: Option<Arc<dyn Store>>,
+    ) -> Self {
+        let mut pullkin = Self::new(config, core.tls_config(), store);
+        let credentials = Arc::clone(&pullkin.credentials);
+        let store = Arc::clone(&pullkin.store);
+        let events = pullkin.events.clone();
+        pullkin.prepare = Some(Arc::new(move |app: &str| {
+            let app: Arc<str> = Arc::from(app);
+            let core = Arc::clone(&core);
+            let credentials = Arc::clone(&credentials);
+            let store = Arc::clone(&store);
+            let events = events.clone();
+            let prepare: Prepare = Arc::new(move || {
+                let app = Arc::clone(&app);
+                let core = Arc::clone(&core);
+                let credentials = Arc::clone(&credentials);
+                let store = Arc::clone(&store);
+                let events = events.clone();
+                Box::pin(async move {
+                    let current = lock(&credentials)
+                        .get(&*app)
+                        .cloned()
+                        .ok_or_else(|| format!("no credentials for app {app}"))?;
+                    let renewal = core
+                        .renew(&current)
+                        .await
+                        .map_err(|e| format!("check-in failed: {e}"))?;
+                    let creds = renewal.credentials;
+                    let mut keys = None;
+                    if renewal.changed {
+                        let json = serde_json::to_value(&creds)
+                            .map_err(|e| format!("cannot serialize credentials: {e}"))?;
+                        let (store, name) = (Arc::clone(&store), Arc::clone(&app));
+                        tokio::task::spawn_blocking(move || {
+                            store.save_credentials_json(&name, &json)
+                        })
+                        .await
+                        .map_err(|e| format!("store task failed: {e}"))?
+                        .map_err(|e| format!("cannot store renewed credentials: {e}"))?;
+                        keys = Some(Arc::new(
+                            creds
+                                .keys
+                                .receiver_keys()
+                                .map_err(|e| format!("renewed keys unusable: {e}"))?,
+                        ));
+                        lock(&credentials).insert(app.to_string(), creds.clone());
+                        let _ = events.send(Event::CredentialsChanged {
+                            app: app.to_string(),
+                        });
+                    }
+                    Ok(Identity {
+                        android_id: creds.gcm.android_id,
+                        security_token: creds.gcm.security_token.expose(),
+                        keys,
+                    })
+                })
+            });
+            Some(prepare)
+        }));
+        pullkin
+    }
+
+    /// The current credentials of an app (renewed ones included).
+    #[must_use]
+    pub fn credentials(&self, app: &str) -> Option<AppCredentials> {
+        lock(&self.credentials).get(app).cloned()
     }
 
     /// The settings.
@@ -291,7 +365,7 @@ impl Pullkin {
     }
 
     fn lock_apps(&self) -> std::sync::MutexGuard<'_, HashMap<String, App>> {
-        self.apps.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.apps)
     }
 
     /// Starts listening for an app (the seed's `add_app`): `app` names it (the sender
@@ -308,6 +382,7 @@ impl Pullkin {
             return Err(PullkinError::AppExists(app.to_owned()));
         }
         let keys = credentials.keys.receiver_keys()?;
+        lock(&self.credentials).insert(app.to_owned(), credentials.clone());
         let extra: Vec<String> = persistent_ids.into_iter().collect();
         if !extra.is_empty() {
             let mut state = self.store.load_ack_state(app)?;
@@ -360,7 +435,7 @@ impl Pullkin {
             stop: stop.clone(),
         };
         let task = tokio::spawn(worker.run());
-        self.lock_apps().insert(
+        drop(self.lock_apps().insert(
             app.to_owned(),
             App {
                 stop,
@@ -368,7 +443,7 @@ impl Pullkin {
                 receiver: Some(receiver),
                 health,
             },
-        );
+        ));
         Ok(())
     }
 
@@ -475,6 +550,7 @@ impl Pullkin {
             }
         };
         for (name, app) in stopping {
+            lock(&self.credentials).remove(&name);
             app.stop.cancel();
             if let Err(error) = app.task.await {
                 warn!(app = %name, "listener task ended abnormally: {error}");
@@ -503,4 +579,9 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         .map(|s| (*s).to_owned())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "a panic without a message".to_owned())
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every critical section is a single map operation: a poisoned lock holds sound data.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
