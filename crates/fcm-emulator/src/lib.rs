@@ -14,6 +14,7 @@ mod types;
 
 pub use emulator::{Emulator, EmulatorBuilder};
 pub use error::Error;
+pub use tls::local_server_tls;
 pub use types::{
     DeviceCredentials, DeviceInfo, Endpoint, Fault, FcmRegistration, GcmRegistration, HttpFailure,
     Installation, Notification, Persona, SendMessage, Sent, Target,

@@ -88,3 +88,12 @@ pub(crate) fn client_config(ca: &CertificateDer<'static>) -> Result<Arc<ClientCo
         .with_no_client_auth();
     Ok(Arc::new(config))
 }
+
+/// A fresh local CA and a server configuration presenting a certificate it signed for
+/// `names` (e.g. `localhost`, `127.0.0.1`), with the CA certificate as PEM for clients to
+/// trust. For servers of one's own beside the emulator, such as benchmark peers.
+pub fn local_server_tls(names: &[String]) -> Result<(Arc<ServerConfig>, String), Error> {
+    let certs = generate(names)?;
+    let config = server_config(&certs, &[])?;
+    Ok((config, certs.ca_pem))
+}

@@ -75,13 +75,23 @@ pub fn fcm_send_endpoint(endpoints: &Endpoints, gcm_token: &str) -> Result<Strin
 }
 
 /// A created FCM registration.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct FcmRegistration {
     /// The resource name, `projects/<project>/registrations/<token>`, for deletion.
     pub name: String,
     /// The FCM token senders address.
     pub token: FcmToken,
+}
+
+impl fmt::Debug for FcmRegistration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The name ends with the token: both are redacted.
+        f.debug_struct("FcmRegistration")
+            .field("name", &"<redacted>")
+            .field("token", &self.token)
+            .finish()
+    }
 }
 
 impl FcmRegistration {

@@ -25,10 +25,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use webpush_ece::ReceiverKeys;
 
-use crate::event::{Delivery, Event};
-use crate::message::{Decoded, decode};
+use crate::event::{Delivery, Event, Work};
+use crate::message;
 use crate::session::{AckState, Session, SessionConfig, SessionEvent};
 use crate::store::Store;
+use mcs_codec::proto::DataMessageStanza;
 
 /// Where an app's connection stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -333,6 +334,11 @@ impl Worker {
                         }
                         next = connection.next().now_or_never();
                     }
+                    // Under a steady stream of frames the branch below may never win:
+                    // take what the application finished meanwhile here too.
+                    while let Ok(id) = self.delivered_rx.try_recv() {
+                        session.delivered(&id, Instant::now());
+                    }
                 }
                 Some(id) = self.delivered_rx.recv() => {
                     session.delivered(&id, Instant::now());
@@ -355,7 +361,7 @@ impl Worker {
                         });
                     }
                     SessionEvent::Message(stanza) => {
-                        if !self.hand_over(session, *stanza).await? {
+                        if !self.hand_over(*stanza).await? {
                             return Ok(Ended::Stopped);
                         }
                     }
@@ -395,46 +401,28 @@ impl Worker {
         let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
     }
 
-    /// Decodes a data message and hands it to the application; a message that cannot be
-    /// decrypted is reported and acknowledged at once. `Ok(false)`: stopped meanwhile.
-    async fn hand_over(
-        &self,
-        session: &mut Session,
-        stanza: mcs_codec::proto::DataMessageStanza,
-    ) -> Result<bool, String> {
+    /// Hands a data message over. Decoding happens on the consumer's side, and
+    /// decryption on the blocking pool, so that several messages are decrypted in
+    /// parallel while the connection task goes on reading; the consumer takes them in
+    /// order. `Ok(false)`: stopped meanwhile.
+    async fn hand_over(&self, stanza: DataMessageStanza) -> Result<bool, String> {
         let persistent_id = stanza.persistent_id.clone();
-        let message = match decode(&stanza, self.keys.as_deref()) {
-            Decoded::Message(message) => message,
-            Decoded::DeletedMessages { count } => {
-                warn!(app = %self.app, ?count, "the server dropped messages it could not deliver");
-                if let Some(id) = &persistent_id {
-                    session.delivered(id, Instant::now());
-                }
-                let _ = self.events.send(Event::DeletedMessages {
-                    app: self.app.to_string(),
-                    count,
-                });
-                return Ok(true);
-            }
-            Decoded::Undecryptable(error) => {
-                warn!(app = %self.app, ?persistent_id, "cannot decrypt a message: {error}");
-                if let Some(id) = &persistent_id {
-                    session.delivered(id, Instant::now());
-                }
-                let _ = self.events.send(Event::Undecryptable {
-                    app: self.app.to_string(),
-                    persistent_id,
-                    error: error.to_string(),
-                    stanza: Box::new(stanza),
-                });
-                return Ok(true);
-            }
+        let keys = self.keys.clone();
+        let work = if keys.is_some() && message::is_encrypted(&stanza) {
+            let stanza = Box::new(stanza);
+            Work::Decrypting(tokio::task::spawn_blocking(move || {
+                let decoded = message::decode(&stanza, keys.as_deref());
+                (decoded, stanza)
+            }))
+        } else {
+            Work::Plain(Box::new(stanza), keys)
         };
         let delivery = Delivery {
             app: Arc::clone(&self.app),
-            message,
-            stanza: Box::new(stanza),
+            persistent_id,
+            work,
             delivered: self.delivered_tx.clone(),
+            events: self.events.clone(),
         };
         tokio::select! {
             () = self.stop.cancelled() => Ok(false),

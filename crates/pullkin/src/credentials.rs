@@ -335,11 +335,17 @@ fn python_installation(value: &Value) -> Option<Installation> {
     let expires_in = seconds("expires_in")
         .or_else(|| seconds("auth_token_expires_in"))
         .unwrap_or(0.0);
-    let created = seconds("created_at")
-        .and_then(|s| SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs_f64(s.max(0.0))))
-        .unwrap_or(SystemTime::UNIX_EPOCH);
-    let expires_at = created
-        .checked_add(Duration::from_secs_f64(expires_in.max(0.0)))
+    // Whole seconds, as stored (`expires_at_unix`), so that a re-read file is equal.
+    // `try_from` because a file may hold "inf" or 1e300, which must not panic.
+    let whole = |s: f64| {
+        Duration::try_from_secs_f64(s.max(0.0))
+            .ok()
+            .map(|d| d.as_secs())
+    };
+    let created = seconds("created_at").and_then(whole).unwrap_or(0);
+    let expires_at = whole(expires_in)
+        .and_then(|lifetime| created.checked_add(lifetime))
+        .and_then(|secs| SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs)))
         .unwrap_or(SystemTime::UNIX_EPOCH);
     let name = value
         .get("name")

@@ -3,10 +3,13 @@
 use std::sync::Arc;
 
 use mcs_codec::proto::DataMessageStanza;
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinHandle;
+use tracing::warn;
+use webpush_ece::ReceiverKeys;
 
 use crate::connection::ConnectionState;
-use crate::message::Message;
+use crate::message::{self, Decoded, Message};
 
 /// A message received by one of the apps of a [`crate::Pullkin`], with the MCS frame it
 /// came in.
@@ -76,26 +79,100 @@ pub enum Event {
     },
 }
 
+/// How a handed-over message is being turned into a [`Message`].
+pub(crate) enum Work {
+    /// Not encrypted: decoded by the consumer (cheap).
+    Plain(Box<DataMessageStanza>, Option<Arc<ReceiverKeys>>),
+    /// Being decrypted on the blocking pool.
+    Decrypting(JoinHandle<(Decoded, Box<DataMessageStanza>)>),
+}
+
 /// A message on its way to the application. Its id is acknowledged once the application
-/// took it ([`Delivery::taken`]).
-#[derive(Debug)]
+/// took it ([`Ready::taken`]); a message that is not for the application (undecryptable,
+/// a `deleted_messages` notice) is reported and acknowledged by [`Delivery::resolve`].
 pub(crate) struct Delivery {
+    pub app: Arc<str>,
+    pub persistent_id: Option<String>,
+    pub work: Work,
+    pub delivered: mpsc::UnboundedSender<String>,
+    pub events: broadcast::Sender<Event>,
+}
+
+/// A decoded message, ready for the application.
+pub(crate) struct Ready {
     pub app: Arc<str>,
     pub message: Box<Message>,
     pub stanza: Box<DataMessageStanza>,
-    pub delivered: mpsc::UnboundedSender<String>,
+    delivered: mpsc::UnboundedSender<String>,
 }
 
 impl Delivery {
+    /// Waits for the decoding; `None` when there is nothing for the application: an
+    /// undecryptable message or a `deleted_messages` notice is reported as an [`Event`]
+    /// and acknowledged here (a poison message must not come back forever).
+    pub(crate) async fn resolve(self) -> Option<Ready> {
+        let outcome = match self.work {
+            Work::Plain(stanza, keys) => Ok((message::decode(&stanza, keys.as_deref()), stanza)),
+            Work::Decrypting(handle) => handle.await,
+        };
+        let app = self.app.to_string();
+        let (decoded, stanza) = match outcome {
+            Ok(done) => done,
+            Err(error) => {
+                warn!(%app, "the decryption task failed: {error}");
+                acknowledge(&self.delivered, self.persistent_id.as_ref());
+                let _ = self.events.send(Event::Failed {
+                    app,
+                    cause: format!(
+                        "decrypting message {:?} failed: {error}",
+                        self.persistent_id
+                    ),
+                });
+                return None;
+            }
+        };
+        match decoded {
+            Decoded::Message(message) => Some(Ready {
+                app: self.app,
+                message,
+                stanza,
+                delivered: self.delivered,
+            }),
+            Decoded::DeletedMessages { count } => {
+                warn!(%app, ?count, "the server dropped messages it could not deliver");
+                acknowledge(&self.delivered, self.persistent_id.as_ref());
+                let _ = self.events.send(Event::DeletedMessages { app, count });
+                None
+            }
+            Decoded::Undecryptable(error) => {
+                warn!(%app, persistent_id = ?self.persistent_id, "cannot decrypt a message: {error}");
+                acknowledge(&self.delivered, self.persistent_id.as_ref());
+                let _ = self.events.send(Event::Undecryptable {
+                    app,
+                    persistent_id: self.persistent_id,
+                    error: error.to_string(),
+                    stanza,
+                });
+                None
+            }
+        }
+    }
+}
+
+impl Ready {
     /// The application has the message: it may be acknowledged.
     pub(crate) fn taken(self) -> Incoming {
-        if let Some(id) = &self.message.persistent_id {
-            let _ = self.delivered.send(id.clone());
-        }
+        acknowledge(&self.delivered, self.message.persistent_id.as_ref());
         Incoming {
             app: self.app.to_string(),
             message: *self.message,
             stanza: *self.stanza,
         }
+    }
+}
+
+fn acknowledge(delivered: &mpsc::UnboundedSender<String>, id: Option<&String>) {
+    if let Some(id) = id {
+        let _ = delivered.send(id.clone());
     }
 }

@@ -23,7 +23,7 @@ use crate::PullkinError;
 use crate::connection::{ConnectionState, Health, Identity, McsTarget, Prepare, Worker};
 use crate::core::PullkinCore;
 use crate::credentials::AppCredentials;
-use crate::event::{Delivery, Event, Incoming};
+use crate::event::{Delivery, Event, Incoming, Ready};
 use crate::message::Message;
 use crate::session::SessionConfig;
 use crate::store::{MemoryStore, Store};
@@ -180,7 +180,8 @@ pub struct Pullkin {
     store: Arc<dyn Store>,
     prepare: Option<PrepareFactory>,
     credentials: Arc<Mutex<HashMap<String, AppCredentials>>>,
-    handlers: RwLock<Vec<Arc<Handler>>>,
+    /// Copied on write: a dispatch takes one `Arc` clone, not one per handler.
+    handlers: RwLock<Arc<Vec<Arc<Handler>>>>,
     apps: Mutex<HashMap<String, App>>,
     events: broadcast::Sender<Event>,
 }
@@ -210,7 +211,7 @@ impl Pullkin {
             store: store.unwrap_or_else(|| Arc::new(MemoryStore::default())),
             prepare: None,
             credentials: Arc::default(),
-            handlers: RwLock::new(Vec::new()),
+            handlers: RwLock::new(Arc::new(Vec::new())),
             apps: Mutex::new(HashMap::new()),
             events,
         }
@@ -339,10 +340,13 @@ impl Pullkin {
     }
 
     fn push_handler(&self, handler: Handler) {
-        self.handlers
+        let mut handlers = self
+            .handlers
             .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(Arc::new(handler));
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut updated: Vec<Arc<Handler>> = handlers.as_ref().clone();
+        updated.push(Arc::new(handler));
+        *handlers = Arc::new(updated);
     }
 
     /// Subscribes to what the listener reports (state changes, undecryptable messages,
@@ -452,7 +456,9 @@ impl Pullkin {
     /// call, or [`Pullkin::run`] on the same app, is an error.
     pub fn listen(&self, app: &str) -> Result<impl Stream<Item = Incoming> + use<>, PullkinError> {
         let receiver = self.take_receiver(app)?;
-        Ok(receiver_stream(receiver).map(Delivery::taken))
+        Ok(receiver_stream(receiver)
+            .then(Delivery::resolve)
+            .filter_map(|ready| std::future::ready(ready.map(Ready::taken))))
     }
 
     fn take_receiver(&self, app: &str) -> Result<mpsc::Receiver<Delivery>, PullkinError> {
@@ -478,21 +484,19 @@ impl Pullkin {
             merged.push(receiver_stream(self.take_receiver(name)?).boxed());
         }
         while let Some(delivery) = merged.next().await {
-            self.dispatch(delivery).await;
+            if let Some(ready) = delivery.resolve().await {
+                self.dispatch(ready).await;
+            }
         }
         Ok(())
     }
 
     /// Calls the matching handlers, then acknowledges the message.
-    async fn dispatch(&self, delivery: Delivery) {
-        let handlers: Vec<Arc<Handler>> = self
-            .handlers
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+    async fn dispatch(&self, delivery: Ready) {
+        let handlers = Arc::clone(&self.handlers.read().unwrap_or_else(PoisonError::into_inner));
         let message = &delivery.message;
         let stanza = &delivery.stanza;
-        for handler in handlers {
+        for handler in handlers.iter() {
             let matched =
                 std::panic::catch_unwind(AssertUnwindSafe(|| (handler.filter)(message, stanza)));
             let error = match matched {

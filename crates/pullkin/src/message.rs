@@ -22,9 +22,6 @@ pub struct Notification {
 /// A push notification, as the application sees it (the seed's `Message`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Message {
-    /// The whole notification as JSON: the decrypted Web Push payload when it is JSON,
-    /// otherwise an object built from the data message (`data`, `from`, …).
-    pub raw: Value,
     /// The data key/value pairs.
     pub data: BTreeMap<String, String>,
     /// Who sent it (`from`): the sender id, or the VAPID key for web push.
@@ -43,6 +40,46 @@ pub struct Message {
     pub payload: Bytes,
     /// The encoding the payload was encrypted with, if it was.
     pub encoding: Option<ContentEncoding>,
+    /// The payload parsed as JSON, when it is a JSON object (FCM's web push payloads
+    /// are); a non-JSON payload is in [`Message::payload`] only.
+    pub json: Option<Value>,
+}
+
+impl Message {
+    /// The whole notification as JSON (the seed's `raw`): the payload when it is JSON,
+    /// otherwise an object of `data`, `from`, `priority`, `notification` and
+    /// `fcmMessageId` built from the message. Built on demand.
+    #[must_use]
+    pub fn raw(&self) -> Value {
+        if let Some(json) = &self.json {
+            return json.clone();
+        }
+        let mut object = serde_json::Map::new();
+        object.insert(
+            "data".to_owned(),
+            Value::Object(
+                self.data
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                    .collect(),
+            ),
+        );
+        let mut put = |key: &str, value: &Option<String>| {
+            if let Some(value) = value {
+                object.insert(key.to_owned(), Value::String(value.clone()));
+            }
+        };
+        put("from", &self.sender_id);
+        put("priority", &self.priority);
+        put("fcmMessageId", &self.fcm_message_id);
+        if let Some(notification) = &self.notification {
+            object.insert(
+                "notification".to_owned(),
+                Value::Object(notification.fields.clone().into_iter().collect()),
+            );
+        }
+        Value::Object(object)
+    }
 }
 
 /// What a data message turned out to be.
@@ -67,6 +104,15 @@ fn app_data_value<'a>(stanza: &'a DataMessageStanza, key: &str) -> Option<&'a st
         .map(|d| d.value.as_str())
 }
 
+/// Whether a data message carries Web Push encryption parameters.
+pub(crate) fn is_encrypted(stanza: &DataMessageStanza) -> bool {
+    stanza.app_data.iter().any(|d| {
+        d.key.eq_ignore_ascii_case("crypto-key")
+            || d.key.eq_ignore_ascii_case("encryption")
+            || d.key.eq_ignore_ascii_case("content-encoding")
+    })
+}
+
 /// Turns a data message into what the application receives, decrypting with `keys`
 /// when the message is encrypted.
 pub(crate) fn decode(stanza: &DataMessageStanza, keys: Option<&ReceiverKeys>) -> Decoded {
@@ -81,14 +127,7 @@ pub(crate) fn decode(stanza: &DataMessageStanza, keys: Option<&ReceiverKeys>) ->
         .map(|d| (d.key.as_str(), d.value.as_str()));
     let payload = match keys {
         Some(keys) => webpush_ece::decrypt_message(keys, app_data, &raw_data),
-        None if stanza.app_data.iter().any(|d| {
-            d.key.eq_ignore_ascii_case("crypto-key")
-                || d.key.eq_ignore_ascii_case("encryption")
-                || d.key.eq_ignore_ascii_case("content-encoding")
-        }) =>
-        {
-            Err(webpush_ece::Error::MissingParameter("receiver keys"))
-        }
+        None if is_encrypted(stanza) => Err(webpush_ece::Error::MissingParameter("receiver keys")),
         None => Ok(Payload::NotEncrypted),
     };
     match payload {
@@ -159,83 +198,89 @@ fn from_plaintext(
     plaintext: Bytes,
     encoding: ContentEncoding,
 ) -> Message {
-    let raw = serde_json::from_slice::<Value>(&plaintext)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&plaintext).into_owned()));
+    let json = serde_json::from_slice::<Value>(&plaintext)
+        .ok()
+        .filter(Value::is_object);
+    let (data, sender_id, priority, notification, fcm_message_id) = match &json {
+        Some(raw) => (
+            data_map(raw),
+            string_field(raw, "from"),
+            string_field(raw, "priority"),
+            notification(raw),
+            string_field(raw, "fcmMessageId").or_else(|| string_field(raw, "fcm_message_id")),
+        ),
+        None => (BTreeMap::new(), None, None, None, None),
+    };
     Message {
-        data: data_map(&raw),
-        sender_id: string_field(&raw, "from").or_else(|| Some(stanza.from.clone())),
-        priority: string_field(&raw, "priority"),
-        notification: notification(&raw),
-        fcm_message_id: string_field(&raw, "fcmMessageId")
-            .or_else(|| string_field(&raw, "fcm_message_id")),
+        data,
+        sender_id: sender_id.or_else(|| Some(stanza.from.clone())),
+        priority,
+        notification,
+        fcm_message_id,
         persistent_id: stanza.persistent_id.clone(),
         sent: sent(stanza),
         payload: plaintext,
         encoding: Some(encoding),
-        raw,
+        json,
     }
 }
 
-/// An unencrypted (Android-style) message: its app data are the data; a JSON `raw_data`
-/// is taken as the message itself.
+/// An unencrypted (Android-style) message: its app data are the data, Google's
+/// `gcm.notification.*` keys its notification; a JSON object in `raw_data` adds to them.
 fn unencrypted(stanza: &DataMessageStanza, raw_data: Bytes) -> Message {
-    let data: BTreeMap<String, String> = stanza
-        .app_data
-        .iter()
-        .map(|d| (d.key.clone(), d.value.clone()))
-        .collect();
-    let from_raw = serde_json::from_slice::<Value>(&raw_data)
-        .ok()
-        .filter(Value::is_object);
-    let mut raw = from_raw.clone().unwrap_or_else(|| {
-        serde_json::json!({
-            "data": data,
-            "from": stanza.from,
-        })
-    });
-    // Google puts the notification of an Android message in `gcm.notification.*` keys.
+    let mut data: BTreeMap<String, String> = BTreeMap::new();
     let mut fields = BTreeMap::new();
-    for (key, value) in &data {
-        if let Some(name) = key.strip_prefix("gcm.notification.") {
-            fields.insert(name.to_owned(), Value::String(value.clone()));
+    let mut priority = None;
+    let mut fcm_message_id = None;
+    for entry in &stanza.app_data {
+        if let Some(name) = entry.key.strip_prefix("gcm.notification.") {
+            fields.insert(name.to_owned(), Value::String(entry.value.clone()));
         }
+        match entry.key.as_str() {
+            "google.priority" | "priority" if priority.is_none() => {
+                priority = Some(entry.value.clone());
+            }
+            "google.message_id" => fcm_message_id = Some(entry.value.clone()),
+            _ => {}
+        }
+        data.insert(entry.key.clone(), entry.value.clone());
     }
-    if !fields.is_empty()
-        && raw.get("notification").is_none()
-        && let Some(object) = raw.as_object_mut()
-    {
-        object.insert(
-            "notification".to_owned(),
-            Value::Object(fields.into_iter().collect()),
-        );
-    }
-    let priority = data
-        .get("google.priority")
-        .or_else(|| data.get("priority"))
-        .cloned()
-        .or_else(|| string_field(&raw, "priority"));
-    let fcm_message_id = data
-        .get("google.message_id")
-        .cloned()
-        .or_else(|| stanza.id.clone())
-        .or_else(|| string_field(&raw, "fcmMessageId"));
-    let data = if from_raw.is_some() {
-        let mut merged = data_map(&raw);
-        merged.extend(data);
-        merged
+    let json = if raw_data.first() == Some(&b'{') {
+        serde_json::from_slice::<Value>(&raw_data)
+            .ok()
+            .filter(Value::is_object)
     } else {
-        data
+        None
     };
+    let mut notification_part = (!fields.is_empty()).then(|| Notification {
+        title: fields
+            .get("title")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        body: fields
+            .get("body")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        fields,
+    });
+    if let Some(raw) = &json {
+        for (key, value) in data_map(raw) {
+            data.entry(key).or_insert(value);
+        }
+        notification_part = notification_part.or_else(|| notification(raw));
+        priority = priority.or_else(|| string_field(raw, "priority"));
+        fcm_message_id = fcm_message_id.or_else(|| string_field(raw, "fcmMessageId"));
+    }
     Message {
-        notification: notification(&raw),
+        data,
         sender_id: Some(stanza.from.clone()),
         priority,
-        fcm_message_id,
+        notification: notification_part,
+        fcm_message_id: fcm_message_id.or_else(|| stanza.id.clone()),
         persistent_id: stanza.persistent_id.clone(),
         sent: sent(stanza),
         payload: raw_data,
         encoding: None,
-        data,
-        raw,
+        json,
     }
 }

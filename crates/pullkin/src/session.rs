@@ -214,6 +214,9 @@ pub struct Session {
     reported_in: i32,
     /// Every id not yet confirmed, with its state.
     ids: HashMap<String, IdState>,
+    /// How many pending ids arrived with each stream id of this connection: the lowest
+    /// bounds what may be reported as received.
+    pending_streams: BTreeMap<i32, u32>,
     /// Unacked ids in delivery order, with the stream id that covers them (0: an earlier
     /// connection's, which needs a SelectiveAck).
     unacked: VecDeque<(String, i32)>,
@@ -247,6 +250,7 @@ impl Session {
             stream_id_in: 0,
             reported_in: 0,
             ids: HashMap::new(),
+            pending_streams: BTreeMap::new(),
             unacked: VecDeque::new(),
             awaiting: BTreeMap::new(),
             recent: VecDeque::new(),
@@ -345,6 +349,7 @@ impl Session {
         self.heartbeat_interval = self.config.heartbeat_interval;
         self.last_received = None;
         // Ids pending from an earlier connection no longer have a stream id here.
+        self.pending_streams.clear();
         for state in self.ids.values_mut() {
             if let IdState::Pending(stream, _) = state {
                 *stream = 0;
@@ -451,6 +456,7 @@ impl Session {
             return;
         };
         *state = IdState::Unacked;
+        unblock(&mut self.pending_streams, stream);
         self.unacked.push_back((persistent_id.to_owned(), stream));
         self.dirty = true;
         if self.ack_due.is_none() {
@@ -640,11 +646,14 @@ impl Session {
             }
             None => {
                 self.ids.insert(id, IdState::Pending(stream, immediate));
+                *self.pending_streams.entry(stream).or_default() += 1;
                 self.events
                     .push_back(SessionEvent::Message(Box::new(message)));
             }
             Some(IdState::Pending(old, wants_now)) => {
                 // Still with the application: this copy's stream id is the one to report.
+                unblock(&mut self.pending_streams, *old);
+                *self.pending_streams.entry(stream).or_default() += 1;
                 *old = stream;
                 *wants_now |= immediate;
             }
@@ -665,16 +674,8 @@ impl Session {
 
     /// The highest incoming stream id whose persistent messages were all taken.
     fn reportable_in(&self) -> i32 {
-        let blocked = self
-            .ids
-            .values()
-            .filter_map(|state| match state {
-                IdState::Pending(stream, _) if *stream > 0 => Some(*stream),
-                _ => None,
-            })
-            .min();
-        match blocked {
-            Some(stream) => (stream - 1).min(self.stream_id_in),
+        match self.pending_streams.keys().next() {
+            Some(&stream) => (stream - 1).min(self.stream_id_in),
             None => self.stream_id_in,
         }
     }
@@ -799,5 +800,18 @@ impl Session {
         self.transmit.clear();
         self.deadline = None;
         self.events.push_back(SessionEvent::Disconnected(reason));
+    }
+}
+
+/// Forgets one pending id that arrived with `stream` (0: an earlier connection's).
+fn unblock(pending_streams: &mut BTreeMap<i32, u32>, stream: i32) {
+    if stream == 0 {
+        return;
+    }
+    if let Some(count) = pending_streams.get_mut(&stream) {
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            pending_streams.remove(&stream);
+        }
     }
 }

@@ -862,3 +862,16 @@ fn builder_rejects_a_pem_without_certificates() {
         .unwrap_err();
     assert!(matches!(error, PullkinError::Http(_)), "{error:?}");
 }
+
+/// Compile-time check: the futures can be spawned on a multi-threaded runtime.
+#[allow(dead_code)]
+fn futures_are_send(core: &PullkinCore, credentials: &mut AppCredentials, params: &RegisterParams) {
+    fn send<T: Send>(_: T) {}
+    send(core.register(params));
+    send(core.gcm_register(params));
+    send(core.gcm_check_in(None));
+    send(core.renew(credentials));
+    send(core.refresh_installation(credentials, Duration::ZERO));
+    fn sync<T: Send + Sync + Clone + 'static>(_: &T) {}
+    sync(core);
+}

@@ -197,7 +197,7 @@ async fn delivers_aesgcm_aes128gcm_and_plain_messages() {
         incoming.message.encoding,
         Some(webpush_ece::ContentEncoding::Aes128Gcm)
     );
-    assert_eq!(incoming.message.raw["hello"], "web push");
+    assert_eq!(incoming.message.raw()["hello"], "web push");
     assert_eq!(&incoming.message.payload[..], br#"{"hello":"web push"}"#);
 
     // Plain, to the Android persona.

@@ -1,0 +1,254 @@
+//! What several commands share: where Google (or the emulator) is, the TLS roots, the
+//! credentials files and how a message is printed.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use clap::Args;
+use fcm_http::Endpoints;
+use pullkin::{AppCredentials, Message, PullkinCore};
+use serde_json::{Value, json};
+
+use crate::error::{CliError, Context, Result};
+
+/// Where the HTTP endpoints are and which roots to trust.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct NetArgs {
+    /// Base URL of an FCM emulator (`pullkin emulator` prints it): every Google HTTP
+    /// endpoint is taken under it with Google's paths. Default: Google.
+    #[arg(long, env = "PULLKIN_ENDPOINTS", value_name = "URL")]
+    pub(crate) endpoints: Option<String>,
+    /// A PEM file of CA certificates to trust instead of the built-in Mozilla roots
+    /// (e.g. the emulator's CA, `pullkin emulator --ca-out`).
+    #[arg(long, env = "PULLKIN_CA", value_name = "PEM")]
+    pub(crate) ca: Option<PathBuf>,
+}
+
+impl NetArgs {
+    /// The endpoints: under `--endpoints`, or Google's.
+    pub(crate) fn endpoints(&self) -> Result<Endpoints> {
+        match &self.endpoints {
+            Some(base) => Endpoints::at(base).context("--endpoints"),
+            None => Ok(Endpoints::google()),
+        }
+    }
+
+    /// The CA bundle named by `--ca`, read.
+    pub(crate) fn ca_pem(&self) -> Result<Option<Vec<u8>>> {
+        self.ca
+            .as_ref()
+            .map(|path| {
+                fs::read(path).with_context(|| format!("reading the CA file {}", path.display()))
+            })
+            .transpose()
+    }
+
+    /// A registration core for these endpoints and roots.
+    pub(crate) fn core(&self, retries: Option<u32>) -> Result<PullkinCore> {
+        let mut builder = PullkinCore::builder().endpoints(self.endpoints()?);
+        if let Some(pem) = self.ca_pem()? {
+            builder = builder.webpki_roots(false).add_root_certificates_pem(&pem);
+        }
+        if let Some(attempts) = retries {
+            builder =
+                builder.retry(fcm_http::RetryPolicy::default().with_max_attempts(attempts.max(1)));
+        }
+        builder.build().with_context(|| match &self.ca {
+            Some(path) => format!("setting up TLS with the CA file {}", path.display()),
+            None => "setting up the HTTP client".to_owned(),
+        })
+    }
+
+    /// An HTTP client trusting these roots.
+    pub(crate) fn http_client(&self) -> Result<fcm_http::Client> {
+        let mut builder = fcm_http::Client::builder();
+        if let Some(pem) = self.ca_pem()? {
+            builder = builder
+                .webpki_roots(false)
+                .add_root_certificates_pem(&pem)
+                .with_context(|| {
+                    format!(
+                        "reading the CA file {}",
+                        self.ca.as_deref().unwrap_or(Path::new("")).display()
+                    )
+                })?;
+        }
+        builder.build().context("setting up the HTTP client")
+    }
+}
+
+/// Reads a credentials file: this tool's format, or the Python `pullkin` /
+/// `firebase-messaging` ones.
+pub(crate) fn read_credentials(path: &Path) -> Result<AppCredentials> {
+    read_credentials_and_format(path).map(|(credentials, _)| credentials)
+}
+
+/// Reads a credentials file; the flag says whether it is in this tool's own format (and
+/// so may be rewritten in place without changing its shape).
+pub(crate) fn read_credentials_and_format(path: &Path) -> Result<(AppCredentials, bool)> {
+    let text = fs::read_to_string(path)
+        .with_context(|| format!("reading the credentials file {}", path.display()))?;
+    let credentials = AppCredentials::from_json(&text)
+        .with_context(|| format!("reading the credentials file {}", path.display()))?;
+    let native = serde_json::from_str::<AppCredentials>(&text).is_ok();
+    Ok((credentials, native))
+}
+
+/// Writes credentials to `path` atomically (a temporary file beside it, flushed, then
+/// renamed) with mode 0600. Refuses to replace an existing file unless `force`.
+pub(crate) fn write_credentials(
+    path: &Path,
+    credentials: &AppCredentials,
+    force: bool,
+) -> Result<()> {
+    if !force && path.exists() {
+        return Err(CliError::msg(format!(
+            "{} exists already (pass --force to replace it)",
+            path.display()
+        )));
+    }
+    let json = credentials
+        .to_json()
+        .context("serializing the credentials")?;
+    write_private(path, format!("{json}\n").as_bytes())
+        .with_context(|| format!("writing the credentials file {}", path.display()))
+}
+
+/// Writes a file atomically with mode 0600.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other("the path names no file"))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".tmp{}", std::process::id()));
+    let tmp = dir.join(tmp_name);
+    let mut options = OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let result = (|| {
+        let mut file = options.open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&tmp, path)?;
+        // Make the rename durable too; not every platform can open a directory.
+        if let Ok(dir) = File::open(&dir) {
+            let _ = dir.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn unix_ms(time: SystemTime) -> Option<u64> {
+    time.duration_since(UNIX_EPOCH)
+        .ok()
+        .and_then(|d| u64::try_from(d.as_millis()).ok())
+}
+
+/// A message as the JSON object `pullkin listen` prints on one line.
+pub(crate) fn message_json(app: &str, message: &Message) -> Value {
+    let mut line = json!({
+        "app": app,
+        "persistent_id": message.persistent_id,
+        "fcm_message_id": message.fcm_message_id,
+        "sender_id": message.sender_id,
+        "priority": message.priority,
+        "sent_ms": message.sent.and_then(unix_ms),
+        "received_ms": unix_ms(SystemTime::now()),
+        "encoding": message.encoding.map(webpush_ece::ContentEncoding::as_str),
+        "data": message.data,
+        "notification": message.notification.as_ref().map(|n| &n.fields),
+        "raw": message.raw(),
+    });
+    // A payload that is not JSON (any Web Push sender may post text or bytes) is shown
+    // as it came: text when it is UTF-8, base64 otherwise.
+    if message.json.is_none() && !message.payload.is_empty() {
+        let (key, value) = match std::str::from_utf8(&message.payload) {
+            Ok(text) => ("payload", text.to_owned()),
+            Err(_) => ("payload_base64", STANDARD.encode(&message.payload)),
+        };
+        line[key] = Value::String(value);
+    }
+    line
+}
+
+/// The first characters of a long token, for human-readable output.
+pub(crate) fn short(token: &str) -> String {
+    const SHOWN: usize = 24;
+    match token.char_indices().nth(SHOWN) {
+        Some((end, _)) => format!("{}…", &token[..end]),
+        None => token.to_owned(),
+    }
+}
+
+/// Parses a `key=value` argument.
+pub(crate) fn parse_key_value(text: &str) -> std::result::Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, got {text:?}")),
+    }
+}
+
+/// Writes one line to stdout and flushes it, so that a pipe sees it at once.
+pub(crate) fn print_line(line: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")
+        .and_then(|()| out.flush())
+        .context("writing to stdout")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_values() {
+        assert_eq!(
+            parse_key_value("a=b=c"),
+            Ok(("a".to_owned(), "b=c".to_owned()))
+        );
+        assert_eq!(parse_key_value("a="), Ok(("a".to_owned(), String::new())));
+        assert!(parse_key_value("=b").is_err());
+        assert!(parse_key_value("ab").is_err());
+    }
+
+    #[test]
+    fn short_tokens() {
+        assert_eq!(short("abc"), "abc");
+        assert_eq!(short(&"x".repeat(30)), format!("{}…", "x".repeat(24)));
+    }
+
+    #[test]
+    fn private_files_are_0600_and_replace_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.json");
+        write_private(&path, b"one").unwrap();
+        write_private(&path, b"two").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"two");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}

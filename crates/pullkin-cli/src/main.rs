@@ -1,0 +1,131 @@
+//! `pullkin`: receive Firebase Cloud Messaging push notifications from the command line.
+//!
+//! `pullkin demo` shows the whole pipeline against a local emulator of Google's side;
+//! `register`, `listen`, `send`, `emulator` and `credentials` are the parts of it, one by
+//! one. See the crate README for an example session.
+#![forbid(unsafe_code)]
+// A command line prints on purpose.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod common;
+mod credentials;
+mod demo;
+mod emulator;
+mod error;
+mod listen;
+mod register;
+mod send;
+mod signal;
+
+use std::process::ExitCode;
+
+use clap::{ArgAction, Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use crate::error::{Context, Result};
+
+/// Receive Firebase Cloud Messaging (FCM/GCM) push notifications as an Android app or
+/// Chrome would, offline against a local emulator or for real against Google.
+#[derive(Debug, Parser)]
+#[command(
+    name = "pullkin",
+    version,
+    propagate_version = true,
+    after_help = "Start with `pullkin demo`: the whole pipeline against a local emulator, \
+                  no Google account needed.\n\nLogs go to stderr: -v (info), -vv (debug), \
+                  -vvv (trace), or RUST_LOG (e.g. RUST_LOG=pullkin=debug)."
+)]
+struct Cli {
+    /// More log output on stderr (repeat for more); RUST_LOG overrides it.
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the whole pipeline against an in-process emulator: register an Android and a
+    /// web device, listen, send a plain, an aesgcm and an aes128gcm message, check that
+    /// each arrives intact.
+    #[command(
+        after_help = "Example:\n  pullkin demo\n  cargo xtask demo   # the same, \
+                            built in release mode"
+    )]
+    Demo(demo::DemoArgs),
+    /// Register a device (Android persona, or Chrome with --web) and write its
+    /// credentials file; prints the FCM token.
+    #[command(after_help = register::EXAMPLES)]
+    Register(register::RegisterArgs),
+    /// Listen for notifications: one JSON line per message on stdout, connection state
+    /// on stderr; stops cleanly on SIGINT/SIGTERM.
+    #[command(after_help = listen::EXAMPLES)]
+    Listen(listen::ListenArgs),
+    /// Send a test message through the FCM send API (e.g. of the emulator), or to a Web
+    /// Push endpoint with --webpush (aes128gcm).
+    #[command(after_help = send::EXAMPLES)]
+    Send(send::SendArgs),
+    /// Run the FCM emulator (Google's side, locally, over TLS) until SIGINT/SIGTERM;
+    /// prints `key=value` lines: endpoints, mcs, ca.
+    #[command(after_help = emulator::EXAMPLES)]
+    Emulator(emulator::EmulatorArgs),
+    /// Work with credentials files: import those of the Python libraries, show one.
+    #[command(subcommand)]
+    Credentials(credentials::CredentialsCommand),
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(true)
+        .try_init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {}", error.chain());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        match command {
+            Command::Demo(args) => demo::run(args).await,
+            Command::Register(args) => register::run(args).await,
+            Command::Listen(args) => listen::run(args).await,
+            Command::Send(args) => send::run(args).await,
+            Command::Emulator(args) => emulator::run(args).await,
+            Command::Credentials(command) => credentials::run(command),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,605 @@
+//! The `pullkin` binary driven as a subprocess, end to end: a standalone emulator process,
+//! `register` (both personas), `credentials show`, `listen`, `send` (plain, aesgcm,
+//! aes128gcm), SIGTERM and a restart without duplicates, usage errors, corrupt files,
+//! `credentials import`, and `pullkin demo` itself. Nothing here touches the internet.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_pullkin");
+/// The longest any single wait may take; each normally takes milliseconds.
+const WAIT: Duration = Duration::from_secs(20);
+
+/// The binary with none of the caller's `PULLKIN_*` settings.
+fn pullkin() -> Command {
+    let mut command = Command::new(BIN);
+    for var in [
+        "PULLKIN_ENDPOINTS",
+        "PULLKIN_MCS",
+        "PULLKIN_CA",
+        "PULLKIN_STATE_DIR",
+        "PULLKIN_API_KEY",
+        "PULLKIN_ACCESS_TOKEN",
+        "RUST_LOG",
+    ] {
+        command.env_remove(var);
+    }
+    command.stdin(Stdio::null());
+    command
+}
+
+/// Runs the binary to completion.
+fn run(args: &[&str]) -> Output {
+    pullkin().args(args).output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Runs the binary and expects success; returns stdout.
+fn run_ok(args: &[&str]) -> String {
+    let output = run(args);
+    assert!(
+        output.status.success(),
+        "pullkin {args:?} failed ({}):\n{}",
+        output.status,
+        text(&output.stderr)
+    );
+    text(&output.stdout)
+}
+
+/// A running child whose output lines arrive on channels (and are kept for reports).
+struct Proc {
+    child: Child,
+    out: Receiver<String>,
+    err: Receiver<String>,
+    err_log: Arc<Mutex<Vec<String>>>,
+}
+
+fn forward(
+    stream: impl Read + Send + 'static,
+    log: Option<Arc<Mutex<Vec<String>>>>,
+) -> Receiver<String> {
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            if let Some(log) = &log {
+                log.lock().unwrap().push(line.clone());
+            }
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+impl Proc {
+    fn spawn(args: &[&str]) -> Self {
+        let mut child = pullkin()
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let err_log = Arc::new(Mutex::new(Vec::new()));
+        let out = forward(child.stdout.take().unwrap(), None);
+        let err = forward(child.stderr.take().unwrap(), Some(Arc::clone(&err_log)));
+        Self {
+            child,
+            out,
+            err,
+            err_log,
+        }
+    }
+
+    fn stderr(&self) -> String {
+        self.err_log.lock().unwrap().join("\n")
+    }
+
+    /// The next stdout line.
+    fn next_line(&self, what: &str) -> String {
+        match self.out.recv_timeout(WAIT) {
+            Ok(line) => line,
+            Err(RecvTimeoutError::Timeout) => {
+                panic!("timed out waiting for {what}; stderr:\n{}", self.stderr())
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                panic!(
+                    "stdout closed waiting for {what}; stderr:\n{}",
+                    self.stderr()
+                )
+            }
+        }
+    }
+
+    /// Reads stderr until a line contains each of `needles`.
+    fn wait_stderr(&self, needles: &[&str]) {
+        let mut missing: HashSet<&str> = needles.iter().copied().collect();
+        let deadline = Instant::now() + WAIT;
+        while !missing.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.err.recv_timeout(left) {
+                Ok(line) => missing.retain(|n| !line.contains(n)),
+                Err(_) => panic!(
+                    "no stderr line with {missing:?}; stderr:\n{}",
+                    self.stderr()
+                ),
+            }
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    fn terminate(mut self) -> (ExitStatus, String) {
+        let pid = self.child.id().to_string();
+        let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(killed.success());
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // Let the reader threads drain what is left.
+                while self.err.recv_timeout(Duration::from_secs(2)).is_ok() {}
+                return (status, self.stderr());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no exit after SIGTERM; stderr:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// `pullkin emulator` as its own process.
+struct EmulatorProc {
+    _proc: Proc,
+    endpoints: String,
+    mcs: String,
+    ca: String,
+}
+
+impl EmulatorProc {
+    fn start(dir: &Path) -> Self {
+        let ca = dir.join("ca.pem");
+        let proc = Proc::spawn(&["emulator", "--ca-out", ca.to_str().unwrap()]);
+        let mut values = HashMap::new();
+        for _ in 0..3 {
+            let line = proc.next_line("the emulator's addresses");
+            let (key, value) = line.split_once('=').unwrap();
+            values.insert(key.to_owned(), value.to_owned());
+        }
+        assert_eq!(values["ca"], ca.to_str().unwrap());
+        assert!(values["endpoints"].starts_with("https://127.0.0.1:"));
+        assert!(
+            std::fs::read_to_string(&ca)
+                .unwrap()
+                .contains("BEGIN CERTIFICATE")
+        );
+        Self {
+            endpoints: values["endpoints"].clone(),
+            mcs: values["mcs"].clone(),
+            ca: values["ca"].clone(),
+            _proc: proc,
+        }
+    }
+
+    /// `--endpoints … --ca …`.
+    fn net(&self) -> Vec<&str> {
+        vec!["--endpoints", &self.endpoints, "--ca", &self.ca]
+    }
+
+    /// Registers a device with `pullkin register`; returns its file and FCM token.
+    fn register(&self, dir: &Path, name: &str, web: bool) -> (PathBuf, String) {
+        let out = dir.join(format!("{name}.json"));
+        let kind = if web { "web" } else { "android" };
+        let app_id = format!("1:42:{kind}:0a1b");
+        let mut args = vec![
+            "register",
+            "--sender-id",
+            "42",
+            "--app-id",
+            &app_id,
+            "--api-key",
+            "AIza-test",
+            "--project-id",
+            "e2e",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        if web {
+            args.extend(["--web", "--bundle-id", "com.example.e2e"]);
+        } else {
+            args.extend(["--app-name", "com.example.e2e"]);
+        }
+        args.extend(self.net());
+        let token = run_ok(&args).trim().to_owned();
+        assert!(!token.is_empty() && !token.contains('\n'));
+        (out, token)
+    }
+
+    /// `pullkin credentials show` as a map.
+    fn show(&self, file: &Path) -> HashMap<String, String> {
+        let mut args = vec!["credentials", "show", file.to_str().unwrap()];
+        args.extend(self.net());
+        run_ok(&args)
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    }
+
+    fn listen(&self, files: &[&Path], state: &Path) -> Proc {
+        let mut args = vec!["listen"];
+        args.extend(files.iter().map(|f| f.to_str().unwrap()));
+        args.extend(["--state-dir", state.to_str().unwrap(), "--mcs", &self.mcs]);
+        args.extend(self.net());
+        Proc::spawn(&args)
+    }
+
+    /// `pullkin send --token` through the emulator's send API.
+    fn send_token(&self, token: &str, kind: &str) {
+        let data = format!("kind={kind}");
+        let mut args = vec!["send", "--token", token, "--data", &data, "--title", "hi"];
+        args.extend(self.net());
+        let name = run_ok(&args);
+        assert!(name.starts_with("projects/pullkin/messages/"), "{name}");
+    }
+
+    /// `pullkin send --webpush` (aes128gcm) to a device's subscription.
+    fn send_webpush(&self, show: &HashMap<String, String>, kind: &str) {
+        let data = format!("kind={kind}");
+        let args = [
+            "send",
+            "--webpush",
+            &show["webpush_endpoint"],
+            "--p256dh",
+            &show["p256dh"],
+            "--auth",
+            &show["auth"],
+            "--data",
+            &data,
+            "--ca",
+            &self.ca,
+        ];
+        let location = run_ok(&args);
+        assert!(location.contains("/fcm/send/message/"), "{location}");
+    }
+}
+
+fn json(line: &str) -> Value {
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+}
+
+#[cfg(unix)]
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn register_listen_send_every_encoding_then_restart_without_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let emulator = EmulatorProc::start(dir.path());
+    let (web, web_fcm_token) = emulator.register(dir.path(), "web", true);
+    let (android, _) = emulator.register(dir.path(), "android", false);
+    #[cfg(unix)]
+    {
+        assert_eq!(mode(&web), 0o600);
+        assert_eq!(mode(&android), 0o600);
+    }
+    let web_show = emulator.show(&web);
+    let android_show = emulator.show(&android);
+    assert_eq!(web_show["persona"], "web");
+    assert_eq!(web_show["fcm_token"], web_fcm_token);
+    assert_eq!(android_show["persona"], "android");
+    assert!(web_show["webpush_endpoint"].starts_with(&format!("{}/fcm/send/", emulator.endpoints)));
+
+    let state = dir.path().join("state");
+    let listener = emulator.listen(&[&web, &android], &state);
+    listener.wait_stderr(&["[web] connected", "[android] connected"]);
+
+    emulator.send_token(&android_show["gcm_token"], "plain");
+    emulator.send_token(&web_fcm_token, "aesgcm");
+    emulator.send_webpush(&web_show, "aes128gcm");
+    let mut seen = HashSet::new();
+    let mut kinds = HashMap::new();
+    for _ in 0..3 {
+        let message = json(&listener.next_line("a notification"));
+        let kind = message["data"]["kind"].as_str().unwrap().to_owned();
+        assert!(seen.insert(message["persistent_id"].as_str().unwrap().to_owned()));
+        assert!(message["sent_ms"].as_u64().is_some());
+        assert!(message["sender_id"].is_string());
+        kinds.insert(kind, message);
+    }
+    assert_eq!(kinds["plain"]["app"], "android");
+    assert_eq!(kinds["plain"]["encoding"], Value::Null);
+    assert_eq!(kinds["plain"]["notification"]["title"], "hi");
+    assert_eq!(kinds["aesgcm"]["app"], "web");
+    assert_eq!(kinds["aesgcm"]["encoding"], "aesgcm");
+    assert_eq!(kinds["aesgcm"]["notification"]["title"], "hi");
+    assert_eq!(kinds["aes128gcm"]["app"], "web");
+    assert_eq!(kinds["aes128gcm"]["encoding"], "aes128gcm");
+
+    // A Web Push payload that is not JSON comes out as it went in.
+    run_ok(&[
+        "send",
+        "--webpush",
+        &web_show["webpush_endpoint"],
+        "--p256dh",
+        &web_show["p256dh"],
+        "--auth",
+        &web_show["auth"],
+        "--payload",
+        "just text ✓",
+        "--ca",
+        &emulator.ca,
+    ]);
+    let message = json(&listener.next_line("the text message"));
+    assert_eq!(message["payload"], "just text ✓", "{message}");
+    assert!(seen.insert(message["persistent_id"].as_str().unwrap().to_owned()));
+
+    // Stop at once, before the delayed acknowledgements would have gone out.
+    let (status, stderr) = listener.terminate();
+    assert!(status.success(), "listen exited with {status}:\n{stderr}");
+    assert!(stderr.contains("SIGTERM: stopping"), "{stderr}");
+    assert!(state.join("web.acks.json").is_file());
+
+    // A restart delivers the new messages, and nothing received before.
+    let listener = emulator.listen(&[&web, &android], &state);
+    listener.wait_stderr(&["[web] connected", "[android] connected"]);
+    emulator.send_token(&android_show["gcm_token"], "after-restart");
+    emulator.send_webpush(&web_show, "after-restart");
+    let mut apps = HashSet::new();
+    for _ in 0..2 {
+        let message = json(&listener.next_line("a notification after the restart"));
+        let id = message["persistent_id"].as_str().unwrap();
+        assert!(!seen.contains(id), "delivered twice: {message}");
+        assert_eq!(message["data"]["kind"], "after-restart", "{message}");
+        apps.insert(message["app"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        apps,
+        HashSet::from(["web".to_owned(), "android".to_owned()])
+    );
+    let (status, stderr) = listener.terminate();
+    assert!(status.success(), "listen exited with {status}:\n{stderr}");
+}
+
+#[test]
+fn demo_runs_the_whole_pipeline() {
+    let started = Instant::now();
+    let output = run(&["demo"]);
+    let stdout = text(&output.stdout);
+    assert!(
+        output.status.success(),
+        "demo failed:\n{stdout}\n{}",
+        text(&output.stderr)
+    );
+    assert!(stdout.contains("all 3 messages arrived intact"), "{stdout}");
+    for kind in ["plain", "aesgcm", "aes128gcm"] {
+        assert!(stdout.contains(&format!("the {kind} message arrived intact")));
+    }
+    assert!(started.elapsed() < Duration::from_secs(15));
+}
+
+/// Asserts a usage error: exit code 2 and an `error:` message naming `needle`.
+fn assert_usage_error(args: &[&str], needle: &str) {
+    let output = run(args);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+    assert!(stderr.starts_with("error:"), "{args:?}: {stderr}");
+    assert!(
+        stderr.contains(needle),
+        "{args:?} should mention {needle:?}: {stderr}"
+    );
+}
+
+#[test]
+fn bad_arguments_are_usage_errors() {
+    // No command at all: the overview, as a usage error.
+    let output = run(&[]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output.stderr).contains("Usage: pullkin"));
+    assert_usage_error(&["frobnicate"], "unrecognized subcommand");
+    assert_usage_error(&["listen"], "CREDENTIALS");
+    let register = [
+        "register",
+        "--sender-id",
+        "1",
+        "--app-id",
+        "a",
+        "--api-key",
+        "k",
+        "--project-id",
+        "p",
+        "--out",
+        "x.json",
+    ];
+    assert_usage_error(
+        &[&register[..], &["--web", "--app-name", "com.x"]].concat(),
+        "cannot be used with",
+    );
+    assert_usage_error(&[&register[..], &["--vapid-key", "B"]].concat(), "--web");
+    assert_usage_error(&["send", "--token", "t", "--data", "novalue"], "KEY=VALUE");
+    assert_usage_error(&["send", "--webpush", "https://x/fcm/send/t"], "--p256dh");
+    assert_usage_error(&["send", "--token", "t", "--priority", "urgent"], "urgent");
+    assert_usage_error(&["emulator", "--http-port", "70000"], "70000");
+}
+
+/// Asserts a failure: exit code 1 and one `error: …` line containing each needle.
+fn assert_fails(args: &[&str], needles: &[&str]) {
+    let output = run(args);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    for needle in needles {
+        assert!(
+            stderr.contains(needle),
+            "{args:?} should mention {needle:?}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn corrupt_or_missing_files_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, "{ not json").unwrap();
+    let bad = bad.to_str().unwrap();
+    let state = dir.path().join("state");
+    let state = state.to_str().unwrap();
+    // The port is never reached: the file is read first.
+    let listen = [
+        "listen",
+        "--no-renew",
+        "--mcs",
+        "127.0.0.1:9",
+        "--state-dir",
+        state,
+    ];
+    assert_fails(
+        &[&listen[..], &[bad]].concat(),
+        &[
+            "reading the credentials file",
+            "bad.json",
+            "malformed credentials JSON",
+        ],
+    );
+
+    let shape = dir.path().join("shape.json");
+    std::fs::write(&shape, r#"{"gcm": {"token": "t"}, "keys": {}}"#).unwrap();
+    assert_fails(
+        &[&listen[..], &[shape.to_str().unwrap()]].concat(),
+        &["shape.json", "not a credentials document", "is missing"],
+    );
+
+    let missing = dir.path().join("missing.json");
+    assert_fails(
+        &[&listen[..], &[missing.to_str().unwrap()]].concat(),
+        &["missing.json"],
+    );
+
+    let out = dir.path().join("out.json");
+    assert_fails(
+        &["credentials", "import", bad, "--out", out.to_str().unwrap()],
+        &["bad.json", "malformed credentials JSON"],
+    );
+    assert!(!out.exists());
+
+    assert_fails(
+        &["listen", bad, "--endpoints", "https://127.0.0.1:9"],
+        &["--mcs"],
+    );
+    let missing_ca = dir.path().join("no-ca.pem");
+    assert_fails(
+        &[
+            "send",
+            "--token",
+            "t",
+            "--endpoints",
+            "https://127.0.0.1:9",
+            "--ca",
+            missing_ca.to_str().unwrap(),
+        ],
+        &["no-ca.pem"],
+    );
+}
+
+/// A credentials file as the Python `pullkin` writes it, with real keys.
+fn python_credentials() -> String {
+    let keys = webpush_ece::ReceiverKeys::generate();
+    serde_json::json!({
+        "gcm": {
+            "token": "cXyZ:APA91b-python-gcm-token",
+            "app_id": "1:42:android:0a1b",
+            "android_id": "5678901234567890123",
+            "security_token": "1234567890123456789",
+        },
+        "fcm": {
+            "token": "python-fcm-token",
+            "name": "projects/p/registrations/python-fcm-token",
+        },
+        "keys": {
+            "private": keys.private_key_pkcs8_base64().unwrap().as_str(),
+            "public": keys.public_key_base64(),
+            "secret": keys.auth_secret_base64().as_str(),
+        },
+    })
+    .to_string()
+}
+
+#[test]
+fn credentials_import_converts_python_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("python.json");
+    std::fs::write(&input, python_credentials()).unwrap();
+    let out = dir.path().join("app.json");
+    let args = [
+        "credentials",
+        "import",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    run_ok(&args);
+    #[cfg(unix)]
+    assert_eq!(mode(&out), 0o600);
+    let shown: HashMap<String, String> = run_ok(&["credentials", "show", out.to_str().unwrap()])
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    assert_eq!(shown["android_id"], "5678901234567890123");
+    assert_eq!(shown["fcm_token"], "python-fcm-token");
+    assert_eq!(
+        shown["webpush_endpoint"],
+        "https://fcm.googleapis.com/fcm/send/cXyZ:APA91b-python-gcm-token"
+    );
+    // The converted file is in this tool's format and holds no fewer secrets.
+    let converted: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(
+        converted["gcm"]["security_token"],
+        1_234_567_890_123_456_789_u64
+    );
+    // An existing file is not replaced without --force.
+    assert_fails(&args, &["exists already", "--force"]);
+    run_ok(&[&args[..], &["--force"]].concat());
+}
+
+#[test]
+fn every_command_has_help_with_an_example() {
+    for command in [
+        &["demo"][..],
+        &["register"],
+        &["listen"],
+        &["send"],
+        &["emulator"],
+        &["credentials", "import"],
+        &["credentials", "show"],
+    ] {
+        let help = run_ok(&[command, &["--help"]].concat());
+        assert!(help.contains("Example"), "{command:?} --help:\n{help}");
+    }
+    assert!(run_ok(&["--version"]).starts_with("pullkin "));
+}
