@@ -6,12 +6,14 @@
 //! cargo xtask fuzz --smoke            every fuzz target for a short time
 //! cargo xtask fuzz --all --time S     every fuzz target for S seconds each
 //! cargo xtask fuzz TARGET [--time S]  one fuzz target
-//! cargo xtask bench                   the criterion benchmarks
+//! cargo xtask bench [--quick]         every benchmark, as a table with targets
 //! cargo xtask demo                    the end-to-end demo against the local emulator
+//! cargo xtask soak [--full]           faults and SIGKILLs against `pullkin listen`
 //! ```
 #![forbid(unsafe_code)]
 #![allow(clippy::print_stdout)]
 
+mod bench;
 mod codegen;
 mod fuzz;
 
@@ -29,8 +31,9 @@ fn main() -> ExitCode {
         ["codegen"] => codegen::generate(&root()),
         ["codegen", "--check"] => codegen::check(&root()),
         ["fuzz", rest @ ..] => fuzz::run(&root(), rest),
-        ["bench", rest @ ..] => bench(rest),
+        ["bench", rest @ ..] => bench::bench(rest),
         ["demo", rest @ ..] => demo(rest),
+        ["soak", rest @ ..] => soak(rest),
         _ => Err(USAGE.to_owned()),
     };
     match result {
@@ -43,7 +46,8 @@ fn main() -> ExitCode {
 }
 
 const USAGE: &str = "usage: cargo xtask ci [--no-fuzz] | codegen [--check] | \
-fuzz (--smoke | --all [--time S] | TARGET [--time S]) | bench [criterion args] | demo";
+fuzz (--smoke | --all [--time S] | TARGET [--time S]) | bench [--quick] | demo | \
+soak [--full] [pullkin-bench soak options]";
 
 /// The workspace root (the parent of this crate's directory).
 fn root() -> PathBuf {
@@ -111,6 +115,20 @@ fn ci(rest: &[&str]) -> Result {
     } else {
         run(&cargo, &["test", "--workspace", "--locked"], &[])?;
     }
+    // webpush-ece on its own, with each P-256 backend. The workspace runs above unify cargo
+    // features, so the CLI's `aws-lc` is on there for everything: the default pure-Rust
+    // `p256` build is only checked here (and `aws-lc` without relying on the CLI).
+    for features in [&[][..], &["--features", "aws-lc"][..]] {
+        let mut clippy = vec!["clippy", "-p", "webpush-ece", "--all-targets", "--locked"];
+        clippy.extend_from_slice(features);
+        clippy.extend_from_slice(&["--", "-D", "warnings"]);
+        run(&cargo, &clippy, &[])?;
+        let mut test = vec!["test", "-p", "webpush-ece", "--locked"];
+        test.extend_from_slice(features);
+        run(&cargo, &test, &[])?;
+    }
+    // The short soak: ~2 000 messages under faults and a SIGKILL, in well under 2 minutes.
+    soak(&[])?;
     run(
         &cargo,
         &["doc", "--workspace", "--no-deps", "--locked"],
@@ -121,16 +139,6 @@ fn ci(rest: &[&str]) -> Result {
     }
     println!("xtask ci: all checks passed");
     Ok(())
-}
-
-/// Runs the criterion benchmarks of the workspace.
-fn bench(rest: &[&str]) -> Result {
-    let mut args = vec!["bench", "--workspace", "--locked"];
-    if !rest.is_empty() {
-        args.push("--");
-        args.extend_from_slice(rest);
-    }
-    run(&cargo(), &args, &[])
 }
 
 /// Runs `pullkin demo`: the emulator, registration, listening and delivery, end to end.
@@ -153,4 +161,47 @@ fn demo(rest: &[&str]) -> Result {
     ];
     args.extend_from_slice(rest);
     run(&cargo(), &args, &[])
+}
+
+/// Builds the listener and the driver in release mode, then runs
+/// `pullkin-bench soak [--full] …` against the built `pullkin` (see
+/// `crates/pullkin-bench/src/soak.rs` for what it checks). Extra arguments go to the driver.
+fn soak(rest: &[&str]) -> Result {
+    let cargo = cargo();
+    run(
+        &cargo,
+        &[
+            "build",
+            "--release",
+            "--locked",
+            "-p",
+            "pullkin-bench",
+            "-p",
+            "pullkin-cli",
+        ],
+        &[],
+    )?;
+    // Where cargo put them: CARGO_TARGET_DIR when set, else the workspace's target/.
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|dir| {
+            if dir.is_absolute() {
+                dir
+            } else {
+                root().join(dir)
+            }
+        })
+        .unwrap_or_else(|| root().join("target"));
+    let release = target.join("release");
+    let bench = release.join("pullkin-bench");
+    let pullkin = release.join("pullkin");
+    let (Some(bench), Some(pullkin)) = (bench.to_str(), pullkin.to_str()) else {
+        return Err(format!(
+            "the target directory {} is not UTF-8",
+            target.display()
+        ));
+    };
+    let mut args = vec!["soak", "--pullkin", pullkin];
+    args.extend_from_slice(rest);
+    run(bench, &args, &[])
 }

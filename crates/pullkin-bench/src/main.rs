@@ -5,6 +5,7 @@
 //! pullkin-bench latency --rate R --messages N
 //! pullkin-bench idle --connections N --seconds S
 //! pullkin-bench recovery
+//! pullkin-bench soak [--full] [--pullkin PATH]  (faults and SIGKILLs; see soak.rs)
 //! pullkin-bench idle-server --port P          (used by `idle`, in its own process)
 //! ```
 //!
@@ -16,6 +17,7 @@
 #![allow(clippy::print_stdout)]
 
 mod peer;
+mod soak;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -86,6 +88,7 @@ async fn run(args: &[String]) -> Result {
             idle(connections, seconds).await
         }
         Some("recovery") => recovery().await,
+        Some("soak") => soak::run(&args[1..]).await,
         Some("idle-server") => {
             let port = flag(args, "--port", 0u16)?;
             peer::idle_server(port).await

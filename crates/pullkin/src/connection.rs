@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use bytes::BytesMut;
 use fcm_http::RetryPolicy;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use mcs_codec::{McsCodec, McsError, McsMessage};
@@ -28,8 +29,9 @@ use webpush_ece::ReceiverKeys;
 use crate::event::{Delivery, Event, Work};
 use crate::message;
 use crate::session::{AckState, Session, SessionConfig, SessionEvent};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use mcs_codec::proto::DataMessageStanza;
+use tokio::task::JoinHandle;
 
 /// Where an app's connection stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +90,8 @@ pub(crate) struct McsTarget {
     pub tls: Arc<ClientConfig>,
     /// Limit on TCP connect plus TLS handshake.
     pub connect_timeout: Duration,
+    /// Permits for handshakes in progress, shared by every app of a listener.
+    pub handshakes: Arc<tokio::sync::Semaphore>,
 }
 
 /// The device identity to log in with, from [`Prepare`].
@@ -233,6 +237,11 @@ impl Worker {
     async fn open(&self) -> Result<Connection, String> {
         let target = &self.target;
         let connect = async {
+            let _permit = target
+                .handshakes
+                .acquire()
+                .await
+                .map_err(|_| "the listener is shutting down".to_owned())?;
             let tcp = TcpStream::connect(&target.addr)
                 .await
                 .map_err(|e| format!("cannot connect to {}: {e}", target.addr))?;
@@ -247,7 +256,11 @@ impl Worker {
                 .connect(target.server_name.clone(), tcp)
                 .await
                 .map_err(|e| format!("TLS with {} failed: {e}", target.addr))?;
-            Ok::<_, String>(Framed::new(tls, McsCodec::client()))
+            // Start with small buffers: they grow with bursts, and an idle connection
+            // should cost little (thousands of them may be held at once).
+            let mut framed = Framed::with_capacity(tls, McsCodec::client(), 512);
+            *framed.write_buffer_mut() = BytesMut::new();
+            Ok::<_, String>(framed)
         };
         tokio::time::timeout(target.connect_timeout, connect)
             .await
@@ -295,12 +308,20 @@ impl Worker {
                 online_for: since.map(|s| s.elapsed()).unwrap_or_default(),
             })
         };
+        // The store write in flight and the state version it records. Writes run beside
+        // the connection (group commit): frames keep being read meanwhile, and the session
+        // acknowledges an id only once a write that names it has finished.
+        let mut persisting: Option<(u64, JoinHandle<Result<(), StoreError>>)> = None;
         loop {
-            // Store first, then write: an acknowledgement never goes out before its ids
-            // are durable.
-            if session.ack_state_dirty() {
-                self.persist(session.ack_state()).await?;
-                session.mark_persisted();
+            if persisting.is_none() && session.ack_state_dirty() {
+                let version = session.ack_state_version();
+                let state = session.ack_state();
+                let store = Arc::clone(&self.store);
+                let app = Arc::clone(&self.app);
+                persisting = Some((
+                    version,
+                    tokio::task::spawn_blocking(move || store.save_ack_state(&app, &state)),
+                ));
             }
             let mut wrote = false;
             while let Some(frame) = session.poll_transmit() {
@@ -317,8 +338,23 @@ impl Worker {
             tokio::select! {
                 biased;
                 () = stop.cancelled() => {
+                    if let Some((version, write)) = persisting.take()
+                        && let Ok(Ok(())) = write.await
+                    {
+                        session.mark_persisted_up_to(version);
+                    }
                     self.close_gracefully(session, &mut connection).await;
                     return Ok(Ended::Stopped);
+                }
+                written = wait_for(&mut persisting) => {
+                    let version = persisting.take().map_or(0, |(version, _)| version);
+                    match written {
+                        Ok(Ok(())) => session.mark_persisted_up_to(version),
+                        Ok(Err(error)) => {
+                            return Err(format!("cannot store the acknowledgement state: {error}"));
+                        }
+                        Err(error) => return Err(format!("the store task failed: {error}")),
+                    }
                 }
                 frame = connection.next() => {
                     let mut next = Some(frame);
@@ -430,6 +466,16 @@ impl Worker {
                 .map(|()| true)
                 .map_err(|_| "the application stopped taking messages".to_owned()),
         }
+    }
+}
+
+/// The result of the store write in flight; never ready when there is none.
+async fn wait_for(
+    persisting: &mut Option<(u64, JoinHandle<Result<(), StoreError>>)>,
+) -> Result<Result<(), StoreError>, tokio::task::JoinError> {
+    match persisting {
+        Some((_, write)) => write.await,
+        None => std::future::pending().await,
     }
 }
 

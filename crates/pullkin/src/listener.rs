@@ -60,6 +60,10 @@ pub struct ListenerConfig {
     pub stable_after: Duration,
     /// Messages decoded ahead of the application, per app (default 256).
     pub queue_capacity: usize,
+    /// How many connections may be in their TCP + TLS handshake at once, across all
+    /// apps (default 32): thousands of apps starting together neither storm the server
+    /// nor hold thousands of handshakes' worth of memory at the same time.
+    pub concurrent_handshakes: usize,
 }
 
 impl Default for ListenerConfig {
@@ -79,6 +83,7 @@ impl Default for ListenerConfig {
             max_failures: None,
             stable_after: Duration::from_secs(60),
             queue_capacity: 256,
+            concurrent_handshakes: 32,
         }
     }
 }
@@ -180,6 +185,7 @@ pub struct Pullkin {
     store: Arc<dyn Store>,
     prepare: Option<PrepareFactory>,
     credentials: Arc<Mutex<HashMap<String, AppCredentials>>>,
+    handshakes: Arc<tokio::sync::Semaphore>,
     /// Copied on write: a dispatch takes one `Arc` clone, not one per handler.
     handlers: RwLock<Arc<Vec<Arc<Handler>>>>,
     apps: Mutex<HashMap<String, App>>,
@@ -205,12 +211,16 @@ impl Pullkin {
         store: Option<Arc<dyn Store>>,
     ) -> Self {
         let (events, _) = broadcast::channel(1024);
+        let handshakes = Arc::new(tokio::sync::Semaphore::new(
+            config.concurrent_handshakes.max(1),
+        ));
         Self {
             config,
             tls,
             store: store.unwrap_or_else(|| Arc::new(MemoryStore::default())),
             prepare: None,
             credentials: Arc::default(),
+            handshakes,
             handlers: RwLock::new(Arc::new(Vec::new())),
             apps: Mutex::new(HashMap::new()),
             events,
@@ -424,6 +434,7 @@ impl Pullkin {
                 server_name: self.config.server_name()?,
                 tls: Arc::clone(&self.tls),
                 connect_timeout: self.config.connect_timeout,
+                handshakes: Arc::clone(&self.handshakes),
             },
             store: Arc::clone(&self.store),
             prepare: self.prepare.as_ref().and_then(|p| p(app)),

@@ -201,6 +201,18 @@ enum IdState {
     Acked(i32),
 }
 
+/// A taken id waiting to be stored before it may be acknowledged.
+#[derive(Debug)]
+struct Undurable {
+    id: String,
+    /// The stream id it arrived with on this connection (0: an earlier one).
+    stream: i32,
+    /// The state version that recorded it.
+    version: u64,
+    /// The server asked for an immediate acknowledgement.
+    immediate: bool,
+}
+
 /// The MCS session state machine. See the module documentation.
 #[derive(Debug)]
 pub struct Session {
@@ -217,6 +229,9 @@ pub struct Session {
     /// How many pending ids arrived with each stream id of this connection: the lowest
     /// bounds what may be reported as received.
     pending_streams: BTreeMap<i32, u32>,
+    /// Taken ids not yet stored durably, in delivery order, with their stream id and the
+    /// state version that recorded them: not to be acknowledged before they are stored.
+    undurable: VecDeque<Undurable>,
     /// Unacked ids in delivery order, with the stream id that covers them (0: an earlier
     /// connection's, which needs a SelectiveAck).
     unacked: VecDeque<(String, i32)>,
@@ -235,7 +250,10 @@ pub struct Session {
     last_received: Option<Instant>,
     /// When set, the connection is dead unless a frame arrives by then.
     deadline: Option<Instant>,
-    dirty: bool,
+    /// Bumped by every change of [`Session::ack_state`].
+    version: u64,
+    /// The version stored last.
+    persisted_version: u64,
 }
 
 impl Session {
@@ -251,6 +269,7 @@ impl Session {
             reported_in: 0,
             ids: HashMap::new(),
             pending_streams: BTreeMap::new(),
+            undurable: VecDeque::new(),
             unacked: VecDeque::new(),
             awaiting: BTreeMap::new(),
             recent: VecDeque::new(),
@@ -261,7 +280,8 @@ impl Session {
             events: VecDeque::new(),
             last_received: None,
             deadline: None,
-            dirty: false,
+            version: 0,
+            persisted_version: 0,
         };
         for id in restored.recent {
             session.remember_recent(id);
@@ -309,6 +329,7 @@ impl Session {
         let mut unconfirmed: Vec<String> = Vec::with_capacity(self.ids.len());
         unconfirmed.extend(self.awaiting.values().flatten().cloned());
         unconfirmed.extend(self.unacked.iter().map(|(id, _)| id.clone()));
+        unconfirmed.extend(self.undurable.iter().map(|u| u.id.clone()));
         AckState {
             unconfirmed,
             recent: self.recent.iter().cloned().collect(),
@@ -318,12 +339,43 @@ impl Session {
     /// Whether [`Session::ack_state`] changed since [`Session::mark_persisted`].
     #[must_use]
     pub fn ack_state_dirty(&self) -> bool {
-        self.dirty
+        self.version != self.persisted_version
+    }
+
+    /// The version of [`Session::ack_state`], for [`Session::mark_persisted_up_to`].
+    #[must_use]
+    pub fn ack_state_version(&self) -> u64 {
+        self.version
     }
 
     /// Records that the current [`Session::ack_state`] is stored.
     pub fn mark_persisted(&mut self) {
-        self.dirty = false;
+        self.mark_persisted_up_to(self.version);
+    }
+
+    /// Records that [`Session::ack_state`] as of `version` is stored (a write that ran
+    /// while the session went on): ids taken up to then may now be acknowledged.
+    pub fn mark_persisted_up_to(&mut self, version: u64) {
+        self.persisted_version = self.persisted_version.max(version.min(self.version));
+        let mut moved = false;
+        while self
+            .undurable
+            .front()
+            .is_some_and(|u| u.version <= self.persisted_version)
+        {
+            if let Some(u) = self.undurable.pop_front() {
+                // Only a SelectiveAck can name an id of an earlier connection: send it now.
+                if u.immediate || u.stream == 0 {
+                    self.ack_wanted = true;
+                }
+                self.unacked.push_back((u.id, u.stream));
+                moved = true;
+            }
+        }
+        // A full batch goes out now; so do ids whose ack delay ran out while stored.
+        if moved && (self.unacked.len() >= self.config.ack_batch.max(1) || self.ack_due.is_none()) {
+            self.ack_wanted = true;
+        }
     }
 
     /// How many ids are handed out and not yet taken by the application.
@@ -350,6 +402,9 @@ impl Session {
         self.last_received = None;
         // Ids pending from an earlier connection no longer have a stream id here.
         self.pending_streams.clear();
+        for entry in &mut self.undurable {
+            entry.stream = 0;
+        }
         for state in self.ids.values_mut() {
             if let IdState::Pending(stream, _) = state {
                 *stream = 0;
@@ -457,14 +512,15 @@ impl Session {
         };
         *state = IdState::Unacked;
         unblock(&mut self.pending_streams, stream);
-        self.unacked.push_back((persistent_id.to_owned(), stream));
-        self.dirty = true;
+        self.touch();
+        self.undurable.push_back(Undurable {
+            id: persistent_id.to_owned(),
+            stream,
+            version: self.version,
+            immediate,
+        });
         if self.ack_due.is_none() {
             self.ack_due = Some(now + self.config.ack_delay);
-        }
-        // An id from an earlier connection can only be acknowledged by name: do it now.
-        if immediate || stream == 0 || self.unacked.len() >= self.config.ack_batch.max(1) {
-            self.ack_wanted = true;
         }
     }
 
@@ -499,7 +555,7 @@ impl Session {
     /// Whether delivered ids are waiting to be acknowledged on this connection.
     #[must_use]
     pub fn has_unacked(&self) -> bool {
-        !self.unacked.is_empty() || self.ack_wanted
+        !self.unacked.is_empty() || !self.undurable.is_empty() || self.ack_wanted
     }
 
     /// The next event.
@@ -602,7 +658,7 @@ impl Session {
                     }
                     self.ids.remove(&id);
                     self.remember_recent(id);
-                    self.dirty = true;
+                    self.touch();
                 }
             }
         }
@@ -641,7 +697,7 @@ impl Session {
                 self.recent.retain(|other| other != &id);
                 self.ids.insert(id.clone(), IdState::Unacked);
                 self.unacked.push_back((id, stream));
-                self.dirty = true;
+                self.touch();
                 self.ack_wanted = true;
             }
             None => {
@@ -657,6 +713,16 @@ impl Session {
                 *old = stream;
                 *wants_now |= immediate;
             }
+            Some(_) if self.undurable.iter().any(|u| u.id == id) => {
+                // Taken but not stored yet: acknowledge it once stored, with this stream id.
+                // The server sent it again: acknowledge it as soon as it is stored.
+                for entry in &mut self.undurable {
+                    if entry.id == id {
+                        entry.stream = stream;
+                        entry.immediate = true;
+                    }
+                }
+            }
             Some(state) => {
                 // Delivered before: acknowledge this copy, deliver nothing.
                 *state = IdState::Unacked;
@@ -666,7 +732,7 @@ impl Session {
                 self.awaiting.retain(|_, ids| !ids.is_empty());
                 self.unacked.retain(|(other, _)| other != &id);
                 self.unacked.push_back((id, stream));
-                self.dirty = true;
+                self.touch();
                 self.ack_wanted = true;
             }
         }
@@ -674,7 +740,19 @@ impl Session {
 
     /// The highest incoming stream id whose persistent messages were all taken.
     fn reportable_in(&self) -> i32 {
-        match self.pending_streams.keys().next() {
+        // Ids not yet taken, or taken but not yet stored, bound what may be reported.
+        let undurable = self
+            .undurable
+            .iter()
+            .map(|u| u.stream)
+            .filter(|stream| *stream > 0)
+            .min();
+        let pending = self.pending_streams.keys().next().copied();
+        let blocked = match (pending, undurable) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        match blocked.as_ref() {
             Some(&stream) => (stream - 1).min(self.stream_id_in),
             None => self.stream_id_in,
         }
@@ -769,7 +847,7 @@ impl Session {
             self.ids.insert(id.clone(), IdState::Acked(out));
         }
         self.awaiting.entry(out).or_default().extend(acked);
-        self.dirty = true;
+        self.touch();
     }
 
     /// The server received our frames up to `last`: forget the ids they acknowledged.
@@ -779,7 +857,7 @@ impl Session {
         for id in confirmed.into_values().flatten() {
             self.ids.remove(&id);
             self.remember_recent(id);
-            self.dirty = true;
+            self.touch();
         }
     }
 
@@ -793,6 +871,11 @@ impl Session {
                 self.recent_set.remove(&old);
             }
         }
+    }
+
+    /// Records a change of the acknowledgement state.
+    fn touch(&mut self) {
+        self.version = self.version.wrapping_add(1);
     }
 
     fn end(&mut self, reason: Disconnect) {

@@ -90,7 +90,15 @@ impl Harness {
         }
     }
 
+    /// Stores the acknowledgement state (as the driver does before writing), then takes
+    /// every frame to write.
     fn flush(&mut self) -> Vec<McsMessage> {
+        self.session.mark_persisted();
+        self.flush_unpersisted()
+    }
+
+    /// Takes every frame to write without storing anything first.
+    fn flush_unpersisted(&mut self) -> Vec<McsMessage> {
         let mut out = Vec::new();
         while let Some(message) = self.session.poll_transmit() {
             out.push(message.clone());
@@ -298,6 +306,41 @@ fn only_ack_stanzas_acknowledge_ids() {
     let sent = h.flush();
     assert_eq!(stream_acks(&sent).len(), 1);
     assert!(!h.session.has_unacked());
+}
+
+#[test]
+fn nothing_is_acknowledged_before_it_is_stored() {
+    let mut config = config();
+    config.ack_batch = 1;
+    let mut h = Harness::new(config, AckState::default());
+    h.login();
+    h.recv(data("0:a"));
+    h.session.delivered("0:a", h.now);
+    assert!(h.session.ack_state_dirty());
+    let version = h.session.ack_state_version();
+    let stored = h.session.ack_state();
+    assert_eq!(
+        stored.unconfirmed,
+        vec!["0:a"],
+        "what is stored names the id"
+    );
+    assert!(
+        stream_acks(&h.flush_unpersisted()).is_empty(),
+        "not yet stored"
+    );
+    // Another message is taken while the first write runs.
+    h.recv(data("0:b"));
+    h.session.delivered("0:b", h.now);
+    h.session.mark_persisted_up_to(version);
+    assert!(h.session.ack_state_dirty(), "0:b is not stored yet");
+    let sent = h.flush_unpersisted();
+    let acks = stream_acks(&sent);
+    assert_eq!(acks.len(), 1);
+    assert_eq!(acks[0].last_stream_id_received, Some(2), "covers 0:a only");
+    assert_eq!(h.session.ack_state().unconfirmed, vec!["0:a", "0:b"]);
+    h.session.mark_persisted();
+    let sent = h.flush_unpersisted();
+    assert_eq!(stream_acks(&sent)[0].last_stream_id_received, Some(3));
 }
 
 #[test]

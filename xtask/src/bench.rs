@@ -1,0 +1,348 @@
+//! `cargo xtask bench`: every measurement of the project in one table, beside its target,
+//! and a JSON report (`target/bench-report.json`).
+//!
+//! - criterion: MCS decoding (`mcs-codec`), Web Push decryption (`webpush-ece`);
+//! - `pullkin-bench`: whole-pipeline throughput per payload kind, latency at a fixed
+//!   offered rate, idle connections (RSS and CPU), recovery after cuts and stalls.
+//!
+//! `--quick` runs smaller sizes (1 000 idle connections only, fewer messages).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+use crate::{Result, cargo, root, run};
+
+/// One line of the table.
+struct Row {
+    what: String,
+    value: f64,
+    unit: &'static str,
+    target: Option<(Cmp, f64)>,
+}
+
+#[derive(Clone, Copy)]
+enum Cmp {
+    AtLeast,
+    AtMost,
+}
+
+impl Row {
+    fn new(what: impl Into<String>, value: f64, unit: &'static str) -> Self {
+        Self {
+            what: what.into(),
+            value,
+            unit,
+            target: None,
+        }
+    }
+
+    fn at_least(mut self, target: f64) -> Self {
+        self.target = Some((Cmp::AtLeast, target));
+        self
+    }
+
+    fn at_most(mut self, target: f64) -> Self {
+        self.target = Some((Cmp::AtMost, target));
+        self
+    }
+
+    fn verdict(&self) -> &'static str {
+        match self.target {
+            None => "",
+            Some((Cmp::AtLeast, t)) if self.value >= t => "met",
+            Some((Cmp::AtMost, t)) if self.value <= t => "met",
+            Some(_) => "MISSED",
+        }
+    }
+
+    fn target_text(&self) -> String {
+        match self.target {
+            None => String::new(),
+            Some((Cmp::AtLeast, t)) => format!(">= {}", number(t)),
+            Some((Cmp::AtMost, t)) => format!("<= {}", number(t)),
+        }
+    }
+}
+
+fn number(value: f64) -> String {
+    if value.abs() >= 100.0 {
+        format!("{value:.0}")
+    } else if value.abs() >= 10.0 {
+        format!("{value:.1}")
+    } else {
+        format!("{value:.2}")
+    }
+}
+
+/// Mean times (ns) of every criterion benchmark, by full id.
+fn criterion_means(dir: &Path) -> Vec<(String, f64)> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                if path.file_name().is_some_and(|n| n == "new") {
+                    let read = |name: &str| -> Option<Value> {
+                        serde_json::from_str(&fs::read_to_string(path.join(name)).ok()?).ok()
+                    };
+                    if let (Some(bench), Some(estimates)) =
+                        (read("benchmark.json"), read("estimates.json"))
+                        && let (Some(id), Some(mean)) = (
+                            bench["full_id"].as_str(),
+                            estimates["mean"]["point_estimate"].as_f64(),
+                        )
+                    {
+                        found.push((id.to_owned(), mean));
+                    }
+                } else {
+                    stack.push(path);
+                }
+            }
+        }
+    }
+    found
+}
+
+fn mean(means: &[(String, f64)], id: &str) -> Result<f64> {
+    means
+        .iter()
+        .find(|(full, _)| full == id)
+        .map(|(_, m)| *m)
+        .ok_or_else(|| format!("no criterion result for {id:?}"))
+}
+
+/// Runs `pullkin-bench` with `args` and returns its JSON lines.
+fn pipeline(binary: &Path, args: &[&str]) -> Result<Vec<Value>> {
+    println!("$ pullkin-bench {}", args.join(" "));
+    let output = Command::new(binary)
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", binary.display()))?;
+    if !output.status.success() {
+        return Err(format!(
+            "pullkin-bench {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect())
+}
+
+fn field(report: &Value, key: &str) -> f64 {
+    report[key].as_f64().unwrap_or(f64::NAN)
+}
+
+pub(crate) fn bench(rest: &[&str]) -> Result {
+    let quick = rest.contains(&"--quick");
+    let cargo = cargo();
+    let root = root();
+    let criterion_dir = root.join("target/criterion");
+    let _ = fs::remove_dir_all(&criterion_dir);
+    run(
+        &cargo,
+        &["bench", "--locked", "-p", "mcs-codec", "--bench", "decode"],
+        &[],
+    )?;
+    run(
+        &cargo,
+        &[
+            "bench",
+            "--locked",
+            "-p",
+            "webpush-ece",
+            "--bench",
+            "decrypt",
+        ],
+        &[],
+    )?;
+    run(
+        &cargo,
+        &["build", "--release", "--locked", "-p", "pullkin-bench"],
+        &[],
+    )?;
+    let binary: PathBuf = root.join("target/release/pullkin-bench");
+    let means = criterion_means(&criterion_dir);
+    let mut rows = Vec::new();
+    let mut raw = serde_json::Map::new();
+
+    // 1. Codec: frames/s and the ratio to a bare prost decode.
+    const FRAMES: f64 = 2000.0;
+    let codec = mean(&means, "mcs_decode_data_only/codec_4k_chunks/2000")?;
+    let prost = mean(&means, "mcs_decode_data_only/bare_prost/2000")?;
+    let mixed = mean(&means, "mcs_decode_mixed/codec_4k_chunks/2000")?;
+    let mixed_prost = mean(&means, "mcs_decode_mixed/bare_prost/2000")?;
+    rows.push(
+        Row::new(
+            "codec: DataMessageStanza frames/s (4 KiB chunks)",
+            FRAMES / (codec * 1e-9),
+            "frames/s",
+        )
+        .at_least(300_000.0),
+    );
+    rows.push(Row::new("codec: cost / bare prost decode (data)", codec / prost, "x").at_most(1.3));
+    rows.push(
+        Row::new(
+            "codec: cost / bare prost decode (mixed)",
+            mixed / mixed_prost,
+            "x",
+        )
+        .at_most(1.3),
+    );
+
+    // 2. Decryption, beside ece+OpenSSL and the floor.
+    for (encoding, ours) in [
+        ("aes128gcm", "decrypt_4KiB/aes128gcm/webpush-ece"),
+        ("aesgcm", "decrypt_4KiB/aesgcm/webpush-ece (headers parsed)"),
+    ] {
+        let ours = mean(&means, ours)?;
+        let ece = mean(&means, &format!("decrypt_4KiB/{encoding}/ece-openssl"))?;
+        let floor = mean(&means, &format!("decrypt_4KiB/{encoding}/floor"))?;
+        rows.push(Row::new(
+            format!("decrypt {encoding} 4 KiB"),
+            ours / 1000.0,
+            "us/op",
+        ));
+        rows.push(
+            Row::new(
+                format!("decrypt {encoding}: / ece+OpenSSL"),
+                ours / ece,
+                "x",
+            )
+            .at_most(1.0),
+        );
+        rows.push(
+            Row::new(
+                format!("decrypt {encoding}: / crypto floor"),
+                ours / floor,
+                "x",
+            )
+            .at_most(1.25),
+        );
+    }
+    for (id, mean) in &means {
+        raw.insert(format!("criterion/{id}"), json!(mean));
+    }
+
+    // 3. Whole pipeline, store on.
+    let plain_n = if quick { "100000" } else { "300000" };
+    let crypto_n = if quick { "5000" } else { "20000" };
+    for (payload, n, target) in [
+        ("plain", plain_n, 150_000.0),
+        ("aesgcm", crypto_n, 9_000.0),
+        ("aes128gcm", crypto_n, 9_000.0),
+    ] {
+        for report in pipeline(
+            &binary,
+            &["throughput", "--payload", payload, "--messages", n],
+        )? {
+            rows.push(
+                Row::new(
+                    format!("pipeline {payload}: TLS -> handler, store on"),
+                    field(&report, "messages_per_second"),
+                    "msg/s",
+                )
+                .at_least(target),
+            );
+            raw.insert(format!("throughput/{payload}"), report);
+        }
+    }
+
+    // 4. Latency at 10 000 msg/s offered.
+    for report in pipeline(
+        &binary,
+        &["latency", "--rate", "10000", "--messages", "50000"],
+    )? {
+        rows.push(Row::new(
+            "latency p50 at 10k msg/s",
+            field(&report, "p50_us") / 1000.0,
+            "ms",
+        ));
+        rows.push(
+            Row::new(
+                "latency p99 at 10k msg/s",
+                field(&report, "p99_us") / 1000.0,
+                "ms",
+            )
+            .at_most(1.0),
+        );
+        raw.insert("latency".into(), report);
+    }
+
+    // 5. Idle connections.
+    let sizes: &[&str] = if quick { &["1000"] } else { &["1000", "10000"] };
+    for n in sizes {
+        for report in pipeline(&binary, &["idle", "--connections", n, "--seconds", "10"])? {
+            rows.push(
+                Row::new(
+                    format!("idle: RSS per connection at {n}"),
+                    field(&report, "rss_per_connection_kib"),
+                    "KiB",
+                )
+                .at_most(16.0),
+            );
+            rows.push(Row::new(
+                format!("idle: CPU with heartbeats (5 s) at {n}"),
+                field(&report, "idle_cpu_percent"),
+                "% of a core",
+            ));
+            raw.insert(format!("idle/{n}"), report);
+        }
+    }
+
+    // 6. Recovery.
+    for report in pipeline(&binary, &["recovery"])? {
+        rows.push(Row::new(
+            "recovery: cut -> next login (median)",
+            field(&report, "cut_to_login_ms_median"),
+            "ms",
+        ));
+        rows.push(
+            Row::new(
+                "recovery: stall noticed (deadline 1000 ms)",
+                field(&report, "stall_detected_ms"),
+                "ms",
+            )
+            .at_most(field(&report, "heartbeat_deadline_ms") * 1.1),
+        );
+        raw.insert("recovery".into(), report);
+    }
+
+    println!();
+    println!("| measurement | value | unit | target | |");
+    println!("|---|---|---|---|---|");
+    for row in &rows {
+        println!(
+            "| {} | {} | {} | {} | {} |",
+            row.what,
+            number(row.value),
+            row.unit,
+            row.target_text(),
+            row.verdict()
+        );
+    }
+    let report = json!({
+        "rows": rows.iter().map(|r| json!({
+            "what": r.what, "value": r.value, "unit": r.unit,
+            "target": r.target_text(), "verdict": r.verdict(),
+        })).collect::<Vec<_>>(),
+        "raw": raw,
+    });
+    let path = root.join("target/bench-report.json");
+    fs::write(
+        &path,
+        serde_json::to_vec_pretty(&report).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| format!("{}: {e}", path.display()))?;
+    println!("\nreport written to {}", path.display());
+    Ok(())
+}
