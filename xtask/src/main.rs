@@ -8,7 +8,7 @@
 //! cargo xtask fuzz TARGET [--time S]  one fuzz target
 //! cargo xtask bench [--quick]         every benchmark, as a table with targets
 //! cargo xtask demo                    the end-to-end demo against the local emulator
-//! cargo xtask soak [--full]           faults and SIGKILLs against `pullkin listen`
+//! cargo xtask soak [--full] [--debug] faults and SIGKILLs against `pullkin listen`
 //! ```
 #![forbid(unsafe_code)]
 #![allow(clippy::print_stdout)]
@@ -47,7 +47,7 @@ fn main() -> ExitCode {
 
 const USAGE: &str = "usage: cargo xtask ci [--no-fuzz] | codegen [--check] | \
 fuzz (--smoke | --all [--time S] | TARGET [--time S]) | bench [--quick] | demo | \
-soak [--full] [pullkin-bench soak options]";
+soak [--full] [--debug] [pullkin-bench soak options]";
 
 /// The workspace root (the parent of this crate's directory).
 fn root() -> PathBuf {
@@ -127,8 +127,9 @@ fn ci(rest: &[&str]) -> Result {
         test.extend_from_slice(features);
         run(&cargo, &test, &[])?;
     }
-    // The short soak: ~2 000 messages under faults and a SIGKILL, in well under 2 minutes.
-    soak(&[])?;
+    // The short soak (~2 000 messages under faults and a SIGKILL, about 20 s), on the
+    // dev-profile binaries the tests built already, so that CI builds nothing in release.
+    soak(&["--debug"])?;
     run(
         &cargo,
         &["doc", "--workspace", "--no-deps", "--locked"],
@@ -163,24 +164,25 @@ fn demo(rest: &[&str]) -> Result {
     run(&cargo(), &args, &[])
 }
 
-/// Builds the listener and the driver in release mode, then runs
-/// `pullkin-bench soak [--full] …` against the built `pullkin` (see
-/// `crates/pullkin-bench/src/soak.rs` for what it checks). Extra arguments go to the driver.
+/// Builds the listener and the driver (in release mode, or the dev profile with
+/// `--debug`), then runs `pullkin-bench soak [--full] …` against the built `pullkin` (see
+/// `crates/pullkin-bench/src/soak.rs` for what it checks). Other arguments go to the
+/// driver.
 fn soak(rest: &[&str]) -> Result {
-    let cargo = cargo();
-    run(
-        &cargo,
-        &[
-            "build",
-            "--release",
-            "--locked",
-            "-p",
-            "pullkin-bench",
-            "-p",
-            "pullkin-cli",
-        ],
-        &[],
-    )?;
+    let debug = rest.contains(&"--debug");
+    let rest: Vec<&str> = rest.iter().copied().filter(|a| *a != "--debug").collect();
+    let mut build = vec![
+        "build",
+        "--locked",
+        "-p",
+        "pullkin-bench",
+        "-p",
+        "pullkin-cli",
+    ];
+    if !debug {
+        build.push("--release");
+    }
+    run(&cargo(), &build, &[])?;
     // Where cargo put them: CARGO_TARGET_DIR when set, else the workspace's target/.
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -192,9 +194,9 @@ fn soak(rest: &[&str]) -> Result {
             }
         })
         .unwrap_or_else(|| root().join("target"));
-    let release = target.join("release");
-    let bench = release.join("pullkin-bench");
-    let pullkin = release.join("pullkin");
+    let bin = target.join(if debug { "debug" } else { "release" });
+    let bench = bin.join("pullkin-bench");
+    let pullkin = bin.join("pullkin");
     let (Some(bench), Some(pullkin)) = (bench.to_str(), pullkin.to_str()) else {
         return Err(format!(
             "the target directory {} is not UTF-8",
@@ -202,6 +204,6 @@ fn soak(rest: &[&str]) -> Result {
         ));
     };
     let mut args = vec!["soak", "--pullkin", pullkin];
-    args.extend_from_slice(rest);
+    args.extend_from_slice(&rest);
     run(bench, &args, &[])
 }

@@ -519,9 +519,12 @@ impl Rss {
                     "listener {instance}: RSS grew from {first} KiB to {max} KiB after warm-up"
                 ));
             }
+            // Up to 8 samples spread over the instance's life, to show the trend.
+            let step = values.len().div_ceil(8).max(1);
+            let trend: Vec<u64> = values.iter().step_by(step).copied().collect();
             per_instance.push(json!({
                 "instance": instance, "samples": values.len(),
-                "first_kib": first, "last_kib": last, "max_kib": max,
+                "first_kib": first, "last_kib": last, "max_kib": max, "trend_kib": trend,
             }));
         }
         let all: Vec<u64> = self.samples.iter().map(|(_, v)| *v).collect();

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use clap::Args;
 use futures_util::StreamExt;
@@ -55,8 +55,26 @@ pub(crate) struct ListenArgs {
     /// Do not check the devices in and refresh their credentials at start.
     #[arg(long)]
     no_renew: bool,
+    /// Ping the server after this many seconds without a frame, and count the connection
+    /// as dead when nothing answers within as long again (default: 60 s, dead 30 s later).
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    heartbeat: Option<Duration>,
+    /// The longest wait between reconnection attempts, in seconds (default 300).
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    max_retry_delay: Option<Duration>,
     #[command(flatten)]
     net: NetArgs,
+}
+
+/// A positive number of seconds (fractions allowed), at most a day.
+fn parse_seconds(text: &str) -> std::result::Result<Duration, String> {
+    let seconds: f64 = text
+        .parse()
+        .map_err(|_| format!("expected a number of seconds, got {text:?}"))?;
+    if !(0.001..=86_400.0).contains(&seconds) {
+        return Err(format!("{text} s is out of range (0.001 to 86400 seconds)"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
 }
 
 struct App {
@@ -126,6 +144,18 @@ pub(crate) async fn run(args: ListenArgs) -> Result<ExitCode> {
     let mut config = ListenerConfig::default();
     if let Some(mcs) = &args.mcs {
         config = config.with_mcs_addr(mcs.as_str());
+    }
+    if let Some(interval) = args.heartbeat {
+        config = config.with_heartbeat(interval, interval);
+    }
+    if let Some(max) = args.max_retry_delay {
+        // The default first delay is 1 s; a smaller cap lowers it too.
+        let policy = config
+            .reconnect
+            .clone()
+            .with_initial_delay(Duration::from_secs(1).min(max))
+            .with_max_delay(max);
+        config = config.with_reconnect(policy);
     }
     let store: Arc<dyn Store> = Arc::new(store);
     let pullkin = Pullkin::new(config, core.tls_config(), Some(store));

@@ -13,7 +13,12 @@ use crate::message::{self, Decoded, Message};
 
 /// A message received by one of the apps of a [`crate::Pullkin`], with the MCS frame it
 /// came in.
-#[derive(Debug, Clone)]
+///
+/// The message is acknowledged to the server when this value is dropped — when the
+/// application is done with it (a panic while handling it drops it too, so a message
+/// that crashes its handler does not come back forever). A process killed before it
+/// dropped the value gets the message again after a restart.
+#[derive(Debug)]
 pub struct Incoming {
     /// The app (sender id) it is for.
     pub app: String,
@@ -21,6 +26,7 @@ pub struct Incoming {
     pub message: Message,
     /// The data message frame it came in.
     pub stanza: DataMessageStanza,
+    _ack: Ack,
 }
 
 /// Something the listener reports, for logs and health checks. Received messages go to
@@ -160,14 +166,31 @@ impl Delivery {
 }
 
 impl Ready {
-    /// The application has the message: it may be acknowledged.
+    /// Hands the message to the application; it is acknowledged when the [`Incoming`]
+    /// is dropped.
     pub(crate) fn taken(self) -> Incoming {
-        acknowledge(&self.delivered, self.message.persistent_id.as_ref());
         Incoming {
             app: self.app.to_string(),
+            _ack: Ack {
+                id: self.message.persistent_id.clone(),
+                delivered: self.delivered,
+            },
             message: *self.message,
             stanza: *self.stanza,
         }
+    }
+}
+
+/// Acknowledges one message when dropped.
+#[derive(Debug)]
+pub(crate) struct Ack {
+    id: Option<String>,
+    delivered: mpsc::UnboundedSender<String>,
+}
+
+impl Drop for Ack {
+    fn drop(&mut self) {
+        acknowledge(&self.delivered, self.id.as_ref());
     }
 }
 

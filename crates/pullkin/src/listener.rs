@@ -462,9 +462,10 @@ impl Pullkin {
         Ok(())
     }
 
-    /// The messages of one app, as a stream (the seed's `listen_coroutine`). Each message
-    /// is acknowledged once the stream yielded it. Only one consumer per app: a second
-    /// call, or [`Pullkin::run`] on the same app, is an error.
+    /// The messages of one app, as a stream (the seed's `listen_coroutine`). Each
+    /// message is acknowledged when the application drops the [`Incoming`] (see there).
+    /// Only one consumer per app: a second call, or [`Pullkin::run`] on the same app, is
+    /// an error. The stream is not `Unpin`: pin it (`Box::pin`, `pin!`).
     pub fn listen(&self, app: &str) -> Result<impl Stream<Item = Incoming> + use<>, PullkinError> {
         let receiver = self.take_receiver(app)?;
         Ok(receiver_stream(receiver)

@@ -192,6 +192,7 @@ async fn delivers_aesgcm_aes128gcm_and_plain_messages() {
     )
     .unwrap();
     emulator.send_webpush(&web.token, body).unwrap();
+    drop(incoming);
     let incoming = next(&mut web_stream).await;
     assert_eq!(
         incoming.message.encoding,
@@ -204,6 +205,7 @@ async fn delivers_aesgcm_aes128gcm_and_plain_messages() {
     emulator
         .send(&android.token, &SendMessage::new().data("kind", "plain"))
         .unwrap();
+    drop(incoming);
     let incoming = next(&mut android_stream).await;
     assert_eq!(incoming.app, "android");
     assert_eq!(incoming.message.encoding, None);
@@ -212,6 +214,10 @@ async fn delivers_aesgcm_aes128gcm_and_plain_messages() {
         Some("plain")
     );
 
+    // Still held: not acknowledged yet.
+    assert_eq!(emulator.unacked_ids(android.android_id).len(), 1);
+    // Done with them: acknowledged.
+    drop(incoming);
     wait_acked(&emulator, &web).await;
     wait_acked(&emulator, &android).await;
     pullkin.stop(None).await;

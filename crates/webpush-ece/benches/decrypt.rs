@@ -1,8 +1,14 @@
 //! Decrypting a 4 KiB single-record Web Push message in both encodings: this crate, beside
 //! Mozilla's `ece` (OpenSSL) on the same input, beside the bare floor of the work (parse the
-//! sender key, one P-256 ECDH, the HKDF calls, one AES-128-GCM open of the record).
+//! sender key, one P-256 ECDH, the HKDF calls, one AES-128-GCM open of the record), and the
+//! P-256 ECDH alone (`ecdh_p256`).
+//!
+//! `webpush-ece` and `floor` use the ECDH implementation of the build: `p256` by default,
+//! aws-lc-rs with the `aws-lc` feature, which adds the `p256` lines beside them
+//! (`webpush-ece (p256)`, `floor (p256)`) and `ecdh_p256/aws-lc`.
 //!
 //! `cargo bench -p webpush-ece --bench decrypt`
+//! `cargo bench -p webpush-ece --bench decrypt --features aws-lc`
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
@@ -16,14 +22,32 @@ use ece::legacy::AesGcmEncryptedBlock;
 use hkdf::Hkdf;
 use p256::{PublicKey, SecretKey};
 use sha2::Sha256;
+#[cfg(feature = "aws-lc")]
+use webpush_ece::backend::Backend;
 use webpush_ece::{AesGcmParams, EncryptOptions, ReceiverKeys, SenderKeys, aes128gcm, aesgcm};
 
 /// 4000 bytes of plaintext: one record of about 4 KiB in either encoding at rs = 4096.
 const PLAINTEXT_LEN: usize = 4000;
 
+/// An ECDH implementation for the floor.
+#[derive(Clone, Copy)]
+enum Ecdh {
+    P256,
+    #[cfg(feature = "aws-lc")]
+    AwsLc,
+}
+
+/// The implementation the crate uses in this build.
+#[cfg(not(feature = "aws-lc"))]
+const ACTIVE: Ecdh = Ecdh::P256;
+#[cfg(feature = "aws-lc")]
+const ACTIVE: Ecdh = Ecdh::AwsLc;
+
 struct Setup {
     keys: ReceiverKeys,
     secret: SecretKey,
+    #[cfg(feature = "aws-lc")]
+    aws_lc: aws_lc_rs::agreement::PrivateKey,
     components: EcKeyComponents,
     aes128gcm_body: Vec<u8>,
     aesgcm_params: AesGcmParams,
@@ -62,6 +86,12 @@ fn setup() -> Setup {
     );
     Setup {
         secret,
+        #[cfg(feature = "aws-lc")]
+        aws_lc: aws_lc_rs::agreement::PrivateKey::from_private_key(
+            &aws_lc_rs::agreement::ECDH_P256,
+            &keys.private_key_raw()[..],
+        )
+        .unwrap(),
         components,
         aes128gcm_body,
         aesgcm_params: msg.params(),
@@ -78,11 +108,39 @@ fn hkdf(salt: &[u8], ikm: &[u8], info: &[&[u8]], out: &mut [u8]) {
         .unwrap();
 }
 
+/// Parses the sender key and computes the ECDH secret, straight on the primitives.
+fn ecdh(s: &Setup, with: Ecdh, sender: &[u8]) -> [u8; 32] {
+    match with {
+        Ecdh::P256 => {
+            let public = PublicKey::from_sec1_bytes(sender).unwrap();
+            let shared =
+                p256::ecdh::diffie_hellman(s.secret.to_nonzero_scalar(), public.as_affine());
+            (*shared.raw_secret_bytes()).into()
+        }
+        #[cfg(feature = "aws-lc")]
+        Ecdh::AwsLc => {
+            use aws_lc_rs::agreement::{ECDH_P256, UnparsedPublicKey, agree};
+            agree(
+                &s.aws_lc,
+                UnparsedPublicKey::new(&ECDH_P256, sender),
+                (),
+                |shared| Ok(shared.try_into().unwrap()),
+            )
+            .unwrap()
+        }
+    }
+}
+
 /// The irreducible work of one message, straight on the primitives.
-fn floor(s: &Setup, aes128gcm: bool, sender: &[u8], salt: &[u8], record: &[u8]) -> Vec<u8> {
-    let public = PublicKey::from_sec1_bytes(sender).unwrap();
-    let shared = p256::ecdh::diffie_hellman(s.secret.to_nonzero_scalar(), public.as_affine());
-    let ecdh = shared.raw_secret_bytes();
+fn floor(
+    s: &Setup,
+    with: Ecdh,
+    aes128gcm: bool,
+    sender: &[u8],
+    salt: &[u8],
+    record: &[u8],
+) -> Vec<u8> {
+    let ecdh = &ecdh(s, with, sender)[..];
     let recv = &s.keys.public_key()[..];
     let auth = &s.keys.auth_secret()[..];
     let (mut ikm, mut cek, mut nonce) = ([0u8; 32], [0u8; 16], [0u8; 12]);
@@ -115,10 +173,29 @@ fn floor(s: &Setup, aes128gcm: bool, sender: &[u8], salt: &[u8], record: &[u8]) 
 fn bench(c: &mut Criterion) {
     let s = setup();
 
+    let mut group = c.benchmark_group("ecdh_p256");
+    let sender = *SenderKeys::generate().public_key();
+    group.bench_function("p256", |b| {
+        b.iter(|| ecdh(&s, Ecdh::P256, black_box(&sender)))
+    });
+    #[cfg(feature = "aws-lc")]
+    group.bench_function("aws-lc", |b| {
+        b.iter(|| ecdh(&s, Ecdh::AwsLc, black_box(&sender)))
+    });
+    group.finish();
+
     let mut group = c.benchmark_group("decrypt_4KiB/aes128gcm");
     group.throughput(Throughput::Bytes(PLAINTEXT_LEN as u64));
     group.bench_function("webpush-ece", |b| {
         b.iter(|| aes128gcm::decrypt(&s.keys, black_box(&s.aes128gcm_body)).unwrap())
+    });
+    #[cfg(feature = "aws-lc")]
+    group.bench_function("webpush-ece (p256)", |b| {
+        b.iter(|| {
+            Backend::P256
+                .aes128gcm_decrypt(&s.keys, black_box(&s.aes128gcm_body))
+                .unwrap()
+        })
     });
     group.bench_function("ece-openssl", |b| {
         b.iter(|| {
@@ -133,7 +210,20 @@ fn bench(c: &mut Criterion) {
     let (header, record) = s.aes128gcm_body.split_at(aes128gcm::HEADER_LEN + 65);
     let (salt, sender) = (&header[..16], &header[aes128gcm::HEADER_LEN..]);
     group.bench_function("floor", |b| {
-        b.iter(|| floor(&s, true, black_box(sender), salt, black_box(record)))
+        b.iter(|| floor(&s, ACTIVE, true, black_box(sender), salt, black_box(record)))
+    });
+    #[cfg(feature = "aws-lc")]
+    group.bench_function("floor (p256)", |b| {
+        b.iter(|| {
+            floor(
+                &s,
+                Ecdh::P256,
+                true,
+                black_box(sender),
+                salt,
+                black_box(record),
+            )
+        })
     });
     group.finish();
 
@@ -144,6 +234,15 @@ fn bench(c: &mut Criterion) {
     group.bench_function("webpush-ece (headers parsed)", |b| {
         b.iter(|| {
             aesgcm::decrypt_headers(&s.keys, black_box(ck), enc, black_box(ciphertext)).unwrap()
+        })
+    });
+    #[cfg(feature = "aws-lc")]
+    group.bench_function("webpush-ece (p256, headers parsed)", |b| {
+        b.iter(|| {
+            let params = AesGcmParams::parse(black_box(ck), enc).unwrap();
+            Backend::P256
+                .aesgcm_decrypt(&s.keys, &params, black_box(ciphertext))
+                .unwrap()
         })
     });
     group.bench_function("ece-openssl", |b| {
@@ -160,6 +259,20 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             floor(
                 &s,
+                ACTIVE,
+                false,
+                black_box(s.aesgcm_params.dh()),
+                s.aesgcm_params.salt(),
+                black_box(ciphertext),
+            )
+        })
+    });
+    #[cfg(feature = "aws-lc")]
+    group.bench_function("floor (p256)", |b| {
+        b.iter(|| {
+            floor(
+                &s,
+                Ecdh::P256,
                 false,
                 black_box(s.aesgcm_params.dh()),
                 s.aesgcm_params.salt(),

@@ -14,8 +14,9 @@
 //! Every record but the last is exactly `rs` bytes and ends its plaintext with the delimiter
 //! 1; the last ends it with 2. A message with no record marked last is truncated.
 
+use crate::ec::{Active, Ecdh};
 use crate::kdf::{self, ContentKeys, SALT_LEN, TAG_LEN};
-use crate::keys::{PUBLIC_KEY_LEN, ReceiverKeys, SenderKeys, SubscriptionKeys, parse_public_key};
+use crate::keys::{PUBLIC_KEY_LEN, ReceiverKeys, SenderKeys, SubscriptionKeys};
 use crate::{EncryptOptions, Error};
 
 /// Length of the fixed part of the header: salt, record size and key id length.
@@ -78,13 +79,17 @@ impl<'a> Header<'a> {
 /// # Ok::<(), webpush_ece::Error>(())
 /// ```
 pub fn decrypt(keys: &ReceiverKeys, payload: &[u8]) -> Result<Vec<u8>, Error> {
+    decrypt_in::<Active>(keys, payload)
+}
+
+/// [`decrypt`] with the given ECDH implementation.
+pub(crate) fn decrypt_in<B: Ecdh>(keys: &ReceiverKeys, payload: &[u8]) -> Result<Vec<u8>, Error> {
     let (header, records) = Header::parse(payload)?;
     let sender_public: &[u8; PUBLIC_KEY_LEN] = header
         .keyid
         .try_into()
         .map_err(|_| Error::InvalidPublicKey)?;
-    let sender = parse_public_key(sender_public)?;
-    let ecdh = kdf::ecdh(keys.secret(), &sender);
+    let ecdh = B::agree(keys.ec_key(), sender_public)?;
     let ikm = kdf::webpush_ikm(&ecdh, keys.auth(), keys.public_key(), sender_public)?;
     let content = ContentKeys::aes128gcm(&*ikm, header.salt)?;
     decrypt_records(&content, header.rs, records)
@@ -159,7 +164,18 @@ pub fn encrypt_with(
     sender: &SenderKeys,
     salt: &[u8; SALT_LEN],
 ) -> Result<Vec<u8>, Error> {
-    let ecdh = kdf::ecdh(sender.secret(), to.key());
+    encrypt_with_in::<Active>(to, plaintext, opts, sender, salt)
+}
+
+/// [`encrypt_with`] with the given ECDH implementation.
+pub(crate) fn encrypt_with_in<B: Ecdh>(
+    to: &SubscriptionKeys,
+    plaintext: &[u8],
+    opts: &EncryptOptions,
+    sender: &SenderKeys,
+    salt: &[u8; SALT_LEN],
+) -> Result<Vec<u8>, Error> {
+    let ecdh = B::agree(sender.ec_key(), to.public_key())?;
     let ikm = kdf::webpush_ikm(
         &ecdh,
         to.auth_secret(),

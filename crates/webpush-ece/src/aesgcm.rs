@@ -10,15 +10,25 @@
 //! | last record: shorter than rs + 16                        |  shorter (an empty one if need be)
 //! ```
 
+use crate::ec::{Active, Ecdh};
 use crate::header::{AesGcmParams, DEFAULT_RS, MIN_AESGCM_RS};
-use crate::kdf::{self, ContentKeys, SALT_LEN, TAG_LEN};
-use crate::keys::{PUBLIC_KEY_LEN, ReceiverKeys, SenderKeys, SubscriptionKeys, parse_public_key};
+use crate::kdf::{ContentKeys, SALT_LEN, TAG_LEN};
+use crate::keys::{PUBLIC_KEY_LEN, ReceiverKeys, SenderKeys, SubscriptionKeys};
 use crate::{EncryptOptions, Error, b64};
 
 const PAD_LEN_SIZE: usize = 2;
 
 /// Decrypts an `aesgcm` body with parameters already parsed.
 pub fn decrypt(
+    keys: &ReceiverKeys,
+    params: &AesGcmParams,
+    ciphertext: &[u8],
+) -> Result<Vec<u8>, Error> {
+    decrypt_in::<Active>(keys, params, ciphertext)
+}
+
+/// [`decrypt`] with the given ECDH implementation.
+pub(crate) fn decrypt_in<B: Ecdh>(
     keys: &ReceiverKeys,
     params: &AesGcmParams,
     ciphertext: &[u8],
@@ -42,8 +52,7 @@ pub fn decrypt(
     if ciphertext.len() % record_len == 0 {
         return Err(Error::Truncated);
     }
-    let sender = parse_public_key(sender_public)?;
-    let ecdh = kdf::ecdh(keys.secret(), &sender);
+    let ecdh = B::agree(keys.ec_key(), sender_public)?;
     let content = ContentKeys::aesgcm(&ecdh, keys.auth(), keys.public_key(), sender_public, salt)?;
     decrypt_records(&content, record_len, ciphertext)
 }
@@ -175,11 +184,22 @@ pub fn encrypt_with(
     sender: &SenderKeys,
     salt: &[u8; SALT_LEN],
 ) -> Result<AesGcmMessage, Error> {
+    encrypt_with_in::<Active>(to, plaintext, opts, sender, salt)
+}
+
+/// [`encrypt_with`] with the given ECDH implementation.
+pub(crate) fn encrypt_with_in<B: Ecdh>(
+    to: &SubscriptionKeys,
+    plaintext: &[u8],
+    opts: &EncryptOptions,
+    sender: &SenderKeys,
+    salt: &[u8; SALT_LEN],
+) -> Result<AesGcmMessage, Error> {
     if opts.rs() < MIN_AESGCM_RS {
         return Err(Error::InvalidRecordSize);
     }
     let rs = usize::try_from(opts.rs()).map_err(|_| Error::InvalidRecordSize)?;
-    let ecdh = kdf::ecdh(sender.secret(), to.key());
+    let ecdh = B::agree(sender.ec_key(), to.public_key())?;
     let content = ContentKeys::aesgcm(
         &ecdh,
         to.auth_secret(),

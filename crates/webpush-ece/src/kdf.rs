@@ -4,7 +4,6 @@
 use aes_gcm::aead::AeadInPlace;
 use aes_gcm::{Aes128Gcm, KeyInit};
 use hkdf::Hkdf;
-use p256::{PublicKey, SecretKey};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
@@ -17,14 +16,6 @@ pub(crate) const TAG_LEN: usize = 16;
 pub(crate) const SALT_LEN: usize = 16;
 const KEY_LEN: usize = 16;
 const NONCE_LEN: usize = 12;
-
-/// The P-256 ECDH shared secret (the x coordinate), zeroized on drop.
-pub(crate) fn ecdh(secret: &SecretKey, public: &PublicKey) -> Zeroizing<[u8; 32]> {
-    let shared = p256::ecdh::diffie_hellman(secret.to_nonzero_scalar(), public.as_affine());
-    let mut out = Zeroizing::new([0u8; 32]);
-    out.copy_from_slice(shared.raw_secret_bytes());
-    out
-}
 
 /// RFC 8291 §3.3: `IKM = HKDF(auth_secret, ecdh_secret, "WebPush: info\0" ‖ ua_public ‖
 /// as_public, 32)`.

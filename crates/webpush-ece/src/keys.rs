@@ -5,13 +5,12 @@
 
 use core::fmt;
 
-use p256::elliptic_curve::sec1::ToEncodedPoint;
+use p256::SecretKey;
 use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey};
-use p256::{PublicKey, SecretKey};
-use rand::rngs::OsRng;
 use rand::{CryptoRng, RngCore};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
+use crate::ec::{EcKey, parse_public_key};
 use crate::{Error, b64};
 
 /// Length of an uncompressed P-256 public key: `0x04 ‖ x ‖ y`.
@@ -31,22 +30,6 @@ impl AuthSecret {
             bytes.try_into().map_err(|_| Error::InvalidAuthSecret)?;
         Ok(Self(array))
     }
-}
-
-/// Parses a 65-byte uncompressed SEC1 point; compressed points and the identity are refused
-/// because the Web Push key schedule hashes the uncompressed form.
-pub(crate) fn parse_public_key(bytes: &[u8]) -> Result<PublicKey, Error> {
-    if bytes.len() != PUBLIC_KEY_LEN || bytes.first() != Some(&4) {
-        return Err(Error::InvalidPublicKey);
-    }
-    PublicKey::from_sec1_bytes(bytes).map_err(|_| Error::InvalidPublicKey)
-}
-
-fn encode_public_key(key: &PublicKey) -> Result<[u8; PUBLIC_KEY_LEN], Error> {
-    key.to_encoded_point(false)
-        .as_bytes()
-        .try_into()
-        .map_err(|_| Error::InvalidPublicKey)
 }
 
 /// Parses a private key: a raw 32-byte scalar, a PKCS#8 DER document (what the Python
@@ -71,8 +54,9 @@ fn decode_secret_b64(input: &str) -> Result<Zeroizing<Vec<u8>>, Error> {
 /// decryption needs.
 ///
 /// Build it once per receiver (generate it, or import it from storage); every decryption
-/// then reuses the parsed key. The private key and the auth secret are zeroized on drop and
-/// never shown by `Debug`.
+/// then reuses the parsed key (for the `p256` implementation and, with the `aws-lc` feature,
+/// for aws-lc-rs). The private key and the auth secret are zeroized on drop and never shown
+/// by `Debug`.
 ///
 /// ```
 /// use webpush_ece::ReceiverKeys;
@@ -86,33 +70,27 @@ fn decode_secret_b64(input: &str) -> Result<Zeroizing<Vec<u8>>, Error> {
 /// ```
 #[derive(Clone)]
 pub struct ReceiverKeys {
-    secret: SecretKey,
-    public: [u8; PUBLIC_KEY_LEN],
+    key: EcKey,
     auth: AuthSecret,
 }
 
 impl ReceiverKeys {
-    /// Generates a new key set from the operating system's random number generator.
+    /// Generates a new key set from the operating system's random number generator (the
+    /// private key with aws-lc-rs's generator when the `aws-lc` feature is on).
     #[must_use]
     pub fn generate() -> Self {
-        Self::generate_with(&mut OsRng)
+        let key = EcKey::generate();
+        let mut auth = AuthSecret([0; AUTH_SECRET_LEN]);
+        rand::rngs::OsRng.fill_bytes(&mut auth.0);
+        Self { key, auth }
     }
 
     /// Generates a new key set from the given cryptographic random number generator.
     pub fn generate_with<R: RngCore + CryptoRng>(rng: &mut R) -> Self {
-        let secret = SecretKey::random(rng);
+        let key = EcKey::generate_with(rng);
         let mut auth = AuthSecret([0; AUTH_SECRET_LEN]);
         rng.fill_bytes(&mut auth.0);
-        let mut public = [0; PUBLIC_KEY_LEN];
-        // An uncompressed encoding of a non-identity point is always 65 bytes.
-        if let Ok(bytes) = encode_public_key(&secret.public_key()) {
-            public = bytes;
-        }
-        Self {
-            secret,
-            public,
-            auth,
-        }
+        Self { key, auth }
     }
 
     /// Builds the key set from a private key and an auth secret, as raw bytes.
@@ -122,10 +100,8 @@ impl ReceiverKeys {
     pub fn from_raw(private_key: &[u8], auth_secret: &[u8]) -> Result<Self, Error> {
         let secret = parse_private_key(private_key)?;
         let auth = AuthSecret::from_slice(auth_secret)?;
-        let public = encode_public_key(&secret.public_key())?;
         Ok(Self {
-            secret,
-            public,
+            key: EcKey::from_secret(secret),
             auth,
         })
     }
@@ -135,10 +111,8 @@ impl ReceiverKeys {
     pub fn from_pkcs8_der(der: &[u8], auth_secret: &[u8]) -> Result<Self, Error> {
         let secret = SecretKey::from_pkcs8_der(der).map_err(|_| Error::InvalidPrivateKey)?;
         let auth = AuthSecret::from_slice(auth_secret)?;
-        let public = encode_public_key(&secret.public_key())?;
         Ok(Self {
-            secret,
-            public,
+            key: EcKey::from_secret(secret),
             auth,
         })
     }
@@ -159,14 +133,14 @@ impl ReceiverKeys {
     /// private key derives, so a corrupted credential file is caught at load time.
     pub fn check_public_key(&self, public_key: impl AsRef<[u8]>) -> Result<(), Error> {
         let given = public_key.as_ref();
-        if given == self.public {
+        if given == self.public_key() {
             return Ok(());
         }
         match core::str::from_utf8(given)
             .ok()
             .and_then(|s| b64::decode(s.trim()))
         {
-            Some(decoded) if decoded == self.public => Ok(()),
+            Some(decoded) if decoded == self.public_key() => Ok(()),
             _ => Err(Error::InvalidPublicKey),
         }
     }
@@ -174,13 +148,13 @@ impl ReceiverKeys {
     /// The uncompressed public key (`p256dh` of the subscription), 65 bytes.
     #[must_use]
     pub fn public_key(&self) -> &[u8; PUBLIC_KEY_LEN] {
-        &self.public
+        self.key.public_key()
     }
 
     /// The public key as unpadded URL-safe base64, the form a subscription carries.
     #[must_use]
     pub fn public_key_base64(&self) -> String {
-        b64::encode(&self.public)
+        b64::encode(self.public_key())
     }
 
     /// The 16-byte auth secret.
@@ -198,7 +172,7 @@ impl ReceiverKeys {
     /// The raw 32-byte private scalar (zeroized on drop).
     #[must_use]
     pub fn private_key_raw(&self) -> Zeroizing<[u8; PRIVATE_KEY_LEN]> {
-        let mut bytes = self.secret.to_bytes();
+        let mut bytes = self.key.secret().to_bytes();
         let mut out = Zeroizing::new([0; PRIVATE_KEY_LEN]);
         out.copy_from_slice(&bytes);
         bytes.zeroize();
@@ -214,7 +188,8 @@ impl ReceiverKeys {
     /// The private key as a PKCS#8 DER document (zeroized on drop).
     pub fn private_key_pkcs8_der(&self) -> Result<Zeroizing<Vec<u8>>, Error> {
         let doc = self
-            .secret
+            .key
+            .secret()
             .to_pkcs8_der()
             .map_err(|_| Error::InvalidPrivateKey)?;
         Ok(Zeroizing::new(doc.as_bytes().to_vec()))
@@ -231,15 +206,14 @@ impl ReceiverKeys {
     #[must_use]
     pub fn subscription_keys(&self) -> SubscriptionKeys {
         SubscriptionKeys {
-            // The point was validated when these keys were built.
-            key: self.secret.public_key(),
-            public: self.public,
+            // The point was computed from a valid private key when these keys were built.
+            public: *self.public_key(),
             auth: self.auth.clone(),
         }
     }
 
-    pub(crate) fn secret(&self) -> &SecretKey {
-        &self.secret
+    pub(crate) fn ec_key(&self) -> &EcKey {
+        &self.key
     }
 
     pub(crate) fn auth(&self) -> &[u8; AUTH_SECRET_LEN] {
@@ -250,7 +224,7 @@ impl ReceiverKeys {
 impl fmt::Debug for ReceiverKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ReceiverKeys")
-            .field("public_key", &b64::encode(&self.public))
+            .field("public_key", &b64::encode(self.public_key()))
             .field("private_key", &"<redacted>")
             .field("auth_secret", &"<redacted>")
             .finish()
@@ -261,7 +235,7 @@ impl fmt::Debug for ReceiverKeys {
 /// auth secret (`auth`). Encryption takes this.
 #[derive(Clone)]
 pub struct SubscriptionKeys {
-    key: PublicKey,
+    /// Validated as a P-256 point when built.
     public: [u8; PUBLIC_KEY_LEN],
     auth: AuthSecret,
 }
@@ -269,10 +243,10 @@ pub struct SubscriptionKeys {
 impl SubscriptionKeys {
     /// Builds them from the raw 65-byte uncompressed public key and 16-byte auth secret.
     pub fn from_raw(p256dh: &[u8], auth: &[u8]) -> Result<Self, Error> {
-        let key = parse_public_key(p256dh)?;
+        parse_public_key(p256dh)?;
+        let public = p256dh.try_into().map_err(|_| Error::InvalidPublicKey)?;
         let auth = AuthSecret::from_slice(auth)?;
-        let public = encode_public_key(&key)?;
-        Ok(Self { key, public, auth })
+        Ok(Self { public, auth })
     }
 
     /// Builds them from base64 (URL-safe or standard, padded or not), as found in a
@@ -294,10 +268,6 @@ impl SubscriptionKeys {
     pub fn auth_secret(&self) -> &[u8; AUTH_SECRET_LEN] {
         &self.auth.0
     }
-
-    pub(crate) fn key(&self) -> &PublicKey {
-        &self.key
-    }
 }
 
 impl fmt::Debug for SubscriptionKeys {
@@ -313,50 +283,49 @@ impl fmt::Debug for SubscriptionKeys {
 /// explicitly exists for reproducible tests (such as the RFC 8291 example).
 #[derive(Clone)]
 pub struct SenderKeys {
-    secret: SecretKey,
-    public: [u8; PUBLIC_KEY_LEN],
+    key: EcKey,
 }
 
 impl SenderKeys {
-    /// Generates an ephemeral key pair from the operating system's random number generator.
+    /// Generates an ephemeral key pair from the operating system's random number generator
+    /// (with aws-lc-rs's generator when the `aws-lc` feature is on).
     #[must_use]
     pub fn generate() -> Self {
-        Self::generate_with(&mut OsRng)
+        Self {
+            key: EcKey::generate(),
+        }
     }
 
     /// Generates an ephemeral key pair from the given random number generator.
     pub fn generate_with<R: RngCore + CryptoRng>(rng: &mut R) -> Self {
-        let secret = SecretKey::random(rng);
-        let mut public = [0; PUBLIC_KEY_LEN];
-        // An uncompressed encoding of a non-identity point is always 65 bytes.
-        if let Ok(bytes) = encode_public_key(&secret.public_key()) {
-            public = bytes;
+        Self {
+            key: EcKey::generate_with(rng),
         }
-        Self { secret, public }
     }
 
     /// Imports a private key (raw 32-byte scalar, PKCS#8 or SEC1 DER).
     pub fn from_raw(private_key: &[u8]) -> Result<Self, Error> {
         let secret = parse_private_key(private_key)?;
-        let public = encode_public_key(&secret.public_key())?;
-        Ok(Self { secret, public })
+        Ok(Self {
+            key: EcKey::from_secret(secret),
+        })
     }
 
     /// The uncompressed public key, sent to the receiver as `dh` or as the `keyid`.
     #[must_use]
     pub fn public_key(&self) -> &[u8; PUBLIC_KEY_LEN] {
-        &self.public
+        self.key.public_key()
     }
 
-    pub(crate) fn secret(&self) -> &SecretKey {
-        &self.secret
+    pub(crate) fn ec_key(&self) -> &EcKey {
+        &self.key
     }
 }
 
 impl fmt::Debug for SenderKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SenderKeys")
-            .field("public_key", &b64::encode(&self.public))
+            .field("public_key", &b64::encode(self.public_key()))
             .field("private_key", &"<redacted>")
             .finish()
     }

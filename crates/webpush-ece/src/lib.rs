@@ -4,6 +4,9 @@
 pub mod aes128gcm;
 pub mod aesgcm;
 mod b64;
+#[cfg(feature = "aws-lc")]
+pub mod backend;
+mod ec;
 mod error;
 mod header;
 mod kdf;
