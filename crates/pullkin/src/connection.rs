@@ -121,7 +121,8 @@ pub(crate) struct Worker {
     pub max_failures: Option<u32>,
     /// A connection that stayed up this long resets the backoff.
     pub stable_after: Duration,
-    pub deliveries: mpsc::Sender<Delivery>,
+    /// Boxed: an idle app's channel then holds a block of pointers, not of deliveries.
+    pub deliveries: mpsc::Sender<Box<Delivery>>,
     pub delivered_tx: mpsc::UnboundedSender<String>,
     pub delivered_rx: mpsc::UnboundedReceiver<String>,
     pub events: broadcast::Sender<Event>,
@@ -131,6 +132,9 @@ pub(crate) struct Worker {
 }
 
 type Connection = Framed<TlsStream<TcpStream>, McsCodec>;
+
+/// The read buffer of an idle connection, in bytes.
+const IDLE_BUFFER: usize = 512;
 
 /// How a connection ended.
 enum Ended {
@@ -258,7 +262,7 @@ impl Worker {
                 .map_err(|e| format!("TLS with {} failed: {e}", target.addr))?;
             // Start with small buffers: they grow with bursts, and an idle connection
             // should cost little (thousands of them may be held at once).
-            let mut framed = Framed::with_capacity(tls, McsCodec::client(), 512);
+            let mut framed = Framed::with_capacity(tls, McsCodec::client(), IDLE_BUFFER);
             *framed.write_buffer_mut() = BytesMut::new();
             Ok::<_, String>(framed)
         };
@@ -384,6 +388,15 @@ impl Worker {
                 }
                 () = sleep_until(deadline), if deadline.is_some() => {
                     session.handle_timeout(Instant::now());
+                    // Idle: give back buffers a burst grew.
+                    if connection.read_buffer().is_empty()
+                        && connection.read_buffer().capacity() > IDLE_BUFFER
+                    {
+                        *connection.read_buffer_mut() = BytesMut::with_capacity(IDLE_BUFFER);
+                    }
+                    if connection.write_buffer().is_empty() {
+                        *connection.write_buffer_mut() = BytesMut::new();
+                    }
                 }
             }
             while let Some(event) = session.poll_event() {
@@ -453,13 +466,13 @@ impl Worker {
         } else {
             Work::Plain(Box::new(stanza), keys)
         };
-        let delivery = Delivery {
+        let delivery = Box::new(Delivery {
             app: Arc::clone(&self.app),
             persistent_id,
             work,
             delivered: self.delivered_tx.clone(),
             events: self.events.clone(),
-        };
+        });
         tokio::select! {
             () = self.stop.cancelled() => Ok(false),
             sent = self.deliveries.send(delivery) => sent

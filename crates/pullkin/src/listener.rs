@@ -171,7 +171,7 @@ struct Handler {
 struct App {
     stop: CancellationToken,
     task: JoinHandle<()>,
-    receiver: Option<mpsc::Receiver<Delivery>>,
+    receiver: Option<mpsc::Receiver<Box<Delivery>>>,
     health: watch::Receiver<Health>,
 }
 
@@ -469,11 +469,11 @@ impl Pullkin {
     pub fn listen(&self, app: &str) -> Result<impl Stream<Item = Incoming> + use<>, PullkinError> {
         let receiver = self.take_receiver(app)?;
         Ok(receiver_stream(receiver)
-            .then(Delivery::resolve)
+            .then(|delivery| delivery.resolve())
             .filter_map(|ready| std::future::ready(ready.map(Ready::taken))))
     }
 
-    fn take_receiver(&self, app: &str) -> Result<mpsc::Receiver<Delivery>, PullkinError> {
+    fn take_receiver(&self, app: &str) -> Result<mpsc::Receiver<Box<Delivery>>, PullkinError> {
         let mut apps = self.lock_apps();
         let entry = apps
             .get_mut(app)
@@ -583,7 +583,9 @@ impl Drop for Pullkin {
     }
 }
 
-fn receiver_stream(receiver: mpsc::Receiver<Delivery>) -> impl Stream<Item = Delivery> + Send {
+fn receiver_stream(
+    receiver: mpsc::Receiver<Box<Delivery>>,
+) -> impl Stream<Item = Box<Delivery>> + Send {
     stream::unfold(receiver, |mut receiver| async move {
         receiver.recv().await.map(|delivery| (delivery, receiver))
     })

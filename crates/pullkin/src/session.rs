@@ -29,6 +29,7 @@
 //! ones kept to drop late duplicates), so the stored state stays small.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -201,10 +202,13 @@ enum IdState {
     Acked(i32),
 }
 
+/// A persistent id, shared by the maps and queues that track it (no copy per move).
+type Id = Arc<str>;
+
 /// A taken id waiting to be stored before it may be acknowledged.
 #[derive(Debug)]
 struct Undurable {
-    id: String,
+    id: Id,
     /// The stream id it arrived with on this connection (0: an earlier one).
     stream: i32,
     /// The state version that recorded it.
@@ -225,7 +229,7 @@ pub struct Session {
     /// The `last_stream_id_received` most recently sent.
     reported_in: i32,
     /// Every id not yet confirmed, with its state.
-    ids: HashMap<String, IdState>,
+    ids: HashMap<Id, IdState>,
     /// How many pending ids arrived with each stream id of this connection: the lowest
     /// bounds what may be reported as received.
     pending_streams: BTreeMap<i32, u32>,
@@ -234,12 +238,12 @@ pub struct Session {
     undurable: VecDeque<Undurable>,
     /// Unacked ids in delivery order, with the stream id that covers them (0: an earlier
     /// connection's, which needs a SelectiveAck).
-    unacked: VecDeque<(String, i32)>,
+    unacked: VecDeque<(Id, i32)>,
     /// Acked ids by the outgoing stream id of the frame that acked them.
-    awaiting: BTreeMap<i32, Vec<String>>,
+    awaiting: BTreeMap<i32, Vec<Id>>,
     /// Recently confirmed ids, for dropping late duplicates.
-    recent: VecDeque<String>,
-    recent_set: HashSet<String>,
+    recent: VecDeque<Id>,
+    recent_set: HashSet<Id>,
     /// An ack should go out now (batch full or `immediate_ack`).
     ack_wanted: bool,
     /// When the oldest unacked id must be acknowledged at the latest.
@@ -284,12 +288,13 @@ impl Session {
             persisted_version: 0,
         };
         for id in restored.recent {
-            session.remember_recent(id);
+            session.remember_recent(Id::from(id));
         }
         for id in restored.unconfirmed {
-            if !session.ids.contains_key(&id) {
-                session.recent_set.remove(&id);
-                session.ids.insert(id.clone(), IdState::Unacked);
+            if !session.ids.contains_key(id.as_str()) {
+                session.recent_set.remove(id.as_str());
+                let id = Id::from(id);
+                session.ids.insert(Arc::clone(&id), IdState::Unacked);
                 session.unacked.push_back((id, 0));
             }
         }
@@ -327,12 +332,12 @@ impl Session {
     #[must_use]
     pub fn ack_state(&self) -> AckState {
         let mut unconfirmed: Vec<String> = Vec::with_capacity(self.ids.len());
-        unconfirmed.extend(self.awaiting.values().flatten().cloned());
-        unconfirmed.extend(self.unacked.iter().map(|(id, _)| id.clone()));
-        unconfirmed.extend(self.undurable.iter().map(|u| u.id.clone()));
+        unconfirmed.extend(self.awaiting.values().flatten().map(|id| id.to_string()));
+        unconfirmed.extend(self.unacked.iter().map(|(id, _)| id.to_string()));
+        unconfirmed.extend(self.undurable.iter().map(|u| u.id.to_string()));
         AckState {
             unconfirmed,
-            recent: self.recent.iter().cloned().collect(),
+            recent: self.recent.iter().map(|id| id.to_string()).collect(),
         }
     }
 
@@ -417,12 +422,12 @@ impl Session {
         }
         received.extend(self.unacked.drain(..).map(|(id, _)| id));
         for id in &received {
-            self.ids.insert(id.clone(), IdState::Acked(1));
+            self.ids.insert(Arc::clone(id), IdState::Acked(1));
         }
+        let login = self.login_request(received.iter().map(|id| id.to_string()).collect());
         if !received.is_empty() {
-            self.awaiting.insert(1, received.clone());
+            self.awaiting.insert(1, received);
         }
-        let login = self.login_request(received);
         self.stream_id_out = 1;
         self.transmit.push_back(login.into());
         self.state = SessionState::LoggingIn;
@@ -491,6 +496,13 @@ impl Session {
             }
             return;
         }
+        // Idle: give back what bursts grew (thousands of idle connections add up).
+        if self.transmit.is_empty() {
+            self.transmit.shrink_to_fit();
+        }
+        if self.events.is_empty() {
+            self.events.shrink_to_fit();
+        }
         if self.state == SessionState::Online
             && let Some(last) = self.last_received
             && now >= last + self.heartbeat_interval
@@ -504,17 +516,18 @@ impl Session {
     /// The application took the message with this persistent id: it may now be
     /// acknowledged. Unknown or repeated ids are ignored.
     pub fn delivered(&mut self, persistent_id: &str, now: Instant) {
-        let Some(state) = self.ids.get_mut(persistent_id) else {
+        let Some((id, state)) = self.ids.get_key_value(persistent_id) else {
             return;
         };
         let IdState::Pending(stream, immediate) = *state else {
             return;
         };
-        *state = IdState::Unacked;
+        let id = Arc::clone(id);
+        self.ids.insert(Arc::clone(&id), IdState::Unacked);
         unblock(&mut self.pending_streams, stream);
         self.touch();
         self.undurable.push_back(Undurable {
-            id: persistent_id.to_owned(),
+            id,
             stream,
             version: self.version,
             immediate,
@@ -649,6 +662,7 @@ impl Session {
             && let Ok(ack) = SelectiveAck::decode(extension.data.clone())
         {
             for id in ack.id {
+                let id = Id::from(id);
                 if let Some(IdState::Acked(stream)) = self.ids.get(&id).copied() {
                     if let Some(ids) = self.awaiting.get_mut(&stream) {
                         ids.retain(|other| other != &id);
@@ -684,7 +698,12 @@ impl Session {
             return;
         }
         let immediate = message.immediate_ack == Some(true);
-        let Some(id) = message.persistent_id.clone().filter(|id| !id.is_empty()) else {
+        let Some(id) = message
+            .persistent_id
+            .as_deref()
+            .filter(|id| !id.is_empty())
+            .map(Id::from)
+        else {
             self.events
                 .push_back(SessionEvent::Message(Box::new(message)));
             return;
@@ -765,7 +784,7 @@ impl Session {
         let mut by_stream = false;
         for (id, stream) in &self.unacked {
             if *stream == 0 {
-                selective.push(id.clone());
+                selective.push(id.to_string());
             } else if *stream <= report {
                 by_stream = true;
             }
@@ -816,9 +835,9 @@ impl Session {
         if ext.id == SELECTIVE_ACK_EXTENSION
             && let Ok(ack) = SelectiveAck::decode(ext.data.clone())
         {
-            let named: HashSet<&String> = ack.id.iter().collect();
+            let named: HashSet<&str> = ack.id.iter().map(String::as_str).collect();
             self.unacked.retain(|(id, _)| {
-                if named.contains(id) {
+                if named.contains(&**id) {
                     acked.push(id.clone());
                     false
                 } else {
@@ -861,7 +880,7 @@ impl Session {
         }
     }
 
-    fn remember_recent(&mut self, id: String) {
+    fn remember_recent(&mut self, id: Id) {
         if self.config.recent_ids == 0 || !self.recent_set.insert(id.clone()) {
             return;
         }
