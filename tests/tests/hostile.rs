@@ -278,7 +278,12 @@ async fn hostile_payloads_are_reported_acknowledged_and_the_listener_lives() {
     flipped[0] ^= 1;
     let garbage_128 = vec![0x5a; 120];
 
-    type Row<'a> = (&'a str, Vec<(&'a str, &'a str)>, Vec<u8>, fn(&EceError) -> bool);
+    type Row<'a> = (
+        &'a str,
+        Vec<(&'a str, &'a str)>,
+        Vec<u8>,
+        fn(&EceError) -> bool,
+    );
     let table: Vec<Row> = vec![
         (
             "Crypto-Key that is not a parameter list",
@@ -287,7 +292,9 @@ async fn hostile_payloads_are_reported_acknowledged_and_the_listener_lives() {
             |e| {
                 matches!(
                     e,
-                    EceError::InvalidCryptoKeyHeader | EceError::InvalidDh | EceError::MissingParameter(_)
+                    EceError::InvalidCryptoKeyHeader
+                        | EceError::InvalidDh
+                        | EceError::MissingParameter(_)
                 )
             },
         ),
@@ -299,7 +306,10 @@ async fn hostile_payloads_are_reported_acknowledged_and_the_listener_lives() {
         ),
         (
             "Crypto-Key with characters no header allows",
-            vec![("crypto-key", "dh=!!!not*base64!!!"), ("encryption", &encryption)],
+            vec![
+                ("crypto-key", "dh=!!!not*base64!!!"),
+                ("encryption", &encryption),
+            ],
             good.ciphertext.clone(),
             |e| matches!(e, EceError::InvalidCryptoKeyHeader),
         ),
@@ -359,8 +369,8 @@ async fn hostile_payloads_are_reported_acknowledged_and_the_listener_lives() {
     let mut stream = Box::pin(pullkin.listen("web").unwrap());
     for (i, (name, app_data, raw, is_expected)) in table.into_iter().enumerate() {
         // The typed error the decryption gives for this input…
-        let direct = webpush_ece::decrypt_message(&keys, app_data.iter().copied(), &raw)
-            .expect_err(name);
+        let direct =
+            webpush_ece::decrypt_message(&keys, app_data.iter().copied(), &raw).expect_err(name);
         assert!(is_expected(&direct), "{name}: {direct:?}");
         // …is what the listener reports, and the message is acknowledged.
         let id = harness
@@ -630,7 +640,8 @@ async fn a_corrupt_state_file_stops_that_app_only() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("bad.acks.json"), b"\x00not json").unwrap();
     let store: Arc<dyn pullkin::Store> = Arc::new(pullkin::DirStore::open(dir.path()).unwrap());
-    let mut config = ListenerConfig::default().with_mcs_addr(harness.emulator.mcs_addr().to_string());
+    let mut config =
+        ListenerConfig::default().with_mcs_addr(harness.emulator.mcs_addr().to_string());
     config.ack_delay = Duration::from_millis(20);
     let pullkin = Pullkin::new(config, harness.core.tls_config(), Some(store));
     let bad = harness.register_web().await.unwrap();

@@ -57,13 +57,13 @@ fn secrets(credentials: &AppCredentials) -> Vec<(&'static str, String)> {
             "FIS refresh token",
             installation.refresh_token.as_str().to_owned(),
         ));
-        out.push((
-            "FIS auth token",
-            installation.auth_token.token().to_owned(),
-        ));
+        out.push(("FIS auth token", installation.auth_token.token().to_owned()));
     }
     for (name, value) in &out {
-        assert!(value.len() >= 8, "{name} is too short to search for: {value:?}");
+        assert!(
+            value.len() >= 8,
+            "{name} is too short to search for: {value:?}"
+        );
     }
     out
 }
@@ -129,7 +129,9 @@ async fn no_secret_in_logs_or_debug_output() {
         &EncryptOptions::new(),
     )
     .unwrap();
-    emulator.send_webpush(web.fcm.token().unwrap(), body).unwrap();
+    emulator
+        .send_webpush(web.fcm.token().unwrap(), body)
+        .unwrap();
     emulator
         .send(
             android.gcm.token.as_str(),
@@ -158,8 +160,14 @@ async fn no_secret_in_logs_or_debug_output() {
 
     // Debug output of everything that holds or touched a secret.
     let mut shown = vec![
-        ("the credentials' Debug", format!("{web:?} {android:?} {:?}", renewed.credentials)),
-        ("the credentials' parts' Debug", format!("{:?} {:?} {:?}", web.gcm, web.fcm, web.keys)),
+        (
+            "the credentials' Debug",
+            format!("{web:?} {android:?} {:?}", renewed.credentials),
+        ),
+        (
+            "the credentials' parts' Debug",
+            format!("{:?} {:?} {:?}", web.gcm, web.fcm, web.keys),
+        ),
         ("the core's Debug", format!("{:?}", harness.core)),
         ("the listener's Debug", format!("{pullkin:?}")),
         ("the renewal's Debug", format!("{renewed:?}")),

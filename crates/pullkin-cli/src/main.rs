@@ -104,6 +104,9 @@ fn main() -> ExitCode {
 fn run(command: Command) -> Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        // Decryption and store writes run on the blocking pool: a few threads keep both
+        // cores busy, and few threads mean few allocator arenas (a steadier RSS).
+        .max_blocking_threads(4)
         .enable_all()
         .build()
         .context("starting the async runtime")?;

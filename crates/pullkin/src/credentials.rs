@@ -195,6 +195,8 @@ impl AppCredentials {
             && value.pointer("/keys/private").is_some()
             && let Ok(native) = serde_json::from_value::<Self>(value.clone())
         {
+            // Make sure the keys are usable now rather than at the first message.
+            native.keys.receiver_keys()?;
             return Ok(native);
         }
         Self::from_python_value(&value)
