@@ -52,7 +52,8 @@ pub(crate) struct ListenArgs {
     /// Exit (cleanly) after this many notifications.
     #[arg(long, value_name = "N")]
     count: Option<u64>,
-    /// Do not check the devices in and refresh their credentials at start.
+    /// Do not check the devices in and refresh their credentials (at start and before
+    /// every reconnection).
     #[arg(long)]
     no_renew: bool,
     /// Ping the server after this many seconds without a frame, and count the connection
@@ -158,7 +159,14 @@ pub(crate) async fn run(args: ListenArgs) -> Result<ExitCode> {
         config = config.with_reconnect(policy);
     }
     let store: Arc<dyn Store> = Arc::new(store);
-    let pullkin = Pullkin::new(config, core.tls_config(), Some(store));
+    // Unless told otherwise, keep the credentials alive while listening too: a check-in
+    // before every connection, the Firebase token refreshed before it expires, a dead
+    // identity registered anew.
+    let pullkin = if args.no_renew {
+        Pullkin::new(config, core.tls_config(), Some(store))
+    } else {
+        Pullkin::with_core(Arc::new(core), config, Some(store))
+    };
     let mut events = pullkin.events();
     let mut messages = SelectAll::new();
     for app in &apps {
@@ -195,7 +203,17 @@ pub(crate) async fn run(args: ListenArgs) -> Result<ExitCode> {
                 None => break Err(CliError::msg("every listener stopped")),
             },
             event = events.recv() => match event {
-                Ok(event) => report(&event),
+                Ok(event) => {
+                    report(&event);
+                    if let Event::CredentialsChanged { app } = &event
+                        && let Some(listened) = apps.iter().find(|a| &a.name == app)
+                        && listened.native
+                        && let Some(renewed) = pullkin.credentials(app)
+                        && let Err(error) = common::write_credentials(&listened.path, &renewed, true)
+                    {
+                        eprintln!("[{app}] cannot write the renewed credentials back: {error}");
+                    }
+                }
                 Err(RecvError::Lagged(n)) => eprintln!("({n} events were missed)"),
                 Err(RecvError::Closed) => {}
             },

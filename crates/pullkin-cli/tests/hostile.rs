@@ -460,7 +460,14 @@ fn an_untrusted_emulator_is_refused() {
         .android_id;
     let mut listener = env.listen(&[&good], &env.path("state"), &stranger.ca, &[]);
     listener.wait_stderr("could not renew");
-    listener.wait_stderr("connection failed (TLS");
+    // Each connection attempt checks the device in first, over the same untrusted TLS.
+    listener.wait_stderr("connection failed (check-in failed");
+    let stderr = listener.stderr();
+    let failure = stderr
+        .lines()
+        .find(|l| l.contains("connection failed (check-in failed"))
+        .unwrap();
+    assert!(failure.contains("TLS"), "{failure}");
     assert_eq!(env.emulator.login_count(android_id), 0);
     assert!(listener.terminate());
     assert!(listener.stdout().is_empty());
