@@ -38,6 +38,15 @@ fn parse_private_key(bytes: &[u8]) -> Result<SecretKey, Error> {
     if bytes.len() == PRIVATE_KEY_LEN {
         return SecretKey::from_slice(bytes).map_err(|_| Error::InvalidPrivateKey);
     }
+    // A raw scalar exported as a minimal big-endian integer (OpenSSL's BN_bn2bin does
+    // this) is shorter when it starts with zero bytes: one key in 256 loses a byte, one
+    // in 2^32 four. No DER encoding of a P-256 key is that short; anything shorter still
+    // is not a key someone generated.
+    if (PRIVATE_KEY_LEN - 4..PRIVATE_KEY_LEN).contains(&bytes.len()) {
+        let mut padded = Zeroizing::new([0u8; PRIVATE_KEY_LEN]);
+        padded[PRIVATE_KEY_LEN - bytes.len()..].copy_from_slice(bytes);
+        return SecretKey::from_slice(&padded[..]).map_err(|_| Error::InvalidPrivateKey);
+    }
     SecretKey::from_pkcs8_der(bytes)
         .or_else(|_| SecretKey::from_sec1_der(bytes))
         .map_err(|_| Error::InvalidPrivateKey)

@@ -75,9 +75,9 @@ fn bad_keys_are_typed_errors() {
         "scalar above the group order"
     );
     assert_eq!(
-        ReceiverKeys::from_raw(&[1; 31], &[0; 16]).map(|_| ()),
+        ReceiverKeys::from_raw(&[1; 33], &[0; 16]).map(|_| ()),
         Err(Error::InvalidPrivateKey),
-        "short scalar"
+        "neither a scalar nor DER"
     );
     assert_eq!(
         ReceiverKeys::from_raw(&[1; 32], &[0; 15]).map(|_| ()),
@@ -134,4 +134,32 @@ fn subscription_from_base64_round_trip() {
     // The wrong auth secret fails authentication.
     let wrong = ReceiverKeys::from_raw(&keys.private_key_raw()[..], &[9; 16]).expect("keys");
     assert_eq!(aes128gcm::decrypt(&wrong, &body), Err(Error::BadTag));
+}
+
+#[test]
+fn a_raw_scalar_without_its_leading_zero_bytes_is_accepted() {
+    // Keys whose scalar starts with zero bytes, as OpenSSL exports them (minimal length).
+    let mut found = 0;
+    let mut attempts = 0;
+    while found < 3 && attempts < 20_000 {
+        attempts += 1;
+        let keys = ReceiverKeys::generate();
+        let raw = keys.private_key_raw();
+        if raw[0] != 0 {
+            continue;
+        }
+        found += 1;
+        let trimmed: Vec<u8> = raw.iter().copied().skip_while(|b| *b == 0).collect();
+        assert!(trimmed.len() < 32);
+        let again = ReceiverKeys::from_raw(&trimmed, keys.auth_secret()).unwrap();
+        assert_eq!(again.public_key(), keys.public_key());
+    }
+    assert_eq!(
+        found, 3,
+        "a key with a leading zero byte in {attempts} attempts"
+    );
+    assert!(matches!(
+        ReceiverKeys::from_raw(&[], &[0; 16]),
+        Err(webpush_ece::Error::InvalidPrivateKey)
+    ));
 }
