@@ -320,13 +320,15 @@ impl Peer {
             };
             let parts = framed.into_parts();
             let (reader, mut writer) = tokio::io::split(parts.io);
+            let client_frames = Arc::new(AtomicUsize::new(1));
             tokio::spawn(count_acks(
                 reader,
                 parts.read_buf,
                 counter,
-                Arc::new(AtomicUsize::new(1)),
+                Arc::clone(&client_frames),
             ));
             let _ = login_tx.send(Some(Instant::now()));
+            let mut confirmed = 1;
             let template = (Vec::new(), None);
             let mut codec = bare_codec();
             let mut ticker = tokio::time::interval(Duration::from_millis(1));
@@ -348,6 +350,14 @@ impl Peer {
                         return;
                     }
                     sent += 1;
+                }
+                // Confirm the client's acknowledgements as Google's next frame would.
+                let seen = client_frames.load(Ordering::Relaxed);
+                if seen > confirmed
+                    && let Some(frame) = confirmation(seen)
+                {
+                    confirmed = seen;
+                    wire.extend_from_slice(&frame);
                 }
                 if !wire.is_empty() && writer.write_all(&wire).await.is_err() {
                     return;
