@@ -348,18 +348,10 @@ pub async fn create_installation<C: HttpClient + ?Sized>(
     retry: &RetryPolicy,
 ) -> Result<Installation, Error> {
     let request = create_installation_request(endpoints, app, fid)?;
-    retry
-        .run(
-            |_| {
-                let request = request.clone();
-                async move {
-                    let response = client.send(request).await?;
-                    parse_create_installation_response(&response, fid, SystemTime::now())
-                }
-            },
-            Error::is_transient,
-        )
-        .await
+    crate::send_with_retry(client, request, retry, |response| {
+        parse_create_installation_response(response, fid, SystemTime::now())
+    })
+    .await
 }
 
 /// Obtains a fresh auth token for an installation, retrying [`Error::is_transient`]
@@ -373,16 +365,8 @@ pub async fn refresh_auth_token<C: HttpClient + ?Sized>(
     retry: &RetryPolicy,
 ) -> Result<AuthToken, Error> {
     let request = refresh_auth_token_request(endpoints, app, fid, refresh_token)?;
-    retry
-        .run(
-            |_| {
-                let request = request.clone();
-                async move {
-                    let response = client.send(request).await?;
-                    parse_auth_token_response(&response, SystemTime::now())
-                }
-            },
-            Error::is_transient,
-        )
-        .await
+    crate::send_with_retry(client, request, retry, |response| {
+        parse_auth_token_response(response, SystemTime::now())
+    })
+    .await
 }

@@ -7,6 +7,33 @@ mod installations;
 mod registrations;
 mod secret;
 
+use bytes::Bytes;
+use fcm_http::{HttpClient, RetryPolicy};
+use http::{Request, Response};
+
+/// Sends `request` and parses the answer, retrying [`Error::is_transient`] failures as
+/// `retry` allows: the one loop behind every async call of this crate.
+async fn send_with_retry<C, T>(
+    client: &C,
+    request: Request<Bytes>,
+    retry: &RetryPolicy,
+    parse: impl Fn(&Response<Bytes>) -> Result<T, Error>,
+) -> Result<T, Error>
+where
+    C: HttpClient + ?Sized,
+{
+    let parse = &parse;
+    retry
+        .run(
+            |_| {
+                let request = request.clone();
+                async move { parse(&client.send(request).await?) }
+            },
+            Error::is_transient,
+        )
+        .await
+}
+
 pub use error::{Error, GoogleApiError};
 pub use fid::{fid_from_bytes, generate_fid, is_valid_fid};
 pub use installations::{

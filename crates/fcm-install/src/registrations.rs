@@ -210,18 +210,7 @@ pub async fn create_registration<C: HttpClient + ?Sized>(
     retry: &RetryPolicy,
 ) -> Result<FcmRegistration, Error> {
     let request = create_registration_request(endpoints, app, fis_auth_token, subscription)?;
-    retry
-        .run(
-            |_| {
-                let request = request.clone();
-                async move {
-                    let response = client.send(request).await?;
-                    parse_create_registration_response(&response)
-                }
-            },
-            Error::is_transient,
-        )
-        .await
+    crate::send_with_retry(client, request, retry, parse_create_registration_response).await
 }
 
 /// Deletes an FCM registration by name, retrying [`Error::is_transient`] failures as
@@ -235,16 +224,5 @@ pub async fn delete_registration<C: HttpClient + ?Sized>(
     retry: &RetryPolicy,
 ) -> Result<(), Error> {
     let request = delete_registration_request(endpoints, app, fis_auth_token, name)?;
-    retry
-        .run(
-            |_| {
-                let request = request.clone();
-                async move {
-                    let response = client.send(request).await?;
-                    parse_delete_registration_response(&response)
-                }
-            },
-            Error::is_transient,
-        )
-        .await
+    crate::send_with_retry(client, request, retry, parse_delete_registration_response).await
 }
