@@ -169,6 +169,7 @@ async fn throughput(payload: Payload, messages: usize) -> Result {
         tokio::spawn(async move { pullkin.run(None).await })
     };
     let started = peer.logged_in().await?;
+    let cpu_before = cpu_seconds()?;
     tokio::time::timeout(Duration::from_secs(120), done.notified())
         .await
         .map_err(|_| {
@@ -178,6 +179,7 @@ async fn throughput(payload: Payload, messages: usize) -> Result {
             )
         })?;
     let elapsed = started.elapsed();
+    let cpu = cpu_seconds()? - cpu_before;
     pullkin.stop(None).await;
     let _ = runner.await;
     let stored = store.load_ack_state("bench").map_err(|e| e.to_string())?;
@@ -192,6 +194,7 @@ async fn throughput(payload: Payload, messages: usize) -> Result {
             "messages_per_second": rate.round(),
             "stored_unconfirmed_ids": stored.unconfirmed.len(),
             "store_writes": peer.acks_received(),
+            "cpu_cores_busy": (cpu / elapsed.as_secs_f64() * 100.0).round() / 100.0,
         })
     );
     Ok(())

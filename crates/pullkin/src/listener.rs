@@ -400,8 +400,11 @@ impl Pullkin {
         let extra: Vec<String> = persistent_ids.into_iter().collect();
         if !extra.is_empty() {
             let mut state = self.store.load_ack_state(app)?;
+            let mut known: std::collections::HashSet<std::sync::Arc<str>> =
+                state.unconfirmed.iter().cloned().collect();
             for id in extra {
-                if !state.unconfirmed.contains(&id) {
+                let id = std::sync::Arc::<str>::from(id);
+                if known.insert(std::sync::Arc::clone(&id)) {
                     state.unconfirmed.push(id);
                 }
             }

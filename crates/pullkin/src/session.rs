@@ -97,9 +97,9 @@ impl SessionConfig {
 pub struct AckState {
     /// Delivered ids not yet confirmed by the server, oldest first. They go into the next
     /// LoginRequest's `received_persistent_id`.
-    pub unconfirmed: Vec<String>,
+    pub unconfirmed: Vec<Arc<str>>,
     /// Ids the server confirmed recently, oldest first; bounded.
-    pub recent: Vec<String>,
+    pub recent: Vec<Arc<str>>,
 }
 
 /// Where the session stands.
@@ -288,12 +288,11 @@ impl Session {
             persisted_version: 0,
         };
         for id in restored.recent {
-            session.remember_recent(Id::from(id));
+            session.remember_recent(id);
         }
         for id in restored.unconfirmed {
-            if !session.ids.contains_key(id.as_str()) {
-                session.recent_set.remove(id.as_str());
-                let id = Id::from(id);
+            if !session.ids.contains_key(&id) {
+                session.recent_set.remove(&id);
                 session.ids.insert(Arc::clone(&id), IdState::Unacked);
                 session.unacked.push_back((id, 0));
             }
@@ -331,13 +330,15 @@ impl Session {
     /// written.
     #[must_use]
     pub fn ack_state(&self) -> AckState {
-        let mut unconfirmed: Vec<String> = Vec::with_capacity(self.ids.len());
-        unconfirmed.extend(self.awaiting.values().flatten().map(|id| id.to_string()));
-        unconfirmed.extend(self.unacked.iter().map(|(id, _)| id.to_string()));
-        unconfirmed.extend(self.undurable.iter().map(|u| u.id.to_string()));
+        // Shared, not copied: a snapshot is taken for every store write, and thousands of
+        // ids may await confirmation during a burst.
+        let mut unconfirmed: Vec<Arc<str>> = Vec::with_capacity(self.ids.len());
+        unconfirmed.extend(self.awaiting.values().flatten().cloned());
+        unconfirmed.extend(self.unacked.iter().map(|(id, _)| Arc::clone(id)));
+        unconfirmed.extend(self.undurable.iter().map(|u| Arc::clone(&u.id)));
         AckState {
             unconfirmed,
-            recent: self.recent.iter().map(|id| id.to_string()).collect(),
+            recent: self.recent.iter().cloned().collect(),
         }
     }
 

@@ -10,6 +10,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
@@ -74,13 +75,21 @@ pub struct DirStore {
 const ACKS_FORMAT: &str = "pullkin-acks/1";
 const CREDENTIALS_FORMAT: &str = "pullkin-credentials/1";
 
-#[derive(Serialize, Deserialize)]
+/// `<app>.acks.json` as read (its `format` is checked before).
+#[derive(Deserialize)]
 struct AckFile {
-    format: String,
     #[serde(default)]
-    unconfirmed: Vec<String>,
+    unconfirmed: Vec<Arc<str>>,
     #[serde(default)]
-    recent: Vec<String>,
+    recent: Vec<Arc<str>>,
+}
+
+/// [`AckFile`] as written: borrowed, so a write copies no id.
+#[derive(Serialize)]
+struct AckFileRef<'a> {
+    format: &'a str,
+    unconfirmed: &'a [Arc<str>],
+    recent: &'a [Arc<str>],
 }
 
 #[derive(Serialize, Deserialize)]
@@ -217,10 +226,10 @@ impl Store for DirStore {
         let path = self.path(app, "acks")?;
         self.write(
             &path,
-            &AckFile {
-                format: ACKS_FORMAT.to_owned(),
-                unconfirmed: state.unconfirmed.clone(),
-                recent: state.recent.clone(),
+            &AckFileRef {
+                format: ACKS_FORMAT,
+                unconfirmed: &state.unconfirmed,
+                recent: &state.recent,
             },
         )
     }

@@ -9,7 +9,7 @@ use serde_json::json;
 
 fn state(ids: &[&str]) -> AckState {
     AckState {
-        unconfirmed: ids.iter().map(|s| (*s).to_owned()).collect(),
+        unconfirmed: ids.iter().map(|s| std::sync::Arc::from(*s)).collect(),
         recent: vec!["0:old".into()],
     }
 }
