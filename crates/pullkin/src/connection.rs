@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use webpush_ece::ReceiverKeys;
 
-use crate::event::{Delivery, Event, Work};
+use crate::event::{Delivery, Event, Taken, Work};
 use crate::message;
 use crate::session::{AckState, Session, SessionConfig, SessionEvent};
 use crate::store::{Store, StoreError};
@@ -123,8 +123,8 @@ pub(crate) struct Worker {
     pub stable_after: Duration,
     /// Boxed: an idle app's channel then holds a block of pointers, not of deliveries.
     pub deliveries: mpsc::Sender<Box<Delivery>>,
-    pub delivered_tx: mpsc::UnboundedSender<String>,
-    pub delivered_rx: mpsc::UnboundedReceiver<String>,
+    /// Ids the application took.
+    pub taken: Arc<Taken>,
     pub events: broadcast::Sender<Event>,
     pub health: watch::Sender<Health>,
     pub last_frame_ms: Arc<AtomicU64>,
@@ -169,7 +169,9 @@ impl Worker {
             self.set_state(ConnectionState::Connecting {
                 attempt: failures + 1,
             });
-            let ended = self.connect_once(&mut session).await;
+            // Boxed, here and below: an async fn's state is as large as its largest await
+            // point, and every idle connection holds one (thousands may be held at once).
+            let ended = Box::pin(self.connect_once(&mut session)).await;
             session.disconnected();
             let cause = match ended {
                 Ok(Ended::Stopped) => break,
@@ -202,9 +204,7 @@ impl Worker {
             }
         }
         // Ids taken since the last write must not be lost.
-        while let Ok(id) = self.delivered_rx.try_recv() {
-            session.delivered(&id, Instant::now());
-        }
+        self.take_delivered(&mut session);
         if session.ack_state_dirty()
             && let Err(error) = self.persist(session.ack_state()).await
         {
@@ -218,6 +218,14 @@ impl Worker {
         }
         self.set_state(ConnectionState::Stopped { cause: stop_cause });
         info!(app = %self.app, "listener stopped");
+    }
+
+    /// Tells the session which messages the application took meanwhile.
+    fn take_delivered(&self, session: &mut Session) {
+        let now = Instant::now();
+        for id in self.taken.take() {
+            session.delivered(&id, now);
+        }
     }
 
     fn set_state(&self, state: ConnectionState) {
@@ -302,7 +310,7 @@ impl Worker {
         let stop = self.stop.clone();
         let mut connection = tokio::select! {
             () = stop.cancelled() => return Ok(Ended::Stopped),
-            connection = self.open() => connection?,
+            connection = Box::pin(self.open()) => connection?,
         };
         session.connect(Instant::now());
         let mut online_since: Option<Instant> = None;
@@ -347,7 +355,7 @@ impl Worker {
                     {
                         session.mark_persisted_up_to(version);
                     }
-                    self.close_gracefully(session, &mut connection).await;
+                    Box::pin(self.close_gracefully(session, &mut connection)).await;
                     return Ok(Ended::Stopped);
                 }
                 written = wait_for(&mut persisting) => {
@@ -376,14 +384,12 @@ impl Worker {
                     }
                     // Under a steady stream of frames the branch below may never win:
                     // take what the application finished meanwhile here too.
-                    while let Ok(id) = self.delivered_rx.try_recv() {
-                        session.delivered(&id, Instant::now());
-                    }
+                    self.take_delivered(session);
                 }
-                Some(id) = self.delivered_rx.recv() => {
-                    session.delivered(&id, Instant::now());
-                    while let Ok(id) = self.delivered_rx.try_recv() {
-                        session.delivered(&id, Instant::now());
+                ids = self.taken.wait() => {
+                    let now = Instant::now();
+                    for id in ids {
+                        session.delivered(&id, now);
                     }
                 }
                 () = sleep_until(deadline), if deadline.is_some() => {
@@ -410,7 +416,8 @@ impl Worker {
                         });
                     }
                     SessionEvent::Message(stanza) => {
-                        if !self.hand_over(*stanza).await? {
+                        let delivery = self.delivery(stanza);
+                        if !self.hand_over(delivery).await? {
                             return Ok(Ended::Stopped);
                         }
                     }
@@ -428,9 +435,7 @@ impl Worker {
     /// On a requested stop: acknowledge what the application took, store it, and write
     /// the acknowledgement (for at most a second) before the connection is dropped.
     async fn close_gracefully(&mut self, session: &mut Session, connection: &mut Connection) {
-        while let Ok(id) = self.delivered_rx.try_recv() {
-            session.delivered(&id, Instant::now());
-        }
+        self.take_delivered(session);
         session.flush_acks();
         if session.ack_state_dirty() {
             match self.persist(session.ack_state()).await {
@@ -450,34 +455,43 @@ impl Worker {
         let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
     }
 
-    /// Hands a data message over. Decoding happens on the consumer's side, and
-    /// decryption on the blocking pool, so that several messages are decrypted in
-    /// parallel while the connection task goes on reading; the consumer takes them in
-    /// order. `Ok(false)`: stopped meanwhile.
-    async fn hand_over(&self, stanza: DataMessageStanza) -> Result<bool, String> {
-        let persistent_id = stanza.persistent_id.clone();
+    /// Prepares a data message for the hand-over. Decoding happens on the consumer's
+    /// side, and decryption on the blocking pool, so that several messages are decrypted
+    /// in parallel while the connection task goes on reading; the consumer takes them in
+    /// order.
+    fn delivery(&self, stanza: Box<DataMessageStanza>) -> Box<Delivery> {
+        let persistent_id = stanza.persistent_id.as_deref().map(Arc::from);
         let keys = self.keys.clone();
         let work = if keys.is_some() && message::is_encrypted(&stanza) {
-            let stanza = Box::new(stanza);
             Work::Decrypting(tokio::task::spawn_blocking(move || {
                 let decoded = message::decode(&stanza, keys.as_deref());
                 (decoded, stanza)
             }))
         } else {
-            Work::Plain(Box::new(stanza), keys)
+            Work::Plain(stanza, keys)
         };
-        let delivery = Box::new(Delivery {
+        Box::new(Delivery {
             app: Arc::clone(&self.app),
             persistent_id,
             work,
-            delivered: self.delivered_tx.clone(),
+            delivered: Arc::clone(&self.taken),
             events: self.events.clone(),
-        });
+        })
+    }
+
+    /// Hands a message over, waiting while the application's queue is full. Only a boxed
+    /// delivery is held across the wait: this future is part of every connection's state.
+    /// `Ok(false)`: stopped meanwhile.
+    async fn hand_over(&self, delivery: Box<Delivery>) -> Result<bool, String> {
         tokio::select! {
             () = self.stop.cancelled() => Ok(false),
-            sent = self.deliveries.send(delivery) => sent
-                .map(|()| true)
-                .map_err(|_| "the application stopped taking messages".to_owned()),
+            permit = self.deliveries.reserve() => match permit {
+                Ok(permit) => {
+                    permit.send(delivery);
+                    Ok(true)
+                }
+                Err(_) => Err("the application stopped taking messages".to_owned()),
+            },
         }
     }
 }

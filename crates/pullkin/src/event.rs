@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use mcs_codec::proto::DataMessageStanza;
-use tokio::sync::{broadcast, mpsc};
+use std::sync::{Mutex, PoisonError};
+
+use tokio::sync::{Notify, broadcast};
 use tokio::task::JoinHandle;
 use tracing::warn;
 use webpush_ece::ReceiverKeys;
@@ -85,6 +87,43 @@ pub enum Event {
     },
 }
 
+/// The ids the application took, on their way back to the connection task. An idle
+/// connection holds an empty vector and a notifier here, nothing more (a channel would
+/// keep a block of slots per connection).
+#[derive(Debug, Default)]
+pub(crate) struct Taken {
+    ids: Mutex<Vec<Arc<str>>>,
+    notify: Notify,
+}
+
+impl Taken {
+    /// Reports one id as taken.
+    pub(crate) fn push(&self, id: Arc<str>) {
+        self.ids
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(id);
+        self.notify.notify_one();
+    }
+
+    /// The ids taken since the last call, oldest first.
+    pub(crate) fn take(&self) -> Vec<Arc<str>> {
+        std::mem::take(&mut *self.ids.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Waits for ids to be taken; returns them.
+    pub(crate) async fn wait(&self) -> Vec<Arc<str>> {
+        loop {
+            // A push between `take` and `notified` leaves a permit: no wake-up is lost.
+            let ids = self.take();
+            if !ids.is_empty() {
+                return ids;
+            }
+            self.notify.notified().await;
+        }
+    }
+}
+
 /// How a handed-over message is being turned into a [`Message`].
 pub(crate) enum Work {
     /// Not encrypted: decoded by the consumer (cheap).
@@ -98,9 +137,9 @@ pub(crate) enum Work {
 /// a `deleted_messages` notice) is reported and acknowledged by [`Delivery::resolve`].
 pub(crate) struct Delivery {
     pub app: Arc<str>,
-    pub persistent_id: Option<String>,
+    pub persistent_id: Option<Arc<str>>,
     pub work: Work,
-    pub delivered: mpsc::UnboundedSender<String>,
+    pub delivered: Arc<Taken>,
     pub events: broadcast::Sender<Event>,
 }
 
@@ -109,7 +148,8 @@ pub(crate) struct Ready {
     pub app: Arc<str>,
     pub message: Box<Message>,
     pub stanza: Box<DataMessageStanza>,
-    delivered: mpsc::UnboundedSender<String>,
+    persistent_id: Option<Arc<str>>,
+    delivered: Arc<Taken>,
 }
 
 impl Delivery {
@@ -126,7 +166,7 @@ impl Delivery {
             Ok(done) => done,
             Err(error) => {
                 warn!(%app, "the decryption task failed: {error}");
-                acknowledge(&self.delivered, self.persistent_id.as_ref());
+                acknowledge(&self.delivered, self.persistent_id.clone());
                 let _ = self.events.send(Event::Failed {
                     app,
                     cause: format!(
@@ -142,20 +182,21 @@ impl Delivery {
                 app: self.app,
                 message,
                 stanza,
+                persistent_id: self.persistent_id,
                 delivered: self.delivered,
             }),
             Decoded::DeletedMessages { count } => {
                 warn!(%app, ?count, "the server dropped messages it could not deliver");
-                acknowledge(&self.delivered, self.persistent_id.as_ref());
+                acknowledge(&self.delivered, self.persistent_id.clone());
                 let _ = self.events.send(Event::DeletedMessages { app, count });
                 None
             }
             Decoded::Undecryptable(error) => {
                 warn!(%app, persistent_id = ?self.persistent_id, "cannot decrypt a message: {error}");
-                acknowledge(&self.delivered, self.persistent_id.as_ref());
+                acknowledge(&self.delivered, self.persistent_id.clone());
                 let _ = self.events.send(Event::Undecryptable {
                     app,
-                    persistent_id: self.persistent_id,
+                    persistent_id: self.persistent_id.as_deref().map(str::to_owned),
                     error: error.to_string(),
                     stanza,
                 });
@@ -172,7 +213,7 @@ impl Ready {
         Incoming {
             app: self.app.to_string(),
             _ack: Ack {
-                id: self.message.persistent_id.clone(),
+                id: self.persistent_id,
                 delivered: self.delivered,
             },
             message: *self.message,
@@ -184,18 +225,52 @@ impl Ready {
 /// Acknowledges one message when dropped.
 #[derive(Debug)]
 pub(crate) struct Ack {
-    id: Option<String>,
-    delivered: mpsc::UnboundedSender<String>,
+    id: Option<Arc<str>>,
+    delivered: Arc<Taken>,
 }
 
 impl Drop for Ack {
     fn drop(&mut self) {
-        acknowledge(&self.delivered, self.id.as_ref());
+        acknowledge(&self.delivered, self.id.take());
     }
 }
 
-fn acknowledge(delivered: &mpsc::UnboundedSender<String>, id: Option<&String>) {
+fn acknowledge(delivered: &Taken, id: Option<Arc<str>>) {
     if let Some(id) = id {
-        let _ = delivered.send(id.clone());
+        delivered.push(id);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn taken_ids_come_back_in_order_and_wake_the_waiter() {
+        let taken = Arc::new(Taken::default());
+        assert!(taken.take().is_empty());
+        let waiter = {
+            let taken = Arc::clone(&taken);
+            tokio::spawn(async move { taken.wait().await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        taken.push(Arc::from("0:a"));
+        taken.push(Arc::from("0:b"));
+        let ids = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("the waiter was woken")
+            .unwrap();
+        // The waiter may have run between the two pushes.
+        let mut all: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
+        all.extend(taken.take().iter().map(|id| id.to_string()));
+        assert_eq!(all, ["0:a", "0:b"]);
+        // A push before anyone waits is not lost either.
+        taken.push(Arc::from("0:c"));
+        let ids = tokio::time::timeout(Duration::from_secs(5), taken.wait())
+            .await
+            .expect("the pushed id is there");
+        assert_eq!(&*ids[0], "0:c");
     }
 }

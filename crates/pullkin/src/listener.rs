@@ -184,7 +184,8 @@ pub struct Pullkin {
     tls: Arc<ClientConfig>,
     store: Arc<dyn Store>,
     prepare: Option<PrepareFactory>,
-    credentials: Arc<Mutex<HashMap<String, AppCredentials>>>,
+    /// Shared: the map's entries stay small (thousands of apps may be held).
+    credentials: Arc<Mutex<HashMap<String, Arc<AppCredentials>>>>,
     handshakes: Arc<tokio::sync::Semaphore>,
     /// Copied on write: a dispatch takes one `Arc` clone, not one per handler.
     handlers: RwLock<Arc<Vec<Arc<Handler>>>>,
@@ -282,7 +283,7 @@ impl Pullkin {
                                 .receiver_keys()
                                 .map_err(|e| format!("renewed keys unusable: {e}"))?,
                         ));
-                        lock(&credentials).insert(app.to_string(), creds.clone());
+                        lock(&credentials).insert(app.to_string(), Arc::new(creds.clone()));
                         let _ = events.send(Event::CredentialsChanged {
                             app: app.to_string(),
                         });
@@ -302,7 +303,9 @@ impl Pullkin {
     /// The current credentials of an app (renewed ones included).
     #[must_use]
     pub fn credentials(&self, app: &str) -> Option<AppCredentials> {
-        lock(&self.credentials).get(app).cloned()
+        lock(&self.credentials)
+            .get(app)
+            .map(|c| AppCredentials::clone(c))
     }
 
     /// The settings.
@@ -396,7 +399,7 @@ impl Pullkin {
             return Err(PullkinError::AppExists(app.to_owned()));
         }
         let keys = credentials.keys.receiver_keys()?;
-        lock(&self.credentials).insert(app.to_owned(), credentials.clone());
+        lock(&self.credentials).insert(app.to_owned(), Arc::new(credentials.clone()));
         let extra: Vec<String> = persistent_ids.into_iter().collect();
         if !extra.is_empty() {
             let mut state = self.store.load_ack_state(app)?;
@@ -420,7 +423,6 @@ impl Pullkin {
         session_config.server_heartbeat = self.config.server_heartbeat;
         session_config.ack_delay = self.config.ack_delay;
         let (deliveries, receiver) = mpsc::channel(self.config.queue_capacity.max(1));
-        let (delivered_tx, delivered_rx) = mpsc::unbounded_channel();
         let (health_tx, health) = watch::channel(Health {
             state: ConnectionState::Idle,
             last_frame_at: None,
@@ -445,8 +447,7 @@ impl Pullkin {
             max_failures: self.config.max_failures,
             stable_after: self.config.stable_after,
             deliveries,
-            delivered_tx,
-            delivered_rx,
+            taken: Arc::default(),
             events: self.events.clone(),
             health: health_tx,
             last_frame_ms: Arc::new(AtomicU64::new(0)),

@@ -548,6 +548,11 @@ impl Session {
             self.queue_acks();
         }
         let mut message = self.transmit.pop_front()?;
+        if self.transmit.is_empty() {
+            // Frames are large (a LoginRequest inline): an idle connection keeps no room
+            // for them (thousands of idle connections add up).
+            self.transmit = VecDeque::new();
+        }
         if matches!(message, McsMessage::LoginRequest(_)) {
             return Some(message);
         }
