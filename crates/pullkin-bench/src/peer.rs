@@ -151,13 +151,37 @@ pub(crate) struct Peer {
     acks: Arc<AtomicUsize>,
 }
 
-async fn bind() -> Result<(TcpListener, TlsAcceptor, String)> {
+fn bind() -> Result<(std::net::TcpListener, TlsAcceptor, String)> {
     let (config, ca_pem) =
         fcm_emulator::local_server_tls(&["localhost".to_owned()]).map_err(|e| e.to_string())?;
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| e.to_string())?;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
     Ok((listener, TlsAcceptor::from(config), ca_pem))
+}
+
+/// Runs a peer on a thread and runtime of its own, so that it does not share the
+/// measured client's runtime workers (as a real server would not).
+fn serve<F, Fut>(listener: std::net::TcpListener, serve: F) -> Result
+where
+    F: FnOnce(TcpListener) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the peer's runtime: {e}"))?;
+    std::thread::Builder::new()
+        .name("bench-peer".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                match TcpListener::from_std(listener) {
+                    Ok(listener) => serve(listener).await,
+                    Err(e) => eprintln!("bench peer: {e}"),
+                }
+            });
+        })
+        .map_err(|e| format!("cannot start the peer's thread: {e}"))?;
+    Ok(())
 }
 
 type ServerConnection = Framed<tokio_rustls::server::TlsStream<TcpStream>, McsCodec>;
@@ -250,12 +274,12 @@ impl Peer {
             }
         }
         batches.push(wire.freeze());
-        let (listener, acceptor, ca_pem) = bind().await?;
+        let (listener, acceptor, ca_pem) = bind()?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let (login_tx, login_rx) = watch::channel(None);
         let acks = Arc::new(AtomicUsize::new(0));
         let counter = Arc::clone(&acks);
-        tokio::spawn(async move {
+        serve(listener, move |listener| async move {
             let framed = match login(&listener, &acceptor).await {
                 Ok(framed) => framed,
                 Err(e) => {
@@ -291,7 +315,7 @@ impl Peer {
             let _ = writer.flush().await;
             // Keep the connection open until the client leaves.
             std::future::pending::<()>().await;
-        });
+        })?;
         Ok(Self {
             addr,
             ca_pem,
@@ -304,13 +328,13 @@ impl Peer {
     /// A peer that writes plain frames at `rate` per second, each stamped with the
     /// microseconds since [`Peer::epoch`] in its data key `t`.
     pub(crate) async fn start_paced(messages: usize, rate: u32) -> Result<Self> {
-        let (listener, acceptor, ca_pem) = bind().await?;
+        let (listener, acceptor, ca_pem) = bind()?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let (login_tx, login_rx) = watch::channel(None);
         let acks = Arc::new(AtomicUsize::new(0));
         let counter = Arc::clone(&acks);
         let epoch = Instant::now();
-        tokio::spawn(async move {
+        serve(listener, move |listener| async move {
             let framed = match login(&listener, &acceptor).await {
                 Ok(framed) => framed,
                 Err(e) => {
@@ -364,7 +388,7 @@ impl Peer {
                 }
             }
             std::future::pending::<()>().await;
-        });
+        })?;
         Ok(Self {
             addr,
             ca_pem,

@@ -121,6 +121,8 @@ pub(crate) struct Worker {
     pub max_failures: Option<u32>,
     /// A connection that stayed up this long resets the backoff.
     pub stable_after: Duration,
+    /// At most one store write per this interval while connected.
+    pub store_interval: Duration,
     /// Boxed: an idle app's channel then holds a block of pointers, not of deliveries.
     pub deliveries: mpsc::Sender<Box<Delivery>>,
     /// Ids the application took.
@@ -324,8 +326,15 @@ impl Worker {
         // the connection (group commit): frames keep being read meanwhile, and the session
         // acknowledges an id only once a write that names it has finished.
         let mut persisting: Option<(u64, JoinHandle<Result<(), StoreError>>)> = None;
+        // When the last write started: each write records the whole state, so during a
+        // burst they are spaced by `store_interval` (their cost grows with the state).
+        let mut last_write: Option<Instant> = None;
         loop {
-            if persisting.is_none() && session.ack_state_dirty() {
+            let now = Instant::now();
+            let write_due = last_write.map_or(now, |at| at + self.store_interval);
+            let write_wanted = persisting.is_none() && session.ack_state_dirty();
+            if write_wanted && now >= write_due {
+                last_write = Some(now);
                 let version = session.ack_state_version();
                 let state = session.ack_state();
                 let store = Arc::clone(&self.store);
@@ -345,7 +354,12 @@ impl Worker {
             if wrote && let Err(e) = SinkExt::<McsMessage>::flush(&mut connection).await {
                 return lost(format!("write failed: {e}"), online_since);
             }
-            let deadline = session.poll_timeout();
+            let session_deadline = session.poll_timeout();
+            let deadline = match (session_deadline, write_wanted && now < write_due) {
+                (Some(at), true) => Some(at.min(write_due)),
+                (None, true) => Some(write_due),
+                (at, false) => at,
+            };
             let stop = self.stop.clone();
             tokio::select! {
                 biased;
@@ -393,7 +407,12 @@ impl Worker {
                     }
                 }
                 () = sleep_until(deadline), if deadline.is_some() => {
-                    session.handle_timeout(Instant::now());
+                    let now = Instant::now();
+                    if session_deadline.is_none_or(|at| now < at) {
+                        // Only a store write's turn came.
+                        continue;
+                    }
+                    session.handle_timeout(now);
                     // Idle: give back buffers a burst grew.
                     if connection.read_buffer().is_empty()
                         && connection.read_buffer().capacity() > IDLE_BUFFER

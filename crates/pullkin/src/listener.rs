@@ -52,6 +52,10 @@ pub struct ListenerConfig {
     /// Acknowledge taken messages at the latest this long after the first of them
     /// (default 1 s); every 10 messages an acknowledgement goes out at once.
     pub ack_delay: Duration,
+    /// Store writes of the acknowledgement state are grouped: at most one per this
+    /// interval per app (default 20 ms). Messages keep flowing meanwhile; their
+    /// acknowledgements wait for the write that records them.
+    pub store_interval: Duration,
     /// Backoff between attempts (its attempt count is not used: see `max_failures`).
     pub reconnect: RetryPolicy,
     /// Stop after this many failures in a row; `None` (the default) never gives up.
@@ -77,6 +81,7 @@ impl Default for ListenerConfig {
             server_heartbeat: Some(Duration::from_secs(60)),
             client_id: "chrome-63.0.3234.0".to_owned(),
             ack_delay: Duration::from_secs(1),
+            store_interval: Duration::from_millis(20),
             reconnect: RetryPolicy::default()
                 .with_initial_delay(Duration::from_secs(1))
                 .with_max_delay(Duration::from_secs(300)),
@@ -446,6 +451,7 @@ impl Pullkin {
             reconnect: self.config.reconnect.clone(),
             max_failures: self.config.max_failures,
             stable_after: self.config.stable_after,
+            store_interval: self.config.store_interval,
             deliveries,
             taken: Arc::default(),
             events: self.events.clone(),

@@ -28,7 +28,7 @@
 //! ids survive a restart. Confirmed ids are forgotten (apart from a bounded list of recent
 //! ones kept to drop late duplicates), so the stored state stays small.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -205,6 +205,11 @@ enum IdState {
 /// A persistent id, shared by the maps and queues that track it (no copy per move).
 type Id = Arc<str>;
 
+/// Maps keyed by ids use foldhash: several lookups per message, and its per-process
+/// random seed keeps the protection against chosen keys.
+type IdMap<V> = foldhash::HashMap<Id, V>;
+type IdSet = foldhash::HashSet<Id>;
+
 /// A taken id waiting to be stored before it may be acknowledged.
 #[derive(Debug)]
 struct Undurable {
@@ -229,7 +234,7 @@ pub struct Session {
     /// The `last_stream_id_received` most recently sent.
     reported_in: i32,
     /// Every id not yet confirmed, with its state.
-    ids: HashMap<Id, IdState>,
+    ids: IdMap<IdState>,
     /// How many pending ids arrived with each stream id of this connection: the lowest
     /// bounds what may be reported as received.
     pending_streams: BTreeMap<i32, u32>,
@@ -243,7 +248,7 @@ pub struct Session {
     awaiting: BTreeMap<i32, Vec<Id>>,
     /// Recently confirmed ids, for dropping late duplicates.
     recent: VecDeque<Id>,
-    recent_set: HashSet<Id>,
+    recent_set: IdSet,
     /// An ack should go out now (batch full or `immediate_ack`).
     ack_wanted: bool,
     /// When the oldest unacked id must be acknowledged at the latest.
@@ -271,13 +276,13 @@ impl Session {
             stream_id_out: 0,
             stream_id_in: 0,
             reported_in: 0,
-            ids: HashMap::new(),
+            ids: IdMap::default(),
             pending_streams: BTreeMap::new(),
             undurable: VecDeque::new(),
             unacked: VecDeque::new(),
             awaiting: BTreeMap::new(),
             recent: VecDeque::new(),
-            recent_set: HashSet::new(),
+            recent_set: IdSet::default(),
             ack_wanted: false,
             ack_due: None,
             transmit: VecDeque::new(),
