@@ -18,7 +18,7 @@ use mcs_codec::{McsCodec, McsError, McsMessage};
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, watch};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tokio_util::codec::Framed;
@@ -27,6 +27,7 @@ use tracing::{debug, info, warn};
 use webpush_ece::ReceiverKeys;
 
 use crate::event::{Delivery, Event, Taken, Work};
+use crate::handoff;
 use crate::message;
 use crate::session::{AckState, Session, SessionConfig, SessionEvent};
 use crate::store::{Store, StoreError};
@@ -123,8 +124,8 @@ pub(crate) struct Worker {
     pub stable_after: Duration,
     /// At most one store write per this interval while connected.
     pub store_interval: Duration,
-    /// Boxed: an idle app's channel then holds a block of pointers, not of deliveries.
-    pub deliveries: mpsc::Sender<Box<Delivery>>,
+    /// Boxed: a queue of pointers, not of deliveries.
+    pub deliveries: handoff::Sender<Box<Delivery>>,
     /// Ids the application took.
     pub taken: Arc<Taken>,
     pub events: broadcast::Sender<Event>,
@@ -504,13 +505,9 @@ impl Worker {
     async fn hand_over(&self, delivery: Box<Delivery>) -> Result<bool, String> {
         tokio::select! {
             () = self.stop.cancelled() => Ok(false),
-            permit = self.deliveries.reserve() => match permit {
-                Ok(permit) => {
-                    permit.send(delivery);
-                    Ok(true)
-                }
-                Err(_) => Err("the application stopped taking messages".to_owned()),
-            },
+            sent = self.deliveries.send(delivery) => sent
+                .map(|()| true)
+                .map_err(|_| "the application stopped taking messages".to_owned()),
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod connection;
 pub mod core;
 pub mod credentials;
 mod event;
+mod handoff;
 pub mod listener;
 pub mod message;
 pub mod secret;

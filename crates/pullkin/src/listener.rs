@@ -14,7 +14,7 @@ use futures_util::stream::{self, SelectAll, Stream, StreamExt};
 use mcs_codec::proto::DataMessageStanza;
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
@@ -24,6 +24,7 @@ use crate::connection::{ConnectionState, Health, Identity, McsTarget, Prepare, W
 use crate::core::PullkinCore;
 use crate::credentials::AppCredentials;
 use crate::event::{Delivery, Event, Incoming, Ready};
+use crate::handoff;
 use crate::message::Message;
 use crate::session::SessionConfig;
 use crate::store::{MemoryStore, Store};
@@ -176,7 +177,7 @@ struct Handler {
 struct App {
     stop: CancellationToken,
     task: JoinHandle<()>,
-    receiver: Option<mpsc::Receiver<Box<Delivery>>>,
+    receiver: Option<handoff::Receiver<Box<Delivery>>>,
     health: watch::Receiver<Health>,
 }
 
@@ -427,7 +428,7 @@ impl Pullkin {
         session_config.heartbeat_timeout = self.config.heartbeat_timeout;
         session_config.server_heartbeat = self.config.server_heartbeat;
         session_config.ack_delay = self.config.ack_delay;
-        let (deliveries, receiver) = mpsc::channel(self.config.queue_capacity.max(1));
+        let (deliveries, receiver) = handoff::channel(self.config.queue_capacity);
         let (health_tx, health) = watch::channel(Health {
             state: ConnectionState::Idle,
             last_frame_at: None,
@@ -483,7 +484,7 @@ impl Pullkin {
             .filter_map(|ready| std::future::ready(ready.map(Ready::taken))))
     }
 
-    fn take_receiver(&self, app: &str) -> Result<mpsc::Receiver<Box<Delivery>>, PullkinError> {
+    fn take_receiver(&self, app: &str) -> Result<handoff::Receiver<Box<Delivery>>, PullkinError> {
         let mut apps = self.lock_apps();
         let entry = apps
             .get_mut(app)
@@ -594,7 +595,7 @@ impl Drop for Pullkin {
 }
 
 fn receiver_stream(
-    receiver: mpsc::Receiver<Box<Delivery>>,
+    receiver: handoff::Receiver<Box<Delivery>>,
 ) -> impl Stream<Item = Box<Delivery>> + Send {
     stream::unfold(receiver, |mut receiver| async move {
         receiver.recv().await.map(|delivery| (delivery, receiver))

@@ -1,0 +1,201 @@
+//! The bounded queue between an app's connection task and its consumer.
+//!
+//! One producer (the connection task), one consumer (the application's stream or
+//! [`crate::Pullkin::run`]). An idle queue is a mutex around an empty deque and two
+//! notifiers: thousands of idle apps hold no block of slots each, as a channel would.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use tokio::sync::Notify;
+
+/// A deque this long or shorter keeps its room when emptied; a longer one (a burst) gives
+/// it back.
+const KEEP: usize = 16;
+
+#[derive(Debug)]
+struct State<T> {
+    items: VecDeque<T>,
+    /// The sender is gone: the consumer ends once the queue is drained.
+    sender_gone: bool,
+    /// The receiver is gone: sending fails.
+    receiver_gone: bool,
+}
+
+#[derive(Debug)]
+struct Shared<T> {
+    state: Mutex<State<T>>,
+    capacity: usize,
+    /// An item was pushed, or the sender left.
+    item: Notify,
+    /// Room was made, or the receiver left.
+    room: Notify,
+}
+
+impl<T> Shared<T> {
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
+        // Every critical section is a few field updates: a poisoned lock is consistent.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The sending half; the queue ends for the receiver when it is dropped.
+#[derive(Debug)]
+pub(crate) struct Sender<T>(Arc<Shared<T>>);
+
+/// The receiving half; sending fails once it is dropped.
+#[derive(Debug)]
+pub(crate) struct Receiver<T>(Arc<Shared<T>>);
+
+/// The receiver is gone; the item comes back.
+#[derive(Debug)]
+pub(crate) struct Closed<T>(pub T);
+
+/// A queue holding at most `capacity` items (at least one).
+pub(crate) fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State {
+            items: VecDeque::new(),
+            sender_gone: false,
+            receiver_gone: false,
+        }),
+        capacity: capacity.max(1),
+        item: Notify::new(),
+        room: Notify::new(),
+    });
+    (Sender(Arc::clone(&shared)), Receiver(shared))
+}
+
+impl<T> Sender<T> {
+    /// Queues `item`, waiting while the queue is full.
+    pub(crate) async fn send(&self, item: T) -> Result<(), Closed<T>> {
+        loop {
+            {
+                let mut state = self.0.lock();
+                if state.receiver_gone {
+                    return Err(Closed(item));
+                }
+                if state.items.len() < self.0.capacity {
+                    state.items.push_back(item);
+                    drop(state);
+                    self.0.item.notify_one();
+                    return Ok(());
+                }
+            }
+            // A pop between the check and this wait left a permit: no wake-up is lost.
+            self.0.room.notified().await;
+        }
+    }
+}
+
+impl<T> Drop for Sender<T> {
+    fn drop(&mut self) {
+        self.0.lock().sender_gone = true;
+        self.0.item.notify_one();
+    }
+}
+
+impl<T> Receiver<T> {
+    /// The next item; `None` once the sender is gone and the queue drained.
+    pub(crate) async fn recv(&mut self) -> Option<T> {
+        loop {
+            {
+                let mut state = self.0.lock();
+                if let Some(item) = state.items.pop_front() {
+                    if state.items.is_empty() && state.items.capacity() > KEEP {
+                        state.items = VecDeque::new();
+                    }
+                    drop(state);
+                    self.0.room.notify_one();
+                    return Some(item);
+                }
+                if state.sender_gone {
+                    return None;
+                }
+            }
+            self.0.item.notified().await;
+        }
+    }
+}
+
+impl<T> Drop for Receiver<T> {
+    fn drop(&mut self) {
+        let mut state = self.0.lock();
+        state.receiver_gone = true;
+        // What was queued is dropped now, as a channel's would be.
+        let items = std::mem::take(&mut state.items);
+        drop(state);
+        drop(items);
+        self.0.room.notify_one();
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn items_arrive_in_order_and_a_full_queue_waits_for_room() {
+        let (tx, mut rx) = channel::<u32>(2);
+        tx.send(1).await.unwrap();
+        tx.send(2).await.unwrap();
+        let third = tokio::spawn(async move {
+            tx.send(3).await.unwrap();
+            tx
+        });
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(!third.is_finished(), "the third item waits for room");
+        assert_eq!(rx.recv().await, Some(1));
+        let tx = tokio::time::timeout(Duration::from_secs(5), third)
+            .await
+            .expect("room was made")
+            .unwrap();
+        assert_eq!(rx.recv().await, Some(2));
+        assert_eq!(rx.recv().await, Some(3));
+        drop(tx);
+        assert_eq!(rx.recv().await, None, "the sender left: the queue ends");
+    }
+
+    #[tokio::test]
+    async fn a_waiting_receiver_is_woken_and_a_gone_receiver_fails_the_sender() {
+        let (tx, mut rx) = channel::<u32>(1);
+        let waiter = tokio::spawn(async move {
+            let first = rx.recv().await;
+            (first, rx)
+        });
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        tx.send(7).await.unwrap();
+        let (first, rx) = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("woken")
+            .unwrap();
+        assert_eq!(first, Some(7));
+        tx.send(8).await.unwrap();
+        // The queue is full; the receiver leaves while the sender waits.
+        let blocked = tokio::spawn(async move { tx.send(9).await });
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        drop(rx);
+        let result = tokio::time::timeout(Duration::from_secs(5), blocked)
+            .await
+            .expect("the sender was told")
+            .unwrap();
+        match result {
+            Err(Closed(9)) => {}
+            other => panic!("expected the item back, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_burst_gives_its_room_back_once_drained() {
+        let (tx, mut rx) = channel::<u32>(1000);
+        for i in 0..500 {
+            tx.send(i).await.unwrap();
+        }
+        for i in 0..500 {
+            assert_eq!(rx.recv().await, Some(i));
+        }
+        assert_eq!(rx.0.lock().items.capacity(), 0);
+    }
+}
