@@ -736,3 +736,87 @@ async fn an_untrusted_server_certificate_is_refused() {
     pullkin.stop(None).await;
     emulator.shutdown().await;
 }
+
+/// A store that records when each acknowledgement-state write happened.
+#[derive(Debug, Default)]
+struct TimedStore {
+    inner: pullkin::MemoryStore,
+    writes: Mutex<Vec<std::time::Instant>>,
+}
+
+impl Store for TimedStore {
+    fn load_ack_state(&self, app: &str) -> Result<pullkin::session::AckState, pullkin::StoreError> {
+        self.inner.load_ack_state(app)
+    }
+    fn save_ack_state(
+        &self,
+        app: &str,
+        state: &pullkin::session::AckState,
+    ) -> Result<(), pullkin::StoreError> {
+        self.writes.lock().unwrap().push(std::time::Instant::now());
+        self.inner.save_ack_state(app, state)
+    }
+    fn load_credentials_json(
+        &self,
+        app: &str,
+    ) -> Result<Option<serde_json::Value>, pullkin::StoreError> {
+        self.inner.load_credentials_json(app)
+    }
+    fn save_credentials_json(
+        &self,
+        app: &str,
+        json: &serde_json::Value,
+    ) -> Result<(), pullkin::StoreError> {
+        self.inner.save_credentials_json(app, json)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_writes_are_spaced_by_the_store_interval_and_every_message_is_acknowledged() {
+    let emulator = Emulator::start().await.unwrap();
+    let android = android_device(&emulator);
+    let store = Arc::new(TimedStore::default());
+    let mut config = config(&emulator);
+    config.store_interval = Duration::from_millis(200);
+    let pullkin = Pullkin::new(
+        config,
+        tls(&emulator),
+        Some(Arc::clone(&store) as Arc<dyn Store>),
+    );
+    pullkin
+        .add_app("android", &android.credentials, [])
+        .unwrap();
+    let mut stream = Box::pin(pullkin.listen("android").unwrap());
+    let mut seen = HashSet::new();
+    for round in 0..3 {
+        for n in 0..100 {
+            emulator
+                .send(&android.token, &text(round * 100 + n))
+                .unwrap();
+        }
+        seen.extend(collect_n(&mut stream, 100).await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen.len(), 300, "every message once");
+    wait_acked(&emulator, &android).await;
+    let writes = store.writes.lock().unwrap().clone();
+    pullkin.stop(None).await;
+    assert!(
+        writes.len() >= 2,
+        "the state was stored: {} writes",
+        writes.len()
+    );
+    assert!(
+        writes.len() < 60,
+        "300 messages took {} writes: they are grouped",
+        writes.len()
+    );
+    for pair in writes.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap >= Duration::from_millis(100),
+            "two writes {gap:?} apart while connected"
+        );
+    }
+    emulator.shutdown().await;
+}
