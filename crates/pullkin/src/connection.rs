@@ -109,14 +109,10 @@ pub(crate) struct Identity {
 pub(crate) type Prepare =
     Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<Identity, String>> + Send>> + Send + Sync>;
 
-/// Everything one app's driver task needs.
-pub(crate) struct Worker {
-    pub app: Arc<str>,
-    pub session_config: SessionConfig,
-    pub keys: Option<Arc<ReceiverKeys>>,
+/// What the driver tasks of one listener share (one copy, not one per app).
+pub(crate) struct Settings {
     pub target: McsTarget,
     pub store: Arc<dyn Store>,
-    pub prepare: Option<Prepare>,
     pub reconnect: RetryPolicy,
     /// Give up after this many failures in a row (`None`: never).
     pub max_failures: Option<u32>,
@@ -124,11 +120,21 @@ pub(crate) struct Worker {
     pub stable_after: Duration,
     /// At most one store write per this interval while connected.
     pub store_interval: Duration,
+    pub events: broadcast::Sender<Event>,
+}
+
+/// Everything one app's driver task needs.
+pub(crate) struct Worker {
+    pub app: Arc<str>,
+    /// Taken by [`Worker::run`] to make the session.
+    pub session_config: Option<SessionConfig>,
+    pub keys: Option<Arc<ReceiverKeys>>,
+    pub settings: Arc<Settings>,
+    pub prepare: Option<Prepare>,
     /// Boxed: a queue of pointers, not of deliveries.
     pub deliveries: handoff::Sender<Box<Delivery>>,
     /// Ids the application took.
     pub taken: Arc<Taken>,
-    pub events: broadcast::Sender<Event>,
     pub health: watch::Sender<Health>,
     pub last_frame_ms: Arc<AtomicU64>,
     pub stop: CancellationToken,
@@ -137,7 +143,7 @@ pub(crate) struct Worker {
 type Connection = Framed<TlsStream<TcpStream>, McsCodec>;
 
 /// The read buffer of an idle connection, in bytes.
-const IDLE_BUFFER: usize = 512;
+const IDLE_BUFFER: usize = 256;
 
 /// How a connection ended.
 enum Ended {
@@ -148,13 +154,13 @@ enum Ended {
 impl Worker {
     /// Runs until stopped (or until `max_failures`).
     pub(crate) async fn run(mut self) {
-        let restored = match self.store.load_ack_state(&self.app) {
+        let restored = match self.settings.store.load_ack_state(&self.app) {
             Ok(state) => state,
             Err(error) => {
                 // Starting over would deliver every message again: refuse instead.
                 let cause = format!("cannot read the stored state: {error}");
                 warn!(app = %self.app, "{cause}");
-                let _ = self.events.send(Event::Failed {
+                let _ = self.settings.events.send(Event::Failed {
                     app: self.app.to_string(),
                     cause: cause.clone(),
                 });
@@ -162,7 +168,10 @@ impl Worker {
                 return;
             }
         };
-        let mut session = Session::new(self.session_config.clone(), restored);
+        let Some(config) = self.session_config.take() else {
+            return;
+        };
+        let mut session = Session::new(config, restored);
         let mut failures: u32 = 0;
         let mut stop_cause = None;
         loop {
@@ -179,7 +188,7 @@ impl Worker {
             let cause = match ended {
                 Ok(Ended::Stopped) => break,
                 Ok(Ended::Lost { cause, online_for }) => {
-                    if online_for >= self.stable_after {
+                    if online_for >= self.settings.stable_after {
                         failures = 0;
                     }
                     cause
@@ -188,12 +197,19 @@ impl Worker {
             };
             failures = failures.saturating_add(1);
             self.health.send_modify(|h| h.failures += 1);
-            if self.max_failures.is_some_and(|max| failures >= max) {
+            if self
+                .settings
+                .max_failures
+                .is_some_and(|max| failures >= max)
+            {
                 warn!(app = %self.app, failures, "giving up: {cause}");
                 stop_cause = Some(format!("gave up after {failures} failures: {cause}"));
                 break;
             }
-            let delay = self.reconnect.delay(failures, &mut rand::thread_rng());
+            let delay = self
+                .settings
+                .reconnect
+                .delay(failures, &mut rand::thread_rng());
             warn!(app = %self.app, failures, ?delay, "connection failed: {cause}; retrying");
             self.set_state(ConnectionState::BackingOff {
                 until: SystemTime::now() + delay,
@@ -214,7 +230,7 @@ impl Worker {
             warn!(app = %self.app, "cannot store the acknowledgement state: {error}");
         }
         if let Some(cause) = &stop_cause {
-            let _ = self.events.send(Event::Failed {
+            let _ = self.settings.events.send(Event::Failed {
                 app: self.app.to_string(),
                 cause: cause.clone(),
             });
@@ -237,11 +253,11 @@ impl Worker {
             state: state.clone(),
         };
         self.health.send_modify(|h| h.state = state);
-        let _ = self.events.send(event);
+        let _ = self.settings.events.send(event);
     }
 
     async fn persist(&self, state: AckState) -> Result<(), String> {
-        let store = Arc::clone(&self.store);
+        let store = Arc::clone(&self.settings.store);
         let app = Arc::clone(&self.app);
         tokio::task::spawn_blocking(move || store.save_ack_state(&app, &state))
             .await
@@ -250,7 +266,7 @@ impl Worker {
     }
 
     async fn open(&self) -> Result<Connection, String> {
-        let target = &self.target;
+        let target = &self.settings.target;
         let connect = async {
             let _permit = target
                 .handshakes
@@ -332,13 +348,13 @@ impl Worker {
         let mut last_write: Option<Instant> = None;
         loop {
             let now = Instant::now();
-            let write_due = last_write.map_or(now, |at| at + self.store_interval);
+            let write_due = last_write.map_or(now, |at| at + self.settings.store_interval);
             let write_wanted = persisting.is_none() && session.ack_state_dirty();
             if write_wanted && now >= write_due {
                 last_write = Some(now);
                 let version = session.ack_state_version();
                 let state = session.ack_state();
-                let store = Arc::clone(&self.store);
+                let store = Arc::clone(&self.settings.store);
                 let app = Arc::clone(&self.app);
                 persisting = Some((
                     version,
@@ -495,7 +511,7 @@ impl Worker {
             persistent_id,
             work,
             delivered: Arc::clone(&self.taken),
-            events: self.events.clone(),
+            events: self.settings.events.clone(),
         })
     }
 

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::PullkinError;
-use crate::connection::{ConnectionState, Health, Identity, McsTarget, Prepare, Worker};
+use crate::connection::{ConnectionState, Health, Identity, McsTarget, Prepare, Settings, Worker};
 use crate::core::PullkinCore;
 use crate::credentials::AppCredentials;
 use crate::event::{Delivery, Event, Incoming, Ready};
@@ -197,6 +197,8 @@ pub struct Pullkin {
     handlers: RwLock<Arc<Vec<Arc<Handler>>>>,
     apps: Mutex<HashMap<String, App>>,
     events: broadcast::Sender<Event>,
+    /// Shared by every app's driver; made on the first `add_app`.
+    worker_settings: Mutex<Option<Arc<Settings>>>,
 }
 
 impl std::fmt::Debug for Pullkin {
@@ -231,6 +233,7 @@ impl Pullkin {
             handlers: RwLock::new(Arc::new(Vec::new())),
             apps: Mutex::new(HashMap::new()),
             events,
+            worker_settings: Mutex::new(None),
         }
     }
 
@@ -438,24 +441,12 @@ impl Pullkin {
         let stop = CancellationToken::new();
         let worker = Worker {
             app: Arc::from(app),
-            session_config,
+            session_config: Some(session_config),
             keys: Some(Arc::new(keys)),
-            target: McsTarget {
-                addr: self.config.mcs_addr.clone(),
-                server_name: self.config.server_name()?,
-                tls: Arc::clone(&self.tls),
-                connect_timeout: self.config.connect_timeout,
-                handshakes: Arc::clone(&self.handshakes),
-            },
-            store: Arc::clone(&self.store),
+            settings: self.worker_settings()?,
             prepare: self.prepare.as_ref().and_then(|p| p(app)),
-            reconnect: self.config.reconnect.clone(),
-            max_failures: self.config.max_failures,
-            stable_after: self.config.stable_after,
-            store_interval: self.config.store_interval,
             deliveries,
             taken: Arc::default(),
-            events: self.events.clone(),
             health: health_tx,
             last_frame_ms: Arc::new(AtomicU64::new(0)),
             stop: stop.clone(),
@@ -482,6 +473,31 @@ impl Pullkin {
         Ok(receiver_stream(receiver)
             .then(|delivery| delivery.resolve())
             .filter_map(|ready| std::future::ready(ready.map(Ready::taken))))
+    }
+
+    /// What every app's driver shares, made on the first `add_app`.
+    fn worker_settings(&self) -> Result<Arc<Settings>, PullkinError> {
+        let mut settings = lock(&self.worker_settings);
+        if let Some(settings) = &*settings {
+            return Ok(Arc::clone(settings));
+        }
+        let made = Arc::new(Settings {
+            target: McsTarget {
+                addr: self.config.mcs_addr.clone(),
+                server_name: self.config.server_name()?,
+                tls: Arc::clone(&self.tls),
+                connect_timeout: self.config.connect_timeout,
+                handshakes: Arc::clone(&self.handshakes),
+            },
+            store: Arc::clone(&self.store),
+            reconnect: self.config.reconnect.clone(),
+            max_failures: self.config.max_failures,
+            stable_after: self.config.stable_after,
+            store_interval: self.config.store_interval,
+            events: self.events.clone(),
+        });
+        *settings = Some(Arc::clone(&made));
+        Ok(made)
     }
 
     fn take_receiver(&self, app: &str) -> Result<handoff::Receiver<Box<Delivery>>, PullkinError> {
