@@ -131,4 +131,33 @@ mod tests {
     fn the_command_line_is_consistent() {
         Cli::command().debug_assert();
     }
+
+    #[test]
+    fn base64url_values_may_begin_with_a_hyphen() {
+        // One key or token in 64 begins with `-` (two in 4 096 with `--`).
+        let parsed = Cli::try_parse_from([
+            "pullkin",
+            "send",
+            "--webpush",
+            "https://127.0.0.1:1/fcm/send/x",
+            "--p256dh",
+            "-BAeiEqtMVDoWZ2W3",
+            "--auth",
+            "--UO-3w_NIff93rq2NpF6g",
+            "--payload",
+            "-x",
+        ]);
+        let Ok(Cli {
+            command: Command::Send(args),
+            ..
+        }) = parsed
+        else {
+            panic!("not parsed: {parsed:?}");
+        };
+        let rendered = format!("{args:?}");
+        assert!(rendered.contains("-BAeiEqtMVDoWZ2W3"), "{rendered}");
+        assert!(rendered.contains("--UO-3w_NIff93rq2NpF6g"), "{rendered}");
+        let token = Cli::try_parse_from(["pullkin", "send", "--token", "-abc", "--data", "a=b"]);
+        assert!(token.is_ok(), "{token:?}");
+    }
 }

@@ -58,7 +58,7 @@ pub(crate) struct RegisterArgs {
     #[arg(long, value_name = "BUNDLE", requires = "web")]
     bundle_id: Option<String>,
     /// The sender's VAPID public key (base64url); Chrome's own key by default.
-    #[arg(long, value_name = "KEY", requires = "web")]
+    #[arg(long, value_name = "KEY", requires = "web", allow_hyphen_values = true)]
     vapid_key: Option<String>,
     /// Where to write the credentials (JSON, mode 0600).
     #[arg(long, short, value_name = "FILE")]

@@ -41,17 +41,29 @@ pub(crate) struct SendArgs {
         long,
         value_name = "TOKEN",
         required_unless_present = "webpush",
-        conflicts_with = "webpush"
+        conflicts_with = "webpush",
+        allow_hyphen_values = true
     )]
     token: Option<String>,
     /// Send a Web Push message (aes128gcm) to this push endpoint instead.
     #[arg(long, value_name = "URL", requires_all = ["p256dh", "auth"])]
     webpush: Option<String>,
     /// The subscription's public key (base64url), for --webpush.
-    #[arg(long, value_name = "KEY", requires = "webpush")]
+    #[arg(
+        long,
+        value_name = "KEY",
+        requires = "webpush",
+        allow_hyphen_values = true
+    )]
     p256dh: Option<String>,
     /// The subscription's auth secret (base64url), for --webpush.
-    #[arg(long, value_name = "SECRET", requires = "webpush")]
+    /// (base64url text may begin with `-`: it is taken as the value.)
+    #[arg(
+        long,
+        value_name = "SECRET",
+        requires = "webpush",
+        allow_hyphen_values = true
+    )]
     auth: Option<String>,
     /// A data entry (repeatable).
     #[arg(long = "data", short = 'd', value_name = "KEY=VALUE", value_parser = parse_key_value)]
@@ -64,7 +76,7 @@ pub(crate) struct SendArgs {
     body: Option<String>,
     /// For --webpush: send this text as it is, instead of the JSON built from --data,
     /// --title and --body.
-    #[arg(long, value_name = "TEXT", requires = "webpush", conflicts_with_all = ["data", "title", "body"])]
+    #[arg(long, value_name = "TEXT", requires = "webpush", conflicts_with_all = ["data", "title", "body"], allow_hyphen_values = true)]
     payload: Option<String>,
     /// The message priority.
     #[arg(long, value_parser = ["normal", "high"])]
@@ -83,7 +95,8 @@ pub(crate) struct SendArgs {
         long,
         env = "PULLKIN_ACCESS_TOKEN",
         value_name = "TOKEN",
-        hide_env_values = true
+        hide_env_values = true,
+        allow_hyphen_values = true
     )]
     access_token: Option<String>,
     /// For --webpush: how long the push service keeps the message, in seconds.

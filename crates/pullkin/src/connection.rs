@@ -19,8 +19,6 @@ use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio::sync::{broadcast, watch};
-use tokio_rustls::TlsConnector;
-use tokio_rustls::client::TlsStream;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -31,6 +29,7 @@ use crate::handoff;
 use crate::message;
 use crate::session::{AckState, Session, SessionConfig, SessionEvent};
 use crate::store::{Store, StoreError};
+use crate::tls::TlsStream;
 use mcs_codec::proto::DataMessageStanza;
 use tokio::task::JoinHandle;
 
@@ -140,10 +139,13 @@ pub(crate) struct Worker {
     pub stop: CancellationToken,
 }
 
-type Connection = Framed<TlsStream<TcpStream>, McsCodec>;
+type Connection = Framed<TlsStream, McsCodec>;
 
 /// The read buffer of an idle connection, in bytes.
 const IDLE_BUFFER: usize = 256;
+
+/// The room the read buffer gets during a burst of frames, in bytes.
+const BURST_BUFFER: usize = 16 * 1024;
 
 /// How a connection ended.
 enum Ended {
@@ -283,8 +285,7 @@ impl Worker {
             if let Err(e) = socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive) {
                 debug!("cannot set TCP keepalive: {e}");
             }
-            let tls = TlsConnector::from(Arc::clone(&target.tls))
-                .connect(target.server_name.clone(), tcp)
+            let tls = TlsStream::connect(Arc::clone(&target.tls), target.server_name.clone(), tcp)
                 .await
                 .map_err(|e| format!("TLS with {} failed: {e}", target.addr))?;
             // Start with small buffers: they grow with bursts, and an idle connection
@@ -401,8 +402,10 @@ impl Worker {
                 }
                 frame = connection.next() => {
                     let mut next = Some(frame);
+                    let mut frames = 0_usize;
                     // Take every frame already buffered before writing anything back.
                     while let Some(frame) = next.take() {
+                        frames += 1;
                         match frame {
                             Some(Ok(message)) => {
                                 self.last_frame_ms.store(unix_ms(), Ordering::Relaxed);
@@ -412,6 +415,11 @@ impl Worker {
                             None => return lost("the server ended the stream".into(), online_since),
                         }
                         next = connection.next().now_or_never();
+                    }
+                    // A burst: read it in large pieces (the room is given back when idle).
+                    let buffer = connection.read_buffer_mut();
+                    if frames > 1 && buffer.capacity() - buffer.len() < BURST_BUFFER / 2 {
+                        buffer.reserve(BURST_BUFFER);
                     }
                     // Under a steady stream of frames the branch below may never win:
                     // take what the application finished meanwhile here too.

@@ -11,6 +11,7 @@ pub mod message;
 pub mod secret;
 pub mod session;
 pub mod store;
+mod tls;
 
 pub use crate::core::{
     DEFAULT_APP_NAME, DEFAULT_REFRESH_MARGIN, DEFAULT_RETRIES, FcmRegisterParams, PullkinCore,
