@@ -401,16 +401,16 @@ impl Worker {
                     }
                 }
                 frame = connection.next() => {
+                    // One clock reading for the frames of one wake-up.
+                    let now = Instant::now();
+                    self.last_frame_ms.store(unix_ms(), Ordering::Relaxed);
                     let mut next = Some(frame);
                     let mut frames = 0_usize;
                     // Take every frame already buffered before writing anything back.
                     while let Some(frame) = next.take() {
                         frames += 1;
                         match frame {
-                            Some(Ok(message)) => {
-                                self.last_frame_ms.store(unix_ms(), Ordering::Relaxed);
-                                session.handle_frame(message, Instant::now());
-                            }
+                            Some(Ok(message)) => session.handle_frame(message, now),
                             Some(Err(e)) => return lost(describe(&e), online_since),
                             None => return lost("the server ended the stream".into(), online_since),
                         }
@@ -459,8 +459,8 @@ impl Worker {
                             since: SystemTime::now(),
                         });
                     }
-                    SessionEvent::Message(stanza) => {
-                        let delivery = self.delivery(stanza);
+                    SessionEvent::Message(stanza, id) => {
+                        let delivery = self.delivery(stanza, id);
                         if !self.hand_over(delivery).await? {
                             return Ok(Ended::Stopped);
                         }
@@ -503,8 +503,11 @@ impl Worker {
     /// side, and decryption on the blocking pool, so that several messages are decrypted
     /// in parallel while the connection task goes on reading; the consumer takes them in
     /// order.
-    fn delivery(&self, stanza: Box<DataMessageStanza>) -> Box<Delivery> {
-        let persistent_id = stanza.persistent_id.as_deref().map(Arc::from);
+    fn delivery(
+        &self,
+        stanza: Box<DataMessageStanza>,
+        persistent_id: Option<Arc<str>>,
+    ) -> Box<Delivery> {
         let keys = self.keys.clone();
         let work = if keys.is_some() && message::is_encrypted(&stanza) {
             Work::Decrypting(tokio::task::spawn_blocking(move || {

@@ -207,6 +207,11 @@ impl Delivery {
 }
 
 impl Ready {
+    /// The handlers are done with the message: acknowledge it.
+    pub(crate) fn handled(self) {
+        acknowledge(&self.delivered, self.persistent_id);
+    }
+
     /// Hands the message to the application; it is acknowledged when the [`Incoming`]
     /// is dropped.
     pub(crate) fn taken(self) -> Incoming {

@@ -575,7 +575,7 @@ impl Pullkin {
                 });
             }
         }
-        delivery.taken();
+        delivery.handled();
     }
 
     /// Stops one app (`Some`) or all (`None`), waiting until each connection is closed

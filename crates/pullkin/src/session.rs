@@ -177,9 +177,10 @@ pub enum SessionEvent {
         /// The heartbeat interval now in force.
         heartbeat_interval: Duration,
     },
-    /// A push message for the application. Call [`Session::delivered`] with its
-    /// persistent id (if it has one) once the application took it.
-    Message(Box<DataMessageStanza>),
+    /// A push message for the application, with its persistent id if it has one (shared
+    /// with the session: no copy). Call [`Session::delivered`] with that id once the
+    /// application took it.
+    Message(Box<DataMessageStanza>, Option<Arc<str>>),
     /// A frame with a tag this client has no use for.
     UnknownFrame {
         /// The frame's tag.
@@ -716,7 +717,7 @@ impl Session {
             .map(Id::from)
         else {
             self.events
-                .push_back(SessionEvent::Message(Box::new(message)));
+                .push_back(SessionEvent::Message(Box::new(message), None));
             return;
         };
         let stream = self.stream_id_in;
@@ -731,10 +732,11 @@ impl Session {
                 self.ack_wanted = true;
             }
             None => {
-                self.ids.insert(id, IdState::Pending(stream, immediate));
+                self.ids
+                    .insert(Arc::clone(&id), IdState::Pending(stream, immediate));
                 *self.pending_streams.entry(stream).or_default() += 1;
                 self.events
-                    .push_back(SessionEvent::Message(Box::new(message)));
+                    .push_back(SessionEvent::Message(Box::new(message), Some(id)));
             }
             Some(IdState::Pending(old, wants_now)) => {
                 // Still with the application: this copy's stream id is the one to report.

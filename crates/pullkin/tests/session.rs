@@ -122,7 +122,14 @@ impl Harness {
         self.events
             .iter()
             .filter_map(|e| match e {
-                SessionEvent::Message(m) => m.persistent_id.clone(),
+                SessionEvent::Message(m, id) => {
+                    // The event's shared id is the frame's.
+                    assert_eq!(
+                        id.as_deref(),
+                        m.persistent_id.as_deref().filter(|id| !id.is_empty())
+                    );
+                    m.persistent_id.clone()
+                }
                 _ => None,
             })
             .collect()
@@ -131,7 +138,7 @@ impl Harness {
     fn take_messages(&mut self) -> Vec<String> {
         let ids = self.messages();
         self.events
-            .retain(|e| !matches!(e, SessionEvent::Message(_)));
+            .retain(|e| !matches!(e, SessionEvent::Message(..)));
         ids
     }
 }
