@@ -236,21 +236,38 @@ async fn count_acks<R: tokio::io::AsyncRead + Unpin>(
     }
 }
 
-/// A frame that tells the client which of its frames arrived, as Google's next frame
-/// would: it confirms the client's acknowledgements.
-fn confirmation(client_frames: usize) -> Option<Bytes> {
-    let mut wire = BytesMut::new();
-    let last = i32::try_from(client_frames).ok()?;
-    bare_codec()
-        .encode(
-            McsMessage::from(HeartbeatAck {
-                last_stream_id_received: Some(last),
-                ..Default::default()
-            }),
-            &mut wire,
-        )
-        .ok()?;
-    Some(wire.freeze())
+/// The writing half of a served connection.
+type PeerWriter = tokio::io::WriteHalf<tokio_rustls::server::TlsStream<TcpStream>>;
+
+/// Frames that tell the client which of its frames arrived, as Google's next frame would:
+/// they confirm the client's acknowledgements.
+#[derive(Default)]
+struct Confirmations {
+    /// The client frames confirmed so far (its LoginRequest is confirmed by the login).
+    confirmed: usize,
+}
+
+impl Confirmations {
+    /// A confirmation, when the client sent frames since the last one.
+    fn due(&mut self, client_frames: &AtomicUsize) -> Option<Bytes> {
+        let seen = client_frames.load(Ordering::Relaxed);
+        if seen <= self.confirmed.max(1) {
+            return None;
+        }
+        let mut wire = BytesMut::new();
+        let last = i32::try_from(seen).ok()?;
+        bare_codec()
+            .encode(
+                McsMessage::from(HeartbeatAck {
+                    last_stream_id_received: Some(last),
+                    ..Default::default()
+                }),
+                &mut wire,
+            )
+            .ok()?;
+        self.confirmed = seen;
+        Some(wire.freeze())
+    }
 }
 
 impl Peer {
@@ -274,85 +291,31 @@ impl Peer {
             }
         }
         batches.push(wire.freeze());
-        let (listener, acceptor, ca_pem) = bind()?;
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        let (login_tx, login_rx) = watch::channel(None);
-        let acks = Arc::new(AtomicUsize::new(0));
-        let counter = Arc::clone(&acks);
-        serve(listener, move |listener| async move {
-            let framed = match login(&listener, &acceptor).await {
-                Ok(framed) => framed,
-                Err(e) => {
-                    eprintln!("bench peer: {e}");
-                    return;
-                }
-            };
-            let parts = framed.into_parts();
-            let (reader, mut writer) = tokio::io::split(parts.io);
-            let client_frames = Arc::new(AtomicUsize::new(1));
-            tokio::spawn(count_acks(
-                reader,
-                parts.read_buf,
-                counter,
-                Arc::clone(&client_frames),
-            ));
-            let _ = login_tx.send(Some(Instant::now()));
-            let mut confirmed = 1;
-            for batch in &batches {
-                if writer.write_all(batch).await.is_err() {
-                    return;
-                }
-                let seen = client_frames.load(Ordering::Relaxed);
-                if seen > confirmed
-                    && let Some(frame) = confirmation(seen)
-                {
-                    confirmed = seen;
-                    if writer.write_all(&frame).await.is_err() {
+        Self::serve_one(
+            Instant::now(),
+            move |mut writer, client_frames| async move {
+                let mut confirmations = Confirmations::default();
+                for batch in &batches {
+                    if writer.write_all(batch).await.is_err() {
+                        return;
+                    }
+                    if let Some(frame) = confirmations.due(&client_frames)
+                        && writer.write_all(&frame).await.is_err()
+                    {
                         return;
                     }
                 }
-            }
-            let _ = writer.flush().await;
-            // Keep the connection open until the client leaves.
-            std::future::pending::<()>().await;
-        })?;
-        Ok(Self {
-            addr,
-            ca_pem,
-            epoch: Instant::now(),
-            login: login_rx,
-            acks,
-        })
+                let _ = writer.flush().await;
+            },
+        )
     }
 
     /// A peer that writes plain frames at `rate` per second, each stamped with the
     /// microseconds since [`Peer::epoch`] in its data key `t`.
     pub(crate) async fn start_paced(messages: usize, rate: u32) -> Result<Self> {
-        let (listener, acceptor, ca_pem) = bind()?;
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        let (login_tx, login_rx) = watch::channel(None);
-        let acks = Arc::new(AtomicUsize::new(0));
-        let counter = Arc::clone(&acks);
         let epoch = Instant::now();
-        serve(listener, move |listener| async move {
-            let framed = match login(&listener, &acceptor).await {
-                Ok(framed) => framed,
-                Err(e) => {
-                    eprintln!("bench peer: {e}");
-                    return;
-                }
-            };
-            let parts = framed.into_parts();
-            let (reader, mut writer) = tokio::io::split(parts.io);
-            let client_frames = Arc::new(AtomicUsize::new(1));
-            tokio::spawn(count_acks(
-                reader,
-                parts.read_buf,
-                counter,
-                Arc::clone(&client_frames),
-            ));
-            let _ = login_tx.send(Some(Instant::now()));
-            let mut confirmed = 1;
+        Self::serve_one(epoch, move |mut writer, client_frames| async move {
+            let mut confirmations = Confirmations::default();
             let template = (Vec::new(), None);
             let mut codec = bare_codec();
             let mut ticker = tokio::time::interval(Duration::from_millis(1));
@@ -375,18 +338,48 @@ impl Peer {
                     }
                     sent += 1;
                 }
-                // Confirm the client's acknowledgements as Google's next frame would.
-                let seen = client_frames.load(Ordering::Relaxed);
-                if seen > confirmed
-                    && let Some(frame) = confirmation(seen)
-                {
-                    confirmed = seen;
+                if let Some(frame) = confirmations.due(&client_frames) {
                     wire.extend_from_slice(&frame);
                 }
                 if !wire.is_empty() && writer.write_all(&wire).await.is_err() {
                     return;
                 }
             }
+        })
+    }
+
+    /// Serves one client on a thread of its own: accepts and logs it in, counts its
+    /// frames and acknowledgements, then hands the writing half and the frame count to
+    /// `write`. The connection stays open afterwards, until the client leaves.
+    fn serve_one<F, Fut>(epoch: Instant, write: F) -> Result<Self>
+    where
+        F: FnOnce(PeerWriter, Arc<AtomicUsize>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let (listener, acceptor, ca_pem) = bind()?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let (login_tx, login_rx) = watch::channel(None);
+        let acks = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&acks);
+        serve(listener, move |listener| async move {
+            let framed = match login(&listener, &acceptor).await {
+                Ok(framed) => framed,
+                Err(e) => {
+                    eprintln!("bench peer: {e}");
+                    return;
+                }
+            };
+            let parts = framed.into_parts();
+            let (reader, writer) = tokio::io::split(parts.io);
+            let client_frames = Arc::new(AtomicUsize::new(1));
+            tokio::spawn(count_acks(
+                reader,
+                parts.read_buf,
+                counter,
+                Arc::clone(&client_frames),
+            ));
+            let _ = login_tx.send(Some(Instant::now()));
+            write(writer, client_frames).await;
             std::future::pending::<()>().await;
         })?;
         Ok(Self {
