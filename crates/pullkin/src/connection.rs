@@ -350,8 +350,7 @@ impl Worker {
         loop {
             let now = Instant::now();
             let write_due = last_write.map_or(now, |at| at + self.settings.store_interval);
-            let write_wanted = persisting.is_none() && session.ack_state_dirty();
-            if write_wanted && now >= write_due {
+            if persisting.is_none() && session.ack_state_dirty() && now >= write_due {
                 last_write = Some(now);
                 let version = session.ack_state_version();
                 let state = session.ack_state();
@@ -372,8 +371,11 @@ impl Worker {
             if wrote && let Err(e) = SinkExt::<McsMessage>::flush(&mut connection).await {
                 return lost(format!("write failed: {e}"), online_since);
             }
+            // A write that is wanted but not yet due wakes the loop when its turn comes.
+            let write_waiting =
+                persisting.is_none() && session.ack_state_dirty() && now < write_due;
             let session_deadline = session.poll_timeout();
-            let deadline = match (session_deadline, write_wanted && now < write_due) {
+            let deadline = match (session_deadline, write_waiting) {
                 (Some(at), true) => Some(at.min(write_due)),
                 (None, true) => Some(write_due),
                 (at, false) => at,
