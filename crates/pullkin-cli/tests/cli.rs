@@ -7,43 +7,17 @@
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_pullkin");
-/// The longest any single wait may take; each normally takes milliseconds.
-const WAIT: Duration = Duration::from_secs(20);
-
-/// The binary with none of the caller's `PULLKIN_*` settings.
-fn pullkin() -> Command {
-    let mut command = Command::new(BIN);
-    for var in [
-        "PULLKIN_ENDPOINTS",
-        "PULLKIN_MCS",
-        "PULLKIN_CA",
-        "PULLKIN_STATE_DIR",
-        "PULLKIN_API_KEY",
-        "PULLKIN_ACCESS_TOKEN",
-        "RUST_LOG",
-    ] {
-        command.env_remove(var);
-    }
-    command.stdin(Stdio::null());
-    command
-}
-
-/// Runs the binary to completion.
-fn run(args: &[&str]) -> Output {
-    pullkin().args(args).output().unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+mod common;
+#[cfg(unix)]
+use common::mode;
+use common::{WAIT, pullkin, run, text};
 
 /// Runs the binary and expects success; returns stdout.
 fn run_ok(args: &[&str]) -> String {
@@ -288,12 +262,6 @@ impl EmulatorProc {
 
 fn json(line: &str) -> Value {
     serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
-}
-
-#[cfg(unix)]
-fn mode(path: &Path) -> u32 {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
 
 #[test]

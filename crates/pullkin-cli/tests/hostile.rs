@@ -14,34 +14,10 @@ use fcm_emulator::{Emulator, SendMessage};
 use pullkin::AppCredentials;
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_pullkin");
-const WAIT: Duration = Duration::from_secs(20);
-
-/// The binary with none of the caller's `PULLKIN_*` settings.
-fn pullkin() -> Command {
-    let mut command = Command::new(BIN);
-    for var in [
-        "PULLKIN_ENDPOINTS",
-        "PULLKIN_MCS",
-        "PULLKIN_CA",
-        "PULLKIN_STATE_DIR",
-        "PULLKIN_API_KEY",
-        "PULLKIN_ACCESS_TOKEN",
-        "RUST_LOG",
-    ] {
-        command.env_remove(var);
-    }
-    command.stdin(Stdio::null());
-    command
-}
-
-fn run(args: &[&str]) -> Output {
-    pullkin().args(args).output().unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+mod common;
+#[cfg(unix)]
+use common::mode;
+use common::{WAIT, pullkin, run, text};
 
 /// An emulator in this process (on its own runtime) and a directory for files.
 struct Env {
@@ -245,12 +221,6 @@ impl Drop for Proc {
             let _ = self.child.wait();
         }
     }
-}
-
-#[cfg(unix)]
-fn mode(path: &Path) -> u32 {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
 
 /// Every secret in a credentials file, as text.
