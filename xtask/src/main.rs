@@ -19,6 +19,11 @@ mod fuzz;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set by `ci`: every command it runs then builds without incremental state, which a
+/// one-shot build never reuses and which would take a large share of the disk.
+static ONE_SHOT: AtomicBool = AtomicBool::new(false);
 
 /// A failed task, with the reason shown to the user.
 type Result<T = ()> = std::result::Result<T, String>;
@@ -58,7 +63,11 @@ fn root() -> PathBuf {
 /// Runs a command in the workspace root, failing when it fails.
 fn run(program: &str, args: &[&str], envs: &[(&str, &str)]) -> Result {
     println!("$ {program} {}", args.join(" "));
-    let status = Command::new(program)
+    let mut command = Command::new(program);
+    if ONE_SHOT.load(Ordering::Relaxed) {
+        command.env("CARGO_INCREMENTAL", "0");
+    }
+    let status = command
         .args(args)
         .envs(envs.iter().copied())
         .current_dir(root())
@@ -79,6 +88,8 @@ fn cargo() -> String {
 fn ci(rest: &[&str]) -> Result {
     let fuzz = !rest.contains(&"--no-fuzz");
     let cargo = cargo();
+    ONE_SHOT.store(true, Ordering::Relaxed);
+    disk_report("before");
     run(&cargo, &["fmt", "--all", "--", "--check"], &[])?;
     run(
         &cargo,
@@ -138,8 +149,51 @@ fn ci(rest: &[&str]) -> Result {
     if fuzz {
         fuzz::run(&root(), &["--smoke"])?;
     }
+    disk_report("after");
     println!("xtask ci: all checks passed");
     Ok(())
+}
+
+/// Prints the free space where the workspace lives and what the build directories take,
+/// so that a run that fills the disk says how close it came (best effort: `df` may be
+/// missing, and unreadable entries count as empty).
+fn disk_report(when: &str) {
+    let root = root();
+    let free = Command::new("df")
+        .args(["-Pk", "."])
+        .current_dir(&root)
+        .output()
+        .ok()
+        .and_then(|out| {
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let line = text.lines().nth(1)?.to_owned();
+            line.split_whitespace().nth(3)?.parse::<u64>().ok()
+        });
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let built = tree_size(&target) + tree_size(&root.join("fuzz/target"));
+    let free = free.map_or_else(|| "unknown".to_owned(), |kib| format!("{} MiB", kib / 1024));
+    println!(
+        "xtask ci: disk {when}: {free} free, build directories {} MiB",
+        built / (1024 * 1024)
+    );
+}
+
+/// Bytes in the files under `path` (symbolic links not followed).
+fn tree_size(path: &Path) -> u64 {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if !meta.is_dir() {
+        return meta.len();
+    }
+    std::fs::read_dir(path).map_or(0, |entries| {
+        entries
+            .filter_map(std::result::Result::ok)
+            .map(|entry| tree_size(&entry.path()))
+            .sum()
+    })
 }
 
 /// Runs `pullkin demo`: the emulator, registration, listening and delivery, end to end.
