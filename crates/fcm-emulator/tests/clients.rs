@@ -3,7 +3,7 @@
 //! registering against the emulator, then receiving over MCS: the shapes they send and
 //! parse match what the emulator serves.
 
-mod common;
+use crate::common;
 
 use common::{McsClient, app_data, http_client};
 use fcm_emulator::{DeviceCredentials, Emulator, Persona, SendMessage};

@@ -1,7 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! The HTTP APIs over real TLS, and the payloads they deliver over MCS.
 
-mod common;
+use crate::common;
 
 use common::{McsClient, android_device, app_data, body_json, body_text, http_client, request};
 use fcm_emulator::proto::{AndroidCheckinRequest, AndroidCheckinResponse};

@@ -1,7 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! The MCS server, driven by a raw `mcs-codec` client over TLS.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

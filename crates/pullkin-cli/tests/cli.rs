@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-mod common;
+use crate::common;
 #[cfg(unix)]
 use common::mode;
 use common::{WAIT, pullkin, run, text};

@@ -14,7 +14,7 @@ use fcm_emulator::{Emulator, SendMessage};
 use pullkin::AppCredentials;
 use serde_json::Value;
 
-mod common;
+use crate::common;
 #[cfg(unix)]
 use common::mode;
 use common::{WAIT, pullkin, run, text};

@@ -1,0 +1,6 @@
+//! Integration tests of the pullkin CLI, one module per former test file, built as one
+//! test binary: one link and one executable instead of one per file.
+
+mod cli;
+mod common;
+mod hostile;

@@ -1,0 +1,10 @@
+//! Integration tests of pullkin, one module per former test file, built as one
+//! test binary: one link and one executable instead of one per file.
+
+mod core_emulator;
+mod core_wiremock;
+mod credentials_import;
+mod listener;
+mod listener_core;
+mod session;
+mod store;
