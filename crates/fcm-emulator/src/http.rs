@@ -227,20 +227,31 @@ fn injected_failure(endpoint: Endpoint, failure: &HttpFailure) -> Response<Bytes
             };
             text(status, &format!("Error={code}"))
         }
-        HttpFailure::Status(code) => {
-            let status = StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            match endpoint {
-                Endpoint::Checkin | Endpoint::Register3 | Endpoint::WebPush => {
-                    text(status, status.canonical_reason().unwrap_or("Error"))
-                }
-                _ => google_error(
-                    status,
-                    status_name(status),
-                    status.canonical_reason().unwrap_or("Error"),
-                    None,
-                ),
-            }
+        HttpFailure::Status(code) => status_failure(endpoint, *code),
+        HttpFailure::RetryAfter { status, seconds } => {
+            let mut response = status_failure(endpoint, *status);
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, HeaderValue::from(*seconds));
+            response
         }
+    }
+}
+
+/// `code` with the endpoint's usual error body: text for check-in, register3 and Web Push,
+/// Google's JSON error for the JSON APIs.
+fn status_failure(endpoint: Endpoint, code: u16) -> Response<Bytes> {
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    match endpoint {
+        Endpoint::Checkin | Endpoint::Register3 | Endpoint::WebPush => {
+            text(status, status.canonical_reason().unwrap_or("Error"))
+        }
+        _ => google_error(
+            status,
+            status_name(status),
+            status.canonical_reason().unwrap_or("Error"),
+            None,
+        ),
     }
 }
 

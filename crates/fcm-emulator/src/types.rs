@@ -95,6 +95,14 @@ pub enum HttpFailure {
     Register3Error(String),
     /// An HTML 404 page, as Google served during its 2024 migration.
     Html404,
+    /// This HTTP status (typically 429 or 503) with the endpoint's usual error body, and a
+    /// `Retry-After` header asking the client to wait this many seconds.
+    RetryAfter {
+        /// The HTTP status.
+        status: u16,
+        /// The seconds of the `Retry-After` header.
+        seconds: u32,
+    },
 }
 
 /// The two registration personas (PROTOCOL.md §1).

@@ -229,6 +229,27 @@ async fn injected_http_failures() {
         "RESOURCE_EXHAUSTED"
     );
 
+    emu.fail_next(
+        Endpoint::CreateInstallation,
+        1,
+        HttpFailure::RetryAfter {
+            status: 503,
+            seconds: 42,
+        },
+    );
+    let response = request(
+        &client,
+        &emu,
+        "POST",
+        "/v1/projects/p/installations",
+        &[JSON, API_KEY],
+        r#"{"appId":"1:1:web:1"}"#,
+    )
+    .await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "42");
+    assert_eq!(body_json(&response)["error"]["status"], "UNAVAILABLE");
+
     emu.fail_next(Endpoint::Register3, 1, HttpFailure::Html404);
     let response = request(&client, &emu, "POST", "/c2dm/register3", &[FORM], "").await;
     assert_eq!(response.status(), 404);

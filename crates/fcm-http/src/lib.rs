@@ -14,7 +14,9 @@ pub use endpoints::{
     Endpoints, GOOGLE_CHECKIN, GOOGLE_FCM_REGISTRATIONS, GOOGLE_FCM_SEND, GOOGLE_INSTALLATIONS,
     GOOGLE_REGISTER3, join, to_uri,
 };
-pub use error::{BoxError, EXCERPT_LEN, Error, excerpt, is_transient_status};
+pub use error::{
+    BoxError, EXCERPT_LEN, Error, MAX_RETRY_AFTER, excerpt, is_transient_status, retry_after,
+};
 pub use retry::RetryPolicy;
 
 /// Re-exported so that users of this crate's types need not depend on these crates.

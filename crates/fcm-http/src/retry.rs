@@ -36,10 +36,12 @@ pub struct RetryPolicy {
     max_delay: Duration,
     multiplier: f64,
     jitter: f64,
+    max_retry_after: Duration,
 }
 
 impl Default for RetryPolicy {
-    /// 5 attempts, 1 s initial delay doubling up to 30 s, up to 50 % jitter.
+    /// 5 attempts, 1 s initial delay doubling up to 30 s, up to 50 % jitter; a server's
+    /// `Retry-After` of up to 60 s is waited for.
     fn default() -> Self {
         Self {
             max_attempts: 5,
@@ -47,6 +49,7 @@ impl Default for RetryPolicy {
             max_delay: Duration::from_secs(30),
             multiplier: 2.0,
             jitter: 0.5,
+            max_retry_after: Duration::from_secs(60),
         }
     }
 }
@@ -96,6 +99,19 @@ impl RetryPolicy {
         self
     }
 
+    /// The longest server-requested wait (`Retry-After`) that is waited for before the
+    /// next attempt; when a server asks for more, [`run_hinted`](Self::run_hinted) returns
+    /// its error instead of retrying sooner than asked (default 60 s).
+    pub fn with_max_retry_after(mut self, wait: Duration) -> Self {
+        self.max_retry_after = wait;
+        self
+    }
+
+    /// The longest delay between two attempts.
+    pub fn max_delay(&self) -> Duration {
+        self.max_delay
+    }
+
     /// The total number of attempts.
     pub fn max_attempts(&self) -> u32 {
         self.max_attempts
@@ -124,11 +140,31 @@ impl RetryPolicy {
     /// an error `is_retryable` rejects, or the attempts are used up; sleeps
     /// [`delay`](Self::delay) between attempts with `tokio::time::sleep`. Returns the
     /// last error.
-    pub async fn run<T, E, Op, Fut, P>(&self, mut operation: Op, is_retryable: P) -> Result<T, E>
+    pub async fn run<T, E, Op, Fut, P>(&self, operation: Op, is_retryable: P) -> Result<T, E>
     where
         Op: FnMut(u32) -> Fut,
         Fut: Future<Output = Result<T, E>>,
         P: Fn(&E) -> bool,
+        E: std::fmt::Display,
+    {
+        self.run_hinted(operation, is_retryable, |_| None).await
+    }
+
+    /// [`run`](Self::run), with `retry_after` reading from an error how long the server
+    /// asked to wait (e.g. [`Error::retry_after`](crate::Error::retry_after)): the next
+    /// attempt comes no sooner than that, and a wait longer than
+    /// [`with_max_retry_after`](Self::with_max_retry_after) returns the error at once.
+    pub async fn run_hinted<T, E, Op, Fut, P, H>(
+        &self,
+        mut operation: Op,
+        is_retryable: P,
+        retry_after: H,
+    ) -> Result<T, E>
+    where
+        Op: FnMut(u32) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        P: Fn(&E) -> bool,
+        H: Fn(&E) -> Option<Duration>,
         E: std::fmt::Display,
     {
         let mut attempt = 1;
@@ -136,11 +172,24 @@ impl RetryPolicy {
             match operation(attempt).await {
                 Ok(value) => return Ok(value),
                 Err(error) if attempt < self.max_attempts && is_retryable(&error) => {
-                    let delay = self.delay(attempt, &mut rand::thread_rng());
+                    let backoff = self.delay(attempt, &mut rand::thread_rng());
+                    let asked = retry_after(&error);
+                    if let Some(asked) = asked.filter(|asked| *asked > self.max_retry_after) {
+                        tracing::warn!(
+                            attempt,
+                            ?asked,
+                            max_retry_after = ?self.max_retry_after,
+                            %error,
+                            "the server asks for a longer wait than allowed, not retrying"
+                        );
+                        return Err(error);
+                    }
+                    let delay = asked.map_or(backoff, |asked| asked.max(backoff));
                     tracing::warn!(
                         attempt,
                         max_attempts = self.max_attempts,
                         ?delay,
+                        ?asked,
                         %error,
                         "attempt failed, retrying"
                     );
@@ -231,5 +280,63 @@ mod tests {
             .await;
         assert_eq!(r, Err("busy 4".to_owned()));
         assert_eq!(seen, [1, 2, 3, 4]);
+    }
+
+    /// Attempts of an operation whose first attempts fail, one per entry of `failures`,
+    /// each asking for that wait (`None`: no wait asked), and whose next attempt succeeds;
+    /// returns the result and when each attempt started, on tokio's paused clock.
+    async fn attempt_times(
+        policy: &RetryPolicy,
+        failures: &[Option<Duration>],
+    ) -> (Result<u32, String>, Vec<Duration>) {
+        let start = tokio::time::Instant::now();
+        let mut times = Vec::new();
+        let result = policy
+            .run_hinted(
+                |attempt| {
+                    times.push(start.elapsed());
+                    let failure = failures.get(attempt as usize - 1).copied();
+                    async move {
+                        match failure {
+                            Some(wait) => Err(crate::Error::Status {
+                                status: http::StatusCode::SERVICE_UNAVAILABLE,
+                                body_excerpt: format!("busy {attempt}"),
+                                retry_after: wait,
+                            }),
+                            None => Ok(attempt),
+                        }
+                    }
+                },
+                |_| true,
+                crate::Error::retry_after,
+            )
+            .await
+            .map_err(|error| match error {
+                crate::Error::Status { body_excerpt, .. } => body_excerpt,
+                other => other.to_string(),
+            });
+        (result, times)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_servers_wait_is_honoured_when_longer_than_the_backoff() {
+        let policy = fast(5).with_jitter(0.0);
+        // Attempts 1 and 3 fail asking 7 s and 0 s; attempt 2 fails asking nothing.
+        let failures = [Some(Duration::from_secs(7)), None, Some(Duration::ZERO)];
+        let (result, times) = attempt_times(&policy, &failures).await;
+        assert_eq!(result, Ok(4));
+        let ms: Vec<u128> = times.iter().map(Duration::as_millis).collect();
+        // 7 s asked, then the 2 ms and 4 ms backoffs (longer than the 0 s asked).
+        assert_eq!(ms, [0, 7_000, 7_002, 7_006]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_beyond_the_limit_ends_the_retries_with_the_servers_error() {
+        let policy = fast(5).with_max_retry_after(Duration::from_secs(10));
+        let failures = [Some(Duration::from_secs(10)), Some(Duration::from_secs(11))];
+        let (result, times) = attempt_times(&policy, &failures).await;
+        assert_eq!(result, Err("busy 2".to_owned()));
+        assert_eq!(times.len(), 2);
+        assert!(times[1] >= Duration::from_secs(10));
     }
 }

@@ -1,5 +1,7 @@
 //! The error type of this crate and Google's JSON error body.
 
+use std::time::{Duration, SystemTime};
+
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use serde::{Deserialize, Serialize};
@@ -20,6 +22,8 @@ pub enum Error {
         status: StatusCode,
         /// The error Google described.
         error: GoogleApiError,
+        /// How long Google asked to wait before trying again (`Retry-After`), if it did.
+        retry_after: Option<Duration>,
     },
 }
 
@@ -39,6 +43,16 @@ impl Error {
         match self {
             Error::Http(e) => e.status_code(),
             Error::Api { status, .. } => Some(*status),
+        }
+    }
+
+    /// How long the server asked to wait before the next attempt (its `Retry-After`
+    /// header), for an error answer that carried one. The retries of this crate's async
+    /// functions honour it (see [`fcm_http::RetryPolicy::run_hinted`]).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::Http(e) => e.retry_after(),
+            Error::Api { retry_after, .. } => *retry_after,
         }
     }
 
@@ -86,6 +100,7 @@ pub(crate) fn error_response(response: &Response<Bytes>) -> Error {
         Ok(envelope) => Error::Api {
             status: response.status(),
             error: envelope.error,
+            retry_after: fcm_http::retry_after(response.headers(), SystemTime::now()),
         },
         Err(_) => fcm_http::Error::status(response).into(),
     }

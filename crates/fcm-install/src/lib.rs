@@ -12,7 +12,8 @@ use fcm_http::{HttpClient, RetryPolicy};
 use http::{Request, Response};
 
 /// Sends `request` and parses the answer, retrying [`Error::is_transient`] failures as
-/// `retry` allows: the one loop behind every async call of this crate.
+/// `retry` allows, never sooner than a server's `Retry-After` asks: the one loop behind
+/// every async call of this crate.
 async fn send_with_retry<C, T>(
     client: &C,
     request: Request<Bytes>,
@@ -24,12 +25,13 @@ where
 {
     let parse = &parse;
     retry
-        .run(
+        .run_hinted(
             |_| {
                 let request = request.clone();
                 async move { parse(&client.send(request).await?) }
             },
             Error::is_transient,
+            Error::retry_after,
         )
         .await
 }

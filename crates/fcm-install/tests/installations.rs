@@ -292,6 +292,54 @@ async fn too_many_requests_and_server_errors_are_retried() {
 }
 
 #[tokio::test]
+async fn googles_retry_after_is_waited_for_and_reported() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(google_error(429, "RESOURCE_EXHAUSTED").insert_header("retry-after", "1"))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(created()))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let started = std::time::Instant::now();
+    // The policy's own backoff is a few ms; Google asked for 1 s.
+    let installation = create_installation(
+        &client(),
+        &endpoints(&server),
+        &web_app(),
+        FID,
+        &fast_retry(3),
+    )
+    .await
+    .unwrap();
+    assert_eq!(installation.fid, FID);
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A wait beyond the policy's limit ends the retries with Google's error and its wait.
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(google_error(503, "UNAVAILABLE").insert_header("retry-after", "120"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let policy = fast_retry(5).with_max_retry_after(Duration::from_secs(60));
+    let err = create_installation(&client(), &endpoints(&server), &web_app(), FID, &policy)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status().map(|s| s.as_u16()), Some(503));
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(120)));
+}
+
+#[tokio::test]
 async fn non_json_error_bodies_are_status_errors() {
     let server = server_at(
         INSTALLATIONS,
@@ -314,6 +362,7 @@ async fn non_json_error_bodies_are_status_errors() {
         Error::Http(fcm_http::Error::Status {
             status,
             body_excerpt,
+            ..
         }) => {
             assert_eq!(status.as_u16(), 404);
             assert_eq!(body_excerpt, "<html>Not Found</html>");

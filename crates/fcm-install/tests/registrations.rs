@@ -168,7 +168,9 @@ async fn google_errors_are_typed() {
         .await
         .unwrap_err();
         match &err {
-            Error::Api { status: s, error } => {
+            Error::Api {
+                status: s, error, ..
+            } => {
                 assert_eq!(s.as_u16(), code);
                 assert_eq!(error.code, i64::from(code));
                 assert_eq!(error.status, status);

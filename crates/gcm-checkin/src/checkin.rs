@@ -205,7 +205,8 @@ pub(crate) fn is_html(response: &Response<Bytes>) -> bool {
 }
 
 /// Checks in (see [`parse_checkin_response`]), retrying transient failures
-/// ([`Error::is_transient`]) as `retry` allows.
+/// ([`Error::is_transient`]) as `retry` allows, never sooner than the server's
+/// `Retry-After` ([`Error::retry_after`]) asks.
 pub async fn check_in<C: HttpClient + ?Sized>(
     client: &C,
     endpoints: &Endpoints,
@@ -214,7 +215,7 @@ pub async fn check_in<C: HttpClient + ?Sized>(
 ) -> Result<CheckinResponse, Error> {
     let http_request = request.build_request(endpoints)?;
     retry
-        .run(
+        .run_hinted(
             |_attempt| {
                 let http_request = http_request.clone();
                 async move {
@@ -223,6 +224,7 @@ pub async fn check_in<C: HttpClient + ?Sized>(
                 }
             },
             Error::is_transient,
+            Error::retry_after,
         )
         .await
 }

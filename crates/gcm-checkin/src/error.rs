@@ -68,6 +68,16 @@ impl Error {
         }
     }
 
+    /// How long the server asked to wait before the next attempt (its `Retry-After`
+    /// header), for an HTTP error status that carried one. [`check_in`](crate::check_in)
+    /// and [`register`](crate::register) honour it between their retries.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Error::Http(e) => e.retry_after(),
+            _ => None,
+        }
+    }
+
     /// The register3 code, for a [`Register3`](Error::Register3) error.
     pub fn register3_code(&self) -> Option<&Register3Code> {
         match self {

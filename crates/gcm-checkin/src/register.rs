@@ -367,8 +367,8 @@ fn is_token_byte(b: u8) -> bool {
 
 /// Registers with register3, retrying [`Error::is_transient`] failures (by default
 /// `PHONE_REGISTRATION_ERROR`, `InternalServerError`, 5xx, 429, timeouts and
-/// connection failures) as `retry` allows. The very same request (same subtype UUID)
-/// is repeated.
+/// connection failures) as `retry` allows, never sooner than the server's `Retry-After`
+/// asks. The very same request (same subtype UUID) is repeated.
 pub async fn register<C: HttpClient + ?Sized>(
     client: &C,
     endpoints: &Endpoints,
@@ -392,7 +392,7 @@ where
 {
     let http_request = request.build_request(endpoints)?;
     retry
-        .run(
+        .run_hinted(
             |_attempt| {
                 let http_request = http_request.clone();
                 async move {
@@ -401,6 +401,7 @@ where
                 }
             },
             is_retryable,
+            Error::retry_after,
         )
         .await
 }

@@ -222,6 +222,58 @@ async fn server_errors_and_429_are_retried_even_on_re_check_in() {
 }
 
 #[tokio::test]
+async fn the_servers_retry_after_is_waited_for() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503).insert_header("retry-after", "1"))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(answer(ANDROID_ID, TOKEN))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let started = std::time::Instant::now();
+    // The policy's own backoff is 1 ms; the server asked for 1 s.
+    let response = check_in(
+        &client(),
+        &endpoints(&server),
+        &CheckinRequest::new_device(),
+        &fast_retry(3),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.credentials.android_id, ANDROID_ID);
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_retry_after_beyond_the_policys_limit_is_reported_not_retried() {
+    let server = server_answering(
+        ResponseTemplate::new(429).insert_header("retry-after", "3600"),
+        1,
+    )
+    .await;
+    let err = check_in(
+        &client(),
+        &endpoints(&server),
+        &CheckinRequest::new_device(),
+        &fast_retry(5),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(3600)));
+}
+
+#[tokio::test]
 async fn persistent_server_errors_give_up_after_max_attempts() {
     let server =
         server_answering(ResponseTemplate::new(502).set_body_string("bad gateway"), 3).await;
@@ -237,6 +289,7 @@ async fn persistent_server_errors_give_up_after_max_attempts() {
         Error::Http(fcm_http::Error::Status {
             status,
             body_excerpt,
+            ..
         }) => {
             assert_eq!(status.as_u16(), 502);
             assert_eq!(body_excerpt, "bad gateway");

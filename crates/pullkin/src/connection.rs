@@ -106,7 +106,23 @@ pub(crate) struct Identity {
 /// Run before each connection attempt (check-in, credential upkeep): returns the identity
 /// to log in with, or why it cannot.
 pub(crate) type Prepare =
-    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<Identity, String>> + Send>> + Send + Sync>;
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<Identity, Failure>> + Send>> + Send + Sync>;
+
+/// Why a connection attempt failed, and how long the server asked to wait before the next
+/// one (an HTTP `Retry-After` during check-in), if it did.
+pub(crate) struct Failure {
+    pub cause: String,
+    pub retry_after: Option<Duration>,
+}
+
+impl From<String> for Failure {
+    fn from(cause: String) -> Self {
+        Self {
+            cause,
+            retry_after: None,
+        }
+    }
+}
 
 /// What the driver tasks of one listener share (one copy, not one per app).
 pub(crate) struct Settings {
@@ -187,15 +203,15 @@ impl Worker {
             // point, and every idle connection holds one (thousands may be held at once).
             let ended = Box::pin(self.connect_once(&mut session)).await;
             session.disconnected();
-            let cause = match ended {
+            let (cause, asked) = match ended {
                 Ok(Ended::Stopped) => break,
                 Ok(Ended::Lost { cause, online_for }) => {
                     if online_for >= self.settings.stable_after {
                         failures = 0;
                     }
-                    cause
+                    (cause, None)
                 }
-                Err(cause) => cause,
+                Err(Failure { cause, retry_after }) => (cause, retry_after),
             };
             failures = failures.saturating_add(1);
             self.health.send_modify(|h| h.failures += 1);
@@ -208,11 +224,13 @@ impl Worker {
                 stop_cause = Some(format!("gave up after {failures} failures: {cause}"));
                 break;
             }
-            let delay = self
-                .settings
-                .reconnect
-                .delay(failures, &mut rand::thread_rng());
-            warn!(app = %self.app, failures, ?delay, "connection failed: {cause}; retrying");
+            let reconnect = &self.settings.reconnect;
+            let backoff = reconnect.delay(failures, &mut rand::thread_rng());
+            // No sooner than the server asked, but never beyond the longest backoff.
+            let delay = asked.map_or(backoff, |asked| {
+                asked.min(reconnect.max_delay()).max(backoff)
+            });
+            warn!(app = %self.app, failures, ?delay, ?asked, "connection failed: {cause}; retrying");
             self.set_state(ConnectionState::BackingOff {
                 until: SystemTime::now() + delay,
                 cause,
@@ -305,7 +323,7 @@ impl Worker {
     }
 
     /// One connection: prepare, connect, log in, receive until it ends.
-    async fn connect_once(&mut self, session: &mut Session) -> Result<Ended, String> {
+    async fn connect_once(&mut self, session: &mut Session) -> Result<Ended, Failure> {
         if let Some(prepare) = &self.prepare {
             let stop = self.stop.clone();
             let identity = tokio::select! {
@@ -397,9 +415,9 @@ impl Worker {
                     match written {
                         Ok(Ok(())) => session.mark_persisted_up_to(version),
                         Ok(Err(error)) => {
-                            return Err(format!("cannot store the acknowledgement state: {error}"));
+                            return Err(format!("cannot store the acknowledgement state: {error}").into());
                         }
-                        Err(error) => return Err(format!("the store task failed: {error}")),
+                        Err(error) => return Err(format!("the store task failed: {error}").into()),
                     }
                 }
                 frame = connection.next() => {

@@ -61,3 +61,17 @@ pub enum PullkinError {
     #[error(transparent)]
     Http(#[from] fcm_http::Error),
 }
+
+impl PullkinError {
+    /// How long Google asked to wait before trying again (an HTTP `Retry-After`), for a
+    /// failed request whose answer carried one. The retries inside [`PullkinCore`] wait at
+    /// least that long; the listener's reconnection does too.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            PullkinError::Checkin(e) => e.retry_after(),
+            PullkinError::Install(e) => e.retry_after(),
+            PullkinError::Http(e) => e.retry_after(),
+            _ => None,
+        }
+    }
+}

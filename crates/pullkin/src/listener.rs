@@ -20,7 +20,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::PullkinError;
-use crate::connection::{ConnectionState, Health, Identity, McsTarget, Prepare, Settings, Worker};
+use crate::connection::{
+    ConnectionState, Failure, Health, Identity, McsTarget, Prepare, Settings, Worker,
+};
 use crate::core::PullkinCore;
 use crate::credentials::AppCredentials;
 use crate::event::{Delivery, Event, Incoming, Ready};
@@ -57,7 +59,9 @@ pub struct ListenerConfig {
     /// interval per app (default 20 ms). Messages keep flowing meanwhile; their
     /// acknowledgements wait for the write that records them.
     pub store_interval: Duration,
-    /// Backoff between attempts (its attempt count is not used: see `max_failures`).
+    /// Backoff between attempts (its attempt count is not used: see `max_failures`). When
+    /// a check-in before connecting was answered with `Retry-After`, the next attempt
+    /// waits that long, up to the policy's longest delay.
     pub reconnect: RetryPolicy,
     /// Stop after this many failures in a row; `None` (the default) never gives up.
     pub max_failures: Option<u32>,
@@ -270,10 +274,10 @@ impl Pullkin {
                         .get(&*app)
                         .cloned()
                         .ok_or_else(|| format!("no credentials for app {app}"))?;
-                    let renewal = core
-                        .renew(&current)
-                        .await
-                        .map_err(|e| format!("check-in failed: {e}"))?;
+                    let renewal = core.renew(&current).await.map_err(|e| Failure {
+                        cause: format!("check-in failed: {e}"),
+                        retry_after: e.retry_after(),
+                    })?;
                     let creds = renewal.credentials;
                     let mut keys = None;
                     if renewal.changed {

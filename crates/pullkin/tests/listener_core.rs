@@ -3,13 +3,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use fcm_emulator::{Emulator, SendMessage, Target};
+use fcm_emulator::{Emulator, Endpoint, HttpFailure, SendMessage, Target};
 use fcm_http::{Endpoints, RetryPolicy};
 use futures_util::StreamExt;
 use pullkin::{
-    DirStore, Event, Incoming, ListenerConfig, Pullkin, PullkinCore, RegisterParams, Store,
+    ConnectionState, DirStore, Event, Incoming, ListenerConfig, Pullkin, PullkinCore,
+    RegisterParams, Store,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -120,6 +121,76 @@ async fn checks_in_before_connecting_and_replaces_a_dead_identity() {
         .send(&new_token, &SendMessage::new().data("n", "2"))
         .unwrap();
     assert_eq!(next(&mut stream).await.message.data["n"], "2");
+    pullkin.stop(None).await;
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_in_answered_with_retry_after_delays_the_next_attempt() {
+    let emulator = Emulator::start().await.unwrap();
+    let core = core(&emulator);
+    let credentials = core
+        .register(&RegisterParams::android(
+            "1234567890",
+            "1:1234567890:android:abc",
+            "api-key",
+            "demo-project",
+        ))
+        .await
+        .unwrap();
+    // Both check-in attempts of the core's retry policy are answered 503 with
+    // "Retry-After: 1": the core gives up after the second, and the listener's own backoff
+    // (10 ms here) must stretch to the second Google asked for.
+    emulator.fail_next(
+        Endpoint::Checkin,
+        2,
+        HttpFailure::RetryAfter {
+            status: 503,
+            seconds: 1,
+        },
+    );
+    let config = ListenerConfig::default()
+        .with_mcs_addr(format!("localhost:{}", emulator.mcs_addr().port()))
+        .with_reconnect(
+            RetryPolicy::default()
+                .with_initial_delay(Duration::from_millis(10))
+                .with_max_delay(Duration::from_secs(5)),
+        );
+    let pullkin = Pullkin::with_core(Arc::clone(&core), config, None);
+    let mut events = pullkin.events();
+    pullkin.add_app("android", &credentials, []).unwrap();
+    let mut stream = Box::pin(pullkin.listen("android").unwrap());
+
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let backing_off = loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Ok(Event::State {
+                state: ConnectionState::BackingOff { until, cause, .. },
+                ..
+            })) => break (until, cause),
+            Ok(Ok(_)) => {}
+            other => panic!("{other:?}"),
+        }
+    };
+    let (until, cause) = backing_off;
+    assert!(cause.contains("check-in failed"), "{cause}");
+    let wait = until.duration_since(SystemTime::now()).unwrap_or_default();
+    assert!(
+        wait >= Duration::from_millis(900),
+        "waits {wait:?}, not the 1 s asked"
+    );
+
+    // Then it checks in, connects and receives.
+    let token = credentials.fcm.token().unwrap().to_owned();
+    assert!(
+        emulator
+            .wait_until(WAIT, |e| e.is_connected(credentials.gcm.android_id))
+            .await
+    );
+    emulator
+        .send(&token, &SendMessage::new().data("n", "1"))
+        .unwrap();
+    assert_eq!(next(&mut stream).await.message.data["n"], "1");
     pullkin.stop(None).await;
     emulator.shutdown().await;
 }
