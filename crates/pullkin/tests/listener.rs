@@ -583,6 +583,62 @@ async fn deleted_messages_notice_is_an_event() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_notification_is_answered_acknowledged_and_not_delivered() {
+    let emulator = Emulator::start().await.unwrap();
+    let web = web_device(&emulator);
+    let pullkin = listener(&emulator, None);
+    pullkin.add_app("web", &web.credentials, []).unwrap();
+    let mut stream = Box::pin(pullkin.listen("web").unwrap());
+    // The MCS server's own notice (PROTOCOL.md §3), with a persistent id as any queued
+    // stanza gets; then an ordinary message behind it.
+    let notice = DataMessageStanza {
+        from: "google.com".into(),
+        category: "com.google.android.gsf.gtalkservice".into(),
+        app_data: vec![AppData {
+            key: "IdleNotification".into(),
+            value: "true".into(),
+        }],
+        ..Default::default()
+    };
+    let notice_id = emulator.send_raw(web.android_id, notice).unwrap();
+    emulator.send(&web.token, &text(1)).unwrap();
+    // The application gets only the ordinary message.
+    assert_eq!(collect_n(&mut stream, 1).await, vec!["1"]);
+    // The client answered the notice the way Chromium does.
+    assert!(
+        emulator
+            .wait_until(WAIT, |e| !e
+                .device(web.android_id)
+                .unwrap()
+                .upstream
+                .is_empty())
+            .await,
+        "an answer to the idle notification"
+    );
+    let answer = emulator.device(web.android_id).unwrap().upstream[0].clone();
+    assert_eq!(answer.from, "gcm@android.com");
+    assert_eq!(answer.category, "com.google.android.gsf.gtalkservice");
+    assert_eq!(answer.ttl, Some(0));
+    assert_eq!(
+        answer.app_data,
+        vec![AppData {
+            key: "IdleNotification".into(),
+            value: "false".into(),
+        }]
+    );
+    // And the notice's id is acknowledged like any other, so it is not sent again.
+    wait_acked(&emulator, &web).await;
+    let device = emulator.device(web.android_id).unwrap();
+    assert!(device.acked.contains(&notice_id), "{:?}", device.acked);
+    emulator.disconnect(Target::Device(web.android_id));
+    emulator.send(&web.token, &text(2)).unwrap();
+    assert_eq!(collect_n(&mut stream, 1).await, vec!["2"]);
+    assert_eq!(emulator.device(web.android_id).unwrap().upstream.len(), 1);
+    pullkin.stop(None).await;
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_apps_one_stopped_the_others_keep_receiving() {
     let emulator = Emulator::start().await.unwrap();
     let devices: Vec<Device> = (0..3).map(|_| web_device(&emulator)).collect();
