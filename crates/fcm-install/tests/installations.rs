@@ -258,6 +258,25 @@ async fn google_json_errors_are_typed_and_client_errors_not_retried() {
     }
 }
 
+/// A server that answers the first `failures` calls with `failure`, then creates the
+/// installation, and expects exactly that many calls.
+async fn failing_then_creating(failure: ResponseTemplate, failures: u64) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(failure)
+        .up_to_n_times(failures)
+        .with_priority(1)
+        .expect(failures)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(created()))
+        .expect(1)
+        .mount(&server)
+        .await;
+    server
+}
+
 #[tokio::test]
 async fn too_many_requests_and_server_errors_are_retried() {
     for template in [
@@ -265,19 +284,7 @@ async fn too_many_requests_and_server_errors_are_retried() {
         google_error(503, "UNAVAILABLE"),
         ResponseTemplate::new(500),
     ] {
-        let server = MockServer::start().await;
-        Mock::given(method("POST"))
-            .respond_with(template)
-            .up_to_n_times(2)
-            .with_priority(1)
-            .expect(2)
-            .mount(&server)
-            .await;
-        Mock::given(method("POST"))
-            .respond_with(ResponseTemplate::new(200).set_body_json(created()))
-            .expect(1)
-            .mount(&server)
-            .await;
+        let server = failing_then_creating(template, 2).await;
         let installation = create_installation(
             &client(),
             &endpoints(&server),
@@ -293,19 +300,8 @@ async fn too_many_requests_and_server_errors_are_retried() {
 
 #[tokio::test]
 async fn googles_retry_after_is_waited_for_and_reported() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(google_error(429, "RESOURCE_EXHAUSTED").insert_header("retry-after", "1"))
-        .up_to_n_times(1)
-        .with_priority(1)
-        .expect(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(created()))
-        .expect(1)
-        .mount(&server)
-        .await;
+    let failure = google_error(429, "RESOURCE_EXHAUSTED").insert_header("retry-after", "1");
+    let server = failing_then_creating(failure, 1).await;
     let started = std::time::Instant::now();
     // The policy's own backoff is a few ms; Google asked for 1 s.
     let installation = create_installation(

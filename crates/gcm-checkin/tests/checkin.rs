@@ -58,6 +58,25 @@ async fn server_answering(template: ResponseTemplate, expected_calls: u64) -> Mo
     server
 }
 
+/// A server that answers the first `failures` check-ins with `failure`, then a check-in
+/// response, and expects exactly that many calls.
+async fn failing_then_answering(failure: ResponseTemplate, failures: u64) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(failure)
+        .up_to_n_times(failures)
+        .with_priority(1)
+        .expect(failures)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(answer(ANDROID_ID, TOKEN))
+        .expect(1)
+        .mount(&server)
+        .await;
+    server
+}
+
 fn endpoints(server: &MockServer) -> Endpoints {
     Endpoints::at(&server.uri()).unwrap()
 }
@@ -200,19 +219,7 @@ async fn refused_new_device_is_a_status_error() {
 #[tokio::test]
 async fn server_errors_and_429_are_retried_even_on_re_check_in() {
     for status in [429, 500, 503] {
-        let server = MockServer::start().await;
-        Mock::given(method("POST"))
-            .respond_with(ResponseTemplate::new(status))
-            .up_to_n_times(2)
-            .with_priority(1)
-            .expect(2)
-            .mount(&server)
-            .await;
-        Mock::given(method("POST"))
-            .respond_with(answer(ANDROID_ID, TOKEN))
-            .expect(1)
-            .mount(&server)
-            .await;
+        let server = failing_then_answering(ResponseTemplate::new(status), 2).await;
         let request = CheckinRequest::recheck(CheckinCredentials::new(ANDROID_ID, TOKEN));
         let response = check_in(&client(), &endpoints(&server), &request, &fast_retry(5))
             .await
@@ -223,19 +230,8 @@ async fn server_errors_and_429_are_retried_even_on_re_check_in() {
 
 #[tokio::test]
 async fn the_servers_retry_after_is_waited_for() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(503).insert_header("retry-after", "1"))
-        .up_to_n_times(1)
-        .with_priority(1)
-        .expect(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .respond_with(answer(ANDROID_ID, TOKEN))
-        .expect(1)
-        .mount(&server)
-        .await;
+    let failure = ResponseTemplate::new(503).insert_header("retry-after", "1");
+    let server = failing_then_answering(failure, 1).await;
     let started = std::time::Instant::now();
     // The policy's own backoff is 1 ms; the server asked for 1 s.
     let response = check_in(
