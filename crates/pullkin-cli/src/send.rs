@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use bytes::Bytes;
 use clap::Args;
-use fcm_http::http::{Method, Request, header};
+use fcm_http::http::{Method, Request, Response, header};
 use fcm_http::{HttpClient, url::Url};
 use serde_json::{Map, Value, json};
 use webpush_ece::{EncryptOptions, SubscriptionKeys, aes128gcm};
@@ -160,6 +160,28 @@ impl Content {
     }
 }
 
+/// Sends `request` (to `url`); an answer other than 2xx is an error that names the peer
+/// (`"<peer> <url> answered <status>: <body excerpt>"`).
+async fn post(
+    client: &dyn HttpClient,
+    request: Request<Bytes>,
+    url: &Url,
+    peer: &str,
+) -> Result<Response<Bytes>> {
+    let response = client
+        .send(request)
+        .await
+        .with_context(|| format!("posting to {url}"))?;
+    if !response.status().is_success() {
+        return Err(CliError::msg(format!(
+            "{peer} {url} answered {}: {}",
+            response.status(),
+            fcm_http::excerpt(response.body())
+        )));
+    }
+    Ok(response)
+}
+
 /// Posts a message to the send API under `base` (`<base>/v1/projects/<p>/messages:send`);
 /// returns the message name.
 pub(crate) async fn send_api(
@@ -180,17 +202,7 @@ pub(crate) async fn send_api(
         .header(header::AUTHORIZATION, format!("Bearer {access_token}"))
         .body(Bytes::from(body))
         .context("building the send request")?;
-    let response = client
-        .send(request)
-        .await
-        .with_context(|| format!("posting to {url}"))?;
-    if !response.status().is_success() {
-        return Err(CliError::msg(format!(
-            "the send API at {url} answered {}: {}",
-            response.status(),
-            fcm_http::excerpt(response.body())
-        )));
-    }
+    let response = post(client, request, &url, "the send API at").await?;
     let answer: Value =
         serde_json::from_slice(response.body()).context("reading the send API's answer")?;
     Ok(answer
@@ -225,17 +237,7 @@ pub(crate) async fn webpush(
     let request = request
         .body(Bytes::from(body))
         .context("building the push request")?;
-    let response = client
-        .send(request)
-        .await
-        .with_context(|| format!("posting to {url}"))?;
-    if !response.status().is_success() {
-        return Err(CliError::msg(format!(
-            "the push endpoint {url} answered {}: {}",
-            response.status(),
-            fcm_http::excerpt(response.body())
-        )));
-    }
+    let response = post(client, request, &url, "the push endpoint").await?;
     Ok(response
         .headers()
         .get(header::LOCATION)
