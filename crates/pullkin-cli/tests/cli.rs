@@ -326,6 +326,28 @@ fn register_listen_send_every_encoding_then_restart_without_duplicates() {
     assert_eq!(message["payload"], "just text ✓", "{message}");
     assert!(seen.insert(message["persistent_id"].as_str().unwrap().to_owned()));
 
+    // Refusals, by the send API and by a push endpoint, are one-line errors naming them.
+    let mut args = vec!["send", "--token", "no-such-token", "--data", "k=v"];
+    args.extend(emulator.net());
+    assert_fails(&args, &["the send API at", "answered 404", "UNREGISTERED"]);
+    let unknown_endpoint = format!("{}/fcm/send/no-such-subscription", emulator.endpoints);
+    assert_fails(
+        &[
+            "send",
+            "--webpush",
+            &unknown_endpoint,
+            "--p256dh",
+            &web_show["p256dh"],
+            "--auth",
+            &web_show["auth"],
+            "--payload",
+            "x",
+            "--ca",
+            &emulator.ca,
+        ],
+        &["the push endpoint", "answered 404", "unknown subscription"],
+    );
+
     // Stop at once, before the delayed acknowledgements would have gone out.
     let (status, stderr) = listener.terminate();
     assert!(status.success(), "listen exited with {status}:\n{stderr}");
