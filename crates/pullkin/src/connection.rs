@@ -153,6 +153,8 @@ pub(crate) struct Worker {
     pub health: watch::Sender<Health>,
     pub last_frame_ms: Arc<AtomicU64>,
     pub stop: CancellationToken,
+    /// Changes when the connections are to be checked now ([`crate::Pullkin::probe`]).
+    pub probe: watch::Receiver<u64>,
 }
 
 type Connection = Framed<TlsStream, McsCodec>;
@@ -237,9 +239,14 @@ impl Worker {
                 failures,
             });
             let stop = self.stop.clone();
+            // A probe (network change, system resume) since the connection ended cuts the
+            // backoff short, unless the server itself asked for the wait.
             tokio::select! {
                 () = stop.cancelled() => break,
                 () = tokio::time::sleep(delay) => {}
+                Ok(()) = self.probe.changed(), if asked.is_none() => {
+                    info!(app = %self.app, "probed: reconnecting now");
+                }
             }
         }
         // Ids taken since the last write must not be lost.
@@ -351,6 +358,8 @@ impl Worker {
             connection = Box::pin(self.open()) => connection?,
         };
         session.connect(Instant::now());
+        // Probes from before this connection are answered by the connection itself.
+        self.probe.borrow_and_update();
         let mut online_since: Option<Instant> = None;
         let lost = |cause: String, since: Option<Instant>| {
             Ok(Ended::Lost {
@@ -450,6 +459,10 @@ impl Worker {
                     for id in ids {
                         session.delivered(&id, now);
                     }
+                }
+                Ok(()) = self.probe.changed() => {
+                    debug!(app = %self.app, "probed: pinging the server now");
+                    session.probe(Instant::now());
                 }
                 () = sleep_until(deadline), if deadline.is_some() => {
                     let now = Instant::now();

@@ -8,6 +8,7 @@ mod event;
 mod handoff;
 pub mod listener;
 pub mod message;
+mod resume;
 pub mod secret;
 pub mod session;
 pub mod store;

@@ -6,7 +6,7 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use fcm_http::RetryPolicy;
 use futures_util::FutureExt;
@@ -28,6 +28,7 @@ use crate::credentials::AppCredentials;
 use crate::event::{Delivery, Event, Incoming, Ready};
 use crate::handoff;
 use crate::message::Message;
+use crate::resume;
 use crate::session::SessionConfig;
 use crate::store::{MemoryStore, Store};
 
@@ -73,6 +74,12 @@ pub struct ListenerConfig {
     /// apps (default 32): thousands of apps starting together neither storm the server
     /// nor hold thousands of handshakes' worth of memory at the same time.
     pub concurrent_handshakes: usize,
+    /// Compare the wall clock with the monotonic clock this often (default 2 s, one timer
+    /// per listener, not per connection) to notice that the system was suspended: the
+    /// heartbeat timers stand still while it sleeps, so after a resume every connection is
+    /// [probed](Pullkin::probe) at once instead of after its heartbeat interval. `None`
+    /// turns this off.
+    pub resume_check: Option<Duration>,
 }
 
 impl Default for ListenerConfig {
@@ -94,6 +101,7 @@ impl Default for ListenerConfig {
             stable_after: Duration::from_secs(60),
             queue_capacity: 256,
             concurrent_handshakes: 32,
+            resume_check: Some(resume::CHECK_EVERY),
         }
     }
 }
@@ -203,6 +211,10 @@ pub struct Pullkin {
     events: broadcast::Sender<Event>,
     /// Shared by every app's driver; made on the first `add_app`.
     worker_settings: Mutex<Option<Arc<Settings>>>,
+    /// Bumped to make every connection check itself now (see [`Pullkin::probe`]).
+    probe: watch::Sender<u64>,
+    /// Ends the watch for system resumes (started on the first `add_app`).
+    resume_watch: CancellationToken,
 }
 
 impl std::fmt::Debug for Pullkin {
@@ -238,6 +250,8 @@ impl Pullkin {
             apps: Mutex::new(HashMap::new()),
             events,
             worker_settings: Mutex::new(None),
+            probe: watch::Sender::new(0),
+            resume_watch: CancellationToken::new(),
         }
     }
 
@@ -454,6 +468,7 @@ impl Pullkin {
             health: health_tx,
             last_frame_ms: Arc::new(AtomicU64::new(0)),
             stop: stop.clone(),
+            probe: self.probe.subscribe(),
         };
         let task = tokio::spawn(worker.run());
         drop(self.lock_apps().insert(
@@ -501,6 +516,14 @@ impl Pullkin {
             events: self.events.clone(),
         });
         *settings = Some(Arc::clone(&made));
+        if let Some(every) = self.config.resume_check {
+            tokio::spawn(resume::watch_for_resume(
+                self.probe.clone(),
+                self.resume_watch.clone(),
+                every,
+                SystemTime::now,
+            ));
+        }
         Ok(made)
     }
 
@@ -582,6 +605,17 @@ impl Pullkin {
         delivery.handled();
     }
 
+    /// Makes every connection check now that it still carries anything, instead of
+    /// waiting for its heartbeat interval: a connected one sends a heartbeat ping and
+    /// reconnects unless the server answers within [`ListenerConfig::heartbeat_timeout`];
+    /// one waiting to reconnect tries at once (unless the server asked for the wait with
+    /// `Retry-After`). Call it when the network changed (new address, Wi-Fi to cellular):
+    /// messages flow again within the timeout rather than after minutes. After a system
+    /// suspension the listener does it by itself (see [`ListenerConfig::resume_check`]).
+    pub fn probe(&self) {
+        self.probe.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
     /// Stops one app (`Some`) or all (`None`), waiting until each connection is closed
     /// and its state stored. No timer of a stopped app fires afterwards.
     pub async fn stop(&self, app: Option<&str>) {
@@ -608,6 +642,7 @@ impl Pullkin {
 
 impl Drop for Pullkin {
     fn drop(&mut self) {
+        self.resume_watch.cancel();
         for app in self.lock_apps().values() {
             app.stop.cancel();
         }

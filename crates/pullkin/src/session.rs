@@ -520,6 +520,20 @@ impl Session {
         }
     }
 
+    /// Checks now that the connection still carries anything, as after a system resume or
+    /// a network change, instead of waiting for the heartbeat interval: when online with no
+    /// ping outstanding, a HeartbeatPing is queued and the connection ends
+    /// ([`Disconnect::HeartbeatTimeout`]) unless a frame arrives within the heartbeat
+    /// timeout. While logging in (its own deadline runs), with a ping outstanding, or
+    /// disconnected, nothing changes.
+    pub fn probe(&mut self, now: Instant) {
+        if self.state == SessionState::Online && self.deadline.is_none() {
+            self.transmit
+                .push_back(McsMessage::HeartbeatPing(HeartbeatPing::default()));
+            self.deadline = Some(now + self.config.heartbeat_timeout);
+        }
+    }
+
     /// The application took the message with this persistent id: it may now be
     /// acknowledged. Unknown or repeated ids are ignored.
     pub fn delivered(&mut self, persistent_id: &str, now: Instant) {

@@ -451,6 +451,78 @@ async fn stall_is_noticed_within_the_heartbeat_deadline() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_finds_a_dead_connection_at_once_and_cuts_the_backoff_short() {
+    let emulator = Emulator::start().await.unwrap();
+    let web = web_device(&emulator);
+    // A minute between heartbeats and half a minute or more between reconnections: without
+    // probes, the stall below would go unnoticed for a minute.
+    let mut config = config(&emulator)
+        .with_heartbeat(Duration::from_secs(60), Duration::from_millis(300))
+        .with_reconnect(
+            RetryPolicy::default()
+                .with_initial_delay(Duration::from_secs(30))
+                .with_max_delay(Duration::from_secs(60))
+                .with_jitter(0.0),
+        );
+    config.resume_check = None;
+    let pullkin = Pullkin::new(config, tls(&emulator), None);
+    pullkin.add_app("web", &web.credentials, []).unwrap();
+    let mut stream = Box::pin(pullkin.listen("web").unwrap());
+    let mut health = pullkin.health("web").unwrap();
+    let connected = |h: &pullkin::Health| matches!(h.state, ConnectionState::Connected { .. });
+    tokio::time::timeout(WAIT, health.wait_for(connected))
+        .await
+        .unwrap()
+        .unwrap();
+    // The network went away under the connection: nothing arrives any more.
+    emulator
+        .inject_fault(Target::Device(web.android_id), Fault::Stall)
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    pullkin.probe();
+    tokio::time::timeout(
+        WAIT,
+        health.wait_for(|h| matches!(h.state, ConnectionState::BackingOff { .. })),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let noticed = started.elapsed();
+    assert!(
+        noticed < Duration::from_secs(3),
+        "noticed after {noticed:?}"
+    );
+    let until = match &health.borrow().state {
+        ConnectionState::BackingOff { cause, until, .. } => {
+            assert!(cause.contains("heartbeat"), "{cause}");
+            *until
+        }
+        other => panic!("{other:?}"),
+    };
+    let backoff = until
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    assert!(backoff > Duration::from_secs(20), "{backoff:?}");
+    // The network is back: a probe reconnects now rather than after the backoff.
+    emulator.clear_faults(Target::Device(web.android_id));
+    let started = tokio::time::Instant::now();
+    pullkin.probe();
+    tokio::time::timeout(WAIT, health.wait_for(connected))
+        .await
+        .unwrap()
+        .unwrap();
+    let reconnected = started.elapsed();
+    assert!(
+        reconnected < Duration::from_secs(3),
+        "reconnected after {reconnected:?}"
+    );
+    emulator.send(&web.token, &text(1)).unwrap();
+    assert_eq!(collect_n(&mut stream, 1).await, vec!["1"]);
+    pullkin.stop(None).await;
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_from_the_store_neither_loses_nor_duplicates() {
     let emulator = Emulator::start().await.unwrap();
     let web = web_device(&emulator);

@@ -502,6 +502,59 @@ fn client_pings_after_silence_and_gives_up_after_the_deadline() {
 }
 
 #[test]
+fn a_probe_pings_at_once_and_ends_a_silent_connection_within_the_timeout() {
+    let mut config = config();
+    config.heartbeat_interval = Duration::from_secs(600);
+    config.heartbeat_timeout = Duration::from_secs(10);
+    let mut h = Harness::new(config, AckState::default());
+    // Before the login's answer the login's own deadline runs: a probe adds nothing.
+    h.session.connect(h.now);
+    h.flush();
+    h.session.probe(h.now);
+    assert!(h.flush().is_empty());
+    h.recv(login_ok(Some(1)));
+    let start = h.now;
+    h.advance(Duration::from_secs(1));
+    h.session.probe(h.now);
+    let sent = h.flush();
+    assert!(
+        matches!(sent.as_slice(), [McsMessage::HeartbeatPing(_)]),
+        "{sent:?}"
+    );
+    assert_eq!(
+        h.session.poll_timeout(),
+        Some(start + Duration::from_secs(11))
+    );
+    // A second probe while the ping is out neither pings again nor moves the deadline.
+    h.advance(Duration::from_secs(5));
+    h.session.probe(h.now);
+    assert!(h.flush().is_empty());
+    assert_eq!(
+        h.session.poll_timeout(),
+        Some(start + Duration::from_secs(11))
+    );
+    // Any frame answers it: the connection lives, the next ping is the interval's.
+    h.recv(HeartbeatAck::default().into());
+    assert_eq!(h.session.state(), SessionState::Online);
+    assert_eq!(
+        h.session.poll_timeout(),
+        Some(start + Duration::from_secs(606))
+    );
+    // Unanswered, it ends the connection after the timeout, not after the interval.
+    h.session.probe(h.now);
+    assert_eq!(h.flush().len(), 1);
+    h.advance(Duration::from_secs(10));
+    assert_eq!(
+        h.events.last(),
+        Some(&SessionEvent::Disconnected(Disconnect::HeartbeatTimeout))
+    );
+    // Disconnected: nothing to probe.
+    h.session.probe(h.now);
+    assert!(h.flush().is_empty());
+    assert_eq!(h.session.poll_timeout(), None);
+}
+
+#[test]
 fn login_answer_has_a_deadline_too() {
     let mut h = Harness::new(config(), AckState::default());
     h.session.connect(h.now);
