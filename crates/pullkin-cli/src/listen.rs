@@ -99,6 +99,7 @@ fn app_name(path: &Path) -> Result<String> {
 pub(crate) async fn run(args: ListenArgs) -> Result<ExitCode> {
     // Watch the signals first: one that arrives during start-up still stops us cleanly.
     let stop = signal::watch()?;
+    let mut probes = signal::ProbeRequests::watch()?;
     if args.net.endpoints.is_some() && args.mcs.is_none() {
         return Err(CliError::msg(
             "--endpoints needs --mcs too: the emulator's MCS address (`pullkin emulator` prints \
@@ -191,6 +192,10 @@ pub(crate) async fn run(args: ListenArgs) -> Result<ExitCode> {
             signal = &mut stop => {
                 eprintln!("{signal}: stopping");
                 break Ok(ExitCode::SUCCESS);
+            }
+            () = probes.recv() => {
+                eprintln!("SIGUSR1: checking every connection now");
+                pullkin.probe();
             }
             incoming = messages.next() => match incoming {
                 Some(incoming) => {

@@ -58,7 +58,7 @@ enum Command {
     #[command(after_help = register::EXAMPLES)]
     Register(register::RegisterArgs),
     /// Listen for notifications: one JSON line per message on stdout, connection state
-    /// on stderr; stops cleanly on SIGINT/SIGTERM.
+    /// on stderr; stops cleanly on SIGINT/SIGTERM, checks its connections on SIGUSR1.
     #[command(after_help = listen::EXAMPLES)]
     Listen(listen::ListenArgs),
     /// Send a test message through the FCM send API (e.g. of the emulator), or to a Web

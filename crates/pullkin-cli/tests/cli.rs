@@ -113,11 +113,19 @@ impl Proc {
         }
     }
 
+    /// Sends a signal (`kill -<name>`).
+    fn signal(&self, name: &str) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill")
+            .args([&format!("-{name}"), pid.as_str()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    }
+
     /// Sends SIGTERM and waits for the exit.
     fn terminate(mut self) -> (ExitStatus, String) {
-        let pid = self.child.id().to_string();
-        let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(killed.success());
+        self.signal("TERM");
         let deadline = Instant::now() + WAIT;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -347,6 +355,14 @@ fn register_listen_send_every_encoding_then_restart_without_duplicates() {
         ],
         &["the push endpoint", "answered 404", "unknown subscription"],
     );
+
+    // SIGUSR1 (a network change) checks the connections; the listener goes on receiving.
+    listener.signal("USR1");
+    listener.wait_stderr(&["SIGUSR1: checking every connection now"]);
+    emulator.send_token(&android_show["gcm_token"], "after-probe");
+    let message = json(&listener.next_line("the message after the probe"));
+    assert_eq!(message["data"]["kind"], "after-probe", "{message}");
+    assert!(seen.insert(message["persistent_id"].as_str().unwrap().to_owned()));
 
     // Stop at once, before the delayed acknowledgements would have gone out.
     let (status, stderr) = listener.terminate();
