@@ -229,9 +229,9 @@ impl Worker {
             let reconnect = &self.settings.reconnect;
             let backoff = reconnect.delay(failures, &mut rand::thread_rng());
             // No sooner than the server asked, but never beyond the longest backoff.
-            let delay = asked.map_or(backoff, |asked| {
-                asked.min(reconnect.max_delay()).max(backoff)
-            });
+            let server_wait =
+                asked.map_or(Duration::ZERO, |asked| asked.min(reconnect.max_delay()));
+            let delay = server_wait.max(backoff);
             warn!(app = %self.app, failures, ?delay, ?asked, "connection failed: {cause}; retrying");
             self.set_state(ConnectionState::BackingOff {
                 until: SystemTime::now() + delay,
@@ -240,12 +240,17 @@ impl Worker {
             });
             let stop = self.stop.clone();
             // A probe (network change, system resume) since the connection ended cuts the
-            // backoff short, unless the server itself asked for the wait.
+            // backoff short, but not the part of it the server asked for.
+            let server_until = Instant::now() + server_wait;
             tokio::select! {
                 () = stop.cancelled() => break,
                 () = tokio::time::sleep(delay) => {}
-                Ok(()) = self.probe.changed(), if asked.is_none() => {
-                    info!(app = %self.app, "probed: reconnecting now");
+                Ok(()) = self.probe.changed() => {
+                    info!(app = %self.app, "probed: reconnecting now, or once the server's wait is over");
+                    tokio::select! {
+                        () = stop.cancelled() => break,
+                        () = sleep_until(Some(server_until)) => {}
+                    }
                 }
             }
         }

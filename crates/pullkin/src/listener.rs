@@ -77,8 +77,8 @@ pub struct ListenerConfig {
     /// Compare the wall clock with the monotonic clock this often (default 2 s, one timer
     /// per listener, not per connection) to notice that the system was suspended: the
     /// heartbeat timers stand still while it sleeps, so after a resume every connection is
-    /// [probed](Pullkin::probe) at once instead of after its heartbeat interval. `None`
-    /// turns this off.
+    /// [probed](Pullkin::probe) at once instead of after its heartbeat interval. At least
+    /// 0.5 s; `None` turns this off.
     pub resume_check: Option<Duration>,
 }
 
@@ -608,8 +608,8 @@ impl Pullkin {
     /// Makes every connection check now that it still carries anything, instead of
     /// waiting for its heartbeat interval: a connected one sends a heartbeat ping and
     /// reconnects unless the server answers within [`ListenerConfig::heartbeat_timeout`];
-    /// one waiting to reconnect tries at once (unless the server asked for the wait with
-    /// `Retry-After`). Call it when the network changed (new address, Wi-Fi to cellular):
+    /// one waiting to reconnect tries at once (or once the wait a server asked for with
+    /// `Retry-After` is over). Call it when the network changed (new address, Wi-Fi to cellular):
     /// messages flow again within the timeout rather than after minutes. After a system
     /// suspension the listener does it by itself (see [`ListenerConfig::resume_check`]).
     pub fn probe(&self) {

@@ -13,6 +13,10 @@ use tracing::info;
 /// How often the clocks are compared.
 pub(crate) const CHECK_EVERY: Duration = Duration::from_secs(2);
 
+/// The shortest interval between two checks, whatever the configuration says: the watch
+/// must not keep a sleeping laptop's CPU busy.
+pub(crate) const MIN_CHECK_EVERY: Duration = Duration::from_millis(500);
+
 /// How far the wall clock must run ahead of the monotonic clock between two checks to
 /// count as a suspension (a wall clock set forward by as much also counts: the cost is one
 /// heartbeat ping per connection).
@@ -49,7 +53,7 @@ impl Detector {
 }
 
 /// Probes every connection (bumps `probe`) whenever the clocks show that the system was
-/// suspended, checking every `every`, until `stop`. `wall` reads the wall clock (a
+/// suspended, checking every `every` (at least [`MIN_CHECK_EVERY`]), until `stop`. `wall` reads the wall clock (a
 /// parameter so that tests can move it).
 pub(crate) async fn watch_for_resume(
     probe: watch::Sender<u64>,
@@ -60,6 +64,7 @@ pub(crate) async fn watch_for_resume(
     // tokio's clock: the same as std's, but for tests that pause it.
     let now = || tokio::time::Instant::now().into_std();
     let mut detector = Detector::new(wall(), now());
+    let every = every.max(MIN_CHECK_EVERY);
     loop {
         tokio::select! {
             () = stop.cancelled() => return,

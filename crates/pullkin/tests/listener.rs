@@ -455,9 +455,10 @@ async fn a_probe_finds_a_dead_connection_at_once_and_cuts_the_backoff_short() {
     let emulator = Emulator::start().await.unwrap();
     let web = web_device(&emulator);
     // A minute between heartbeats and half a minute or more between reconnections: without
-    // probes, the stall below would go unnoticed for a minute.
+    // probes, the stall below would go unnoticed for a minute, and the reconnection would
+    // wait 30 s; each `wait_for` below gives up after 10 s.
     let mut config = config(&emulator)
-        .with_heartbeat(Duration::from_secs(60), Duration::from_millis(300))
+        .with_heartbeat(Duration::from_secs(60), Duration::from_secs(2))
         .with_reconnect(
             RetryPolicy::default()
                 .with_initial_delay(Duration::from_secs(30))
@@ -478,7 +479,6 @@ async fn a_probe_finds_a_dead_connection_at_once_and_cuts_the_backoff_short() {
     emulator
         .inject_fault(Target::Device(web.android_id), Fault::Stall)
         .unwrap();
-    let started = tokio::time::Instant::now();
     pullkin.probe();
     tokio::time::timeout(
         WAIT,
@@ -487,11 +487,6 @@ async fn a_probe_finds_a_dead_connection_at_once_and_cuts_the_backoff_short() {
     .await
     .unwrap()
     .unwrap();
-    let noticed = started.elapsed();
-    assert!(
-        noticed < Duration::from_secs(3),
-        "noticed after {noticed:?}"
-    );
     let until = match &health.borrow().state {
         ConnectionState::BackingOff { cause, until, .. } => {
             assert!(cause.contains("heartbeat"), "{cause}");
@@ -505,17 +500,11 @@ async fn a_probe_finds_a_dead_connection_at_once_and_cuts_the_backoff_short() {
     assert!(backoff > Duration::from_secs(20), "{backoff:?}");
     // The network is back: a probe reconnects now rather than after the backoff.
     emulator.clear_faults(Target::Device(web.android_id));
-    let started = tokio::time::Instant::now();
     pullkin.probe();
     tokio::time::timeout(WAIT, health.wait_for(connected))
         .await
         .unwrap()
         .unwrap();
-    let reconnected = started.elapsed();
-    assert!(
-        reconnected < Duration::from_secs(3),
-        "reconnected after {reconnected:?}"
-    );
     emulator.send(&web.token, &text(1)).unwrap();
     assert_eq!(collect_n(&mut stream, 1).await, vec!["1"]);
     pullkin.stop(None).await;

@@ -183,13 +183,24 @@ async fn a_check_in_answered_with_retry_after_delays_the_next_attempt() {
         "next attempt {next_attempt:?} after the start: the listener did not wait the 1 s asked"
     );
 
-    // Then it checks in, connects and receives.
-    let token = credentials.fcm.token().unwrap().to_owned();
+    // A probe (a network change) does not cut short the wait the server asked for.
+    pullkin.probe();
+    let mut health = pullkin.health("android").unwrap();
+    tokio::time::timeout(
+        WAIT,
+        health.wait_for(|h| matches!(h.state, ConnectionState::Connected { .. })),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let early = until.duration_since(SystemTime::now()).unwrap_or_default();
     assert!(
-        emulator
-            .wait_until(WAIT, |e| e.is_connected(credentials.gcm.android_id))
-            .await
+        early < Duration::from_millis(100),
+        "connected {early:?} before the end of the server's wait"
     );
+
+    // Then it receives.
+    let token = credentials.fcm.token().unwrap().to_owned();
     emulator
         .send(&token, &SendMessage::new().data("n", "1"))
         .unwrap();
