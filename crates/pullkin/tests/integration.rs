@@ -8,3 +8,4 @@ mod listener;
 mod listener_core;
 mod session;
 mod store;
+mod support;

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::{backing_off, connected, stopped, wait_for_state};
 use bytes::Bytes;
 use fcm_emulator::{Emulator, Fault, Notification, SendMessage, Target};
 use fcm_http::RetryPolicy;
@@ -417,24 +418,12 @@ async fn stall_is_noticed_within_the_heartbeat_deadline() {
     let pullkin = listener(&emulator, None);
     pullkin.add_app("web", &web.credentials, []).unwrap();
     let mut health = pullkin.health("web").unwrap();
-    tokio::time::timeout(
-        WAIT,
-        health.wait_for(|h| matches!(h.state, ConnectionState::Connected { .. })),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    wait_for_state(&mut health, connected).await;
     emulator
         .inject_fault(Target::Device(web.android_id), Fault::Stall)
         .unwrap();
     let started = tokio::time::Instant::now();
-    tokio::time::timeout(
-        WAIT,
-        health.wait_for(|h| matches!(h.state, ConnectionState::BackingOff { .. })),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    wait_for_state(&mut health, backing_off).await;
     let noticed = started.elapsed();
     // Interval 400 ms of silence, then 400 ms for the answer to the ping.
     assert!(
@@ -456,7 +445,7 @@ async fn a_probe_finds_a_dead_connection_at_once_and_cuts_the_backoff_short() {
     let web = web_device(&emulator);
     // A minute between heartbeats and half a minute or more between reconnections: without
     // probes, the stall below would go unnoticed for a minute, and the reconnection would
-    // wait 30 s; each `wait_for` below gives up after 10 s.
+    // wait 30 s; each wait below gives up after 10 s.
     let mut config = config(&emulator)
         .with_heartbeat(Duration::from_secs(60), Duration::from_secs(2))
         .with_reconnect(
@@ -470,23 +459,13 @@ async fn a_probe_finds_a_dead_connection_at_once_and_cuts_the_backoff_short() {
     pullkin.add_app("web", &web.credentials, []).unwrap();
     let mut stream = Box::pin(pullkin.listen("web").unwrap());
     let mut health = pullkin.health("web").unwrap();
-    let connected = |h: &pullkin::Health| matches!(h.state, ConnectionState::Connected { .. });
-    tokio::time::timeout(WAIT, health.wait_for(connected))
-        .await
-        .unwrap()
-        .unwrap();
+    wait_for_state(&mut health, connected).await;
     // The network went away under the connection: nothing arrives any more.
     emulator
         .inject_fault(Target::Device(web.android_id), Fault::Stall)
         .unwrap();
     pullkin.probe();
-    tokio::time::timeout(
-        WAIT,
-        health.wait_for(|h| matches!(h.state, ConnectionState::BackingOff { .. })),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    wait_for_state(&mut health, backing_off).await;
     let until = match &health.borrow().state {
         ConnectionState::BackingOff { cause, until, .. } => {
             assert!(cause.contains("heartbeat"), "{cause}");
@@ -501,10 +480,7 @@ async fn a_probe_finds_a_dead_connection_at_once_and_cuts_the_backoff_short() {
     // The network is back: a probe reconnects now rather than after the backoff.
     emulator.clear_faults(Target::Device(web.android_id));
     pullkin.probe();
-    tokio::time::timeout(WAIT, health.wait_for(connected))
-        .await
-        .unwrap()
-        .unwrap();
+    wait_for_state(&mut health, connected).await;
     emulator.send(&web.token, &text(1)).unwrap();
     assert_eq!(collect_n(&mut stream, 1).await, vec!["1"]);
     pullkin.stop(None).await;
@@ -810,13 +786,7 @@ async fn a_refused_login_backs_off_and_retries() {
     let mut events = pullkin.events();
     pullkin.add_app("web", &web.credentials, []).unwrap();
     let mut health = pullkin.health("web").unwrap();
-    tokio::time::timeout(
-        WAIT,
-        health.wait_for(|h| matches!(h.state, ConnectionState::Stopped { .. })),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    wait_for_state(&mut health, stopped).await;
     assert_eq!(health.borrow().failures, 3);
     assert!(emulator.failed_logins() >= 3);
     let mut failed = false;
@@ -837,13 +807,7 @@ async fn an_untrusted_server_certificate_is_refused() {
     let pullkin = Pullkin::new(config(&emulator).with_max_failures(Some(1)), tls, None);
     pullkin.add_app("web", &web.credentials, []).unwrap();
     let mut health = pullkin.health("web").unwrap();
-    tokio::time::timeout(
-        WAIT,
-        health.wait_for(|h| matches!(h.state, ConnectionState::Stopped { .. })),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    wait_for_state(&mut health, stopped).await;
     let state = health.borrow().state.clone();
     let ConnectionState::Stopped { cause: Some(cause) } = state else {
         panic!("{state:?}");

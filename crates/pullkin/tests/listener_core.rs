@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::support::{connected, wait_for_state};
 use fcm_emulator::{Emulator, Endpoint, HttpFailure, SendMessage, Target};
 use fcm_http::{Endpoints, RetryPolicy};
 use futures_util::StreamExt;
@@ -186,13 +187,7 @@ async fn a_check_in_answered_with_retry_after_delays_the_next_attempt() {
     // A probe (a network change) does not cut short the wait the server asked for.
     pullkin.probe();
     let mut health = pullkin.health("android").unwrap();
-    tokio::time::timeout(
-        WAIT,
-        health.wait_for(|h| matches!(h.state, ConnectionState::Connected { .. })),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    wait_for_state(&mut health, connected).await;
     let early = until.duration_since(SystemTime::now()).unwrap_or_default();
     assert!(
         early < Duration::from_millis(100),
