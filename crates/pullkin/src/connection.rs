@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use webpush_ece::ReceiverKeys;
 
+use crate::dial;
 use crate::event::{Delivery, Event, Taken, Work};
 use crate::handoff;
 use crate::message;
@@ -305,7 +306,11 @@ impl Worker {
                 .acquire()
                 .await
                 .map_err(|_| "the listener is shutting down".to_owned())?;
-            let tcp = TcpStream::connect(&target.addr)
+            let addrs: Vec<_> = tokio::net::lookup_host(target.addr.as_str())
+                .await
+                .map_err(|e| format!("cannot resolve {}: {e}", target.addr))?
+                .collect();
+            let tcp = dial::connect_first(&addrs, dial::ATTEMPT_DELAY, TcpStream::connect)
                 .await
                 .map_err(|e| format!("cannot connect to {}: {e}", target.addr))?;
             let _ = tcp.set_nodelay(true);

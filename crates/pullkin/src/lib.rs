@@ -4,6 +4,7 @@
 pub mod connection;
 pub mod core;
 pub mod credentials;
+mod dial;
 mod event;
 mod handoff;
 pub mod listener;
