@@ -8,12 +8,14 @@ mod handlers;
 mod http;
 mod ids;
 mod mcs;
+mod proxy;
 mod state;
 mod tls;
 mod types;
 
 pub use emulator::{Emulator, EmulatorBuilder};
 pub use error::Error;
+pub use proxy::ConnectProxy;
 pub use tls::local_server_tls;
 pub use types::{
     DeviceCredentials, DeviceInfo, Endpoint, Fault, FcmRegistration, GcmRegistration, HttpFailure,

@@ -6,7 +6,7 @@
 use crate::common;
 
 use common::{McsClient, app_data, http_client};
-use fcm_emulator::{DeviceCredentials, Emulator, Persona, SendMessage};
+use fcm_emulator::{ConnectProxy, DeviceCredentials, Emulator, Persona, SendMessage};
 use fcm_http::{Endpoints, RetryPolicy};
 use fcm_install::{FirebaseApp, WebPushSubscription};
 use gcm_checkin::{
@@ -192,4 +192,68 @@ async fn android_persona_with_the_client_crates() {
         decrypt_message(&ReceiverKeys::generate(), pairs, b"").unwrap(),
         Payload::NotEncrypted
     );
+}
+
+/// The client crates through an HTTP proxy, as on a network that reaches Google only that
+/// way: every request goes through a `CONNECT` tunnel, TLS end to end.
+#[tokio::test]
+async fn check_in_through_a_connect_proxy_with_and_without_its_password() {
+    let emu = Emulator::start().await.unwrap();
+    let endpoints = Endpoints::at(emu.base_url().as_str()).unwrap();
+    let retry = RetryPolicy::no_retry();
+    let through = |proxy: &str| {
+        fcm_http::Client::builder()
+            .webpki_roots(false)
+            .add_root_certificates_pem(emu.ca_cert_pem().as_bytes())
+            .unwrap()
+            .timeout(common::STEP)
+            .proxy(Some(fcm_http::Proxy::parse(proxy).unwrap()))
+            .build()
+            .unwrap()
+    };
+    let target = format!(
+        "{}:{}",
+        emu.base_url().host_str().unwrap(),
+        emu.base_url().port().unwrap()
+    );
+
+    let open = ConnectProxy::start().await.unwrap();
+    let checkin = gcm_checkin::check_in(
+        &through(&open.url()),
+        &endpoints,
+        &CheckinRequest::new_device(),
+        &retry,
+    )
+    .await
+    .unwrap();
+    assert!(emu.device(checkin.credentials.android_id).is_some());
+    assert_eq!(open.tunnels(), std::slice::from_ref(&target));
+
+    // A proxy that wants a password: refused without it, served with it.
+    let guarded = ConnectProxy::start_with_authorization(Some("Basic dXNlcjpwQHNz".into()))
+        .await
+        .unwrap();
+    let anonymous = guarded.url();
+    let err = gcm_checkin::check_in(
+        &through(&anonymous),
+        &endpoints,
+        &CheckinRequest::new_device(),
+        &retry,
+    )
+    .await
+    .unwrap_err();
+    let message = format!("{err} {:?}", std::error::Error::source(&err));
+    assert!(message.contains("407"), "{message}");
+    assert_eq!(guarded.refused(), 1);
+    // user:p@ss, the @ percent-encoded in the URL.
+    let with_password = anonymous.replace("http://", "http://user:p%40ss@");
+    gcm_checkin::check_in(
+        &through(&with_password),
+        &endpoints,
+        &CheckinRequest::new_device(),
+        &retry,
+    )
+    .await
+    .unwrap();
+    assert_eq!(guarded.tunnels(), [target]);
 }

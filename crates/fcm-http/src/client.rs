@@ -17,6 +17,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::{ClientConfig, RootCertStore};
 
 use crate::Error;
+use crate::proxy::{Dialer, Proxy};
 
 /// A boxed, sendable future, the return type of [`HttpClient::send`].
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -80,7 +81,7 @@ impl<T: HttpClient + ?Sized> HttpClient for Box<T> {
 /// other TLS connections (e.g. the MCS socket) can share it too.
 #[derive(Clone)]
 pub struct Client {
-    inner: HyperClient<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    inner: HyperClient<HttpsConnector<Dialer>, Full<Bytes>>,
     tls: Arc<ClientConfig>,
     timeout: Duration,
     max_response_bytes: usize,
@@ -252,6 +253,7 @@ pub struct ClientBuilder {
     max_response_bytes: usize,
     https_only: bool,
     pool_idle_timeout: Duration,
+    proxy: Option<Proxy>,
 }
 
 impl Default for ClientBuilder {
@@ -265,6 +267,7 @@ impl Default for ClientBuilder {
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             https_only: false,
             pool_idle_timeout: Duration::from_secs(90),
+            proxy: None,
         }
     }
 }
@@ -333,6 +336,13 @@ impl ClientBuilder {
         self
     }
 
+    /// Sends every request through this HTTP proxy (a `CONNECT` tunnel per connection;
+    /// TLS stays end to end), or directly with `None` (the default).
+    pub fn proxy(mut self, proxy: Option<Proxy>) -> Self {
+        self.proxy = proxy;
+        self
+    }
+
     /// How long an idle pooled connection is kept; default 90 s.
     pub fn pool_idle_timeout(mut self, timeout: Duration) -> Self {
         self.pool_idle_timeout = timeout;
@@ -369,11 +379,20 @@ impl ClientBuilder {
     /// Builds the client. Needs no runtime; sending needs a tokio runtime with timers.
     pub fn build(self) -> Result<Client, Error> {
         let tls = self.build_tls_config()?;
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(self.connect_timeout));
-        http.set_nodelay(true);
-        let https = HttpsConnector::from((http, Arc::clone(&tls)));
+        let dialer = match self.proxy {
+            Some(proxy) => Dialer::Proxy {
+                proxy: Arc::new(proxy),
+                connect_timeout: self.connect_timeout,
+            },
+            None => {
+                let mut http = HttpConnector::new();
+                http.enforce_http(false);
+                http.set_connect_timeout(Some(self.connect_timeout));
+                http.set_nodelay(true);
+                Dialer::Direct(http)
+            }
+        };
+        let https = HttpsConnector::from((dialer, Arc::clone(&tls)));
         let inner = HyperClient::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(self.pool_idle_timeout)

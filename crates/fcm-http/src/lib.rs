@@ -4,6 +4,7 @@
 mod client;
 mod endpoints;
 mod error;
+mod proxy;
 mod retry;
 
 pub use client::{
@@ -17,6 +18,7 @@ pub use endpoints::{
 pub use error::{
     BoxError, EXCERPT_LEN, Error, MAX_RETRY_AFTER, excerpt, is_transient_status, retry_after,
 };
+pub use proxy::{Proxy, connect_through};
 pub use retry::RetryPolicy;
 
 /// Re-exported so that users of this crate's types need not depend on these crates.

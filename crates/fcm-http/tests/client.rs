@@ -309,3 +309,85 @@ async fn the_trait_is_object_safe_and_pluggable() {
         assert_eq!(r.body().as_ref(), b"canned");
     }
 }
+
+/// A fake proxy that answers the first connection's request head with `answer`, then
+/// closes (or, with `None`, never answers). Returns its address.
+async fn fake_proxy(answer: Option<&'static [u8]>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let Ok((mut tcp, _)) = listener.accept().await else {
+            return;
+        };
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+        match answer {
+            Some(answer) => {
+                let _ = tcp.write_all(answer).await;
+                let _ = tcp.shutdown().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn proxy_refusals_and_misbehaviour_are_clear_errors() {
+    use std::io::ErrorKind;
+    let through = |url: String, timeout: Duration| async move {
+        let proxy = fcm_http::Proxy::parse(&url).unwrap();
+        fcm_http::connect_through(&proxy, "mtalk.google.com", 5228, timeout).await
+    };
+    let second = Duration::from_secs(5);
+    let cases: [(&'static [u8], ErrorKind, &str); 4] = [
+        (
+            b"HTTP/1.1 403 Forbidden\r\n\r\n",
+            ErrorKind::ConnectionRefused,
+            "403 Forbidden",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\n\r\nsurprise",
+            ErrorKind::InvalidData,
+            "after its CONNECT answer",
+        ),
+        (
+            b"SSH-2.0-OpenSSH\r\n\r\n",
+            ErrorKind::ConnectionRefused,
+            "SSH-2.0",
+        ),
+        (
+            b"HTTP/1.1 200 Conn",
+            ErrorKind::UnexpectedEof,
+            "closed the connection",
+        ),
+    ];
+    for (answer, kind, needle) in cases {
+        let err = through(fake_proxy(Some(answer)).await, second)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), kind, "{err}");
+        assert!(err.to_string().contains(needle), "{err}");
+    }
+    let err = through(fake_proxy(None).await, Duration::from_millis(200))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::TimedOut, "{err}");
+    // The answer that opens the tunnel leaves the stream to the caller.
+    let stream = through(
+        fake_proxy(Some(
+            b"HTTP/1.0 200 Connection established\r\nVia: test\r\n\r\n",
+        ))
+        .await,
+        second,
+    )
+    .await
+    .unwrap();
+    assert!(stream.peer_addr().is_ok());
+}

@@ -26,6 +26,11 @@ pub(crate) struct NetArgs {
     /// (e.g. the emulator's CA, `pullkin emulator --ca-out`).
     #[arg(long, env = "PULLKIN_CA", value_name = "PEM")]
     pub(crate) ca: Option<PathBuf>,
+    /// An HTTP proxy to reach Google (or the emulator) through, `http://[user:pass@]host:port`:
+    /// every HTTPS request and the MCS connection go through `CONNECT` tunnels, TLS end
+    /// to end.
+    #[arg(long, env = "PULLKIN_PROXY", value_name = "URL")]
+    pub(crate) proxy: Option<String>,
 }
 
 impl NetArgs {
@@ -47,9 +52,19 @@ impl NetArgs {
             .transpose()
     }
 
-    /// A registration core for these endpoints and roots.
+    /// The proxy named by `--proxy`, read.
+    pub(crate) fn proxy(&self) -> Result<Option<fcm_http::Proxy>> {
+        self.proxy
+            .as_deref()
+            .map(|url| fcm_http::Proxy::parse(url).context("--proxy"))
+            .transpose()
+    }
+
+    /// A registration core for these endpoints, roots and proxy.
     pub(crate) fn core(&self, retries: Option<u32>) -> Result<PullkinCore> {
-        let mut builder = PullkinCore::builder().endpoints(self.endpoints()?);
+        let mut builder = PullkinCore::builder()
+            .endpoints(self.endpoints()?)
+            .proxy(self.proxy()?);
         if let Some(pem) = self.ca_pem()? {
             builder = builder.webpki_roots(false).add_root_certificates_pem(&pem);
         }
@@ -63,9 +78,9 @@ impl NetArgs {
         })
     }
 
-    /// An HTTP client trusting these roots.
+    /// An HTTP client trusting these roots, through the proxy if any.
     pub(crate) fn http_client(&self) -> Result<fcm_http::Client> {
-        let mut builder = fcm_http::Client::builder();
+        let mut builder = fcm_http::Client::builder().proxy(self.proxy()?);
         if let Some(pem) = self.ca_pem()? {
             builder = builder
                 .webpki_roots(false)

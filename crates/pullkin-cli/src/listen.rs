@@ -144,6 +144,7 @@ pub(crate) async fn run(args: ListenArgs) -> Result<ExitCode> {
     }
 
     let mut config = ListenerConfig::default();
+    config.proxy = args.net.proxy()?;
     if let Some(mcs) = &args.mcs {
         config = config.with_mcs_addr(mcs.as_str());
     }

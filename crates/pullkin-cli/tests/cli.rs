@@ -268,6 +268,80 @@ impl EmulatorProc {
     }
 }
 
+#[test]
+fn register_send_and_listen_through_an_http_proxy() {
+    let dir = tempfile::tempdir().unwrap();
+    let emulator = EmulatorProc::start(dir.path());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let proxy = runtime
+        .block_on(fcm_emulator::ConnectProxy::start())
+        .unwrap();
+    let url = proxy.url();
+    let with_proxy = |args: &[&str]| {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(emulator.net());
+        all.extend(["--proxy", url.as_str()]);
+        all.iter().map(|s| (*s).to_owned()).collect::<Vec<String>>()
+    };
+    let out = dir.path().join("web.json");
+    let register = with_proxy(&[
+        "register",
+        "--web",
+        "--sender-id",
+        "42",
+        "--app-id",
+        "1:42:web:0a1b",
+        "--api-key",
+        "AIza-test",
+        "--project-id",
+        "e2e",
+        "--bundle-id",
+        "com.example.e2e",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let token = run_ok(&register.iter().map(String::as_str).collect::<Vec<_>>());
+    let http = emulator
+        .endpoints
+        .trim_start_matches("https://")
+        .trim_end_matches('/');
+    assert!(!proxy.tunnels().is_empty());
+    assert!(
+        proxy.tunnels().iter().all(|t| t == http),
+        "{:?}",
+        proxy.tunnels()
+    );
+
+    let state = dir.path().join("state");
+    let listen = with_proxy(&[
+        "listen",
+        out.to_str().unwrap(),
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--mcs",
+        emulator.mcs.as_str(),
+    ]);
+    let listener = Proc::spawn(&listen.iter().map(String::as_str).collect::<Vec<_>>());
+    listener.wait_stderr(&["[web] connected"]);
+    assert!(
+        proxy.tunnels().contains(&emulator.mcs),
+        "{:?} has no tunnel to {}",
+        proxy.tunnels(),
+        emulator.mcs
+    );
+    let send = with_proxy(&["send", "--token", token.trim(), "--data", "via=proxy"]);
+    run_ok(&send.iter().map(String::as_str).collect::<Vec<_>>());
+    let message = json(&listener.next_line("the message sent through the proxy"));
+    assert_eq!(message["data"]["via"], "proxy", "{message}");
+    let (status, stderr) = listener.terminate();
+    assert!(status.success(), "{stderr}");
+
+    // A proxy URL of another kind is a usage error naming the flag.
+    let mut bad = vec!["send", "--token", "t", "--proxy", "socks5://127.0.0.1:1080"];
+    bad.extend(emulator.net());
+    assert_fails(&bad, &["--proxy", "only http://"]);
+}
+
 fn json(line: &str) -> Value {
     serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
 }

@@ -93,6 +93,8 @@ pub(crate) struct McsTarget {
     pub connect_timeout: Duration,
     /// Permits for handshakes in progress, shared by every app of a listener.
     pub handshakes: Arc<tokio::sync::Semaphore>,
+    /// The HTTP proxy to tunnel through, if any.
+    pub proxy: Option<fcm_http::Proxy>,
 }
 
 /// The device identity to log in with, from [`Prepare`].
@@ -306,13 +308,23 @@ impl Worker {
                 .acquire()
                 .await
                 .map_err(|_| "the listener is shutting down".to_owned())?;
-            let addrs: Vec<_> = tokio::net::lookup_host(target.addr.as_str())
-                .await
-                .map_err(|e| format!("cannot resolve {}: {e}", target.addr))?
-                .collect();
-            let tcp = dial::connect_first(&addrs, dial::ATTEMPT_DELAY, TcpStream::connect)
-                .await
-                .map_err(|e| format!("cannot connect to {}: {e}", target.addr))?;
+            let tcp = match &target.proxy {
+                Some(proxy) => {
+                    let (host, port) = split_host_port(&target.addr)?;
+                    fcm_http::connect_through(proxy, host, port, target.connect_timeout)
+                        .await
+                        .map_err(|e| format!("cannot connect to {}: {e}", target.addr))?
+                }
+                None => {
+                    let addrs: Vec<_> = tokio::net::lookup_host(target.addr.as_str())
+                        .await
+                        .map_err(|e| format!("cannot resolve {}: {e}", target.addr))?
+                        .collect();
+                    dial::connect_first(&addrs, dial::ATTEMPT_DELAY, TcpStream::connect)
+                        .await
+                        .map_err(|e| format!("cannot connect to {}: {e}", target.addr))?
+                }
+            };
             let _ = tcp.set_nodelay(true);
             let keepalive = socket2::TcpKeepalive::new()
                 .with_time(Duration::from_secs(60))
@@ -590,6 +602,17 @@ async fn wait_for(
         Some((_, write)) => write.await,
         None => std::future::pending().await,
     }
+}
+
+/// `host` and `port` of `host:port` (`[v6]:port` too).
+fn split_host_port(addr: &str) -> Result<(&str, u16), String> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| format!("the MCS address {addr} has no port"))?;
+    let port = port
+        .parse()
+        .map_err(|_| format!("the MCS address {addr} has no valid port"))?;
+    Ok((host.trim_start_matches('[').trim_end_matches(']'), port))
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

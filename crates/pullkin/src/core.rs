@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fcm_http::http::StatusCode;
-use fcm_http::{Client, Endpoints, HttpClient, RetryPolicy};
+use fcm_http::{Client, Endpoints, HttpClient, Proxy, RetryPolicy};
 use fcm_install::{FirebaseApp, Installation, WebPushSubscription};
 use gcm_checkin::{
     AndroidRegistration, CHROME_APP, CHROME_VAPID_KEY, CheckinCredentials, CheckinRequest,
@@ -75,6 +75,7 @@ pub struct PullkinCore {
     retry: RetryPolicy,
     chrome: ChromeBuild,
     refresh_margin: Duration,
+    proxy: Option<Proxy>,
 }
 
 impl fmt::Debug for PullkinCore {
@@ -82,6 +83,7 @@ impl fmt::Debug for PullkinCore {
         f.debug_struct("PullkinCore")
             .field("endpoints", &self.endpoints)
             .field("retry", &self.retry)
+            .field("proxy", &self.proxy)
             .field("chrome", &self.chrome)
             .field("refresh_margin", &self.refresh_margin)
             .finish_non_exhaustive()
@@ -100,6 +102,7 @@ pub struct PullkinCoreBuilder {
     chrome: ChromeBuild,
     timeout: Option<Duration>,
     refresh_margin: Duration,
+    proxy: Option<Proxy>,
 }
 
 impl fmt::Debug for PullkinCoreBuilder {
@@ -111,6 +114,7 @@ impl fmt::Debug for PullkinCoreBuilder {
             .field("custom_tls_config", &self.tls_config.is_some())
             .field("custom_http_client", &self.http.is_some())
             .field("retry", &self.retry)
+            .field("proxy", &self.proxy)
             .field("chrome", &self.chrome)
             .field("timeout", &self.timeout)
             .field("refresh_margin", &self.refresh_margin)
@@ -130,6 +134,7 @@ impl Default for PullkinCoreBuilder {
             chrome: ChromeBuild::default(),
             timeout: None,
             refresh_margin: DEFAULT_REFRESH_MARGIN,
+            proxy: None,
         }
     }
 }
@@ -172,6 +177,15 @@ impl PullkinCoreBuilder {
         self
     }
 
+    /// Sends the HTTP requests through this HTTP proxy (`CONNECT`; TLS stays end to end),
+    /// or directly with `None` (the default). A listener made with [`Pullkin::with_core`](crate::Pullkin::with_core)
+    /// reaches the MCS server through it too, unless its own configuration names one.
+    /// Not used with [`http_client`](Self::http_client).
+    pub fn proxy(mut self, proxy: Option<Proxy>) -> Self {
+        self.proxy = proxy;
+        self
+    }
+
     /// How each HTTP step retries transient failures (default: 5 attempts, 1 s doubling
     /// up to 30 s, with jitter). The attempt counts of [`RegisterParams::retries`] and
     /// [`FcmRegisterParams::retries`] override this policy's for their calls.
@@ -201,7 +215,9 @@ impl PullkinCoreBuilder {
 
     /// Builds the core. Fails when a root certificate bundle is unusable.
     pub fn build(self) -> Result<PullkinCore, PullkinError> {
-        let mut client = Client::builder().webpki_roots(self.webpki_roots);
+        let mut client = Client::builder()
+            .webpki_roots(self.webpki_roots)
+            .proxy(self.proxy.clone());
         for pem in &self.root_pems {
             client = client.add_root_certificates_pem(pem)?;
         }
@@ -223,6 +239,7 @@ impl PullkinCoreBuilder {
             retry: self.retry,
             chrome: self.chrome,
             refresh_margin: self.refresh_margin,
+            proxy: self.proxy,
         })
     }
 }
@@ -503,6 +520,13 @@ impl PullkinCore {
     /// A builder for endpoints, roots, HTTP client and retries.
     pub fn builder() -> PullkinCoreBuilder {
         PullkinCoreBuilder::default()
+    }
+
+    /// The HTTP proxy of this core's requests, if any (see
+    /// [`PullkinCoreBuilder::proxy`]).
+    #[must_use]
+    pub fn proxy(&self) -> Option<&Proxy> {
+        self.proxy.as_ref()
     }
 
     /// The rustls configuration of the HTTP client (the webpki roots and the added ones),

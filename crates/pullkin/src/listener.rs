@@ -80,6 +80,10 @@ pub struct ListenerConfig {
     /// [probed](Pullkin::probe) at once instead of after its heartbeat interval. At least
     /// 0.5 s; `None` turns this off.
     pub resume_check: Option<Duration>,
+    /// Reach the MCS server through this HTTP proxy (`CONNECT`; TLS stays end to end),
+    /// or directly with `None` (the default). [`Pullkin::with_core`] takes the core's
+    /// proxy when this is `None`.
+    pub proxy: Option<fcm_http::Proxy>,
 }
 
 impl Default for ListenerConfig {
@@ -102,6 +106,7 @@ impl Default for ListenerConfig {
             queue_capacity: 256,
             concurrent_handshakes: 32,
             resume_check: Some(resume::CHECK_EVERY),
+            proxy: None,
         }
     }
 }
@@ -267,6 +272,10 @@ impl Pullkin {
         config: ListenerConfig,
         store: Option<Arc<dyn Store>>,
     ) -> Self {
+        let mut config = config;
+        if config.proxy.is_none() {
+            config.proxy = core.proxy().cloned();
+        }
         let mut pullkin = Self::new(config, core.tls_config(), store);
         let credentials = Arc::clone(&pullkin.credentials);
         let store = Arc::clone(&pullkin.store);
@@ -507,6 +516,7 @@ impl Pullkin {
                 tls: Arc::clone(&self.tls),
                 connect_timeout: self.config.connect_timeout,
                 handshakes: Arc::clone(&self.handshakes),
+                proxy: self.config.proxy.clone(),
             },
             store: Arc::clone(&self.store),
             reconnect: self.config.reconnect.clone(),

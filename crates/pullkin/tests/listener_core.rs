@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::support::{connected, wait_for_state};
-use fcm_emulator::{Emulator, Endpoint, HttpFailure, SendMessage, Target};
+use fcm_emulator::{ConnectProxy, Emulator, Endpoint, HttpFailure, SendMessage, Target};
 use fcm_http::{Endpoints, RetryPolicy};
 use futures_util::StreamExt;
 use pullkin::{
@@ -200,6 +200,50 @@ async fn a_check_in_answered_with_retry_after_delays_the_next_attempt() {
         .send(&token, &SendMessage::new().data("n", "1"))
         .unwrap();
     assert_eq!(next(&mut stream).await.message.data["n"], "1");
+    pullkin.stop(None).await;
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registers_and_listens_through_an_http_proxy() {
+    let emulator = Emulator::start().await.unwrap();
+    let proxy = ConnectProxy::start().await.unwrap();
+    let core = Arc::new(
+        PullkinCore::builder()
+            .endpoints(Endpoints::at(emulator.base_url().as_str()).unwrap())
+            .webpki_roots(false)
+            .add_root_certificates_pem(emulator.ca_cert_pem().as_bytes())
+            .proxy(Some(fcm_http::Proxy::parse(&proxy.url()).unwrap()))
+            .build()
+            .unwrap(),
+    );
+    let credentials = core
+        .register(&RegisterParams::web(
+            "1234567890",
+            "1:1234567890:web:abc",
+            "api-key",
+            "demo-project",
+        ))
+        .await
+        .unwrap();
+    assert!(credentials.fcm.is_success(), "{:?}", credentials.fcm.error);
+    let http_tunnels = proxy.tunnels().len();
+    assert!(http_tunnels >= 1);
+    // The listener takes the core's proxy for the MCS connection too.
+    let pullkin = Pullkin::with_core(Arc::clone(&core), config(&emulator), None);
+    pullkin.add_app("web", &credentials, []).unwrap();
+    let mut stream = Box::pin(pullkin.listen("web").unwrap());
+    let token = credentials.fcm.token().unwrap().to_owned();
+    emulator
+        .send(&token, &SendMessage::new().data("n", "1"))
+        .unwrap();
+    assert_eq!(next(&mut stream).await.message.data["n"], "1");
+    let mcs = format!("localhost:{}", emulator.mcs_addr().port());
+    assert!(
+        proxy.tunnels().contains(&mcs),
+        "{:?} has no tunnel to {mcs}",
+        proxy.tunnels()
+    );
     pullkin.stop(None).await;
     emulator.shutdown().await;
 }
