@@ -12,7 +12,8 @@ use tokio::task::JoinHandle;
 /// The longest request head the proxy reads.
 const MAX_HEAD: usize = 8 * 1024;
 
-/// A running `CONNECT` proxy; it stops when dropped.
+/// A running `CONNECT` proxy; it stops accepting when dropped (tunnels already open last
+/// until either side closes).
 #[derive(Debug)]
 pub struct ConnectProxy {
     addr: SocketAddr,
@@ -122,13 +123,14 @@ async fn serve(
                 .then(|| value.trim().to_owned())
         });
         if given.as_deref() != Some(expected) {
+            // Counted before the client hears of it.
+            *lock(refused) += 1;
             let _ = client
                 .write_all(
                     b"HTTP/1.1 407 Proxy Authentication Required\r\n\
                       Proxy-Authenticate: Basic realm=\"test\"\r\n\r\n",
                 )
                 .await;
-            *lock(refused) += 1;
             return;
         }
     }

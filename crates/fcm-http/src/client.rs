@@ -336,8 +336,9 @@ impl ClientBuilder {
         self
     }
 
-    /// Sends every request through this HTTP proxy (a `CONNECT` tunnel per connection;
-    /// TLS stays end to end), or directly with `None` (the default).
+    /// Sends every `https://` request through this HTTP proxy (a `CONNECT` tunnel per
+    /// connection; TLS stays end to end), or directly with `None` (the default). With a
+    /// proxy, plain `http://` requests fail with a transport error instead of being sent.
     pub fn proxy(mut self, proxy: Option<Proxy>) -> Self {
         self.proxy = proxy;
         self

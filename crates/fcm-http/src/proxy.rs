@@ -52,8 +52,10 @@ impl Proxy {
     /// assert_eq!(proxy.addr(), "proxy.example:3128");
     /// assert!(fcm_http::Proxy::parse("socks5://proxy.example:1080").is_err());
     /// ```
+    ///
+    /// Errors never quote the URL: it may carry a password.
     pub fn parse(url: &str) -> Result<Self, Error> {
-        let bad = |why: &str| Error::Config(format!("proxy URL {url:?}: {why}"));
+        let bad = |why: &str| Error::Config(format!("proxy URL: {why}"));
         let parsed = Url::parse(url).map_err(|e| bad(&e.to_string()))?;
         if parsed.scheme() != "http" {
             return Err(bad("only http:// proxies (HTTP CONNECT) are supported"));
@@ -166,14 +168,7 @@ async fn read_connect_answer(stream: &mut TcpStream, proxy: &str, target: &str) 
             ));
         }
         head.extend_from_slice(chunk.get(..n).unwrap_or_default());
-        if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
-            // The target speaks only after the client's TLS hello: nothing may follow.
-            if end + 4 != head.len() {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("the proxy {proxy} sent data after its CONNECT answer"),
-                ));
-            }
+        if head.windows(4).any(|w| w == b"\r\n\r\n") {
             break;
         }
         if head.len() > MAX_ANSWER_HEAD {
@@ -191,7 +186,18 @@ async fn read_connect_answer(stream: &mut TcpStream, proxy: &str, target: &str) 
     let version = parts.next().unwrap_or_default();
     let code = parts.next().and_then(|c| c.parse::<u16>().ok());
     match code {
-        Some(code) if version.starts_with("HTTP/1.") && (200..300).contains(&code) => Ok(()),
+        Some(code) if version.starts_with("HTTP/1.") && (200..300).contains(&code) => {
+            // The target speaks only after the client's TLS hello: nothing may follow the
+            // head of an answer that opens the tunnel (a refusal may carry a page).
+            let end = head.windows(4).position(|w| w == b"\r\n\r\n");
+            if end.is_some_and(|end| end + 4 != head.len()) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("the proxy {proxy} sent data after its CONNECT answer"),
+                ));
+            }
+            Ok(())
+        }
         _ => Err(io::Error::new(
             io::ErrorKind::ConnectionRefused,
             format!(
@@ -236,15 +242,18 @@ impl tower_service::Service<Uri> for Dialer {
             } => {
                 let (proxy, timeout) = (Arc::clone(proxy), *connect_timeout);
                 Box::pin(async move {
+                    // A tunnel to port 80 is refused by most proxies, and a local fake's
+                    // address would be resolved by the proxy: plain HTTP is not proxied.
+                    if uri.scheme() == Some(&http::uri::Scheme::HTTP) {
+                        return Err(format!(
+                            "plain http:// requests do not go through the proxy {}: use https://",
+                            proxy.addr
+                        )
+                        .into());
+                    }
                     let host = uri.host().ok_or("the URL has no host")?;
                     let host = host.trim_start_matches('[').trim_end_matches(']');
-                    let port = uri.port_u16().unwrap_or(
-                        if uri.scheme() == Some(&http::uri::Scheme::HTTP) {
-                            80
-                        } else {
-                            443
-                        },
-                    );
+                    let port = uri.port_u16().unwrap_or(443);
                     let stream = connect_through(&proxy, host, port, timeout).await?;
                     Ok(TokioIo::new(stream))
                 })
@@ -290,6 +299,16 @@ mod tests {
                 matches!(Proxy::parse(bad), Err(Error::Config(_))),
                 "{bad:?}"
             );
+        }
+        // Errors never quote the URL, which may carry a password.
+        for bad in [
+            "https://u:hunter2@proxy.example",
+            "http://u:hunter2@proxy.example:3128/x",
+            "http://u:hunter2@proxy.example:99999",
+            "http://u:%ff%fehunter2@proxy.example:3128",
+        ] {
+            let message = Proxy::parse(bad).unwrap_err().to_string();
+            assert!(!message.contains("hunter2"), "{message}");
         }
     }
 

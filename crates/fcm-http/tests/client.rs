@@ -346,7 +346,12 @@ async fn proxy_refusals_and_misbehaviour_are_clear_errors() {
         fcm_http::connect_through(&proxy, "mtalk.google.com", 5228, timeout).await
     };
     let second = Duration::from_secs(5);
-    let cases: [(&'static [u8], ErrorKind, &str); 4] = [
+    let cases: [(&'static [u8], ErrorKind, &str); 5] = [
+        (
+            b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 13\r\n\r\n<html></html>",
+            ErrorKind::ConnectionRefused,
+            "407 Proxy Authentication Required",
+        ),
         (
             b"HTTP/1.1 403 Forbidden\r\n\r\n",
             ErrorKind::ConnectionRefused,
@@ -390,4 +395,17 @@ async fn proxy_refusals_and_misbehaviour_are_clear_errors() {
     .await
     .unwrap();
     assert!(stream.peer_addr().is_ok());
+
+    // Plain http:// is not sent through a proxy (a tunnel to port 80 is refused by most,
+    // and a local address would be the proxy's).
+    let client = Client::builder()
+        .proxy(Some(fcm_http::Proxy::parse("http://127.0.0.1:9").unwrap()))
+        .build()
+        .unwrap();
+    let err = client
+        .send(post("http://127.0.0.1:9/x".into(), b""))
+        .await
+        .unwrap_err();
+    let message = format!("{err} {:?}", std::error::Error::source(&err));
+    assert!(message.contains("plain http://"), "{message}");
 }

@@ -29,7 +29,12 @@ pub(crate) struct NetArgs {
     /// An HTTP proxy to reach Google (or the emulator) through, `http://[user:pass@]host:port`:
     /// every HTTPS request and the MCS connection go through `CONNECT` tunnels, TLS end
     /// to end.
-    #[arg(long, env = "PULLKIN_PROXY", value_name = "URL")]
+    #[arg(
+        long,
+        env = "PULLKIN_PROXY",
+        value_name = "URL",
+        hide_env_values = true
+    )]
     pub(crate) proxy: Option<String>,
 }
 

@@ -336,10 +336,25 @@ fn register_send_and_listen_through_an_http_proxy() {
     let (status, stderr) = listener.terminate();
     assert!(status.success(), "{stderr}");
 
-    // A proxy URL of another kind is a usage error naming the flag.
-    let mut bad = vec!["send", "--token", "t", "--proxy", "socks5://127.0.0.1:1080"];
+    // A proxy URL of another kind is an error naming the flag, and never quoting the URL
+    // (it may carry a password).
+    let socks = "socks5://user:hunter2@127.0.0.1:1080";
+    let mut bad = vec!["send", "--token", "t", "--proxy", socks];
     bad.extend(emulator.net());
     assert_fails(&bad, &["--proxy", "only http://"]);
+    assert!(!text(&run(&bad).stderr).contains("hunter2"));
+    // Nor does --help show it when it comes from the environment.
+    let help = pullkin()
+        .env("PULLKIN_PROXY", "http://user:hunter2@127.0.0.1:3128")
+        .args(["listen", "--help"])
+        .output()
+        .unwrap();
+    assert!(help.status.success());
+    let help = text(&help.stdout);
+    assert!(
+        help.contains("PULLKIN_PROXY") && !help.contains("hunter2"),
+        "{help}"
+    );
 }
 
 fn json(line: &str) -> Value {

@@ -612,7 +612,16 @@ fn split_host_port(addr: &str) -> Result<(&str, u16), String> {
     let port = port
         .parse()
         .map_err(|_| format!("the MCS address {addr} has no valid port"))?;
-    Ok((host.trim_start_matches('[').trim_end_matches(']'), port))
+    let host = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6,
+        None if host.contains(':') => {
+            return Err(format!(
+                "the MCS address {addr}: write an IPv6 host in brackets"
+            ));
+        }
+        None => host,
+    };
+    Ok((host, port))
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -180,7 +180,8 @@ impl PullkinCoreBuilder {
     /// Sends the HTTP requests through this HTTP proxy (`CONNECT`; TLS stays end to end),
     /// or directly with `None` (the default). A listener made with [`Pullkin::with_core`](crate::Pullkin::with_core)
     /// reaches the MCS server through it too, unless its own configuration names one.
-    /// Not used with [`http_client`](Self::http_client).
+    /// A custom [`http_client`](Self::http_client) makes its own requests its own way;
+    /// the MCS connection of `with_core` still takes this proxy.
     pub fn proxy(mut self, proxy: Option<Proxy>) -> Self {
         self.proxy = proxy;
         self
