@@ -643,3 +643,31 @@ fn describe(error: &McsError) -> String {
         other => format!("bad data from the server: {other}"),
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::split_host_port;
+
+    #[test]
+    fn mcs_addresses_split_into_host_and_port() {
+        assert_eq!(
+            split_host_port("mtalk.google.com:5228").unwrap(),
+            ("mtalk.google.com", 5228)
+        );
+        assert_eq!(split_host_port("[::1]:5228").unwrap(), ("::1", 5228));
+        assert_eq!(
+            split_host_port("127.0.0.1:443").unwrap(),
+            ("127.0.0.1", 443)
+        );
+        for bad in [
+            "mtalk.google.com",
+            "host:port",
+            "host:70000",
+            "::1:5228",
+            "",
+        ] {
+            assert!(split_host_port(bad).is_err(), "{bad:?}");
+        }
+    }
+}
