@@ -77,6 +77,20 @@ async fn failing_then_answering(failure: ResponseTemplate, failures: u64) -> Moc
     server
 }
 
+/// A new device's check-in against `server`, with up to `attempts` attempts.
+async fn check_in_new_device(
+    server: &MockServer,
+    attempts: u32,
+) -> Result<gcm_checkin::CheckinResponse, Error> {
+    check_in(
+        &client(),
+        &endpoints(server),
+        &CheckinRequest::new_device(),
+        &fast_retry(attempts),
+    )
+    .await
+}
+
 fn endpoints(server: &MockServer) -> Endpoints {
     Endpoints::at(&server.uri()).unwrap()
 }
@@ -123,14 +137,7 @@ fn default_chrome() -> ChromeBuildProto {
 #[tokio::test]
 async fn new_device_check_in() {
     let server = server_answering(answer(ANDROID_ID, TOKEN), 1).await;
-    let response = check_in(
-        &client(),
-        &endpoints(&server),
-        &CheckinRequest::new_device(),
-        &fast_retry(3),
-    )
-    .await
-    .unwrap();
+    let response = check_in_new_device(&server, 3).await.unwrap();
     assert_eq!(
         response.credentials,
         CheckinCredentials::new(ANDROID_ID, TOKEN)
@@ -201,14 +208,7 @@ async fn refused_re_check_in_is_dead_credentials_and_not_retried() {
 async fn refused_new_device_is_a_status_error() {
     for status in [401, 403] {
         let server = server_answering(ResponseTemplate::new(status), 1).await;
-        let err = check_in(
-            &client(),
-            &endpoints(&server),
-            &CheckinRequest::new_device(),
-            &fast_retry(5),
-        )
-        .await
-        .unwrap_err();
+        let err = check_in_new_device(&server, 5).await.unwrap_err();
         assert!(
             matches!(&err, Error::Http(e) if e.status_code().map(|s| s.as_u16()) == Some(status)),
             "{err:?}"
@@ -234,14 +234,7 @@ async fn the_servers_retry_after_is_waited_for() {
     let server = failing_then_answering(failure, 1).await;
     let started = std::time::Instant::now();
     // The policy's own backoff is 1 ms; the server asked for 1 s.
-    let response = check_in(
-        &client(),
-        &endpoints(&server),
-        &CheckinRequest::new_device(),
-        &fast_retry(3),
-    )
-    .await
-    .unwrap();
+    let response = check_in_new_device(&server, 3).await.unwrap();
     assert_eq!(response.credentials.android_id, ANDROID_ID);
     assert!(
         started.elapsed() >= Duration::from_secs(1),
@@ -257,14 +250,7 @@ async fn a_retry_after_beyond_the_policys_limit_is_reported_not_retried() {
         1,
     )
     .await;
-    let err = check_in(
-        &client(),
-        &endpoints(&server),
-        &CheckinRequest::new_device(),
-        &fast_retry(5),
-    )
-    .await
-    .unwrap_err();
+    let err = check_in_new_device(&server, 5).await.unwrap_err();
     assert!(err.is_transient(), "{err:?}");
     assert_eq!(err.retry_after(), Some(Duration::from_secs(3600)));
 }
@@ -273,14 +259,7 @@ async fn a_retry_after_beyond_the_policys_limit_is_reported_not_retried() {
 async fn persistent_server_errors_give_up_after_max_attempts() {
     let server =
         server_answering(ResponseTemplate::new(502).set_body_string("bad gateway"), 3).await;
-    let err = check_in(
-        &client(),
-        &endpoints(&server),
-        &CheckinRequest::new_device(),
-        &fast_retry(3),
-    )
-    .await
-    .unwrap_err();
+    let err = check_in_new_device(&server, 3).await.unwrap_err();
     match err {
         Error::Http(fcm_http::Error::Status {
             status,
@@ -296,14 +275,7 @@ async fn persistent_server_errors_give_up_after_max_attempts() {
 
 async fn decode_error_for(template: ResponseTemplate) -> String {
     let server = server_answering(template, 1).await;
-    let err = check_in(
-        &client(),
-        &endpoints(&server),
-        &CheckinRequest::new_device(),
-        &fast_retry(5),
-    )
-    .await
-    .unwrap_err();
+    let err = check_in_new_device(&server, 5).await.unwrap_err();
     match err {
         Error::Http(fcm_http::Error::Decode { what, message }) => {
             assert_eq!(what, "check-in response");

@@ -514,9 +514,7 @@ impl Session {
             && let Some(last) = self.last_received
             && now >= last + self.heartbeat_interval
         {
-            self.transmit
-                .push_back(McsMessage::HeartbeatPing(HeartbeatPing::default()));
-            self.deadline = Some(now + self.config.heartbeat_timeout);
+            self.ping(now);
         }
     }
 
@@ -528,10 +526,16 @@ impl Session {
     /// disconnected, nothing changes.
     pub fn probe(&mut self, now: Instant) {
         if self.state == SessionState::Online && self.deadline.is_none() {
-            self.transmit
-                .push_back(McsMessage::HeartbeatPing(HeartbeatPing::default()));
-            self.deadline = Some(now + self.config.heartbeat_timeout);
+            self.ping(now);
         }
+    }
+
+    /// Queues a HeartbeatPing; the connection ends unless a frame arrives within the
+    /// heartbeat timeout.
+    fn ping(&mut self, now: Instant) {
+        self.transmit
+            .push_back(McsMessage::HeartbeatPing(HeartbeatPing::default()));
+        self.deadline = Some(now + self.config.heartbeat_timeout);
     }
 
     /// The application took the message with this persistent id: it may now be
