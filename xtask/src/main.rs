@@ -16,6 +16,8 @@
 mod bench;
 mod codegen;
 mod fuzz;
+#[cfg(test)]
+mod tidy;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -198,13 +200,6 @@ fn tree_size(path: &Path) -> u64 {
 
 /// Runs `pullkin demo`: the emulator, registration, listening and delivery, end to end.
 fn demo(rest: &[&str]) -> Result {
-    if !root().join("crates/pullkin-cli/Cargo.toml").is_file() {
-        return Err(
-            "the demo is not yet available: it arrives with the `pullkin` command line \
-                    (crate pullkin-cli)"
-                .to_owned(),
-        );
-    }
     let mut args = vec![
         "run",
         "--release",

@@ -35,7 +35,7 @@ fn decode_all(codec: &mut McsCodec, bytes: &[u8]) -> Vec<McsMessage> {
     out
 }
 
-/// Each message type with its wire bytes, encoded by hand from PROTOCOL.md §4.
+/// Each message type with its wire bytes, encoded by hand from docs/protocol.md §4.
 fn golden() -> Vec<(McsMessage, &'static str)> {
     vec![
         (

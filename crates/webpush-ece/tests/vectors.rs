@@ -1,7 +1,7 @@
-//! Every vector of `tests/data/ece-vectors.json`, a verbatim copy of the project's
-//! `shared/vectors/ece-vectors.json` (RFC 8188 §3.1–3.2, RFC 8291 Appendix A,
-//! draft-ietf-webpush-encryption-04, web-push-libs/ecec decrypt and header-parsing cases;
-//! each vector's source is in the file's `_meta` and `source` fields).
+//! Every vector of the vector file kept at `tests/data/ece-vectors.json`: RFC 8188
+//! §3.1–3.2, RFC 8291 Appendix A, draft-ietf-webpush-encryption-04, and the
+//! web-push-libs/ecec decrypt and header-parsing cases (each vector's source is in the
+//! file's `_meta` and `source` fields).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use base64::Engine;
@@ -291,7 +291,7 @@ fn ecec_header_params_err() {
         let desc = s(v, "desc");
         let result = AesGcmParams::parse(s(v, "crypto_key_header"), s(v, "encryption_header"));
         if desc.starts_with("Unquoted") && desc.ends_with("with Base64 padding") {
-            // Deliberate deviation (see `_meta`/`ecec.notes` and PROTOCOL.md §5): senders in
+            // Deliberate deviation (see `_meta`/`ecec.notes` and docs/protocol.md §5): senders in
             // the wild emit padded base64 unquoted, so it is accepted.
             let p = result.unwrap_or_else(|e| panic!("{desc}: {e}"));
             assert_eq!(
