@@ -1,4 +1,5 @@
-//! What the application receives: [`Message`], built from a data message and its payload.
+//! What the application receives: [`Message`], built from a data message and its
+//! payload, and [`Stanza`], the data message frame it came in.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -19,7 +20,8 @@ pub struct Notification {
     pub fields: BTreeMap<String, Value>,
 }
 
-/// A push notification, as the application sees it (the seed's `Message`).
+/// A push notification, as the application sees it (the `Message` of the Python
+/// `pullkin` library).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Message {
     /// The data key/value pairs.
@@ -46,7 +48,7 @@ pub struct Message {
 }
 
 impl Message {
-    /// The whole notification as JSON (the seed's `raw`): the payload when it is JSON,
+    /// The whole notification as JSON (`raw` in the Python `pullkin` library): the payload when it is JSON,
     /// otherwise an object of `data`, `from`, `priority`, `notification` and
     /// `fcmMessageId` built from the message. Built on demand.
     #[must_use]
@@ -79,6 +81,89 @@ impl Message {
             );
         }
         Value::Object(object)
+    }
+}
+
+/// A data message frame as received (MCS `DataMessageStanza`, docs/protocol.md §4):
+/// who sent it, its category, its persistent id and the key/value pairs it carried. The
+/// protobuf type itself is behind [`Stanza::proto`], for fields this type has no
+/// accessor for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stanza(Box<DataMessageStanza>);
+
+impl Stanza {
+    /// Wraps a received frame.
+    #[must_use]
+    pub fn new(stanza: DataMessageStanza) -> Self {
+        Self(Box::new(stanza))
+    }
+
+    /// The sender (the `from` field): the sender id, or the VAPID key for Web Push.
+    #[must_use]
+    pub fn sender(&self) -> &str {
+        &self.0.from
+    }
+
+    /// The category (the app's package, or `org.chromium.linux` for Web Push).
+    #[must_use]
+    pub fn category(&self) -> &str {
+        &self.0.category
+    }
+
+    /// The persistent id, used for acknowledgement and deduplication.
+    #[must_use]
+    pub fn persistent_id(&self) -> Option<&str> {
+        self.0.persistent_id.as_deref()
+    }
+
+    /// The value of an `app_data` key (the first, when it repeats).
+    #[must_use]
+    pub fn app_data(&self, key: &str) -> Option<&str> {
+        app_data_value(&self.0, key)
+    }
+
+    /// Every `app_data` pair, in the order received.
+    pub fn app_data_pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0
+            .app_data
+            .iter()
+            .map(|d| (d.key.as_str(), d.value.as_str()))
+    }
+
+    /// The `raw_data` bytes (the ciphertext of an encrypted message), if any.
+    #[must_use]
+    pub fn raw_data(&self) -> Option<&[u8]> {
+        self.0.raw_data.as_deref()
+    }
+
+    /// The time-to-live the sender gave, in seconds, if any.
+    #[must_use]
+    pub fn ttl(&self) -> Option<i32> {
+        self.0.ttl
+    }
+
+    /// When the server says it was sent.
+    #[must_use]
+    pub fn sent(&self) -> Option<SystemTime> {
+        sent(&self.0)
+    }
+
+    /// The protobuf frame.
+    #[must_use]
+    pub fn proto(&self) -> &DataMessageStanza {
+        &self.0
+    }
+
+    /// The protobuf frame, owned.
+    #[must_use]
+    pub fn into_proto(self) -> DataMessageStanza {
+        *self.0
+    }
+}
+
+impl From<Box<DataMessageStanza>> for Stanza {
+    fn from(stanza: Box<DataMessageStanza>) -> Self {
+        Self(stanza)
     }
 }
 

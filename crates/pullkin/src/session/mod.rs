@@ -5,11 +5,24 @@
 //!
 //! - inputs: [`Session::connect`] when a new connection is up, [`Session::handle_frame`]
 //!   for each frame received, [`Session::handle_timeout`] when the time from
-//!   [`Session::poll_timeout`] has come, and [`Session::delivered`] once the application
-//!   took a message;
+//!   [`Session::poll_timeout`] has come, [`Session::delivered`] once the application
+//!   took a message, and [`Session::handle_stored`] when a store write finished;
 //! - outputs: [`Session::poll_transmit`] for the frames to write, [`Session::poll_event`]
-//!   for what the application and the driver must know, [`Session::poll_timeout`] for the
-//!   next deadline, and [`Session::ack_state`] for what must be stored durably.
+//!   for what the application and the driver must know, [`Session::poll_store`] for the
+//!   acknowledgement state to store now, and [`Session::poll_timeout`] for the next
+//!   deadline (heartbeat, acknowledgement delay or store turn, whichever comes first).
+//!
+//! Driving it, after every input:
+//!
+//! 1. write every frame of [`Session::poll_transmit`];
+//! 2. start the write of [`Session::poll_store`], if any, and report its end with
+//!    [`Session::handle_stored`] (or [`Session::handle_store_failed`]);
+//! 3. act on every [`Session::poll_event`];
+//! 4. sleep until [`Session::poll_timeout`] or the next input, then call
+//!    [`Session::handle_timeout`] if the time came.
+//!
+//! [`ReconnectPolicy`] is the same kind of state for the time between connections.
+//! Everything here takes the time as an argument: tests drive it with a fake clock.
 //!
 //! ## Acknowledgements
 //!
@@ -24,11 +37,18 @@
 //! SelectiveAck naming them) is written; they are then *awaiting confirmation*, keyed by
 //! that frame's stream id, until the server reports having received that frame. Both sets
 //! go into the next LoginRequest's `received_persistent_id` after a reconnect, and into
-//! [`Session::ack_state`], which the driver stores before writing any frame so that the
-//! ids survive a restart. Confirmed ids are forgotten (apart from a bounded list of recent
-//! ones kept to drop late duplicates), so the stored state stays small.
+//! [`Session::ack_state`], so that the ids survive a restart. Store writes are grouped
+//! (at most one per [`SessionConfig::store_interval`], running beside the connection):
+//! a taken id is acknowledged only once a write that records it has finished. Confirmed
+//! ids are forgotten (apart from a bounded list of recent ones kept to drop late
+//! duplicates), so the stored state stays small. The rules are those of
+//! docs/protocol.md §3.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+mod reconnect;
+
+pub use reconnect::{Reconnect, ReconnectPolicy};
+
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -68,12 +88,15 @@ pub struct SessionConfig {
     pub ack_delay: Duration,
     /// How many confirmed ids to remember to drop late duplicates.
     pub recent_ids: usize,
+    /// At most one store write of the acknowledgement state per this interval.
+    pub store_interval: Duration,
 }
 
 impl SessionConfig {
     /// Settings for a device with the defaults: `chrome-63.0.3234.0`, a ping after 60 s of
     /// silence with a 30 s deadline, the server asked to ping every 60 s, acks every 10
-    /// messages or after 1 s, 4 096 recent ids remembered.
+    /// messages or after 1 s, 4 096 recent ids remembered, a store write at most every
+    /// 20 ms.
     #[must_use]
     pub fn new(android_id: u64, security_token: u64) -> Self {
         Self {
@@ -87,6 +110,7 @@ impl SessionConfig {
             ack_batch: 10,
             ack_delay: Duration::from_secs(1),
             recent_ids: 4096,
+            store_interval: Duration::from_millis(20),
         }
     }
 }
@@ -100,6 +124,29 @@ pub struct AckState {
     pub unconfirmed: Vec<Arc<str>>,
     /// Ids the server confirmed recently, oldest first; bounded.
     pub recent: Vec<Arc<str>>,
+}
+
+/// A store write to make: the acknowledgement state as of `version`. Report its end
+/// with [`Session::handle_stored`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreWrite {
+    /// The version of the state, for [`Session::handle_stored`].
+    pub version: u64,
+    /// The state to store.
+    pub state: AckState,
+}
+
+/// A frame to write, or an acknowledgement to encode when its turn comes.
+#[derive(Debug)]
+// Frames are queued inline, as they were before acknowledgements became intents: boxing
+// each would cost an allocation per heartbeat and acknowledgement.
+#[allow(clippy::large_enum_variant)]
+enum Outgoing {
+    Frame(McsMessage),
+    /// A StreamAck: reports the highest stream id whose messages were all taken.
+    StreamAck,
+    /// A SelectiveAck naming ids of an earlier connection.
+    SelectiveAck(Vec<Id>),
 }
 
 /// Where the session stands.
@@ -254,7 +301,7 @@ pub struct Session {
     ack_wanted: bool,
     /// When the oldest unacked id must be acknowledged at the latest.
     ack_due: Option<Instant>,
-    transmit: VecDeque<McsMessage>,
+    transmit: VecDeque<Outgoing>,
     events: VecDeque<SessionEvent>,
     heartbeat_interval: Duration,
     last_received: Option<Instant>,
@@ -264,6 +311,10 @@ pub struct Session {
     version: u64,
     /// The version stored last.
     persisted_version: u64,
+    /// The version of the store write in flight.
+    store_in_flight: Option<u64>,
+    /// The next store write may start then.
+    next_store_at: Option<Instant>,
 }
 
 impl Session {
@@ -292,6 +343,8 @@ impl Session {
             deadline: None,
             version: 0,
             persisted_version: 0,
+            store_in_flight: None,
+            next_store_at: None,
         };
         for id in restored.recent {
             session.remember_recent(id);
@@ -332,8 +385,7 @@ impl Session {
         self.last_received
     }
 
-    /// What must be stored durably before any frame from [`Session::poll_transmit`] is
-    /// written.
+    /// What must survive a restart: the ids not yet confirmed and the recent ones.
     #[must_use]
     pub fn ack_state(&self) -> AckState {
         // Shared, not copied: a snapshot is taken for every store write, and thousands of
@@ -348,26 +400,60 @@ impl Session {
         }
     }
 
-    /// Whether [`Session::ack_state`] changed since [`Session::mark_persisted`].
+    /// Whether [`Session::ack_state`] changed since it was last stored.
     #[must_use]
     pub fn ack_state_dirty(&self) -> bool {
         self.version != self.persisted_version
     }
 
-    /// The version of [`Session::ack_state`], for [`Session::mark_persisted_up_to`].
-    #[must_use]
-    pub fn ack_state_version(&self) -> u64 {
-        self.version
+    /// A store write whose turn came at `now`: the state changed since the last write,
+    /// no write is in flight, and the last one started at least
+    /// [`SessionConfig::store_interval`] ago (each write records the whole state, so
+    /// during a burst they are spaced out). While connected only; see
+    /// [`Session::flush_store`] for the last write before stopping.
+    pub fn poll_store(&mut self, now: Instant) -> Option<StoreWrite> {
+        if self.state == SessionState::Disconnected
+            || !self.ack_state_dirty()
+            || self.store_in_flight.is_some()
+            || self.next_store_at.is_some_and(|at| now < at)
+        {
+            return None;
+        }
+        self.next_store_at = Some(now + self.config.store_interval);
+        self.store_in_flight = Some(self.version);
+        Some(StoreWrite {
+            version: self.version,
+            state: self.ack_state(),
+        })
     }
 
-    /// Records that the current [`Session::ack_state`] is stored.
-    pub fn mark_persisted(&mut self) {
-        self.mark_persisted_up_to(self.version);
+    /// The write to make now, whatever the turn, when the state changed since it was
+    /// stored: before stopping, or after [`Session::set_identity`] reset it.
+    pub fn flush_store(&mut self) -> Option<StoreWrite> {
+        if !self.ack_state_dirty() {
+            return None;
+        }
+        self.store_in_flight = Some(self.version);
+        Some(StoreWrite {
+            version: self.version,
+            state: self.ack_state(),
+        })
     }
 
-    /// Records that [`Session::ack_state`] as of `version` is stored (a write that ran
-    /// while the session went on): ids taken up to then may now be acknowledged.
-    pub fn mark_persisted_up_to(&mut self, version: u64) {
+    /// The store write of `version` finished: ids taken up to then may now be
+    /// acknowledged.
+    pub fn handle_stored(&mut self, version: u64) {
+        self.store_in_flight = None;
+        self.persisted_up_to(version);
+    }
+
+    /// The store write in flight failed; the state stays dirty.
+    pub fn handle_store_failed(&mut self) {
+        self.store_in_flight = None;
+    }
+
+    /// Records that [`Session::ack_state`] as of `version` is stored.
+    fn persisted_up_to(&mut self, version: u64) {
         self.persisted_version = self.persisted_version.max(version.min(self.version));
         let mut moved = false;
         while self
@@ -400,6 +486,26 @@ impl Session {
     }
 
     // ---- inputs ----
+
+    /// The device identity to log in with from the next [`Session::connect`] on. A new
+    /// identity starts over with an empty acknowledgement state (the old state belongs
+    /// to the old device): returns whether it did; the empty state is then dirty, for
+    /// [`Session::flush_store`].
+    pub fn set_identity(&mut self, android_id: u64, security_token: u64) -> bool {
+        if android_id == self.config.android_id && security_token == self.config.security_token
+        {
+            return false;
+        }
+        let mut config = self.config.clone();
+        config.android_id = android_id;
+        config.security_token = security_token;
+        let version = self.version;
+        *self = Session::new(config, AckState::default());
+        // Dirty: the store still holds the old device's state.
+        self.version = version.wrapping_add(1);
+        self.persisted_version = version;
+        true
+    }
 
     /// A new connection is up (TLS established): queues the LoginRequest. Any previous
     /// connection's per-connection state is dropped; ids carry over.
@@ -436,7 +542,7 @@ impl Session {
             self.awaiting.insert(1, received);
         }
         self.stream_id_out = 1;
-        self.transmit.push_back(login.into());
+        self.transmit.push_back(Outgoing::Frame(login.into()));
         self.state = SessionState::LoggingIn;
         self.deadline = Some(now + self.config.heartbeat_timeout);
     }
@@ -471,8 +577,9 @@ impl Session {
         }
         match message {
             McsMessage::HeartbeatPing(_) => {
-                self.transmit
-                    .push_back(McsMessage::HeartbeatAck(HeartbeatAck::default()));
+                self.transmit.push_back(Outgoing::Frame(McsMessage::HeartbeatAck(
+                    HeartbeatAck::default(),
+                )));
             }
             McsMessage::HeartbeatAck(_) | McsMessage::LoginResponse(_) => {}
             McsMessage::Close(_) => self.end(Disconnect::ServerClosed),
@@ -533,8 +640,9 @@ impl Session {
     /// Queues a HeartbeatPing; the connection ends unless a frame arrives within the
     /// heartbeat timeout.
     fn ping(&mut self, now: Instant) {
-        self.transmit
-            .push_back(McsMessage::HeartbeatPing(HeartbeatPing::default()));
+        self.transmit.push_back(Outgoing::Frame(McsMessage::HeartbeatPing(
+            HeartbeatPing::default(),
+        )));
         self.deadline = Some(now + self.config.heartbeat_timeout);
     }
 
@@ -571,20 +679,31 @@ impl Session {
             self.ack_wanted = false;
             self.queue_acks();
         }
-        let mut message = self.transmit.pop_front()?;
+        let outgoing = self.transmit.pop_front()?;
         if self.transmit.is_empty() {
             // Frames are large (a LoginRequest inline): an idle connection keeps no room
             // for them (thousands of idle connections add up).
             self.transmit = VecDeque::new();
         }
-        if matches!(message, McsMessage::LoginRequest(_)) {
-            return Some(message);
-        }
+        let mut message = match outgoing {
+            Outgoing::Frame(message @ McsMessage::LoginRequest(_)) => return Some(message),
+            Outgoing::Frame(message) => message,
+            Outgoing::StreamAck => {
+                let report = self.reportable_in();
+                self.acked_by_stream_ack(report);
+                ack_iq(STREAM_ACK_EXTENSION, Bytes::new())
+            }
+            Outgoing::SelectiveAck(ids) => {
+                let ack = SelectiveAck {
+                    id: ids.iter().map(|id| id.to_string()).collect(),
+                };
+                self.acked_selectively(ids);
+                ack_iq(SELECTIVE_ACK_EXTENSION, Bytes::from(ack.encode_to_vec()))
+            }
+        };
+        // The stream id this frame takes; the acks above were booked under it.
         self.stream_id_out = self.stream_id_out.saturating_add(1);
-        let report = self.reportable_in();
-        if message.set_last_stream_id_received(report) {
-            self.acked_by_frame(report, &message);
-        }
+        message.set_last_stream_id_received(self.reportable_in());
         Some(message)
     }
 
@@ -606,7 +725,8 @@ impl Session {
         self.events.pop_front()
     }
 
-    /// When [`Session::handle_timeout`] must be called next.
+    /// When [`Session::handle_timeout`] must be called next (and [`Session::poll_store`]
+    /// asked again).
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.state == SessionState::Disconnected {
@@ -618,10 +738,11 @@ impl Session {
             _ => None,
         };
         let ack = self.ack_due.filter(|_| self.state == SessionState::Online);
-        match (liveness, ack) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        // A store write that is wanted but waits for its turn.
+        let store = self
+            .next_store_at
+            .filter(|_| self.ack_state_dirty() && self.store_in_flight.is_none());
+        [liveness, ack, store].into_iter().flatten().min()
     }
 
     // ---- internals ----
@@ -711,7 +832,7 @@ impl Session {
     fn handle_data(&mut self, message: DataMessageStanza) {
         if message.category == GTALK_SERVICE_CATEGORY {
             if message.app_data.iter().any(|d| d.key == "IdleNotification") {
-                self.transmit.push_back(
+                self.transmit.push_back(Outgoing::Frame(
                     DataMessageStanza {
                         from: "gcm@android.com".to_owned(),
                         category: GTALK_SERVICE_CATEGORY.to_owned(),
@@ -723,7 +844,7 @@ impl Session {
                         ..Default::default()
                     }
                     .into(),
-                );
+                ));
             }
             return;
         }
@@ -815,86 +936,61 @@ impl Session {
         let mut by_stream = false;
         for (id, stream) in &self.unacked {
             if *stream == 0 {
-                selective.push(id.to_string());
+                selective.push(Arc::clone(id));
             } else if *stream <= report {
                 by_stream = true;
             }
         }
         if !selective.is_empty() {
-            let ack = SelectiveAck { id: selective };
-            self.transmit.push_back(
-                IqStanza {
-                    r#type: IqType::Set as i32,
-                    id: String::new(),
-                    extension: Some(Extension {
-                        id: SELECTIVE_ACK_EXTENSION,
-                        data: Bytes::from(ack.encode_to_vec()),
-                    }),
-                    ..Default::default()
-                }
-                .into(),
-            );
+            self.transmit.push_back(Outgoing::SelectiveAck(selective));
         }
         if by_stream {
-            self.transmit.push_back(
-                IqStanza {
-                    r#type: IqType::Set as i32,
-                    id: String::new(),
-                    extension: Some(Extension {
-                        id: STREAM_ACK_EXTENSION,
-                        data: Bytes::new(),
-                    }),
-                    ..Default::default()
-                }
-                .into(),
-            );
+            self.transmit.push_back(Outgoing::StreamAck);
         }
     }
 
-    /// Bookkeeping for a frame being written that reports `report`. Only StreamAck and
-    /// SelectiveAck IQs count as acknowledging ids: a server may ignore the
-    /// `last_stream_id_received` of other frames.
-    fn acked_by_frame(&mut self, report: i32, message: &McsMessage) {
-        let out = self.stream_id_out;
+    /// A StreamAck reporting `report` is being written (as the next outgoing stream id):
+    /// the ids of this connection up to `report` are acknowledged by it.
+    fn acked_by_stream_ack(&mut self, report: i32) {
+        self.reported_in = self.reported_in.max(report);
         let mut acked = Vec::new();
-        let McsMessage::IqStanza(iq) = message else {
-            return;
-        };
-        let Some(ext) = &iq.extension else {
-            return;
-        };
-        if ext.id == SELECTIVE_ACK_EXTENSION
-            && let Ok(ack) = SelectiveAck::decode(ext.data.clone())
-        {
-            let named: HashSet<&str> = ack.id.iter().map(String::as_str).collect();
-            self.unacked.retain(|(id, _)| {
-                if named.contains(&**id) {
-                    acked.push(id.clone());
-                    false
-                } else {
-                    true
-                }
-            });
-        }
-        if ext.id == STREAM_ACK_EXTENSION {
-            self.reported_in = self.reported_in.max(report);
-            self.unacked.retain(|(id, stream)| {
-                if *stream > 0 && *stream <= report {
-                    acked.push(id.clone());
-                    false
-                } else {
-                    true
-                }
-            });
-        }
+        self.unacked.retain(|(id, stream)| {
+            if *stream > 0 && *stream <= report {
+                acked.push(Arc::clone(id));
+                false
+            } else {
+                true
+            }
+        });
+        self.book_acked(acked);
+    }
+
+    /// A SelectiveAck naming `ids` is being written (as the next outgoing stream id).
+    fn acked_selectively(&mut self, ids: Vec<Id>) {
+        let named: IdSet = ids.into_iter().collect();
+        let mut acked = Vec::new();
+        self.unacked.retain(|(id, _)| {
+            if named.contains(id) {
+                acked.push(Arc::clone(id));
+                false
+            } else {
+                true
+            }
+        });
+        self.book_acked(acked);
+    }
+
+    /// `acked` await the server's confirmation of the frame being written.
+    fn book_acked(&mut self, acked: Vec<Id>) {
         if self.unacked.is_empty() {
             self.ack_due = None;
         }
         if acked.is_empty() {
             return;
         }
+        let out = self.stream_id_out.saturating_add(1);
         for id in &acked {
-            self.ids.insert(id.clone(), IdState::Acked(out));
+            self.ids.insert(Arc::clone(id), IdState::Acked(out));
         }
         self.awaiting.entry(out).or_default().extend(acked);
         self.touch();
@@ -947,4 +1043,15 @@ fn unblock(pending_streams: &mut BTreeMap<i32, u32>, stream: i32) {
             pending_streams.remove(&stream);
         }
     }
+}
+
+/// An acknowledgement IQ (`set`) with the extension `id` and its encoded `data`.
+fn ack_iq(id: i32, data: Bytes) -> McsMessage {
+    IqStanza {
+        r#type: IqType::Set as i32,
+        id: String::new(),
+        extension: Some(Extension { id, data }),
+        ..Default::default()
+    }
+    .into()
 }

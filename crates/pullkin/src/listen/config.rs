@@ -1,0 +1,121 @@
+//! [`ListenerConfig`]: the settings of a listener, as public fields (set them on
+//! [`ListenerConfig::default`]).
+
+use std::time::Duration;
+
+use fcm_http::RetryPolicy;
+use rustls::pki_types::ServerName;
+
+use super::resume;
+use crate::PullkinError;
+use crate::session::SessionConfig;
+
+/// The MCS server of Google.
+pub const GOOGLE_MCS_ADDR: &str = "mtalk.google.com:5228";
+
+/// Settings of the listener.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ListenerConfig {
+    /// The MCS server, `host:port` (default [`GOOGLE_MCS_ADDR`]).
+    pub mcs_addr: String,
+    /// The name the server's certificate must carry (default: the host of `mcs_addr`).
+    pub mcs_server_name: Option<String>,
+    /// Limit on TCP connect plus TLS handshake (default 20 s).
+    pub connect_timeout: Duration,
+    /// Send a ping after this long without a frame (default 60 s).
+    pub heartbeat_interval: Duration,
+    /// A connection is dead when nothing arrives this long after a ping (default 30 s).
+    pub heartbeat_timeout: Duration,
+    /// Ask the server to ping this often (default 60 s; `None` to not ask).
+    pub server_heartbeat: Option<Duration>,
+    /// The client version string of the login (default `chrome-63.0.3234.0`).
+    pub client_id: String,
+    /// Acknowledge taken messages at the latest this long after the first of them
+    /// (default 1 s); every 10 messages an acknowledgement goes out at once.
+    pub ack_delay: Duration,
+    /// Store writes of the acknowledgement state are grouped: at most one per this
+    /// interval per app (default 20 ms). Messages keep flowing meanwhile; their
+    /// acknowledgements wait for the write that records them.
+    pub store_interval: Duration,
+    /// Backoff between attempts (its attempt count is not used: see `max_failures`). When
+    /// a check-in before connecting was answered with `Retry-After`, the next attempt
+    /// waits that long, up to the policy's longest delay.
+    pub reconnect: RetryPolicy,
+    /// Stop after this many failures in a row; `None` (the default) never gives up.
+    pub max_failures: Option<u32>,
+    /// A connection that stayed up this long resets the backoff (default 60 s).
+    pub stable_after: Duration,
+    /// Messages decoded ahead of the application, per app (default 256).
+    pub queue_capacity: usize,
+    /// How many connections may be in their TCP + TLS handshake at once, across all
+    /// apps (default 32): thousands of apps starting together neither storm the server
+    /// nor hold thousands of handshakes' worth of memory at the same time.
+    pub concurrent_handshakes: usize,
+    /// Compare the wall clock with the monotonic clock this often (default 2 s, one timer
+    /// per listener, not per connection) to notice that the system was suspended: the
+    /// heartbeat timers stand still while it sleeps, so after a resume every connection is
+    /// [probed](crate::Pullkin::probe) at once instead of after its heartbeat interval. At least
+    /// 0.5 s; `None` turns this off.
+    pub resume_check: Option<Duration>,
+    /// Reach the MCS server through this HTTP proxy (`CONNECT`; TLS stays end to end),
+    /// or directly with `None` (the default). A listener built with
+    /// [`PullkinBuilder::core`](crate::PullkinBuilder::core) takes the core's proxy
+    /// when this is `None`.
+    pub proxy: Option<fcm_http::Proxy>,
+}
+
+impl Default for ListenerConfig {
+    fn default() -> Self {
+        Self {
+            mcs_addr: GOOGLE_MCS_ADDR.to_owned(),
+            mcs_server_name: None,
+            connect_timeout: Duration::from_secs(20),
+            heartbeat_interval: Duration::from_secs(60),
+            heartbeat_timeout: Duration::from_secs(30),
+            server_heartbeat: Some(Duration::from_secs(60)),
+            client_id: "chrome-63.0.3234.0".to_owned(),
+            ack_delay: Duration::from_secs(1),
+            store_interval: Duration::from_millis(20),
+            reconnect: RetryPolicy::default()
+                .with_initial_delay(Duration::from_secs(1))
+                .with_max_delay(Duration::from_secs(300)),
+            max_failures: None,
+            stable_after: Duration::from_secs(60),
+            queue_capacity: 256,
+            concurrent_handshakes: 32,
+            resume_check: Some(resume::CHECK_EVERY),
+            proxy: None,
+        }
+    }
+}
+
+impl ListenerConfig {
+    /// The name the MCS server's certificate must carry.
+    pub(crate) fn server_name(&self) -> Result<ServerName<'static>, PullkinError> {
+        let host = match &self.mcs_server_name {
+            Some(name) => name.clone(),
+            None => {
+                let addr = self.mcs_addr.as_str();
+                let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+                host.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_owned()
+            }
+        };
+        ServerName::try_from(host.clone())
+            .map_err(|_| PullkinError::Config(format!("{host:?} is not a valid server name")))
+    }
+
+    /// The session settings of an app with this device identity.
+    pub(crate) fn session_config(&self, android_id: u64, security_token: u64) -> SessionConfig {
+        let mut config = SessionConfig::new(android_id, security_token);
+        config.client_id.clone_from(&self.client_id);
+        config.heartbeat_interval = self.heartbeat_interval;
+        config.heartbeat_timeout = self.heartbeat_timeout;
+        config.server_heartbeat = self.server_heartbeat;
+        config.ack_delay = self.ack_delay;
+        config.store_interval = self.store_interval;
+        config
+    }
+}

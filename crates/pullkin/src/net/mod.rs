@@ -1,0 +1,148 @@
+//! Reaching the MCS server: resolve, dial (RFC 8305 alternation, or an HTTP proxy's
+//! `CONNECT` tunnel), TCP options, TLS, and the framed connection the driver reads.
+//!
+//! The only module of the crate that opens sockets. It may use `mcs-codec` (for the
+//! framing) and `fcm-http` (for the proxy tunnel); nothing here knows the session.
+
+mod dial;
+mod tls;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use mcs_codec::McsCodec;
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+use tracing::debug;
+
+use crate::error::ConnectionError;
+use tls::TlsStream;
+
+/// A logged-out MCS connection: TLS over TCP, framed by the MCS codec.
+pub(crate) type McsConnection = Framed<TlsStream, McsCodec>;
+
+/// The read buffer of an idle connection, in bytes.
+pub(crate) const IDLE_BUFFER: usize = 256;
+
+/// What the driver needs to reach the MCS server.
+#[derive(Clone)]
+pub(crate) struct McsTarget {
+    /// `host:port`.
+    pub addr: String,
+    /// The name the server's certificate must carry.
+    pub server_name: ServerName<'static>,
+    /// Shared by every connection.
+    pub tls: Arc<ClientConfig>,
+    /// Limit on TCP connect plus TLS handshake.
+    pub connect_timeout: Duration,
+    /// Permits for handshakes in progress, shared by every app of a listener.
+    pub handshakes: Arc<tokio::sync::Semaphore>,
+    /// The HTTP proxy to tunnel through, if any.
+    pub proxy: Option<fcm_http::Proxy>,
+}
+
+/// Opens a connection to the MCS server, within the connect timeout for the whole of it.
+pub(crate) async fn connect(target: &McsTarget) -> Result<McsConnection, ConnectionError> {
+    let addr = || target.addr.clone();
+    let connect = async {
+        // Closed only when the listener is dropped, and then nobody waits for this.
+        let _permit = target.handshakes.acquire().await.ok();
+        let tcp = match &target.proxy {
+            Some(proxy) => {
+                let (host, port) = split_host_port(&target.addr)?;
+                fcm_http::connect_through(proxy, host, port, target.connect_timeout)
+                    .await
+                    .map_err(|e| ConnectionError::Connect {
+                        addr: addr(),
+                        source: Arc::new(e),
+                    })?
+            }
+            None => {
+                let addrs: Vec<_> = tokio::net::lookup_host(target.addr.as_str())
+                    .await
+                    .map_err(|e| ConnectionError::Resolve {
+                        addr: addr(),
+                        source: Arc::new(e),
+                    })?
+                    .collect();
+                dial::connect_first(&addrs, dial::ATTEMPT_DELAY, TcpStream::connect)
+                    .await
+                    .map_err(|e| ConnectionError::Connect {
+                        addr: addr(),
+                        source: Arc::new(e),
+                    })?
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(Duration::from_secs(60))
+            .with_interval(Duration::from_secs(10));
+        if let Err(e) = socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive) {
+            debug!("cannot set TCP keepalive: {e}");
+        }
+        let tls = TlsStream::connect(Arc::clone(&target.tls), target.server_name.clone(), tcp)
+            .await
+            .map_err(|e| ConnectionError::Tls {
+                addr: addr(),
+                source: Arc::new(e),
+            })?;
+        // Start with small buffers: they grow with bursts, and an idle connection
+        // should cost little (thousands of them may be held at once).
+        let mut framed = Framed::with_capacity(tls, McsCodec::client(), IDLE_BUFFER);
+        *framed.write_buffer_mut() = BytesMut::new();
+        Ok(framed)
+    };
+    tokio::time::timeout(target.connect_timeout, connect)
+        .await
+        .map_err(|_| ConnectionError::Timeout {
+            addr: addr(),
+            after: target.connect_timeout,
+        })?
+}
+
+/// `host` and `port` of `host:port` (`[v6]:port` too).
+pub(crate) fn split_host_port(addr: &str) -> Result<(&str, u16), ConnectionError> {
+    let bad = |reason| ConnectionError::Address {
+        addr: addr.to_owned(),
+        reason,
+    };
+    let (host, port) = addr.rsplit_once(':').ok_or_else(|| bad("has no port"))?;
+    let port = port.parse().map_err(|_| bad("has no valid port"))?;
+    let host = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6,
+        None if host.contains(':') => return Err(bad("needs its IPv6 host in brackets")),
+        None => host,
+    };
+    Ok((host, port))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::split_host_port;
+
+    #[test]
+    fn mcs_addresses_split_into_host_and_port() {
+        assert_eq!(
+            split_host_port("mtalk.google.com:5228").unwrap(),
+            ("mtalk.google.com", 5228)
+        );
+        assert_eq!(split_host_port("[::1]:5228").unwrap(), ("::1", 5228));
+        assert_eq!(
+            split_host_port("127.0.0.1:443").unwrap(),
+            ("127.0.0.1", 443)
+        );
+        for bad in [
+            "mtalk.google.com",
+            "host:port",
+            "host:70000",
+            "::1:5228",
+            "",
+        ] {
+            assert!(split_host_port(bad).is_err(), "{bad:?}");
+        }
+    }
+}
