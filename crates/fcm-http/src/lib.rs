@@ -6,6 +6,7 @@ mod endpoints;
 mod error;
 mod proxy;
 mod retry;
+pub mod secret;
 
 pub use client::{
     BoxFuture, Client, ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RESPONSE_BYTES,
@@ -20,6 +21,7 @@ pub use error::{
 };
 pub use proxy::{Proxy, connect_through};
 pub use retry::RetryPolicy;
+pub use secret::Secret;
 
 /// Re-exported so that users of this crate's types need not depend on these crates.
 pub use {bytes, http, url};

@@ -9,9 +9,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use fcm_http::{Client, Error, HttpClient, RequestTimeout, RetryPolicy};
 use http::{Method, Request, StatusCode};
+use pullkin_test_support::{client_with_timeout, failing_then_answering, read_request_head};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use wiremock::matchers::{body_bytes, header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -19,10 +20,6 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 const CA_PEM: &[u8] = include_bytes!("fixtures/ca.pem");
 const SERVER_PEM: &[u8] = include_bytes!("fixtures/server.pem");
 const SERVER_KEY: &[u8] = include_bytes!("fixtures/server.key");
-
-fn client(timeout: Duration) -> Client {
-    Client::builder().timeout(timeout).build().unwrap()
-}
 
 fn post(url: String, body: &'static [u8]) -> Request<Bytes> {
     Request::builder()
@@ -48,7 +45,7 @@ async fn sends_the_request_and_returns_any_status() {
         .expect(1)
         .mount(&server)
         .await;
-    let response = client(Duration::from_secs(5))
+    let response = client_with_timeout(Duration::from_secs(5))
         .send(post(format!("{}/echo", server.uri()), b"\x00\x01binary"))
         .await
         .unwrap();
@@ -64,7 +61,7 @@ async fn slow_server_times_out_and_request_timeout_overrides() {
         .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_millis(800)))
         .mount(&server)
         .await;
-    let client = client(Duration::from_millis(100));
+    let client = client_with_timeout(Duration::from_millis(100));
     let started = std::time::Instant::now();
     let err = client.send(post(server.uri(), b"")).await.unwrap_err();
     assert!(started.elapsed() < Duration::from_millis(700), "{err}");
@@ -102,7 +99,7 @@ async fn refused_connection_is_a_connect_error() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     drop(listener);
-    let err = client(Duration::from_secs(5))
+    let err = client_with_timeout(Duration::from_secs(5))
         .send(post(format!("http://127.0.0.1:{port}/"), b""))
         .await
         .unwrap_err();
@@ -128,22 +125,10 @@ async fn https_only_refuses_plain_http_and_odd_schemes_are_refused() {
 
 #[tokio::test]
 async fn retry_policy_with_the_client_retries_5xx_only() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/flaky"))
-        .respond_with(ResponseTemplate::new(503))
-        .up_to_n_times(2)
-        .with_priority(1)
-        .expect(2)
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .and(path("/flaky"))
-        .respond_with(ResponseTemplate::new(200).set_body_string("fine"))
-        .expect(1)
-        .mount(&server)
-        .await;
-    let client = client(Duration::from_secs(5));
+    let fine = ResponseTemplate::new(200).set_body_string("fine");
+    let server =
+        failing_then_answering("POST", "/flaky", ResponseTemplate::new(503), 2, fine).await;
+    let client = client_with_timeout(Duration::from_secs(5));
     let policy = RetryPolicy::default()
         .with_max_attempts(5)
         .with_initial_delay(Duration::from_millis(1));
@@ -214,13 +199,8 @@ async fn tls_server() -> String {
                 let Ok(mut tls) = acceptor.accept(tcp).await else {
                     return;
                 };
-                let mut seen = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match tls.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => seen.extend_from_slice(&buf[..n]),
-                    }
+                if read_request_head(&mut tls).await.is_none() {
+                    return;
                 }
                 let _ = tls
                     .write_all(
@@ -263,7 +243,7 @@ async fn tls_with_an_added_root_certificate() {
 #[tokio::test]
 async fn tls_with_an_unknown_issuer_is_a_tls_error() {
     let url = tls_server().await;
-    let err = client(Duration::from_secs(5))
+    let err = client_with_timeout(Duration::from_secs(5))
         .send(post(url, b""))
         .await
         .unwrap_err();
@@ -319,13 +299,8 @@ async fn fake_proxy(answer: Option<&'static [u8]>) -> String {
         let Ok((mut tcp, _)) = listener.accept().await else {
             return;
         };
-        let mut seen = Vec::new();
-        let mut buf = [0u8; 1024];
-        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-            match tcp.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => seen.extend_from_slice(&buf[..n]),
-            }
+        if read_request_head(&mut tcp).await.is_none() {
+            return;
         }
         match answer {
             Some(answer) => {

@@ -1,5 +1,5 @@
-//! Firebase Installations (PROTOCOL.md §2.3): create an installation and refresh its
-//! auth token (`authTokens:generate`, which the auth token's 7-day life makes
+//! Firebase Installations (docs/protocol.md §2.3): create an installation and refresh
+//! its auth token (`authTokens:generate`, which the auth token's 7-day life makes
 //! necessary).
 
 use std::time::{Duration, SystemTime};

@@ -1,5 +1,5 @@
-//! FCM registrations (PROTOCOL.md §2.4): bind a web-push subscription (the GCM token's
-//! endpoint and the receiver's keys) to an FCM token, and delete it again.
+//! FCM registrations (docs/protocol.md §2.4): bind a web-push subscription (the GCM
+//! token's endpoint and the receiver's keys) to an FCM token, and delete it again.
 
 use std::fmt;
 

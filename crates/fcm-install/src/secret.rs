@@ -1,32 +1,30 @@
-//! Token types whose `Debug` output is redacted, and the FIS auth token with its expiry.
+//! Token types whose `Debug` output is redacted, and the FIS auth token with its expiry;
+//! each holds its token in an [`fcm_http::Secret`], which redacts it and wipes it on drop.
 
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use fcm_http::Secret;
 use serde::{Deserialize, Serialize};
 
 macro_rules! secret_string {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
-        #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        // `Debug` shows `Name(<redacted>)`: the redaction is `Secret`'s, as is the zeroize
+        // on drop.
+        #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
         #[serde(transparent)]
-        pub struct $name(String);
+        pub struct $name(Secret<String>);
 
         impl $name {
             /// Wraps a token string.
             pub fn new(token: impl Into<String>) -> Self {
-                Self(token.into())
+                Self(Secret::new(token.into()))
             }
 
             /// The token; handle with care.
             pub fn as_str(&self) -> &str {
-                &self.0
-            }
-        }
-
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(concat!(stringify!($name), "(<redacted>)"))
+                self.0.expose()
             }
         }
     };
@@ -46,7 +44,7 @@ secret_string!(
 /// Google). Redacted in `Debug`; serialised with its expiry as Unix seconds.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuthToken {
-    token: String,
+    token: Secret<String>,
     #[serde(rename = "expires_at_unix", with = "unix_seconds")]
     expires_at: SystemTime,
 }
@@ -55,14 +53,14 @@ impl AuthToken {
     /// A token that expires at `expires_at`.
     pub fn new(token: impl Into<String>, expires_at: SystemTime) -> Self {
         Self {
-            token: token.into(),
+            token: Secret::new(token.into()),
             expires_at,
         }
     }
 
     /// The token (the value of `x-goog-firebase-installations-auth`); handle with care.
     pub fn token(&self) -> &str {
-        &self.token
+        self.token.expose()
     }
 
     /// When the token expires.
@@ -93,7 +91,7 @@ impl AuthToken {
 impl fmt::Debug for AuthToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AuthToken")
-            .field("token", &"<redacted>")
+            .field("token", &self.token)
             .field("expires_at_unix", &self.expires_at_unix())
             .finish()
     }
@@ -128,6 +126,15 @@ mod tests {
         assert!(shown.contains("100"));
         assert!(!format!("{:?}", RefreshToken::new("2_secret")).contains("secret"));
         assert!(!format!("{:?}", FcmToken::new("fcm_secret")).contains("secret"));
+        assert_eq!(
+            shown,
+            "AuthToken { token: <redacted>, expires_at_unix: 100 }"
+        );
+        assert_eq!(
+            format!("{:?}", RefreshToken::new("2_secret")),
+            "RefreshToken(<redacted>)"
+        );
+        assert_eq!(format!("{:?}", FcmToken::new("f")), "FcmToken(<redacted>)");
     }
 
     #[test]
@@ -153,5 +160,11 @@ mod tests {
         let json = serde_json::to_string(&t).unwrap();
         assert_eq!(json, r#"{"token":"tok","expires_at_unix":1700000000}"#);
         assert_eq!(serde_json::from_str::<AuthToken>(&json).unwrap(), t);
+        let r = RefreshToken::new("2_r");
+        let json = serde_json::to_string(&r).unwrap();
+        assert_eq!(json, r#""2_r""#);
+        assert_eq!(serde_json::from_str::<RefreshToken>(&json).unwrap(), r);
+        let f: FcmToken = serde_json::from_str(r#""fcm""#).unwrap();
+        assert_eq!(f.as_str(), "fcm");
     }
 }

@@ -5,31 +5,19 @@
 
 use std::time::{Duration, SystemTime};
 
-use fcm_http::{Client, Endpoints, RetryPolicy};
+use fcm_http::RetryPolicy;
 use fcm_install::{
-    Error, FirebaseApp, RefreshToken, create_installation, generate_fid, is_valid_fid,
-    refresh_auth_token,
+    Error, FirebaseApp, Installation, RefreshToken, create_installation, generate_fid,
+    is_valid_fid, refresh_auth_token,
+};
+use pullkin_test_support::{
+    Sent, client, endpoints, failing_then_answering, fast_retry, last_request, server_answering,
 };
 use serde_json::{Value, json};
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use wiremock::{MockServer, ResponseTemplate};
 
 const FID: &str = "cAAAAAAAAAAAAAAAAAAAAA";
 const INSTALLATIONS: &str = "/v1/projects/my-project/installations";
-
-fn client() -> Client {
-    Client::builder()
-        .timeout(Duration::from_millis(500))
-        .build()
-        .unwrap()
-}
-
-fn fast_retry(attempts: u32) -> RetryPolicy {
-    RetryPolicy::default()
-        .with_max_attempts(attempts)
-        .with_initial_delay(Duration::from_millis(1))
-        .with_max_delay(Duration::from_millis(5))
-}
 
 fn web_app() -> FirebaseApp {
     FirebaseApp::web("my-project", "AIzaWebKey", "1:1234:web:abcd")
@@ -54,49 +42,38 @@ fn created() -> Value {
     })
 }
 
+/// A server whose one route, `POST route`, answers `template`, expecting `calls` calls.
 async fn server_at(route: &str, template: ResponseTemplate, calls: u64) -> MockServer {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path(route))
-        .respond_with(template)
-        .expect(calls)
-        .mount(&server)
-        .await;
-    server
+    server_answering("POST", route, template, calls).await
 }
 
-fn endpoints(server: &MockServer) -> Endpoints {
-    Endpoints::at(&server.uri()).unwrap()
+/// The web app's installation of [`FID`] at `server`.
+async fn create_web(server: &MockServer, retry: &RetryPolicy) -> Result<Installation, Error> {
+    create_installation(&client(), &endpoints(server), &web_app(), FID, retry).await
 }
 
-struct Sent {
-    path: String,
-    headers: Vec<(String, String)>,
-    body: Value,
+/// [`FID`]'s auth-token refresh at `server`, with the refresh token `refresh`.
+async fn refresh(
+    server: &MockServer,
+    app: &FirebaseApp,
+    refresh: &str,
+) -> Result<fcm_install::AuthToken, Error> {
+    refresh_auth_token(
+        &client(),
+        &endpoints(server),
+        app,
+        FID,
+        &RefreshToken::new(refresh),
+        &fast_retry(3),
+    )
+    .await
 }
 
+/// The last request `server` received, which must be a `POST`.
 async fn sent(server: &MockServer) -> Sent {
-    let requests = server.received_requests().await.unwrap();
-    let r = requests.last().unwrap();
-    assert_eq!(r.method.as_str(), "POST");
-    Sent {
-        path: r.url.path().to_owned(),
-        headers: r
-            .headers
-            .iter()
-            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap().to_owned()))
-            .collect(),
-        body: serde_json::from_slice(&r.body).unwrap(),
-    }
-}
-
-impl Sent {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
+    let sent = last_request(server).await;
+    assert_eq!(sent.method, "POST");
+    sent
 }
 
 #[tokio::test]
@@ -108,15 +85,7 @@ async fn create_web_installation() {
     )
     .await;
     let before = SystemTime::now();
-    let installation = create_installation(
-        &client(),
-        &endpoints(&server),
-        &web_app(),
-        FID,
-        &fast_retry(3),
-    )
-    .await
-    .unwrap();
+    let installation = create_web(&server, &fast_retry(3)).await.unwrap();
     let after = SystemTime::now();
     assert_eq!(
         installation.name,
@@ -132,7 +101,7 @@ async fn create_web_installation() {
     let sent = sent(&server).await;
     assert_eq!(sent.path, INSTALLATIONS);
     assert_eq!(
-        sent.body,
+        sent.json(),
         json!({"fid": FID, "appId": "1:1234:web:abcd", "authVersion": "FIS_v2", "sdkVersion": "w:0.6.6"})
     );
     assert_eq!(sent.header("x-goog-api-key"), Some("AIzaWebKey"));
@@ -176,7 +145,7 @@ async fn create_android_installation_with_a_generated_fid() {
 
     let sent = sent(&server).await;
     assert_eq!(
-        sent.body,
+        sent.json(),
         json!({"fid": fid, "appId": "1:1234:android:ef01", "authVersion": "FIS_v2", "sdkVersion": "a:18.0.0"})
     );
     assert_eq!(sent.header("x-goog-api-key"), Some("AIzaAndroidKey"));
@@ -199,16 +168,7 @@ async fn refresh_auth_token_request_and_answer() {
     )
     .await;
     let before = SystemTime::now();
-    let token = refresh_auth_token(
-        &client(),
-        &endpoints(&server),
-        &android_app(),
-        FID,
-        &RefreshToken::new("2_refresh"),
-        &fast_retry(3),
-    )
-    .await
-    .unwrap();
+    let token = refresh(&server, &android_app(), "2_refresh").await.unwrap();
     assert_eq!(token.token(), "eyJnew");
     assert!(token.expires_at() >= before + Duration::from_secs(604_800));
     assert!(!token.expires_within(SystemTime::now(), Duration::from_secs(3600)));
@@ -220,7 +180,7 @@ async fn refresh_auth_token_request_and_answer() {
     assert_eq!(sent.header("x-goog-api-key"), Some("AIzaAndroidKey"));
     assert_eq!(sent.header("x-android-package"), Some("com.example.app"));
     assert_eq!(
-        sent.body,
+        sent.json(),
         json!({"installation": {"sdkVersion": "a:18.0.0", "appId": "1:1234:android:ef01"}})
     );
 }
@@ -239,15 +199,7 @@ async fn google_json_errors_are_typed_and_client_errors_not_retried() {
         (403, "PERMISSION_DENIED"),
     ] {
         let server = server_at(INSTALLATIONS, google_error(code, status), 1).await;
-        let err = create_installation(
-            &client(),
-            &endpoints(&server),
-            &web_app(),
-            FID,
-            &fast_retry(5),
-        )
-        .await
-        .unwrap_err();
+        let err = create_web(&server, &fast_retry(5)).await.unwrap_err();
         let api = err.api_error().unwrap_or_else(|| panic!("{err:?}"));
         assert_eq!(api.code, i64::from(code));
         assert_eq!(api.status, status);
@@ -261,20 +213,8 @@ async fn google_json_errors_are_typed_and_client_errors_not_retried() {
 /// A server that answers the first `failures` calls with `failure`, then creates the
 /// installation, and expects exactly that many calls.
 async fn failing_then_creating(failure: ResponseTemplate, failures: u64) -> MockServer {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(failure)
-        .up_to_n_times(failures)
-        .with_priority(1)
-        .expect(failures)
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(created()))
-        .expect(1)
-        .mount(&server)
-        .await;
-    server
+    let created = ResponseTemplate::new(200).set_body_json(created());
+    failing_then_answering("POST", INSTALLATIONS, failure, failures, created).await
 }
 
 #[tokio::test]
@@ -285,15 +225,7 @@ async fn too_many_requests_and_server_errors_are_retried() {
         ResponseTemplate::new(500),
     ] {
         let server = failing_then_creating(template, 2).await;
-        let installation = create_installation(
-            &client(),
-            &endpoints(&server),
-            &web_app(),
-            FID,
-            &fast_retry(5),
-        )
-        .await
-        .unwrap();
+        let installation = create_web(&server, &fast_retry(5)).await.unwrap();
         assert_eq!(installation.fid, FID);
     }
 }
@@ -304,15 +236,7 @@ async fn googles_retry_after_is_waited_for_and_reported() {
     let server = failing_then_creating(failure, 1).await;
     let started = std::time::Instant::now();
     // The policy's own backoff is a few ms; Google asked for 1 s.
-    let installation = create_installation(
-        &client(),
-        &endpoints(&server),
-        &web_app(),
-        FID,
-        &fast_retry(3),
-    )
-    .await
-    .unwrap();
+    let installation = create_web(&server, &fast_retry(3)).await.unwrap();
     assert_eq!(installation.fid, FID);
     assert!(
         started.elapsed() >= Duration::from_secs(1),
@@ -321,16 +245,10 @@ async fn googles_retry_after_is_waited_for_and_reported() {
     );
 
     // A wait beyond the policy's limit ends the retries with Google's error and its wait.
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(google_error(503, "UNAVAILABLE").insert_header("retry-after", "120"))
-        .expect(1)
-        .mount(&server)
-        .await;
+    let busy = google_error(503, "UNAVAILABLE").insert_header("retry-after", "120");
+    let server = server_at(INSTALLATIONS, busy, 1).await;
     let policy = fast_retry(5).with_max_retry_after(Duration::from_secs(60));
-    let err = create_installation(&client(), &endpoints(&server), &web_app(), FID, &policy)
-        .await
-        .unwrap_err();
+    let err = create_web(&server, &policy).await.unwrap_err();
     assert_eq!(err.status().map(|s| s.as_u16()), Some(503));
     assert_eq!(err.retry_after(), Some(Duration::from_secs(120)));
 }
@@ -345,15 +263,7 @@ async fn non_json_error_bodies_are_status_errors() {
         1,
     )
     .await;
-    let err = create_installation(
-        &client(),
-        &endpoints(&server),
-        &web_app(),
-        FID,
-        &fast_retry(5),
-    )
-    .await
-    .unwrap_err();
+    let err = create_web(&server, &fast_retry(5)).await.unwrap_err();
     match err {
         Error::Http(fcm_http::Error::Status {
             status,
@@ -384,15 +294,7 @@ async fn malformed_success_bodies_are_decode_errors() {
             1,
         )
         .await;
-        let err = create_installation(
-            &client(),
-            &endpoints(&server),
-            &web_app(),
-            FID,
-            &fast_retry(5),
-        )
-        .await
-        .unwrap_err();
+        let err = create_web(&server, &fast_retry(5)).await.unwrap_err();
         assert!(
             matches!(&err, Error::Http(fcm_http::Error::Decode { .. })),
             "{:?}: {err:?}",
@@ -401,16 +303,7 @@ async fn malformed_success_bodies_are_decode_errors() {
     }
     let route = format!("{INSTALLATIONS}/{FID}/authTokens:generate");
     let server = server_at(&route, ResponseTemplate::new(200).set_body_string("{}"), 1).await;
-    let err = refresh_auth_token(
-        &client(),
-        &endpoints(&server),
-        &web_app(),
-        FID,
-        &RefreshToken::new("r"),
-        &fast_retry(5),
-    )
-    .await
-    .unwrap_err();
+    let err = refresh(&server, &web_app(), "r").await.unwrap_err();
     assert!(
         matches!(&err, Error::Http(fcm_http::Error::Decode { .. })),
         "{err:?}"
@@ -427,15 +320,9 @@ async fn slow_server_times_out() {
         1,
     )
     .await;
-    let err = create_installation(
-        &client(),
-        &endpoints(&server),
-        &web_app(),
-        FID,
-        &RetryPolicy::no_retry(),
-    )
-    .await
-    .unwrap_err();
+    let err = create_web(&server, &RetryPolicy::no_retry())
+        .await
+        .unwrap_err();
     assert!(matches!(&err, Error::Http(e) if e.is_timeout()), "{err:?}");
     assert!(err.is_transient());
 }

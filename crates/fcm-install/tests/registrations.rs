@@ -4,30 +4,17 @@
 
 use std::time::Duration;
 
-use fcm_http::{Client, Endpoints, RetryPolicy};
+use fcm_http::{Endpoints, RetryPolicy};
 use fcm_install::{
-    Error, FirebaseApp, WebPushSubscription, create_registration, delete_registration,
-    delete_registration_request, fcm_send_endpoint,
+    Error, FcmRegistration, FirebaseApp, WebPushSubscription, create_registration,
+    delete_registration, delete_registration_request, fcm_send_endpoint,
 };
-use serde_json::{Value, json};
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use pullkin_test_support::{client, endpoints, fast_retry, last_request, server_answering};
+use serde_json::json;
+use wiremock::{MockServer, ResponseTemplate};
 
 const REGISTRATIONS: &str = "/v1/projects/my-project/registrations";
-
-fn client() -> Client {
-    Client::builder()
-        .timeout(Duration::from_millis(500))
-        .build()
-        .unwrap()
-}
-
-fn fast_retry(attempts: u32) -> RetryPolicy {
-    RetryPolicy::default()
-        .with_max_attempts(attempts)
-        .with_initial_delay(Duration::from_millis(1))
-        .with_max_delay(Duration::from_millis(5))
-}
+const NAME: &str = "projects/my-project/registrations/fcmTOKEN";
 
 fn app() -> FirebaseApp {
     FirebaseApp::web("my-project", "AIzaKey", "1:1234:web:abcd")
@@ -41,68 +28,69 @@ fn subscription(endpoints: &Endpoints) -> WebPushSubscription {
     )
 }
 
-async fn server_with(
-    verb: &str,
-    route: &str,
-    template: ResponseTemplate,
-    calls: u64,
-) -> MockServer {
-    let server = MockServer::start().await;
-    Mock::given(method(verb))
-        .and(path(route))
-        .respond_with(template)
-        .expect(calls)
-        .mount(&server)
-        .await;
-    server
+/// A server whose registrations route answers `POST`s with `template`, expecting `calls`.
+async fn registrations_answering(template: ResponseTemplate, calls: u64) -> MockServer {
+    server_answering("POST", REGISTRATIONS, template, calls).await
 }
 
-fn header<'a>(request: &'a wiremock::Request, name: &str) -> Option<&'a str> {
-    request.headers.get(name).map(|v| v.to_str().unwrap())
+/// A server whose route of [`NAME`] answers `DELETE`s with `template`, once.
+async fn deletion_answering(template: ResponseTemplate) -> MockServer {
+    server_answering("DELETE", &format!("/v1/{NAME}"), template, 1).await
+}
+
+/// Registers `sub` at `server`, authorised by the FIS token `eyJfis`.
+async fn create_with(
+    server: &MockServer,
+    sub: &WebPushSubscription,
+    retry: &RetryPolicy,
+) -> Result<FcmRegistration, Error> {
+    create_registration(&client(), &endpoints(server), &app(), "eyJfis", sub, retry).await
+}
+
+/// Registers the subscription of `gcm:TOKEN` at `server` (see [`create_with`]).
+async fn create(server: &MockServer, retry: &RetryPolicy) -> Result<FcmRegistration, Error> {
+    create_with(server, &subscription(&endpoints(server)), retry).await
+}
+
+/// Deletes the registration [`NAME`] at `server`, authorised by the FIS token `eyJfis`.
+async fn delete(server: &MockServer) -> Result<(), Error> {
+    let endpoints = endpoints(server);
+    delete_registration(
+        &client(),
+        &endpoints,
+        &app(),
+        "eyJfis",
+        NAME,
+        &fast_retry(3),
+    )
+    .await
 }
 
 #[tokio::test]
 async fn create_registration_request_and_answer() {
-    let server = server_with(
-        "POST",
-        REGISTRATIONS,
+    let server = registrations_answering(
         ResponseTemplate::new(200).set_body_json(json!({
-            "name": "projects/my-project/registrations/fcmTOKEN",
+            "name": NAME,
             "token": "fcmTOKEN",
             "web": {"endpoint": "x", "p256dh": "BPublicKey", "auth": "authSecret"}
         })),
         1,
     )
     .await;
-    let endpoints = Endpoints::at(&server.uri()).unwrap();
-    let registration = create_registration(
-        &client(),
-        &endpoints,
-        &app(),
-        "eyJfis",
-        &subscription(&endpoints),
-        &fast_retry(3),
-    )
-    .await
-    .unwrap();
-    assert_eq!(
-        registration.name,
-        "projects/my-project/registrations/fcmTOKEN"
-    );
+    let registration = create(&server, &fast_retry(3)).await.unwrap();
+    assert_eq!(registration.name, NAME);
     assert_eq!(registration.token.as_str(), "fcmTOKEN");
 
-    let requests = server.received_requests().await.unwrap();
-    let r = &requests[0];
-    assert_eq!(r.url.path(), REGISTRATIONS);
-    assert_eq!(header(r, "x-goog-api-key"), Some("AIzaKey"));
+    let sent = last_request(&server).await;
+    assert_eq!(sent.path, REGISTRATIONS);
+    assert_eq!(sent.header("x-goog-api-key"), Some("AIzaKey"));
     assert_eq!(
-        header(r, "x-goog-firebase-installations-auth"),
+        sent.header("x-goog-firebase-installations-auth"),
         Some("eyJfis")
     );
-    assert_eq!(header(r, "content-type"), Some("application/json"));
-    let body: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(sent.header("content-type"), Some("application/json"));
     assert_eq!(
-        body,
+        sent.json(),
         json!({"web": {
             "auth": "authSecret",
             "endpoint": format!("{}/fcm/send/gcm:TOKEN", server.uri()),
@@ -113,28 +101,15 @@ async fn create_registration_request_and_answer() {
 
 #[tokio::test]
 async fn create_registration_with_a_vapid_key() {
-    let server = server_with(
-        "POST",
-        REGISTRATIONS,
+    let server = registrations_answering(
         ResponseTemplate::new(200)
             .set_body_json(json!({"name": "projects/p/registrations/t", "token": "t"})),
         1,
     )
     .await;
-    let endpoints = Endpoints::at(&server.uri()).unwrap();
-    let sub = subscription(&endpoints).with_application_pub_key("BVapid");
-    create_registration(
-        &client(),
-        &endpoints,
-        &app(),
-        "eyJfis",
-        &sub,
-        &fast_retry(1),
-    )
-    .await
-    .unwrap();
-    let requests = server.received_requests().await.unwrap();
-    let body: Value = serde_json::from_slice(&requests[0].body).unwrap();
+    let sub = subscription(&endpoints(&server)).with_application_pub_key("BVapid");
+    create_with(&server, &sub, &fast_retry(1)).await.unwrap();
+    let body = last_request(&server).await.json();
     assert_eq!(body["web"]["applicationPubKey"], "BVapid");
 }
 
@@ -147,26 +122,14 @@ async fn google_errors_are_typed() {
         (429, "RESOURCE_EXHAUSTED", 3),
         (503, "UNAVAILABLE", 3),
     ] {
-        let server = server_with(
-            "POST",
-            REGISTRATIONS,
+        let server = registrations_answering(
             ResponseTemplate::new(code).set_body_json(json!({
                 "error": {"code": code, "message": "Request contains an invalid argument.", "status": status}
             })),
             calls,
         )
         .await;
-        let endpoints = Endpoints::at(&server.uri()).unwrap();
-        let err = create_registration(
-            &client(),
-            &endpoints,
-            &app(),
-            "eyJfis",
-            &subscription(&endpoints),
-            &fast_retry(3),
-        )
-        .await
-        .unwrap_err();
+        let err = create(&server, &fast_retry(3)).await.unwrap_err();
         match &err {
             Error::Api {
                 status: s, error, ..
@@ -190,48 +153,22 @@ async fn malformed_and_empty_answers() {
         br#"{"name": "n", "token": ""}"#,
     ];
     for body in bodies {
-        let server = server_with(
-            "POST",
-            REGISTRATIONS,
-            ResponseTemplate::new(200).set_body_bytes(body.to_vec()),
-            1,
-        )
-        .await;
-        let endpoints = Endpoints::at(&server.uri()).unwrap();
-        let err = create_registration(
-            &client(),
-            &endpoints,
-            &app(),
-            "eyJfis",
-            &subscription(&endpoints),
-            &fast_retry(3),
-        )
-        .await
-        .unwrap_err();
+        let server =
+            registrations_answering(ResponseTemplate::new(200).set_body_bytes(body.to_vec()), 1)
+                .await;
+        let err = create(&server, &fast_retry(3)).await.unwrap_err();
         assert!(
             matches!(&err, Error::Http(fcm_http::Error::Decode { .. })),
             "{err:?}"
         );
     }
     // An error status with a body that is not Google's error JSON.
-    let server = server_with(
-        "POST",
-        REGISTRATIONS,
+    let server = registrations_answering(
         ResponseTemplate::new(403).set_body_string("{\"error\": 7}"),
         1,
     )
     .await;
-    let endpoints = Endpoints::at(&server.uri()).unwrap();
-    let err = create_registration(
-        &client(),
-        &endpoints,
-        &app(),
-        "eyJfis",
-        &subscription(&endpoints),
-        &fast_retry(3),
-    )
-    .await
-    .unwrap_err();
+    let err = create(&server, &fast_retry(3)).await.unwrap_err();
     assert!(
         matches!(&err, Error::Http(fcm_http::Error::Status { status, .. }) if status.as_u16() == 403),
         "{err:?}"
@@ -240,78 +177,34 @@ async fn malformed_and_empty_answers() {
 
 #[tokio::test]
 async fn slow_server_times_out() {
-    let server = server_with(
-        "POST",
-        REGISTRATIONS,
+    let server = registrations_answering(
         ResponseTemplate::new(200).set_delay(Duration::from_secs(3)),
         1,
     )
     .await;
-    let endpoints = Endpoints::at(&server.uri()).unwrap();
-    let err = create_registration(
-        &client(),
-        &endpoints,
-        &app(),
-        "eyJfis",
-        &subscription(&endpoints),
-        &RetryPolicy::no_retry(),
-    )
-    .await
-    .unwrap_err();
+    let err = create(&server, &RetryPolicy::no_retry()).await.unwrap_err();
     assert!(matches!(&err, Error::Http(e) if e.is_timeout()), "{err:?}");
 }
 
 #[tokio::test]
 async fn delete_registration_request_and_answers() {
-    let name = "projects/my-project/registrations/fcmTOKEN";
-    let server = server_with(
-        "DELETE",
-        &format!("/v1/{name}"),
-        ResponseTemplate::new(200).set_body_string("{}"),
-        1,
-    )
-    .await;
-    let endpoints = Endpoints::at(&server.uri()).unwrap();
-    delete_registration(
-        &client(),
-        &endpoints,
-        &app(),
-        "eyJfis",
-        name,
-        &fast_retry(3),
-    )
-    .await
-    .unwrap();
-    let requests = server.received_requests().await.unwrap();
-    let r = &requests[0];
-    assert_eq!(r.method.as_str(), "DELETE");
-    assert_eq!(header(r, "x-goog-api-key"), Some("AIzaKey"));
+    let server = deletion_answering(ResponseTemplate::new(200).set_body_string("{}")).await;
+    delete(&server).await.unwrap();
+    let sent = last_request(&server).await;
+    assert_eq!(sent.method, "DELETE");
+    assert_eq!(sent.header("x-goog-api-key"), Some("AIzaKey"));
     assert_eq!(
-        header(r, "x-goog-firebase-installations-auth"),
+        sent.header("x-goog-firebase-installations-auth"),
         Some("eyJfis")
     );
-    assert!(r.body.is_empty());
+    assert!(sent.body.is_empty());
 
-    let server = server_with(
-        "DELETE",
-        &format!("/v1/{name}"),
-        ResponseTemplate::new(404).set_body_json(
+    let server =
+        deletion_answering(ResponseTemplate::new(404).set_body_json(
             json!({"error": {"code": 404, "message": "gone", "status": "NOT_FOUND"}}),
-        ),
-        1,
-    )
-    .await;
-    let endpoints = Endpoints::at(&server.uri()).unwrap();
-    let err = delete_registration(
-        &client(),
-        &endpoints,
-        &app(),
-        "eyJfis",
-        name,
-        &fast_retry(3),
-    )
-    .await
-    .unwrap_err();
+        ))
+        .await;
+    let err = delete(&server).await.unwrap_err();
     assert_eq!(err.api_error().unwrap().status, "NOT_FOUND");
 }
 

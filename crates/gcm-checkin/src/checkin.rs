@@ -1,5 +1,5 @@
-//! Check-in (PROTOCOL.md §2.1): `POST /checkin` with an `AndroidCheckinRequest`, answered
-//! by an `AndroidCheckinResponse` carrying `android_id` and `security_token`.
+//! Check-in (docs/protocol.md §2.1): `POST /checkin` with an `AndroidCheckinRequest`,
+//! answered by an `AndroidCheckinResponse` carrying `android_id` and `security_token`.
 
 use bytes::Bytes;
 use fcm_http::{Endpoints, HttpClient, RetryPolicy, excerpt};
@@ -10,6 +10,7 @@ use prost::Message;
 use crate::proto::chrome_build_proto::{Channel, Platform};
 use crate::proto::{AndroidCheckinProto, AndroidCheckinRequest, AndroidCheckinResponse};
 use crate::proto::{ChromeBuildProto, DeviceType};
+use crate::send::{send_with_retry, with_body};
 use crate::{CheckinCredentials, Error};
 
 /// The Chrome version a check-in claims by default (one of the versions seen working).
@@ -111,12 +112,11 @@ impl CheckinRequest {
     /// The HTTP request: `POST <endpoints.checkin>`, `Content-Type:
     /// application/x-protobuf`, the encoded [`to_proto`](Self::to_proto).
     pub fn build_request(&self, endpoints: &Endpoints) -> Result<Request<Bytes>, Error> {
-        Request::builder()
+        let builder = Request::builder()
             .method(Method::POST)
             .uri(fcm_http::to_uri(&endpoints.checkin)?)
-            .header(CONTENT_TYPE, PROTOBUF)
-            .body(Bytes::from(self.to_proto().encode_to_vec()))
-            .map_err(|e| fcm_http::Error::InvalidRequest(e.to_string()).into())
+            .header(CONTENT_TYPE, PROTOBUF);
+        with_body(builder, Bytes::from(self.to_proto().encode_to_vec()))
     }
 }
 
@@ -214,17 +214,12 @@ pub async fn check_in<C: HttpClient + ?Sized>(
     retry: &RetryPolicy,
 ) -> Result<CheckinResponse, Error> {
     let http_request = request.build_request(endpoints)?;
-    retry
-        .run_hinted(
-            |_attempt| {
-                let http_request = http_request.clone();
-                async move {
-                    let response = client.send(http_request).await?;
-                    parse_checkin_response(request, &response)
-                }
-            },
-            Error::is_transient,
-            Error::retry_after,
-        )
-        .await
+    send_with_retry(
+        client,
+        http_request,
+        retry,
+        Error::is_transient,
+        |response| parse_checkin_response(request, response),
+    )
+    .await
 }

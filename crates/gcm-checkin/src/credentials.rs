@@ -3,10 +3,14 @@
 
 use std::fmt;
 
+use fcm_http::Secret;
 use serde::{Deserialize, Serialize};
 
 /// The secret half of a device identity (`security_token`), used as the MCS password and
 /// in `AidLogin` headers. Its `Debug` output is redacted.
+///
+/// Unlike [`GcmToken`] it does not hold an [`fcm_http::Secret`]: a `Secret` wipes itself
+/// on drop, so it cannot be `Copy`, and this token (like [`CheckinCredentials`]) is.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct SecurityToken(u64);
@@ -58,31 +62,27 @@ impl CheckinCredentials {
 }
 
 /// A GCM registration token (the `token=` of a register3 answer). Its `Debug` output is
-/// redacted: anyone holding it can push to this device.
-#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// redacted (`GcmToken(<redacted>)`): anyone holding it can push to this device. It is
+/// held in an [`fcm_http::Secret`], which also wipes it from memory on drop.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct GcmToken(String);
+pub struct GcmToken(Secret<String>);
 
 impl GcmToken {
     /// Wraps a token string.
     pub fn new(token: impl Into<String>) -> Self {
-        Self(token.into())
+        Self(Secret::new(token.into()))
     }
 
     /// The token; handle with care.
     pub fn as_str(&self) -> &str {
-        &self.0
+        self.0.expose()
     }
 
-    /// The token string, consuming `self`.
+    /// The token string, consuming `self` (a copy: the token's own memory is wiped as
+    /// `self` drops).
     pub fn into_string(self) -> String {
-        self.0
-    }
-}
-
-impl fmt::Debug for GcmToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("GcmToken(<redacted>)")
+        self.0.expose().clone()
     }
 }
 
@@ -98,6 +98,9 @@ mod tests {
         assert!(!shown.contains("9876543210123"), "{shown}");
         let t = GcmToken::new("cXk:APA91bSecret");
         assert!(!format!("{t:?}").contains("APA91b"));
+        assert_eq!(format!("{t:?}"), "GcmToken(<redacted>)");
+        assert_eq!(serde_json::to_string(&t).unwrap(), r#""cXk:APA91bSecret""#);
+        assert_eq!(t.clone().into_string(), "cXk:APA91bSecret");
         assert_eq!(c.aid_login(), "AidLogin 4000000000000000001:9876543210123");
     }
 }

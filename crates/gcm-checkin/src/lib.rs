@@ -5,6 +5,7 @@ mod checkin;
 mod credentials;
 mod error;
 mod register;
+mod send;
 
 /// The protobuf messages of the check-in endpoint, generated from `proto/checkin.proto`
 /// and `proto/android_checkin.proto` by `cargo xtask codegen`.

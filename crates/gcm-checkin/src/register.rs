@@ -1,6 +1,6 @@
-//! GCM register3 (PROTOCOL.md §2.2): a form `POST` authorised with `AidLogin`, answered
-//! by `token=<token>` or `Error=<CODE>` — both with HTTP 200 — or by other shapes that
-//! are all typed here.
+//! GCM register3 (docs/protocol.md §2.2): a form `POST` authorised with `AidLogin`,
+//! answered by `token=<token>` or `Error=<CODE>` — both with HTTP 200 — or by other
+//! shapes that are all typed here.
 
 use std::fmt;
 
@@ -13,6 +13,7 @@ use http::{Method, Request, Response};
 use sha1::{Digest, Sha1};
 
 use crate::checkin::is_html;
+use crate::send::{send_with_retry, with_body};
 use crate::{CheckinCredentials, Error, GcmToken, Register3Code};
 
 /// The `app` of the Chrome/web persona.
@@ -114,8 +115,8 @@ impl fmt::Debug for InstallationAuth {
     }
 }
 
-/// The Android-app persona (the seed `pullkin`'s): every field an FCM Android client
-/// sends. The defaults are those of PROTOCOL.md §2.2.
+/// The Android-app persona (that of the Python `pullkin` library): every field an FCM
+/// Android client sends. The defaults are those of docs/protocol.md §2.2.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct AndroidRegistration {
@@ -307,9 +308,7 @@ impl RegisterRequest {
                 .header("gcm_ver", &a.gmsv)
                 .header(USER_AGENT, &a.user_agent);
         }
-        builder
-            .body(Bytes::from(form.finish()))
-            .map_err(|e| fcm_http::Error::InvalidRequest(e.to_string()).into())
+        with_body(builder, Bytes::from(form.finish()))
     }
 }
 
@@ -391,17 +390,12 @@ where
     P: Fn(&Error) -> bool,
 {
     let http_request = request.build_request(endpoints)?;
-    retry
-        .run_hinted(
-            |_attempt| {
-                let http_request = http_request.clone();
-                async move {
-                    let response = client.send(http_request).await?;
-                    parse_register_response(&response)
-                }
-            },
-            is_retryable,
-            Error::retry_after,
-        )
-        .await
+    send_with_retry(
+        client,
+        http_request,
+        retry,
+        is_retryable,
+        parse_register_response,
+    )
+    .await
 }

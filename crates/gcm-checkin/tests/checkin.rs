@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use fcm_http::{Client, Endpoints, RetryPolicy};
+use fcm_http::RetryPolicy;
 use gcm_checkin::proto::{
     AndroidCheckinProto, AndroidCheckinRequest, AndroidCheckinResponse, ChromeBuildProto,
 };
@@ -12,25 +12,11 @@ use gcm_checkin::{
     Channel, CheckinCredentials, CheckinRequest, ChromeBuild, Error, Platform, check_in,
 };
 use prost::Message;
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use pullkin_test_support::{self as support, client, endpoints, fast_retry, last_request};
+use wiremock::{MockServer, ResponseTemplate};
 
 const ANDROID_ID: u64 = 5_123_456_789_012_345_678;
 const TOKEN: u64 = 9_876_543_210_987_654_321;
-
-fn client() -> Client {
-    Client::builder()
-        .timeout(Duration::from_millis(500))
-        .build()
-        .unwrap()
-}
-
-fn fast_retry(attempts: u32) -> RetryPolicy {
-    RetryPolicy::default()
-        .with_max_attempts(attempts)
-        .with_initial_delay(Duration::from_millis(1))
-        .with_max_delay(Duration::from_millis(5))
-}
 
 fn answer(android_id: u64, token: u64) -> ResponseTemplate {
     let body = AndroidCheckinResponse {
@@ -47,34 +33,16 @@ fn answer(android_id: u64, token: u64) -> ResponseTemplate {
         .set_body_bytes(body)
 }
 
+/// A server whose check-in route answers `template`, expecting `expected_calls` calls.
 async fn server_answering(template: ResponseTemplate, expected_calls: u64) -> MockServer {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/checkin"))
-        .respond_with(template)
-        .expect(expected_calls)
-        .mount(&server)
-        .await;
-    server
+    support::server_answering("POST", "/checkin", template, expected_calls).await
 }
 
 /// A server that answers the first `failures` check-ins with `failure`, then a check-in
 /// response, and expects exactly that many calls.
 async fn failing_then_answering(failure: ResponseTemplate, failures: u64) -> MockServer {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(failure)
-        .up_to_n_times(failures)
-        .with_priority(1)
-        .expect(failures)
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .respond_with(answer(ANDROID_ID, TOKEN))
-        .expect(1)
-        .mount(&server)
-        .await;
-    server
+    let answer = answer(ANDROID_ID, TOKEN);
+    support::failing_then_answering("POST", "/checkin", failure, failures, answer).await
 }
 
 /// A new device's check-in against `server`, with up to `attempts` attempts.
@@ -91,19 +59,14 @@ async fn check_in_new_device(
     .await
 }
 
-fn endpoints(server: &MockServer) -> Endpoints {
-    Endpoints::at(&server.uri()).unwrap()
-}
-
 /// The only request the server saw, decoded.
 async fn sent_request(server: &MockServer) -> AndroidCheckinRequest {
-    let requests = server.received_requests().await.unwrap();
-    let request = requests.last().unwrap();
-    assert_eq!(request.method.as_str(), "POST");
-    assert_eq!(request.url.path(), "/checkin");
+    let request = last_request(server).await;
+    assert_eq!(request.method, "POST");
+    assert_eq!(request.path, "/checkin");
     assert_eq!(
-        request.headers.get("content-type").unwrap(),
-        "application/x-protobuf"
+        request.header("content-type"),
+        Some("application/x-protobuf")
     );
     AndroidCheckinRequest::decode(request.body.as_slice()).unwrap()
 }

@@ -5,43 +5,30 @@
 
 use std::time::Duration;
 
-use fcm_http::{Client, Endpoints, RetryPolicy};
+use fcm_http::RetryPolicy;
 use gcm_checkin::{
     AndroidRegistration, CHROME_VAPID_KEY, CheckinCredentials, Error, InstallationAuth,
     Register3Code, RegisterRequest, WebRegistration, register, register_with,
 };
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use pullkin_test_support::{self as support, Sent, client, endpoints, fast_retry, last_request};
+use wiremock::{MockServer, ResponseTemplate};
 
+const REGISTER3: &str = "/c2dm/register3";
 const DEVICE: CheckinCredentials = CheckinCredentials::new(4_242_424_242_424_242_424, 77_777);
-
-fn client() -> Client {
-    Client::builder()
-        .timeout(Duration::from_millis(500))
-        .build()
-        .unwrap()
-}
-
-fn fast_retry(attempts: u32) -> RetryPolicy {
-    RetryPolicy::default()
-        .with_max_attempts(attempts)
-        .with_initial_delay(Duration::from_millis(1))
-        .with_max_delay(Duration::from_millis(5))
-}
 
 fn web_request() -> RegisterRequest {
     RegisterRequest::web(DEVICE, WebRegistration::new())
 }
 
+/// A server whose register3 route answers `template`, expecting `expected_calls` calls.
 async fn server_answering(template: ResponseTemplate, expected_calls: u64) -> MockServer {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/c2dm/register3"))
-        .respond_with(template)
-        .expect(expected_calls)
-        .mount(&server)
-        .await;
-    server
+    support::server_answering("POST", REGISTER3, template, expected_calls).await
+}
+
+/// A server whose register3 route answers the first two calls with `failure`, then
+/// `success`, expecting exactly three calls.
+async fn failing_twice_then(failure: ResponseTemplate, success: ResponseTemplate) -> MockServer {
+    support::failing_then_answering("POST", REGISTER3, failure, 2, success).await
 }
 
 fn text(status: u16, body: &str) -> ResponseTemplate {
@@ -55,40 +42,37 @@ async fn run(
     request: &RegisterRequest,
     retry: &RetryPolicy,
 ) -> Result<String, Error> {
-    let endpoints = Endpoints::at(&server.uri()).unwrap();
-    register(&client(), &endpoints, request, retry)
+    register(&client(), &endpoints(server), request, retry)
         .await
         .map(|t| t.as_str().to_owned())
 }
 
-struct Sent {
-    headers: Vec<(String, String)>,
-    form: Vec<(String, String)>,
+/// A web-persona registration at `server`, with up to `attempts` attempts.
+async fn run_web(server: &MockServer, attempts: u32) -> Result<String, Error> {
+    run(server, &web_request(), &fast_retry(attempts)).await
 }
 
+/// The error of a web-persona registration (up to 5 attempts) at a server answering
+/// `template` once: the answer is not retried.
+async fn web_error(template: ResponseTemplate) -> Error {
+    let server = server_answering(template, 1).await;
+    run_web(&server, 5).await.unwrap_err()
+}
+
+/// The last request the server saw, which must be a register3 form `POST` of [`DEVICE`].
 async fn sent(server: &MockServer) -> Sent {
-    let requests = server.received_requests().await.unwrap();
-    let request = requests.last().unwrap();
-    assert_eq!(request.method.as_str(), "POST");
-    assert_eq!(request.url.path(), "/c2dm/register3");
-    let headers = request
-        .headers
-        .iter()
-        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap().to_owned()))
-        .collect();
-    let form = url::form_urlencoded::parse(&request.body)
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
-    Sent { headers, form }
-}
-
-impl Sent {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
+    let sent = last_request(server).await;
+    assert_eq!(sent.method, "POST");
+    assert_eq!(sent.path, REGISTER3);
+    assert_eq!(
+        sent.header("authorization"),
+        Some("AidLogin 4242424242424242424:77777")
+    );
+    assert_eq!(
+        sent.header("content-type"),
+        Some("application/x-www-form-urlencoded")
+    );
+    sent
 }
 
 fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -106,9 +90,10 @@ async fn web_persona_request_and_token() {
     assert_eq!(token, "cXkAbC:APA91bH_x-y");
 
     let sent = sent(&server).await;
-    let subtype = &sent.form[1].1;
+    let form = sent.form();
+    let subtype = &form[1].1;
     assert_eq!(
-        sent.form,
+        form,
         pairs(&[
             ("app", "org.chromium.linux"),
             ("X-subtype", subtype),
@@ -118,14 +103,6 @@ async fn web_persona_request_and_token() {
     );
     let uuid = subtype.strip_prefix("wp:receiver.push.com#").unwrap();
     assert_eq!(uuid::Uuid::parse_str(uuid).unwrap().get_version_num(), 4);
-    assert_eq!(
-        sent.header("authorization"),
-        Some("AidLogin 4242424242424242424:77777")
-    );
-    assert_eq!(
-        sent.header("content-type"),
-        Some("application/x-www-form-urlencoded")
-    );
     assert_eq!(sent.header("app"), None);
     assert_eq!(sent.header("gcm_ver"), None);
 }
@@ -136,10 +113,10 @@ async fn web_persona_with_own_bundle_and_vapid_key() {
     let web = WebRegistration::with_bundle("my.bundle").with_sender("BMyVapidKey");
     let request = RegisterRequest::web(DEVICE, web.clone());
     run(&server, &request, &fast_retry(1)).await.unwrap();
-    let sent = sent(&server).await;
-    assert_eq!(sent.form[1], ("X-subtype".into(), web.subtype.clone()));
+    let form = sent(&server).await.form();
+    assert_eq!(form[1], ("X-subtype".into(), web.subtype.clone()));
     assert!(web.subtype.starts_with("wp:my.bundle#"));
-    assert_eq!(sent.form[3], ("sender".into(), "BMyVapidKey".into()));
+    assert_eq!(form[3], ("sender".into(), "BMyVapidKey".into()));
 }
 
 #[tokio::test]
@@ -160,7 +137,7 @@ async fn android_persona_sends_every_field_and_header() {
 
     let sent = sent(&server).await;
     assert_eq!(
-        sent.form,
+        sent.form(),
         pairs(&[
             ("X-subtype", "123456789012"),
             ("sender", "123456789012"),
@@ -183,14 +160,6 @@ async fn android_persona_sends_every_field_and_header() {
             ("target_ver", "28"),
         ])
     );
-    assert_eq!(
-        sent.header("authorization"),
-        Some("AidLogin 4242424242424242424:77777")
-    );
-    assert_eq!(
-        sent.header("content-type"),
-        Some("application/x-www-form-urlencoded")
-    );
     assert_eq!(sent.header("app"), Some("com.example.app"));
     assert_eq!(sent.header("app_ver"), Some("1111"));
     assert_eq!(sent.header("gcm_ver"), Some("231114044"));
@@ -207,7 +176,7 @@ async fn android_persona_without_installation_omits_the_fis_fields() {
     run(&server, &request, &fast_retry(1)).await.unwrap();
     let names: Vec<String> = sent(&server)
         .await
-        .form
+        .form()
         .into_iter()
         .map(|(k, _)| k)
         .collect();
@@ -232,7 +201,7 @@ async fn android_persona_without_installation_omits_the_fis_fields() {
             "target_ver"
         ]
     );
-    let form = sent(&server).await.form;
+    let form = sent(&server).await.form();
     assert!(form.contains(&("cert".into(), gcm_checkin::DEFAULT_ANDROID_CERT.into())));
 }
 
@@ -253,10 +222,7 @@ async fn error_codes_with_http_200_are_typed_and_permanent_ones_not_retried() {
         ),
     ];
     for (body, code) in cases {
-        let server = server_answering(text(200, &format!("Error={body}")), 1).await;
-        let err = run(&server, &web_request(), &fast_retry(5))
-            .await
-            .unwrap_err();
+        let err = web_error(text(200, &format!("Error={body}"))).await;
         match &err {
             Error::Register3 { code: c, status } => {
                 assert_eq!(c, &code);
@@ -270,26 +236,16 @@ async fn error_codes_with_http_200_are_typed_and_permanent_ones_not_retried() {
 
 #[tokio::test]
 async fn two_phone_registration_errors_then_a_token_succeeds_on_the_third_attempt() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/c2dm/register3"))
-        .respond_with(text(200, "Error=PHONE_REGISTRATION_ERROR"))
-        .up_to_n_times(2)
-        .with_priority(1)
-        .expect(2)
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .and(path("/c2dm/register3"))
-        .respond_with(text(200, "token=third-time-lucky"))
-        .expect(1)
-        .mount(&server)
-        .await;
+    let server = failing_twice_then(
+        text(200, "Error=PHONE_REGISTRATION_ERROR"),
+        text(200, "token=third-time-lucky"),
+    )
+    .await;
     let request = web_request();
     let token = run(&server, &request, &fast_retry(5)).await.unwrap();
     assert_eq!(token, "third-time-lucky");
     // The identical request was repeated, subtype UUID included.
-    let requests = server.received_requests().await.unwrap();
+    let requests = support::received(&server).await;
     assert_eq!(requests.len(), 3);
     assert!(requests.iter().all(|r| r.body == requests[0].body));
 }
@@ -297,9 +253,7 @@ async fn two_phone_registration_errors_then_a_token_succeeds_on_the_third_attemp
 #[tokio::test]
 async fn persistent_phone_registration_error_gives_up_after_max_attempts() {
     let server = server_answering(text(200, "Error=PHONE_REGISTRATION_ERROR"), 4).await;
-    let err = run(&server, &web_request(), &fast_retry(4))
-        .await
-        .unwrap_err();
+    let err = run_web(&server, 4).await.unwrap_err();
     assert_eq!(
         err.register3_code(),
         Some(&Register3Code::PhoneRegistrationError)
@@ -310,9 +264,7 @@ async fn persistent_phone_registration_error_gives_up_after_max_attempts() {
 #[tokio::test]
 async fn internal_server_error_code_is_retried() {
     let server = server_answering(text(200, "Error=InternalServerError"), 2).await;
-    let err = run(&server, &web_request(), &fast_retry(2))
-        .await
-        .unwrap_err();
+    let err = run_web(&server, 2).await.unwrap_err();
     assert_eq!(
         err.register3_code(),
         Some(&Register3Code::InternalServerError)
@@ -322,10 +274,9 @@ async fn internal_server_error_code_is_retried() {
 #[tokio::test]
 async fn a_caller_predicate_can_forbid_retries() {
     let server = server_answering(text(200, "Error=PHONE_REGISTRATION_ERROR"), 1).await;
-    let endpoints = Endpoints::at(&server.uri()).unwrap();
     let err = register_with(
         &client(),
-        &endpoints,
+        &endpoints(&server),
         &web_request(),
         &fast_retry(5),
         |_| false,
@@ -341,16 +292,12 @@ async fn a_caller_predicate_can_forbid_retries() {
 #[tokio::test]
 async fn html_404_page_is_typed_and_not_retried() {
     let page = "<!DOCTYPE html><html lang=en><title>Error 404 (Not Found)!!1</title></html>";
-    let server = server_answering(
+    let err = web_error(
         ResponseTemplate::new(404)
             .insert_header("content-type", "text/html; charset=UTF-8")
             .set_body_string(page),
-        1,
     )
     .await;
-    let err = run(&server, &web_request(), &fast_retry(5))
-        .await
-        .unwrap_err();
     match &err {
         Error::HtmlPage {
             status,
@@ -366,10 +313,7 @@ async fn html_404_page_is_typed_and_not_retried() {
 
 #[tokio::test]
 async fn html_with_200_is_typed_too() {
-    let server = server_answering(text(200, "<html><body>hello</body></html>"), 1).await;
-    let err = run(&server, &web_request(), &fast_retry(5))
-        .await
-        .unwrap_err();
+    let err = web_error(text(200, "<html><body>hello</body></html>")).await;
     assert!(
         matches!(err, Error::HtmlPage { status, .. } if status.as_u16() == 200),
         "{err:?}"
@@ -379,10 +323,7 @@ async fn html_with_200_is_typed_too() {
 #[tokio::test]
 async fn client_error_statuses_are_not_retried() {
     for status in [400, 401, 403] {
-        let server = server_answering(ResponseTemplate::new(status), 1).await;
-        let err = run(&server, &web_request(), &fast_retry(5))
-            .await
-            .unwrap_err();
+        let err = web_error(ResponseTemplate::new(status)).await;
         assert!(
             matches!(&err, Error::Http(e) if e.status_code().map(|s| s.as_u16()) == Some(status)),
             "{err:?}"
@@ -393,10 +334,7 @@ async fn client_error_statuses_are_not_retried() {
 
 #[tokio::test]
 async fn error_code_with_an_error_status_is_still_the_code() {
-    let server = server_answering(text(401, "Error=AUTHENTICATION_FAILED"), 1).await;
-    let err = run(&server, &web_request(), &fast_retry(5))
-        .await
-        .unwrap_err();
+    let err = web_error(text(401, "Error=AUTHENTICATION_FAILED")).await;
     assert!(
         matches!(&err, Error::Register3 { code: Register3Code::AuthenticationFailed, status } if status.as_u16() == 401),
         "{err:?}"
@@ -406,32 +344,15 @@ async fn error_code_with_an_error_status_is_still_the_code() {
 #[tokio::test]
 async fn server_errors_and_429_are_retried() {
     for status in [429, 500, 503] {
-        let server = MockServer::start().await;
-        Mock::given(method("POST"))
-            .respond_with(ResponseTemplate::new(status).set_body_string("busy"))
-            .up_to_n_times(2)
-            .with_priority(1)
-            .expect(2)
-            .mount(&server)
-            .await;
-        Mock::given(method("POST"))
-            .respond_with(text(200, "token=after-busy"))
-            .expect(1)
-            .mount(&server)
-            .await;
-        assert_eq!(
-            run(&server, &web_request(), &fast_retry(5)).await.unwrap(),
-            "after-busy"
-        );
+        let busy = ResponseTemplate::new(status).set_body_string("busy");
+        let server = failing_twice_then(busy, text(200, "token=after-busy")).await;
+        assert_eq!(run_web(&server, 5).await.unwrap(), "after-busy");
     }
 }
 
 #[tokio::test]
 async fn empty_token_and_unknown_shapes() {
-    let server = server_answering(text(200, "token="), 1).await;
-    let err = run(&server, &web_request(), &fast_retry(5))
-        .await
-        .unwrap_err();
+    let err = web_error(text(200, "token=")).await;
     assert!(matches!(err, Error::EmptyToken), "{err:?}");
 
     for body in [
@@ -442,10 +363,7 @@ async fn empty_token_and_unknown_shapes() {
         "token=a\ntoken=b",
         "Error=",
     ] {
-        let server = server_answering(text(200, body), 1).await;
-        let err = run(&server, &web_request(), &fast_retry(5))
-            .await
-            .unwrap_err();
+        let err = web_error(text(200, body)).await;
         assert!(
             matches!(&err, Error::UnexpectedResponse { status, .. } if status.as_u16() == 200),
             "{body:?}: {err:?}"
