@@ -1,4 +1,4 @@
-//! The MCS session state machine against PROTOCOL.md §3, with a fake clock.
+//! The MCS session state machine against docs/protocol.md §3, with a fake clock.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashSet;
@@ -95,11 +95,18 @@ impl Harness {
         }
     }
 
-    /// Stores the acknowledgement state (as the driver does before writing), then takes
-    /// every frame to write.
+    /// Stores the acknowledgement state (the write the session asks for finishes at
+    /// once), then takes every frame to write.
     fn flush(&mut self) -> Vec<McsMessage> {
-        self.session.mark_persisted();
+        self.store();
         self.flush_unpersisted()
+    }
+
+    /// Completes a store write of the current state, whatever the turn.
+    fn store(&mut self) {
+        if let Some(write) = self.session.flush_store() {
+            self.session.handle_stored(write.version);
+        }
     }
 
     /// Takes every frame to write without storing anything first.
@@ -329,8 +336,9 @@ fn nothing_is_acknowledged_before_it_is_stored() {
     h.recv(data("0:a"));
     h.session.delivered("0:a", h.now);
     assert!(h.session.ack_state_dirty());
-    let version = h.session.ack_state_version();
-    let stored = h.session.ack_state();
+    let write = h.session.poll_store(h.now).expect("a store write is due");
+    assert!(h.session.poll_store(h.now).is_none(), "one write at a time");
+    let stored = write.state;
     assert_eq!(
         strs(&stored.unconfirmed),
         vec!["0:a"],
@@ -343,14 +351,14 @@ fn nothing_is_acknowledged_before_it_is_stored() {
     // Another message is taken while the first write runs.
     h.recv(data("0:b"));
     h.session.delivered("0:b", h.now);
-    h.session.mark_persisted_up_to(version);
+    h.session.handle_stored(write.version);
     assert!(h.session.ack_state_dirty(), "0:b is not stored yet");
     let sent = h.flush_unpersisted();
     let acks = stream_acks(&sent);
     assert_eq!(acks.len(), 1);
     assert_eq!(acks[0].last_stream_id_received, Some(2), "covers 0:a only");
     assert_eq!(strs(&h.session.ack_state().unconfirmed), vec!["0:a", "0:b"]);
-    h.session.mark_persisted();
+    h.store();
     let sent = h.flush_unpersisted();
     assert_eq!(stream_acks(&sent)[0].last_stream_id_received, Some(3));
 }
@@ -881,9 +889,9 @@ proptest! {
                     prop_assert!(h.take_messages().is_empty());
                 }
                 Op::Flush => {
-                    if h.session.ack_state_dirty() {
-                        persisted = h.session.ack_state();
-                        h.session.mark_persisted();
+                    if let Some(write) = h.session.flush_store() {
+                        persisted = write.state;
+                        h.session.handle_stored(write.version);
                     }
                     h.flush();
                 }

@@ -4,8 +4,11 @@
 use std::fs;
 
 use pullkin::session::AckState;
-use pullkin::store::{DirStore, MemoryStore, Store, StoreError};
-use serde_json::json;
+use pullkin::{AppCredentials, DirStore, MemoryStore, Store, StoreError};
+
+fn credentials() -> AppCredentials {
+    AppCredentials::from_json(include_str!("fixtures/pullkin_credentials.json")).unwrap()
+}
 
 fn state(ids: &[&str]) -> AckState {
     AckState {
@@ -14,37 +17,37 @@ fn state(ids: &[&str]) -> AckState {
     }
 }
 
-#[test]
-fn round_trips_and_starts_empty() {
+#[tokio::test]
+async fn round_trips_and_starts_empty() {
     let dir = tempfile::tempdir().unwrap();
     let store = DirStore::open(dir.path().join("state")).unwrap();
-    assert_eq!(store.load_ack_state("app").unwrap(), AckState::default());
-    assert_eq!(store.load_credentials_json("app").unwrap(), None);
+    assert_eq!(store.load_ack_state("app").await.unwrap(), AckState::default());
+    assert_eq!(store.load_credentials("app").await.unwrap(), None);
     store
-        .save_ack_state("app", &state(&["0:1", "0:2"]))
+        .save_ack_state("app", state(&["0:1", "0:2"])).await
         .unwrap();
     store
-        .save_credentials_json("app", &json!({"gcm": {"token": "t"}}))
+        .save_credentials("app", &credentials()).await
         .unwrap();
     // A second store on the same directory (a restart) reads it back.
     let again = DirStore::open(dir.path().join("state")).unwrap();
-    assert_eq!(again.load_ack_state("app").unwrap(), state(&["0:1", "0:2"]));
+    assert_eq!(again.load_ack_state("app").await.unwrap(), state(&["0:1", "0:2"]));
     assert_eq!(
-        again.load_credentials_json("app").unwrap(),
-        Some(json!({"gcm": {"token": "t"}}))
+        again.load_credentials("app").await.unwrap(),
+        Some(credentials())
     );
-    assert_eq!(again.load_ack_state("other").unwrap(), AckState::default());
+    assert_eq!(again.load_ack_state("other").await.unwrap(), AckState::default());
 }
 
 #[cfg(unix)]
-#[test]
-fn files_and_directory_are_private() {
+#[tokio::test]
+async fn files_and_directory_are_private() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("state");
     let store = DirStore::open(&root).unwrap();
-    store.save_ack_state("app", &state(&["0:1"])).unwrap();
-    store.save_credentials_json("app", &json!({})).unwrap();
+    store.save_ack_state("app", state(&["0:1"])).await.unwrap();
+    store.save_credentials("app", &credentials()).await.unwrap();
     assert_eq!(
         fs::metadata(&root).unwrap().permissions().mode() & 0o777,
         0o700
@@ -55,49 +58,49 @@ fn files_and_directory_are_private() {
     }
 }
 
-#[test]
-fn an_interrupted_write_leaves_the_old_state_readable() {
+#[tokio::test]
+async fn an_interrupted_write_leaves_the_old_state_readable() {
     let dir = tempfile::tempdir().unwrap();
     let store = DirStore::open(dir.path()).unwrap();
-    store.save_ack_state("app", &state(&["0:1"])).unwrap();
+    store.save_ack_state("app", state(&["0:1"])).await.unwrap();
     // A crash mid-write leaves a partial temporary file beside the real one.
     fs::write(
-        dir.path().join("app.acks.tmp999"),
+        dir.path().join(".app.acks.json.tmp999"),
         b"{\"format\":\"pullkin-ac",
     )
     .unwrap();
-    assert_eq!(store.load_ack_state("app").unwrap(), state(&["0:1"]));
+    assert_eq!(store.load_ack_state("app").await.unwrap(), state(&["0:1"]));
     // The next write succeeds over it.
-    store.save_ack_state("app", &state(&["0:2"])).unwrap();
-    assert_eq!(store.load_ack_state("app").unwrap(), state(&["0:2"]));
+    store.save_ack_state("app", state(&["0:2"])).await.unwrap();
+    assert_eq!(store.load_ack_state("app").await.unwrap(), state(&["0:2"]));
 }
 
-#[test]
-fn a_failed_write_keeps_the_old_state() {
+#[tokio::test]
+async fn a_failed_write_keeps_the_old_state() {
     let dir = tempfile::tempdir().unwrap();
     let store = DirStore::open(dir.path()).unwrap();
-    store.save_ack_state("app", &state(&["0:1"])).unwrap();
+    store.save_ack_state("app", state(&["0:1"])).await.unwrap();
     // Make the rename fail: a directory stands where the temporary file would go.
     let tmp = dir
         .path()
-        .join(format!("app.acks.tmp{}", std::process::id()));
+        .join(format!(".app.acks.json.tmp{}", std::process::id()));
     fs::create_dir(&tmp).unwrap();
-    let err = store.save_ack_state("app", &state(&["0:2"])).unwrap_err();
+    let err = store.save_ack_state("app", state(&["0:2"])).await.unwrap_err();
     assert!(matches!(err, StoreError::Io { .. }), "{err}");
-    assert_eq!(store.load_ack_state("app").unwrap(), state(&["0:1"]));
+    assert_eq!(store.load_ack_state("app").await.unwrap(), state(&["0:1"]));
 }
 
-#[test]
-fn corrupt_and_foreign_files_are_errors_not_a_fresh_start() {
+#[tokio::test]
+async fn corrupt_and_foreign_files_are_errors_not_a_fresh_start() {
     let dir = tempfile::tempdir().unwrap();
     let store = DirStore::open(dir.path()).unwrap();
     fs::write(dir.path().join("a.acks.json"), b"{ not json").unwrap();
-    let err = store.load_ack_state("a").unwrap_err();
+    let err = store.load_ack_state("a").await.unwrap_err();
     assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
     assert!(err.to_string().contains("a.acks.json"));
 
     fs::write(dir.path().join("b.acks.json"), br#"{"persistent_ids": []}"#).unwrap();
-    let err = store.load_ack_state("b").unwrap_err();
+    let err = store.load_ack_state("b").await.unwrap_err();
     assert!(
         matches!(err, StoreError::Foreign { found: None, .. }),
         "{err}"
@@ -108,7 +111,7 @@ fn corrupt_and_foreign_files_are_errors_not_a_fresh_start() {
         br#"{"format": "pullkin-acks/1", "unconfirmed": "nope"}"#,
     )
     .unwrap();
-    let err = store.load_ack_state("c").unwrap_err();
+    let err = store.load_ack_state("c").await.unwrap_err();
     assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
 
     fs::write(
@@ -116,44 +119,44 @@ fn corrupt_and_foreign_files_are_errors_not_a_fresh_start() {
         br#"{"format": "pullkin-acks/1", "credentials": {}}"#,
     )
     .unwrap();
-    let err = store.load_credentials_json("d").unwrap_err();
+    let err = store.load_credentials("d").await.unwrap_err();
     assert!(
         matches!(err, StoreError::Foreign { found: Some(ref f), .. } if f == "pullkin-acks/1"),
         "{err}"
     );
 }
 
-#[test]
-fn app_keys_cannot_escape_the_directory() {
+#[tokio::test]
+async fn app_keys_cannot_escape_the_directory() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("state");
     let store = DirStore::open(&root).unwrap();
-    store.save_ack_state("../evil", &state(&["0:1"])).unwrap();
+    store.save_ack_state("../evil", state(&["0:1"])).await.unwrap();
     store
-        .save_ack_state("1234:web/app", &state(&["0:2"]))
+        .save_ack_state("1234:web/app", state(&["0:2"])).await
         .unwrap();
     assert!(!dir.path().join("evil.acks.json").exists());
     assert_eq!(fs::read_dir(&root).unwrap().count(), 2);
-    assert_eq!(store.load_ack_state("../evil").unwrap(), state(&["0:1"]));
+    assert_eq!(store.load_ack_state("../evil").await.unwrap(), state(&["0:1"]));
     assert!(matches!(
-        store.load_ack_state(""),
+        store.load_ack_state("").await,
         Err(StoreError::BadKey(_))
     ));
     assert!(matches!(
-        store.load_ack_state(&"x".repeat(129)),
+        store.load_ack_state(&"x".repeat(129)).await,
         Err(StoreError::BadKey(_))
     ));
 }
 
-#[test]
-fn memory_store_round_trips() {
+#[tokio::test]
+async fn memory_store_round_trips() {
     let store = MemoryStore::default();
-    assert_eq!(store.load_ack_state("a").unwrap(), AckState::default());
-    store.save_ack_state("a", &state(&["0:1"])).unwrap();
-    assert_eq!(store.load_ack_state("a").unwrap(), state(&["0:1"]));
-    store.save_credentials_json("a", &json!({"x": 1})).unwrap();
+    assert_eq!(store.load_ack_state("a").await.unwrap(), AckState::default());
+    store.save_ack_state("a", state(&["0:1"])).await.unwrap();
+    assert_eq!(store.load_ack_state("a").await.unwrap(), state(&["0:1"]));
+    store.save_credentials("a", &credentials()).await.unwrap();
     assert_eq!(
-        store.load_credentials_json("a").unwrap(),
-        Some(json!({"x": 1}))
+        store.load_credentials("a").await.unwrap(),
+        Some(credentials())
     );
 }
