@@ -1,4 +1,4 @@
-//! Building the DataMessageStanzas the send APIs deliver (PROTOCOL.md §5).
+//! Building the DataMessageStanzas the send APIs deliver (docs/protocol.md §5).
 
 use std::time::Duration;
 
@@ -7,7 +7,7 @@ use mcs_codec::proto::{AppData, DataMessageStanza};
 use serde_json::json;
 use webpush_ece::{EncryptOptions, SubscriptionKeys, aesgcm};
 
-use crate::Error;
+use crate::error::Error;
 use crate::ids::unix_ms;
 use crate::types::{FcmRegistration, GcmRegistration, SendMessage};
 

@@ -1,132 +1,31 @@
-//! The [`Emulator`] handle, its builder and the library API.
+//! The public facade: the [`Emulator`] handle, its builder and the library API.
+//!
+//! The top of the crate's arrows: it starts the servers (`http`, `mcs`) and works on
+//! their shared state (`shared`, `state`) through the same paths they use (`delivery`,
+//! `tls`, `types`, `error`); no other module uses it.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use gcm_checkin::CHROME_VAPID_KEY;
 use mcs_codec::proto::{DataMessageStanza, LoginRequest};
 use rustls::pki_types::CertificateDer;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use url::Url;
 
+use crate::accept::Bound;
 use crate::delivery::{self, WebPushEncoding};
-use crate::state::{Action, State, WEB_APP};
+use crate::error::Error;
+use crate::shared::{Config, Shared};
+use crate::state::{Action, WEB_APP};
 use crate::types::{
     DeviceCredentials, DeviceInfo, Endpoint, Fault, FcmRegistration, GcmRegistration, HttpFailure,
     Installation, SendMessage, Sent, Target,
 };
-use crate::{Error, http, ids, mcs, tls};
-
-/// The settings fixed at start.
-#[derive(Debug, Clone)]
-pub(crate) struct Config {
-    pub(crate) max_queued_messages: usize,
-    pub(crate) login_timeout: Duration,
-    pub(crate) heartbeat_interval: Option<Duration>,
-    pub(crate) ack_on_any_frame: bool,
-    pub(crate) api_key: Option<String>,
-    pub(crate) max_frame_length: usize,
-}
-
-/// What the server tasks share with the handle.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    state: Mutex<State>,
-    pub(crate) config: Config,
-    pub(crate) base_url: Url,
-}
-
-impl Shared {
-    /// Locks the state. A panic while it was held cannot leave it inconsistent in a way
-    /// that matters to an emulator, so poisoning is ignored.
-    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Queues `stanza` for a device (assigning its persistent id) and wakes its connection.
-    pub(crate) fn enqueue(
-        &self,
-        android_id: u64,
-        mut stanza: DataMessageStanza,
-    ) -> Result<String, Error> {
-        let mut state = self.lock();
-        if state.shut_down {
-            return Err(Error::ShutDown);
-        }
-        let device = state
-            .devices
-            .get_mut(&android_id)
-            .ok_or(Error::UnknownDevice(android_id))?;
-        let persistent_id = match stanza.persistent_id.take() {
-            Some(id) if !id.is_empty() => id,
-            _ => ids::persistent_id(),
-        };
-        stanza.persistent_id = Some(persistent_id.clone());
-        while device.queue.len() >= self.config.max_queued_messages.max(1) {
-            device.queue.pop_front();
-            device.dropped_messages += 1;
-        }
-        device.queue.push_back(crate::state::Queued {
-            persistent_id: persistent_id.clone(),
-            stanza,
-            sent: None,
-        });
-        device.wake();
-        tracing::debug!(android_id, %persistent_id, "message queued");
-        Ok(persistent_id)
-    }
-
-    /// Resolves a token and builds the stanza `messages:send` delivers, without queuing it.
-    pub(crate) fn prepare_message(
-        &self,
-        token: &str,
-        message: &SendMessage,
-    ) -> Result<(u64, DataMessageStanza, bool), Error> {
-        let (gcm, keys) = self
-            .lock()
-            .resolve_token(token)
-            .ok_or_else(|| Error::UnknownToken(token.to_owned()))?;
-        let from = message.from.as_deref().unwrap_or(delivery::DEFAULT_FROM);
-        // Encryption runs outside the lock.
-        let (stanza, encrypted) = delivery::send_stanza(&gcm, keys.as_ref(), message, from)?;
-        Ok((gcm.android_id, stanza, encrypted))
-    }
-
-    /// The `messages:send` path: resolves the token, builds and queues the stanza.
-    pub(crate) fn send_message(&self, token: &str, message: &SendMessage) -> Result<Sent, Error> {
-        let (android_id, stanza, encrypted) = self.prepare_message(token, message)?;
-        let persistent_id = self.enqueue(android_id, stanza)?;
-        Ok(Sent {
-            persistent_id,
-            android_id,
-            encrypted,
-        })
-    }
-
-    /// The Web Push path: queues an already encrypted body for a GCM (or FCM) token.
-    pub(crate) fn send_webpush(
-        &self,
-        token: &str,
-        body: Bytes,
-        encoding: WebPushEncoding,
-        ttl: Duration,
-        topic: Option<String>,
-    ) -> Result<Sent, Error> {
-        let (gcm, _) = self
-            .lock()
-            .resolve_token(token)
-            .ok_or_else(|| Error::UnknownToken(token.to_owned()))?;
-        let stanza = delivery::webpush_stanza(&gcm, body, encoding, ttl, topic);
-        let persistent_id = self.enqueue(gcm.android_id, stanza)?;
-        Ok(Sent {
-            persistent_id,
-            android_id: gcm.android_id,
-            encrypted: true,
-        })
-    }
-}
+use crate::{http, mcs, tls};
 
 /// Configures and starts an [`Emulator`].
 #[derive(Debug, Clone)]
@@ -145,14 +44,7 @@ impl Default for EmulatorBuilder {
             http_addr: localhost,
             mcs_addr: localhost,
             names: vec!["localhost".to_owned(), "127.0.0.1".to_owned()],
-            config: Config {
-                max_queued_messages: 10_000,
-                login_timeout: Duration::from_secs(10),
-                heartbeat_interval: None,
-                ack_on_any_frame: false,
-                api_key: None,
-                max_frame_length: mcs_codec::DEFAULT_MAX_FRAME_LENGTH,
-            },
+            config: Config::default(),
         }
     }
 }
@@ -235,26 +127,22 @@ impl EmulatorBuilder {
         let base_url = Url::parse(&format!("https://{http_addr}"))
             .map_err(|e| Error::InvalidInput(format!("base URL: {e}")))?;
 
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State::default()),
-            config: self.config,
-            base_url: base_url.clone(),
-        });
+        let shared = Arc::new(Shared::new(self.config, base_url.clone()));
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (done_tx, done_rx) = mpsc::channel::<()>(1);
+        let bound = |listener, tls| Bound {
+            listener,
+            tls,
+            shutdown: shutdown_rx.clone(),
+            done: done_tx.clone(),
+        };
         tokio::spawn(http::serve(
-            http_listener,
-            http_tls,
+            bound(http_listener, http_tls),
             Arc::clone(&shared),
-            shutdown_rx.clone(),
-            done_tx.clone(),
         ));
         tokio::spawn(mcs::serve(
-            mcs_listener,
-            mcs_tls,
+            bound(mcs_listener, mcs_tls),
             Arc::clone(&shared),
-            shutdown_rx,
-            done_tx,
         ));
         tracing::info!(%base_url, %mcs_addr, "fcm-emulator started");
         Ok(Emulator {
@@ -465,12 +353,7 @@ impl Emulator {
             return Err(Error::UnknownDevice(android_id));
         }
         let subtype = format!("wp:receiver.push.com#{}", uuid::Uuid::new_v4());
-        let gcm = state.register_gcm(
-            android_id,
-            WEB_APP,
-            Some(&subtype),
-            crate::http::CHROME_VAPID_KEY,
-        );
+        let gcm = state.register_gcm(android_id, WEB_APP, Some(&subtype), CHROME_VAPID_KEY);
         let installation = state.create_installation("fcm-emulator", None, "1:0:web:0");
         let endpoint = format!("{}/{}", self.webpush_endpoint_base(), gcm.token);
         Ok(state.create_fcm_registration(
@@ -611,18 +494,7 @@ impl Emulator {
     /// Queues a `deleted_messages` notice (`message_type=deleted_messages`,
     /// `total_deleted=<n>`) for the device behind a GCM or FCM token.
     pub fn send_deleted_messages(&self, token: &str, total_deleted: u32) -> Result<Sent, Error> {
-        let (gcm, _) = self
-            .shared
-            .lock()
-            .resolve_token(token)
-            .ok_or_else(|| Error::UnknownToken(token.to_owned()))?;
-        let stanza = delivery::deleted_messages_stanza(&gcm, total_deleted);
-        let persistent_id = self.shared.enqueue(gcm.android_id, stanza)?;
-        Ok(Sent {
-            persistent_id,
-            android_id: gcm.android_id,
-            encrypted: false,
-        })
+        self.shared.send_deleted_messages(token, total_deleted)
     }
 
     /// Sends a HeartbeatPing to the target's connected devices now; returns how many.

@@ -1,14 +1,20 @@
+//! A local stand-in for Google's side of FCM, for tests. This root holds only the public
+//! API, re-exported from the modules: the [`Emulator`] facade and its builder, the types
+//! they take and return, [`ConnectProxy`] and [`local_server_tls`]. It may name any
+//! module; the modules' own arrows are under "Layout" below.
+//!
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
+mod accept;
 mod delivery;
 mod emulator;
 mod error;
-mod handlers;
 mod http;
 mod ids;
 mod mcs;
 mod proxy;
+mod shared;
 mod state;
 mod tls;
 mod types;
@@ -33,4 +39,4 @@ pub const LOGIN_ERROR_CODE: i32 = mcs::LOGIN_ERROR_CODE;
 
 /// Chrome's VAPID key, the default `sender` of web-persona registrations (and the sender
 /// [`Emulator::subscribe_web`] registers with).
-pub const CHROME_VAPID_KEY: &str = http::CHROME_VAPID_KEY;
+pub use gcm_checkin::CHROME_VAPID_KEY;

@@ -10,7 +10,7 @@ use rcgen::{
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
-use crate::Error;
+use crate::error::Error;
 
 /// The generated certificate material.
 pub(crate) struct Certificates {

@@ -105,7 +105,7 @@ pub enum HttpFailure {
     },
 }
 
-/// The two registration personas (PROTOCOL.md §1).
+/// The two registration personas (docs/protocol.md §1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Persona {

@@ -5,21 +5,35 @@
 
 use crate::common;
 
-use common::{McsClient, app_data, http_client};
+use common::{McsClient, app_data, decrypt, decrypted_json, http_client, http_client_via};
 use fcm_emulator::{ConnectProxy, DeviceCredentials, Emulator, Persona, SendMessage};
 use fcm_http::{Endpoints, RetryPolicy};
 use fcm_install::{FirebaseApp, WebPushSubscription};
 use gcm_checkin::{
-    AndroidRegistration, CheckinRequest, InstallationAuth, RegisterRequest, WebRegistration,
+    AndroidRegistration, CheckinCredentials, CheckinRequest, InstallationAuth, RegisterRequest,
+    WebRegistration,
 };
-use webpush_ece::{Payload, ReceiverKeys, decrypt_message};
+use webpush_ece::{Payload, ReceiverKeys};
+
+/// An emulator, the endpoints pointing at it, and a policy that does not retry.
+async fn start() -> (Emulator, Endpoints, RetryPolicy) {
+    let emu = Emulator::start().await.unwrap();
+    let endpoints = Endpoints::at(emu.base_url().as_str()).unwrap();
+    (emu, endpoints, RetryPolicy::no_retry())
+}
+
+/// What an MCS login needs from check-in's credentials.
+fn device_credentials(credentials: CheckinCredentials) -> DeviceCredentials {
+    DeviceCredentials {
+        android_id: credentials.android_id,
+        security_token: credentials.security_token.expose(),
+    }
+}
 
 #[tokio::test]
 async fn web_persona_with_the_client_crates() {
-    let emu = Emulator::start().await.unwrap();
+    let (emu, endpoints, retry) = start().await;
     let client = http_client(&emu);
-    let endpoints = Endpoints::at(emu.base_url().as_str()).unwrap();
-    let retry = RetryPolicy::no_retry();
 
     let checkin = gcm_checkin::check_in(&client, &endpoints, &CheckinRequest::new_device(), &retry)
         .await
@@ -81,11 +95,7 @@ async fn web_persona_with_the_client_crates() {
     .await
     .unwrap();
 
-    let creds = DeviceCredentials {
-        android_id: credentials.android_id,
-        security_token: credentials.security_token.expose(),
-    };
-    let mut mcs = McsClient::logged_in(&emu, creds).await;
+    let mut mcs = McsClient::logged_in(&emu, device_credentials(credentials)).await;
     let sent = emu
         .send(
             registration.token.as_str(),
@@ -93,17 +103,7 @@ async fn web_persona_with_the_client_crates() {
         )
         .unwrap();
     assert!(sent.encrypted);
-    let stanza = mcs.expect_data().await;
-    let pairs = stanza
-        .app_data
-        .iter()
-        .map(|a| (a.key.as_str(), a.value.as_str()));
-    let Payload::Decrypted { plaintext, .. } =
-        decrypt_message(&keys, pairs, stanza.raw_data.as_deref().unwrap()).unwrap()
-    else {
-        panic!("not encrypted");
-    };
-    let message: serde_json::Value = serde_json::from_slice(&plaintext).unwrap();
+    let message = decrypted_json(&keys, &mcs.expect_data().await);
     assert_eq!(message["data"]["hello"], "world");
 
     let delete = fcm_install::delete_registration_request(
@@ -120,10 +120,8 @@ async fn web_persona_with_the_client_crates() {
 
 #[tokio::test]
 async fn android_persona_with_the_client_crates() {
-    let emu = Emulator::start().await.unwrap();
+    let (emu, endpoints, retry) = start().await;
     let client = http_client(&emu);
-    let endpoints = Endpoints::at(emu.base_url().as_str()).unwrap();
-    let retry = RetryPolicy::no_retry();
 
     let credentials =
         gcm_checkin::check_in(&client, &endpoints, &CheckinRequest::new_device(), &retry)
@@ -174,22 +172,14 @@ async fn android_persona_with_the_client_crates() {
     .await
     .unwrap();
 
-    let creds = DeviceCredentials {
-        android_id: credentials.android_id,
-        security_token: credentials.security_token.expose(),
-    };
-    let mut mcs = McsClient::logged_in(&emu, creds).await;
+    let mut mcs = McsClient::logged_in(&emu, device_credentials(credentials)).await;
     emu.send(gcm_token.as_str(), &SendMessage::new().data("plain", "yes"))
         .unwrap();
     let stanza = mcs.expect_data().await;
     assert_eq!(app_data(&stanza, "plain"), Some("yes"));
     assert_eq!(stanza.category, "com.example.app");
-    let pairs = stanza
-        .app_data
-        .iter()
-        .map(|a| (a.key.as_str(), a.value.as_str()));
     assert_eq!(
-        decrypt_message(&ReceiverKeys::generate(), pairs, b"").unwrap(),
+        decrypt(&ReceiverKeys::generate(), &stanza),
         Payload::NotEncrypted
     );
 }
@@ -198,18 +188,13 @@ async fn android_persona_with_the_client_crates() {
 /// way: every request goes through a `CONNECT` tunnel, TLS end to end.
 #[tokio::test]
 async fn check_in_through_a_connect_proxy_with_and_without_its_password() {
-    let emu = Emulator::start().await.unwrap();
-    let endpoints = Endpoints::at(emu.base_url().as_str()).unwrap();
-    let retry = RetryPolicy::no_retry();
-    let through = |proxy: &str| {
-        fcm_http::Client::builder()
-            .webpki_roots(false)
-            .add_root_certificates_pem(emu.ca_cert_pem().as_bytes())
-            .unwrap()
-            .timeout(common::STEP)
-            .proxy(Some(fcm_http::Proxy::parse(proxy).unwrap()))
-            .build()
-            .unwrap()
+    let (emu, endpoints, retry) = start().await;
+    let check_in_via = |proxy: String| {
+        let (emu, endpoints, retry) = (&emu, &endpoints, &retry);
+        async move {
+            let client = http_client_via(emu, Some(&proxy));
+            gcm_checkin::check_in(&client, endpoints, &CheckinRequest::new_device(), retry).await
+        }
     };
     let target = format!(
         "{}:{}",
@@ -218,14 +203,7 @@ async fn check_in_through_a_connect_proxy_with_and_without_its_password() {
     );
 
     let open = ConnectProxy::start().await.unwrap();
-    let checkin = gcm_checkin::check_in(
-        &through(&open.url()),
-        &endpoints,
-        &CheckinRequest::new_device(),
-        &retry,
-    )
-    .await
-    .unwrap();
+    let checkin = check_in_via(open.url()).await.unwrap();
     assert!(emu.device(checkin.credentials.android_id).is_some());
     assert_eq!(open.tunnels(), std::slice::from_ref(&target));
 
@@ -234,26 +212,12 @@ async fn check_in_through_a_connect_proxy_with_and_without_its_password() {
         .await
         .unwrap();
     let anonymous = guarded.url();
-    let err = gcm_checkin::check_in(
-        &through(&anonymous),
-        &endpoints,
-        &CheckinRequest::new_device(),
-        &retry,
-    )
-    .await
-    .unwrap_err();
+    let err = check_in_via(anonymous.clone()).await.unwrap_err();
     let message = format!("{err} {:?}", std::error::Error::source(&err));
     assert!(message.contains("407"), "{message}");
     assert_eq!(guarded.refused(), 1);
     // user:p@ss, the @ percent-encoded in the URL.
     let with_password = anonymous.replace("http://", "http://user:p%40ss@");
-    gcm_checkin::check_in(
-        &through(&with_password),
-        &endpoints,
-        &CheckinRequest::new_device(),
-        &retry,
-    )
-    .await
-    .unwrap();
+    check_in_via(with_password).await.unwrap();
     assert_eq!(guarded.tunnels(), [target]);
 }

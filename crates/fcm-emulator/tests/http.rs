@@ -3,14 +3,18 @@
 
 use crate::common;
 
-use common::{McsClient, android_device, app_data, body_json, body_text, http_client, request};
+use bytes::Bytes;
+use common::{
+    Api, McsClient, android_device, app_data, body_json, body_text, decrypt, decrypted,
+    decrypted_json,
+};
 use fcm_emulator::proto::{AndroidCheckinRequest, AndroidCheckinResponse};
 use fcm_emulator::{
     CHROME_VAPID_KEY, DeviceCredentials, Emulator, Endpoint, HttpFailure, Notification, Persona,
     SendMessage,
 };
 use prost::Message as _;
-use webpush_ece::{EncryptOptions, Payload, ReceiverKeys, aes128gcm, decrypt_message};
+use webpush_ece::{EncryptOptions, Payload, ReceiverKeys, aes128gcm};
 
 const PROTOBUF: (&str, &str) = ("content-type", "application/x-protobuf");
 const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
@@ -32,23 +36,11 @@ fn checkin_body(creds: Option<DeviceCredentials>) -> Vec<u8> {
     request.encode_to_vec()
 }
 
-async fn check_in(
-    client: &fcm_http::Client,
-    emu: &Emulator,
-    creds: Option<DeviceCredentials>,
-) -> http::Response<bytes::Bytes> {
-    request(
-        client,
-        emu,
-        "POST",
-        "/checkin",
-        &[PROTOBUF],
-        checkin_body(creds),
-    )
-    .await
+async fn check_in(api: &Api, creds: Option<DeviceCredentials>) -> http::Response<Bytes> {
+    api.post("/checkin", &[PROTOBUF], checkin_body(creds)).await
 }
 
-fn creds_of(response: &http::Response<bytes::Bytes>) -> DeviceCredentials {
+fn creds_of(response: &http::Response<Bytes>) -> DeviceCredentials {
     assert_eq!(response.status(), 200, "{}", body_text(response));
     assert_eq!(response.headers()["content-type"], "application/x-protobuf");
     let decoded = AndroidCheckinResponse::decode(response.body().as_ref()).unwrap();
@@ -59,49 +51,67 @@ fn creds_of(response: &http::Response<bytes::Bytes>) -> DeviceCredentials {
     }
 }
 
-async fn register3(
-    client: &fcm_http::Client,
-    emu: &Emulator,
-    creds: DeviceCredentials,
-    form: &[(&str, &str)],
-) -> String {
+async fn register3(api: &Api, creds: DeviceCredentials, form: &[(&str, &str)]) -> String {
     let auth = format!("AidLogin {}:{}", creds.android_id, creds.security_token);
     let body = url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(form)
         .finish();
-    let response = request(
-        client,
-        emu,
-        "POST",
-        "/c2dm/register3",
-        &[FORM, ("authorization", &auth)],
-        body,
-    )
-    .await;
+    let response = api
+        .post("/c2dm/register3", &[FORM, ("authorization", &auth)], body)
+        .await;
     assert_eq!(response.status(), 200);
     body_text(&response)
 }
 
-fn web_form(android_id: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("app", "org.chromium.linux".to_owned()),
+/// register3 for the web persona, as Chrome asks; returns the GCM token.
+async fn register_web(api: &Api, creds: DeviceCredentials) -> String {
+    let id = creds.android_id.to_string();
+    let form = [
+        ("app", "org.chromium.linux"),
         (
             "X-subtype",
-            "wp:receiver.push.com#5b1e1f0a-2a4b-4c1e-9a55-0f3d2b9a1c77".to_owned(),
+            "wp:receiver.push.com#5b1e1f0a-2a4b-4c1e-9a55-0f3d2b9a1c77",
         ),
-        ("device", android_id.to_owned()),
-        ("sender", CHROME_VAPID_KEY.to_owned()),
-    ]
+        ("device", id.as_str()),
+        ("sender", CHROME_VAPID_KEY),
+    ];
+    let body = register3(api, creds, &form).await;
+    body.strip_prefix("token=").expect(&body).to_owned()
+}
+
+/// `POST /v1/projects/{project}/installations`.
+async fn create_installation(
+    api: &Api,
+    project: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> http::Response<Bytes> {
+    let path = format!("/v1/projects/{project}/installations");
+    api.post(&path, headers, body.to_owned()).await
+}
+
+/// `POST /v1/projects/{project}/registrations` with the API key and, when given, this
+/// `x-goog-firebase-installations-auth`.
+async fn create_registration(
+    api: &Api,
+    project: &str,
+    fis_auth: Option<&str>,
+    body: String,
+) -> http::Response<Bytes> {
+    let mut headers = vec![JSON, API_KEY];
+    headers.extend(fis_auth.map(|auth| ("x-goog-firebase-installations-auth", auth)));
+    let path = format!("/v1/projects/{project}/registrations");
+    api.post(&path, &headers, body).await
 }
 
 #[tokio::test]
 async fn checkin_new_device_and_recheck() {
     let emu = Emulator::start().await.unwrap();
-    let client = http_client(&emu);
-    let creds = creds_of(&check_in(&client, &emu, None).await);
+    let api = Api::new(&emu);
+    let creds = creds_of(&check_in(&api, None).await);
     assert!(emu.device(creds.android_id).is_some());
 
-    let again = creds_of(&check_in(&client, &emu, Some(creds)).await);
+    let again = creds_of(&check_in(&api, Some(creds)).await);
     assert_eq!(again, creds);
     assert_eq!(emu.device(creds.android_id).unwrap().checkins, 2);
 
@@ -109,41 +119,27 @@ async fn checkin_new_device_and_recheck() {
         security_token: creds.security_token ^ 1,
         ..creds
     };
-    assert_eq!(check_in(&client, &emu, Some(dead)).await.status(), 401);
+    assert_eq!(check_in(&api, Some(dead)).await.status(), 401);
 
-    let wrong_type = request(&client, &emu, "POST", "/checkin", &[JSON], "{}").await;
+    let wrong_type = api.post("/checkin", &[JSON], "{}").await;
     assert_eq!(wrong_type.status(), 400);
-    let garbage = request(
-        &client,
-        &emu,
-        "POST",
-        "/checkin",
-        &[PROTOBUF],
-        vec![0xff, 0xff],
-    )
-    .await;
+    let garbage = api.post("/checkin", &[PROTOBUF], vec![0xff, 0xff]).await;
     assert_eq!(garbage.status(), 400);
 }
 
 #[tokio::test]
 async fn register3_personas_and_errors() {
     let emu = Emulator::start().await.unwrap();
-    let client = http_client(&emu);
-    let creds = creds_of(&check_in(&client, &emu, None).await);
+    let api = Api::new(&emu);
+    let creds = creds_of(&check_in(&api, None).await);
     let id = creds.android_id.to_string();
 
-    let web = web_form(&id);
-    let web_pairs: Vec<(&str, &str)> = web.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let body = register3(&client, &emu, creds, &web_pairs).await;
-    let token = body.strip_prefix("token=").expect(&body).to_owned();
+    let token = register_web(&api, creds).await;
     let gcm = emu.gcm_registration(&token).unwrap();
     assert_eq!(gcm.persona, Persona::Web);
     assert_eq!(gcm.android_id, creds.android_id);
     // Registering again gives the same token.
-    assert_eq!(
-        register3(&client, &emu, creds, &web_pairs).await,
-        format!("token={token}")
-    );
+    assert_eq!(register_web(&api, creds).await, token);
 
     let android = [
         ("app", "com.example.app"),
@@ -152,7 +148,7 @@ async fn register3_personas_and_errors() {
         ("device", id.as_str()),
         ("X-scope", "*"),
     ];
-    let body = register3(&client, &emu, creds, &android).await;
+    let body = register3(&api, creds, &android).await;
     let token = body.strip_prefix("token=").expect(&body);
     assert_eq!(
         emu.gcm_registration(token).unwrap().persona,
@@ -164,12 +160,12 @@ async fn register3_personas_and_errors() {
         ..creds
     };
     assert_eq!(
-        register3(&client, &emu, wrong, &android).await,
+        register3(&api, wrong, &android).await,
         "Error=AUTHENTICATION_FAILED"
     );
     let no_sender = [("app", "com.example.app"), ("device", id.as_str())];
     assert_eq!(
-        register3(&client, &emu, creds, &no_sender).await,
+        register3(&api, creds, &no_sender).await,
         "Error=INVALID_SENDER"
     );
     let bad_vapid = [
@@ -179,50 +175,39 @@ async fn register3_personas_and_errors() {
         ("sender", "not-a-key"),
     ];
     assert_eq!(
-        register3(&client, &emu, creds, &bad_vapid).await,
+        register3(&api, creds, &bad_vapid).await,
         "Error=INVALID_SENDER"
     );
     let other_device = [("app", "a"), ("sender", "1"), ("device", "1")];
     assert_eq!(
-        register3(&client, &emu, creds, &other_device).await,
+        register3(&api, creds, &other_device).await,
         "Error=INVALID_PARAMETERS"
     );
-    let unauthenticated = request(&client, &emu, "POST", "/c2dm/register3", &[FORM], "app=a").await;
+    let unauthenticated = api.post("/c2dm/register3", &[FORM], "app=a").await;
     assert_eq!(body_text(&unauthenticated), "Error=AUTHENTICATION_FAILED");
 }
 
 #[tokio::test]
 async fn injected_http_failures() {
     let emu = Emulator::start().await.unwrap();
-    let client = http_client(&emu);
+    let api = Api::new(&emu);
     emu.fail_checkins(2, 503);
-    assert_eq!(check_in(&client, &emu, None).await.status(), 503);
-    assert_eq!(check_in(&client, &emu, None).await.status(), 503);
-    let creds = creds_of(&check_in(&client, &emu, None).await);
+    assert_eq!(check_in(&api, None).await.status(), 503);
+    assert_eq!(check_in(&api, None).await.status(), 503);
+    let creds = creds_of(&check_in(&api, None).await);
 
     emu.fail_register3(1, "PHONE_REGISTRATION_ERROR");
     let id = creds.android_id.to_string();
     let android = [("app", "a.b"), ("sender", "1"), ("device", id.as_str())];
     assert_eq!(
-        register3(&client, &emu, creds, &android).await,
+        register3(&api, creds, &android).await,
         "Error=PHONE_REGISTRATION_ERROR"
     );
-    assert!(
-        register3(&client, &emu, creds, &android)
-            .await
-            .starts_with("token=")
-    );
+    assert!(register3(&api, creds, &android).await.starts_with("token="));
 
+    let create = || create_installation(&api, "p", &[JSON, API_KEY], r#"{"appId":"1:1:web:1"}"#);
     emu.fail_next(Endpoint::CreateInstallation, 1, HttpFailure::Status(429));
-    let response = request(
-        &client,
-        &emu,
-        "POST",
-        "/v1/projects/p/installations",
-        &[JSON, API_KEY],
-        r#"{"appId":"1:1:web:1"}"#,
-    )
-    .await;
+    let response = create().await;
     assert_eq!(response.status(), 429);
     assert_eq!(
         body_json(&response)["error"]["status"],
@@ -237,21 +222,13 @@ async fn injected_http_failures() {
             seconds: 42,
         },
     );
-    let response = request(
-        &client,
-        &emu,
-        "POST",
-        "/v1/projects/p/installations",
-        &[JSON, API_KEY],
-        r#"{"appId":"1:1:web:1"}"#,
-    )
-    .await;
+    let response = create().await;
     assert_eq!(response.status(), 503);
     assert_eq!(response.headers()["retry-after"], "42");
     assert_eq!(body_json(&response)["error"]["status"], "UNAVAILABLE");
 
     emu.fail_next(Endpoint::Register3, 1, HttpFailure::Html404);
-    let response = request(&client, &emu, "POST", "/c2dm/register3", &[FORM], "").await;
+    let response = api.post("/c2dm/register3", &[FORM], "").await;
     assert_eq!(response.status(), 404);
     assert!(body_text(&response).contains("<html"));
 }
@@ -259,35 +236,28 @@ async fn injected_http_failures() {
 #[tokio::test]
 async fn unknown_paths_and_methods() {
     let emu = Emulator::start().await.unwrap();
-    let client = http_client(&emu);
-    let response = request(&client, &emu, "GET", "/nowhere", &[], "").await;
+    let api = Api::new(&emu);
+    let response = api.request("GET", "/nowhere", &[], "").await;
     assert_eq!(response.status(), 404);
     assert!(body_text(&response).contains("Error 404"));
-    let response = request(&client, &emu, "GET", "/checkin", &[], "").await;
+    let response = api.request("GET", "/checkin", &[], "").await;
     assert_eq!(response.status(), 405);
     let big = vec![b'x'; 100 * 1024];
-    let response = request(&client, &emu, "POST", "/checkin", &[PROTOBUF], big).await;
+    let response = api.post("/checkin", &[PROTOBUF], big).await;
     assert_eq!(response.status(), 413);
 }
 
 /// Check-in, web register3, FIS, FCM registration over HTTP; returns the FCM token.
 async fn full_web_registration(
-    client: &fcm_http::Client,
-    emu: &Emulator,
+    api: &Api,
     keys: &ReceiverKeys,
 ) -> (DeviceCredentials, String, String) {
-    let creds = creds_of(&check_in(client, emu, None).await);
-    let id = creds.android_id.to_string();
-    let web = web_form(&id);
-    let web_pairs: Vec<(&str, &str)> = web.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let body = register3(client, emu, creds, &web_pairs).await;
-    let gcm_token = body.strip_prefix("token=").unwrap().to_owned();
+    let creds = creds_of(&check_in(api, None).await);
+    let gcm_token = register_web(api, creds).await;
 
-    let response = request(
-        client,
-        emu,
-        "POST",
-        "/v1/projects/demo/installations",
+    let response = create_installation(
+        api,
+        "demo",
         &[JSON, API_KEY],
         r#"{"fid":"dIsVQ2QVRT-xeWoQW9b-Gu","appId":"1:1234:web:abc","authVersion":"FIS_v2","sdkVersion":"w:0.6.6"}"#,
     )
@@ -309,19 +279,8 @@ async fn full_web_registration(
             "auth": keys.auth_secret_base64().as_str(),
         }
     });
-    let response = request(
-        client,
-        emu,
-        "POST",
-        "/v1/projects/demo/registrations",
-        &[
-            JSON,
-            API_KEY,
-            ("x-goog-firebase-installations-auth", &auth_token),
-        ],
-        registration.to_string(),
-    )
-    .await;
+    let response =
+        create_registration(api, "demo", Some(&auth_token), registration.to_string()).await;
     assert_eq!(response.status(), 200, "{}", body_text(&response));
     let answer = body_json(&response);
     let fcm_token = answer["token"].as_str().unwrap().to_owned();
@@ -336,9 +295,9 @@ async fn full_web_registration(
 #[tokio::test]
 async fn web_registration_and_encrypted_delivery() {
     let emu = Emulator::start().await.unwrap();
-    let client = http_client(&emu);
+    let api = Api::new(&emu);
     let keys = ReceiverKeys::generate();
-    let (creds, gcm_token, fcm_token) = full_web_registration(&client, &emu, &keys).await;
+    let (creds, gcm_token, fcm_token) = full_web_registration(&api, &keys).await;
     assert_eq!(
         emu.fcm_registration(&fcm_token).unwrap().gcm_token,
         gcm_token
@@ -352,15 +311,13 @@ async fn web_registration_and_encrypted_delivery() {
             "notification": {"title": "Hello", "body": "World"},
         }
     });
-    let response = request(
-        &client,
-        &emu,
-        "POST",
-        "/v1/projects/demo/messages:send",
-        &[JSON, BEARER],
-        send.to_string(),
-    )
-    .await;
+    let response = api
+        .post(
+            "/v1/projects/demo/messages:send",
+            &[JSON, BEARER],
+            send.to_string(),
+        )
+        .await;
     assert_eq!(response.status(), 200, "{}", body_text(&response));
     let name = body_json(&response)["name"].as_str().unwrap().to_owned();
 
@@ -380,16 +337,7 @@ async fn web_registration_and_encrypted_delivery() {
             .starts_with("salt=")
     );
     assert!(app_data(&stanza, "subtype").unwrap().starts_with("wp:"));
-    let pairs = stanza
-        .app_data
-        .iter()
-        .map(|a| (a.key.as_str(), a.value.as_str()));
-    let Payload::Decrypted { plaintext, .. } =
-        decrypt_message(&keys, pairs, stanza.raw_data.as_deref().unwrap()).unwrap()
-    else {
-        panic!("not encrypted");
-    };
-    let message: serde_json::Value = serde_json::from_slice(&plaintext).unwrap();
+    let message = decrypted_json(&keys, &stanza);
     assert_eq!(message["data"]["key"], "value");
     assert_eq!(message["notification"]["title"], "Hello");
     assert_eq!(message["notification"]["body"], "World");
@@ -403,28 +351,20 @@ async fn web_registration_and_encrypted_delivery() {
         .unwrap();
     assert!(sent.encrypted);
     let stanza = mcs.expect_data().await;
-    let pairs = stanza
-        .app_data
-        .iter()
-        .map(|a| (a.key.as_str(), a.value.as_str()));
-    assert!(matches!(
-        decrypt_message(&keys, pairs, stanza.raw_data.as_deref().unwrap()).unwrap(),
-        Payload::Decrypted { .. }
-    ));
+    assert!(matches!(decrypt(&keys, &stanza), Payload::Decrypted { .. }));
 }
 
 #[tokio::test]
 async fn send_api_validation() {
     let emu = Emulator::start().await.unwrap();
-    let client = http_client(&emu);
+    let api = Api::new(&emu);
     let (creds, token) = android_device(&emu);
     let path = "/v1/projects/demo/messages:send";
     let send = |body: serde_json::Value, auth: bool| {
-        let client = &client;
-        let emu = &emu;
+        let api = &api;
         async move {
             let headers: &[(&str, &str)] = if auth { &[JSON, BEARER] } else { &[JSON] };
-            request(client, emu, "POST", path, headers, body.to_string()).await
+            api.post(path, headers, body.to_string()).await
         }
     };
     let ok = serde_json::json!({"message": {"token": token, "data": {"a": "b"}}});
@@ -448,7 +388,7 @@ async fn send_api_validation() {
         assert_eq!(response.status(), 400, "{bad}: {}", body_text(&response));
         assert_eq!(body_json(&response)["error"]["status"], "INVALID_ARGUMENT");
     }
-    let response = request(&client, &emu, "POST", path, &[JSON, BEARER], "{not json").await;
+    let response = api.post(path, &[JSON, BEARER], "{not json").await;
     assert_eq!(response.status(), 400);
 
     let dry = serde_json::json!({"message": {"token": token}, "validate_only": true});
@@ -470,7 +410,7 @@ async fn send_api_validation() {
 #[tokio::test]
 async fn webpush_endpoint_passes_aes128gcm_through() {
     let emu = Emulator::start().await.unwrap();
-    let client = http_client(&emu);
+    let api = Api::new(&emu);
     let keys = ReceiverKeys::generate();
     let creds = emu.create_device();
     let fcm = emu
@@ -487,20 +427,18 @@ async fn webpush_endpoint_passes_aes128gcm_through() {
     )
     .unwrap();
     let path = format!("/fcm/send/{}", fcm.gcm_token);
-    let response = request(
-        &client,
-        &emu,
-        "POST",
-        &path,
-        &[
-            ("content-encoding", "aes128gcm"),
-            ("ttl", "60"),
-            ("urgency", "high"),
-            ("content-type", "application/octet-stream"),
-        ],
-        body.clone(),
-    )
-    .await;
+    let response = api
+        .post(
+            &path,
+            &[
+                ("content-encoding", "aes128gcm"),
+                ("ttl", "60"),
+                ("urgency", "high"),
+                ("content-type", "application/octet-stream"),
+            ],
+            body.clone(),
+        )
+        .await;
     assert_eq!(response.status(), 201, "{}", body_text(&response));
     assert!(response.headers().contains_key("location"));
 
@@ -509,16 +447,7 @@ async fn webpush_endpoint_passes_aes128gcm_through() {
     assert_eq!(app_data(&stanza, "content-encoding"), Some("aes128gcm"));
     assert_eq!(stanza.raw_data.as_deref(), Some(&body[..]));
     assert_eq!(stanza.ttl, Some(60));
-    let pairs = stanza
-        .app_data
-        .iter()
-        .map(|a| (a.key.as_str(), a.value.as_str()));
-    match decrypt_message(&keys, pairs, &body).unwrap() {
-        Payload::Decrypted { plaintext, .. } => {
-            assert_eq!(plaintext, b"{\"hello\":\"web push\"}");
-        }
-        other => panic!("{other:?}"),
-    }
+    assert_eq!(decrypted(&keys, &stanza), b"{\"hello\":\"web push\"}");
 
     // Errors: unknown token, bad encoding, bad header, bad TTL.
     let bad = [
@@ -537,37 +466,27 @@ async fn webpush_endpoint_passes_aes128gcm_through() {
         ),
     ];
     for (path, encoding, ttl, status) in bad {
-        let response = request(
-            &client,
-            &emu,
-            "POST",
-            path,
-            &[encoding, ("ttl", ttl)],
-            body.clone(),
-        )
-        .await;
+        let response = api
+            .post(path, &[encoding, ("ttl", ttl)], body.clone())
+            .await;
         assert_eq!(response.status(), status, "{path} {encoding:?} {ttl}");
     }
-    let response = request(
-        &client,
-        &emu,
-        "POST",
-        &path,
-        &[("content-encoding", "aes128gcm")],
-        vec![1u8, 2, 3],
-    )
-    .await;
+    let response = api
+        .post(&path, &[("content-encoding", "aes128gcm")], vec![1u8, 2, 3])
+        .await;
     assert_eq!(response.status(), 400);
-    let response = request(
-        &client,
-        &emu,
-        "POST",
-        &path,
-        &[("content-encoding", "aes128gcm")],
-        vec![0u8; 5000],
-    )
-    .await;
+    let response = api
+        .post(&path, &[("content-encoding", "aes128gcm")], vec![0u8; 5000])
+        .await;
     assert_eq!(response.status(), 413);
+}
+
+/// `authTokens:generate` for `fid` in project `p`, with this `Authorization`.
+async fn generate_auth_token(api: &Api, fid: &str, authorization: &str) -> http::Response<Bytes> {
+    let path = format!("/v1/projects/p/installations/{fid}/authTokens:generate");
+    let body = r#"{"installation":{"sdkVersion":"w:0.6.6","appId":"1:1:web:1"}}"#;
+    let headers = [JSON, API_KEY, ("authorization", authorization)];
+    api.post(&path, &headers, body).await
 }
 
 #[tokio::test]
@@ -577,21 +496,10 @@ async fn fis_refresh_and_registration_errors() {
         .start()
         .await
         .unwrap();
-    let client = http_client(&emu);
+    let api = Api::new(&emu);
     let create = |headers: Vec<(&'static str, &'static str)>, body: &'static str| {
-        let client = &client;
-        let emu = &emu;
-        async move {
-            request(
-                client,
-                emu,
-                "POST",
-                "/v1/projects/p/installations",
-                &headers,
-                body,
-            )
-            .await
-        }
+        let api = &api;
+        async move { create_installation(api, "p", &headers, body).await }
     };
     let body = r#"{"appId":"1:1:web:1","authVersion":"FIS_v2","sdkVersion":"w:0.6.6"}"#;
     assert_eq!(create(vec![JSON], body).await.status(), 403);
@@ -616,44 +524,18 @@ async fn fis_refresh_and_registration_errors() {
     assert!(matches!(fid.as_bytes()[0], b'c'..=b'f'));
     let refresh = fis["refreshToken"].as_str().unwrap().to_owned();
 
-    let generate = format!("/v1/projects/p/installations/{fid}/authTokens:generate");
-    let refresh_body = r#"{"installation":{"sdkVersion":"w:0.6.6","appId":"1:1:web:1"}}"#;
     let auth = format!("FIS_v2 {refresh}");
-    let response = request(
-        &client,
-        &emu,
-        "POST",
-        &generate,
-        &[JSON, API_KEY, ("authorization", &auth)],
-        refresh_body,
-    )
-    .await;
+    let response = generate_auth_token(&api, &fid, &auth).await;
     assert_eq!(response.status(), 200, "{}", body_text(&response));
     let token = body_json(&response);
     assert_eq!(token["expiresIn"], "604800s");
     let new_auth = token["token"].as_str().unwrap().to_owned();
     assert_eq!(emu.installation(&fid).unwrap().auth_tokens.len(), 2);
 
-    let response = request(
-        &client,
-        &emu,
-        "POST",
-        &generate,
-        &[JSON, API_KEY, ("authorization", "FIS_v2 wrong")],
-        refresh_body,
-    )
-    .await;
+    let response = generate_auth_token(&api, &fid, "FIS_v2 wrong").await;
     assert_eq!(response.status(), 401);
     assert_eq!(body_json(&response)["error"]["status"], "UNAUTHENTICATED");
-    let response = request(
-        &client,
-        &emu,
-        "POST",
-        "/v1/projects/p/installations/fAAAAAAAAAAAAAAAAAAAAA/authTokens:generate",
-        &[JSON, API_KEY, ("authorization", &auth)],
-        refresh_body,
-    )
-    .await;
+    let response = generate_auth_token(&api, "fAAAAAAAAAAAAAAAAAAAAA", &auth).await;
     assert_eq!(response.status(), 404);
 
     // Registrations: missing FIS auth, unknown endpoint token, bad keys.
@@ -666,64 +548,36 @@ async fn fis_refresh_and_registration_errors() {
         }})
         .to_string()
     };
-    let fis_auth = ("x-goog-firebase-installations-auth", new_auth.as_str());
-    let response = request(
-        &client,
-        &emu,
-        "POST",
-        "/v1/projects/p/registrations",
-        &[JSON, API_KEY],
-        registration("https://x/fcm/send/t", &keys.public_key_base64()),
-    )
-    .await;
+    let p256dh = keys.public_key_base64();
+    let fis_auth = Some(new_auth.as_str());
+    let body = registration("https://x/fcm/send/t", &p256dh);
+    let response = create_registration(&api, "p", None, body).await;
     assert_eq!(response.status(), 401);
-    let response = request(
-        &client,
-        &emu,
-        "POST",
-        "/v1/projects/p/registrations",
-        &[JSON, API_KEY, fis_auth],
-        registration("https://x/fcm/send/unknown", &keys.public_key_base64()),
-    )
-    .await;
+    let body = registration("https://x/fcm/send/unknown", &p256dh);
+    let response = create_registration(&api, "p", fis_auth, body).await;
     assert_eq!(response.status(), 400);
 
     let (_, gcm_token) = android_device(&emu);
     let endpoint = emu.webpush_endpoint(&gcm_token).to_string();
-    let response = request(
-        &client,
-        &emu,
-        "POST",
-        "/v1/projects/p/registrations",
-        &[JSON, API_KEY, fis_auth],
-        registration(&endpoint, "AAAA"),
-    )
-    .await;
+    let body = registration(&endpoint, "AAAA");
+    let response = create_registration(&api, "p", fis_auth, body).await;
     assert_eq!(response.status(), 400);
-    let response = request(
-        &client,
-        &emu,
-        "POST",
-        "/v1/projects/p/registrations",
-        &[
-            JSON,
-            API_KEY,
-            (
-                "x-goog-firebase-installations-auth",
-                &format!("FIS {new_auth}"),
-            ),
-        ],
-        registration(&endpoint, &keys.public_key_base64()),
-    )
-    .await;
+    // The `FIS ` prefix is accepted too.
+    let prefixed = format!("FIS {new_auth}");
+    let body = registration(&endpoint, &p256dh);
+    let response = create_registration(&api, "p", Some(&prefixed), body).await;
     assert_eq!(response.status(), 200, "{}", body_text(&response));
     let token = body_json(&response)["token"].as_str().unwrap().to_owned();
 
     // Delete, then sending to it is UNREGISTERED.
-    let delete = format!("/v1/projects/p/registrations/{token}");
-    let response = request(&client, &emu, "DELETE", &delete, &[API_KEY, fis_auth], "").await;
-    assert_eq!(response.status(), 200);
-    let response = request(&client, &emu, "DELETE", &delete, &[API_KEY, fis_auth], "").await;
+    let path = format!("/v1/projects/p/registrations/{token}");
+    let headers = [
+        API_KEY,
+        ("x-goog-firebase-installations-auth", new_auth.as_str()),
+    ];
+    let delete = || api.request("DELETE", &path, &headers, "");
+    assert_eq!(delete().await.status(), 200);
+    let response = delete().await;
     assert_eq!(response.status(), 404);
     assert!(emu.fcm_registration(&token).is_none());
     assert!(matches!(

@@ -6,8 +6,8 @@ use crate::common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{McsClient, STEP, android_device, app_data};
-use fcm_emulator::proto::{DataMessageStanza, HeartbeatPing};
+use common::{McsClient, android_client, android_device, app_data, eventually};
+use fcm_emulator::proto::DataMessageStanza;
 use fcm_emulator::{
     DeviceCredentials, Emulator, Fault, LOGIN_ERROR_CODE, Notification, SendMessage, Target,
 };
@@ -15,6 +15,13 @@ use mcs_codec::McsMessage;
 
 fn msg(n: u32) -> SendMessage {
     SendMessage::new().data("n", n.to_string())
+}
+
+/// Sends messages `0..count` to `token`; returns their persistent ids.
+fn send_numbered(emu: &Emulator, token: &str, count: u32) -> Vec<String> {
+    (0..count)
+        .map(|n| emu.send(token, &msg(n)).unwrap().persistent_id)
+        .collect()
 }
 
 #[tokio::test]
@@ -26,10 +33,7 @@ async fn login_succeeds_with_stream_ids() {
     assert_eq!(response.stream_id, Some(1));
     assert_eq!(response.last_stream_id_received, Some(1));
     assert!(response.server_timestamp.is_some());
-    assert!(
-        emu.wait_until(STEP, |e| e.is_connected(creds.android_id))
-            .await
-    );
+    eventually(&emu, |e| e.is_connected(creds.android_id)).await;
     assert_eq!(emu.login_count(creds.android_id), 1);
     let last = emu.last_login_request().unwrap();
     assert_eq!(last.user, creds.android_id.to_string());
@@ -67,9 +71,7 @@ async fn login_fails_with_a_bad_token_or_unknown_device() {
 async fn first_frame_must_be_a_login() {
     let emu = Emulator::start().await.unwrap();
     let mut client = McsClient::connect(&emu).await;
-    client
-        .send(McsMessage::from(HeartbeatPing::default()))
-        .await;
+    client.ping().await;
     assert!(client.expect_end().await.is_empty());
 }
 
@@ -112,18 +114,14 @@ async fn delivers_queued_and_live_messages_with_stream_ids() {
         Some(live.persistent_id.as_str())
     );
     assert_eq!(second.stream_id, Some(3));
-    assert!(
-        emu.wait_until(STEP, |e| e.unacked_ids(creds.android_id).len() == 2)
-            .await
-    );
+    eventually(&emu, |e| e.unacked_ids(creds.android_id).len() == 2).await;
     assert!(emu.pending_ids(creds.android_id).is_empty());
 }
 
 #[tokio::test]
 async fn stream_ack_acknowledges_up_to_last_stream_id_and_is_confirmed() {
     let emu = Emulator::start().await.unwrap();
-    let (creds, token) = android_device(&emu);
-    let mut client = McsClient::logged_in(&emu, creds).await;
+    let (creds, token, mut client) = android_client(&emu).await;
     let a = emu.send(&token, &msg(1)).unwrap().persistent_id;
     let b = emu.send(&token, &msg(2)).unwrap().persistent_id;
     client.expect_data().await;
@@ -133,23 +131,15 @@ async fn stream_ack_acknowledges_up_to_last_stream_id_and_is_confirmed() {
     // An ack covering only stream id 2 (the first message).
     client.stream_id_in = 2;
     client.stream_ack().await;
-    assert!(
-        emu.wait_until(STEP, |e| e.unacked_ids(creds.android_id) == [b.clone()])
-            .await
-    );
+    eventually(&emu, |e| e.unacked_ids(creds.android_id) == [b.clone()]).await;
     assert!(emu.device(creds.android_id).unwrap().acked.contains(&a));
 
     // Now everything; the server confirms through the next frame it sends.
     client.stream_id_in = 3;
     client.stream_ack().await;
-    assert!(
-        emu.wait_until(STEP, |e| e.unacked_ids(creds.android_id).is_empty())
-            .await
-    );
+    eventually(&emu, |e| e.unacked_ids(creds.android_id).is_empty()).await;
     // Frames received by the server: login 1, two acks → 3; the ping is 4.
-    client
-        .send(McsMessage::from(HeartbeatPing::default()))
-        .await;
+    client.ping().await;
     match client.recv().await {
         Some(Ok(McsMessage::HeartbeatAck(ack))) => {
             assert_eq!(ack.last_stream_id_received, Some(4));
@@ -162,41 +152,27 @@ async fn stream_ack_acknowledges_up_to_last_stream_id_and_is_confirmed() {
 #[tokio::test]
 async fn selective_ack_acknowledges_named_ids() {
     let emu = Emulator::start().await.unwrap();
-    let (creds, token) = android_device(&emu);
-    let mut client = McsClient::logged_in(&emu, creds).await;
-    let ids: Vec<String> = (0..3)
-        .map(|n| emu.send(&token, &msg(n)).unwrap().persistent_id)
-        .collect();
-    for _ in 0..3 {
-        client.expect_data().await;
-    }
+    let (creds, token, mut client) = android_client(&emu).await;
+    let ids = send_numbered(&emu, &token, 3);
+    client.expect_data_n(3).await;
     client
         .selective_ack(&[ids[0].clone(), ids[2].clone()])
         .await;
-    assert!(
-        emu.wait_until(STEP, |e| e.unacked_ids(creds.android_id)
-            == [ids[1].clone()])
-            .await
-    );
+    eventually(&emu, |e| {
+        e.unacked_ids(creds.android_id) == [ids[1].clone()]
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn redelivers_unacked_messages_after_reconnect() {
     let emu = Emulator::start().await.unwrap();
-    let (creds, token) = android_device(&emu);
-    let mut client = McsClient::logged_in(&emu, creds).await;
-    let ids: Vec<String> = (0..3)
-        .map(|n| emu.send(&token, &msg(n)).unwrap().persistent_id)
-        .collect();
-    for _ in 0..3 {
-        client.expect_data().await;
-    }
+    let (creds, token, mut client) = android_client(&emu).await;
+    let ids = send_numbered(&emu, &token, 3);
+    client.expect_data_n(3).await;
     // Acknowledge only the first, then drop the connection.
     client.selective_ack(&[ids[0].clone()]).await;
-    assert!(
-        emu.wait_until(STEP, |e| e.unacked_ids(creds.android_id).len() == 2)
-            .await
-    );
+    eventually(&emu, |e| e.unacked_ids(creds.android_id).len() == 2).await;
     drop(client);
 
     let mut client = McsClient::logged_in(&emu, creds).await;
@@ -206,25 +182,15 @@ async fn redelivers_unacked_messages_after_reconnect() {
         .collect();
     assert_eq!(again, ids[1..]);
     assert_eq!(emu.login_count(creds.android_id), 2);
-    assert!(
-        client
-            .recv_within(Duration::from_millis(200))
-            .await
-            .is_err()
-    );
+    client.expect_silence(Duration::from_millis(200)).await;
 }
 
 #[tokio::test]
 async fn received_persistent_ids_are_not_redelivered() {
     let emu = Emulator::start().await.unwrap();
-    let (creds, token) = android_device(&emu);
-    let mut client = McsClient::logged_in(&emu, creds).await;
-    let ids: Vec<String> = (0..3)
-        .map(|n| emu.send(&token, &msg(n)).unwrap().persistent_id)
-        .collect();
-    for _ in 0..3 {
-        client.expect_data().await;
-    }
+    let (creds, token, mut client) = android_client(&emu).await;
+    let ids = send_numbered(&emu, &token, 3);
+    client.expect_data_n(3).await;
     drop(client);
 
     let (mut client, response) =
@@ -232,12 +198,7 @@ async fn received_persistent_ids_are_not_redelivered() {
     assert!(response.error.is_none());
     let only = client.expect_data().await;
     assert_eq!(only.persistent_id.as_deref(), Some(ids[1].as_str()));
-    assert!(
-        client
-            .recv_within(Duration::from_millis(200))
-            .await
-            .is_err()
-    );
+    client.expect_silence(Duration::from_millis(200)).await;
     let acked = emu.device(creds.android_id).unwrap().acked;
     assert!(acked.contains(&ids[0]) && acked.contains(&ids[2]));
 }
@@ -255,11 +216,8 @@ async fn a_new_login_supersedes_the_old_connection() {
 #[tokio::test]
 async fn answers_heartbeats_and_pings_on_demand() {
     let emu = Emulator::start().await.unwrap();
-    let (creds, _) = android_device(&emu);
-    let mut client = McsClient::logged_in(&emu, creds).await;
-    client
-        .send(McsMessage::from(HeartbeatPing::default()))
-        .await;
+    let (creds, _, mut client) = android_client(&emu).await;
+    client.ping().await;
     assert!(matches!(
         client.recv().await,
         Some(Ok(McsMessage::HeartbeatAck(_)))
@@ -276,14 +234,10 @@ async fn answers_heartbeats_and_pings_on_demand() {
             fcm_emulator::proto::HeartbeatAck::default(),
         ))
         .await;
-    assert!(
-        emu.wait_until(STEP, |e| e
-            .device(creds.android_id)
-            .unwrap()
-            .heartbeat_acks_received
-            == 1)
-            .await
-    );
+    eventually(&emu, |e| {
+        e.device(creds.android_id).unwrap().heartbeat_acks_received == 1
+    })
+    .await;
     assert_eq!(emu.device(creds.android_id).unwrap().pings_received, 1);
 }
 
@@ -313,48 +267,35 @@ async fn ack_on_any_frame_option() {
         .start()
         .await
         .unwrap();
-    let (creds, token) = android_device(&emu);
-    let mut client = McsClient::logged_in(&emu, creds).await;
+    let (creds, token, mut client) = android_client(&emu).await;
     emu.send(&token, &msg(1)).unwrap();
     client.expect_data().await;
-    client
-        .send(McsMessage::from(HeartbeatPing::default()))
-        .await;
-    assert!(
-        emu.wait_until(STEP, |e| e.unacked_ids(creds.android_id).is_empty())
-            .await
-    );
+    client.ping().await;
+    eventually(&emu, |e| e.unacked_ids(creds.android_id).is_empty()).await;
 }
 
 #[tokio::test]
 async fn upstream_messages_are_recorded() {
     let emu = Emulator::start().await.unwrap();
-    let (creds, _) = android_device(&emu);
-    let mut client = McsClient::logged_in(&emu, creds).await;
+    let (creds, _, mut client) = android_client(&emu).await;
     let upstream = DataMessageStanza {
         from: "gcm@android.com".into(),
         category: "com.google.android.gsf.gtalkservice".into(),
         ..Default::default()
     };
     client.send(McsMessage::from(upstream)).await;
-    assert!(
-        emu.wait_until(STEP, |e| e.device(creds.android_id).unwrap().upstream.len()
-            == 1)
-            .await
-    );
+    eventually(&emu, |e| {
+        e.device(creds.android_id).unwrap().upstream.len() == 1
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn shutdown_sends_close() {
     let emu = Emulator::start().await.unwrap();
-    let (creds, _) = android_device(&emu);
-    let mut client = McsClient::logged_in(&emu, creds).await;
+    let (_, _, mut client) = android_client(&emu).await;
     emu.shutdown().await;
-    let seen = client.expect_end().await;
-    assert!(
-        matches!(seen.as_slice(), [McsMessage::Close(_)]),
-        "{seen:?}"
-    );
+    client.expect_close().await;
     assert!(matches!(
         emu.send("x", &msg(0)),
         Err(fcm_emulator::Error::UnknownToken(_) | fcm_emulator::Error::ShutDown)
@@ -364,8 +305,7 @@ async fn shutdown_sends_close() {
 #[tokio::test]
 async fn deleted_messages_notice() {
     let emu = Emulator::start().await.unwrap();
-    let (creds, token) = android_device(&emu);
-    let mut client = McsClient::logged_in(&emu, creds).await;
+    let (_, token, mut client) = android_client(&emu).await;
     emu.send_deleted_messages(&token, 7).unwrap();
     let notice = client.expect_data().await;
     assert_eq!(app_data(&notice, "message_type"), Some("deleted_messages"));
@@ -380,9 +320,7 @@ async fn queue_overflow_drops_oldest() {
         .await
         .unwrap();
     let (creds, token) = android_device(&emu);
-    let ids: Vec<String> = (0..3)
-        .map(|n| emu.send(&token, &msg(n)).unwrap().persistent_id)
-        .collect();
+    let ids = send_numbered(&emu, &token, 3);
     let info = emu.device(creds.android_id).unwrap();
     assert_eq!(info.pending, ids[1..]);
     assert_eq!(info.dropped_messages, 1);
@@ -393,8 +331,7 @@ async fn queue_overflow_drops_oldest() {
 #[tokio::test]
 async fn fault_drop_after_frames() {
     let emu = Emulator::start().await.unwrap();
-    let (creds, token) = android_device(&emu);
-    let mut client = McsClient::logged_in(&emu, creds).await;
+    let (creds, token, mut client) = android_client(&emu).await;
     emu.inject_fault(Target::Device(creds.android_id), Fault::DropAfterFrames(2))
         .unwrap();
     for n in 0..3 {
@@ -404,16 +341,13 @@ async fn fault_drop_after_frames() {
     assert_eq!(seen.len(), 2, "{seen:?}");
     // One-shot: the next connection works and gets the third message plus the unacked.
     let mut client = McsClient::logged_in(&emu, creds).await;
-    for _ in 0..3 {
-        client.expect_data().await;
-    }
+    client.expect_data_n(3).await;
 }
 
 #[tokio::test]
 async fn fault_drop_mid_frame() {
     let emu = Emulator::start().await.unwrap();
-    let (creds, token) = android_device(&emu);
-    let mut client = McsClient::logged_in(&emu, creds).await;
+    let (creds, token, mut client) = android_client(&emu).await;
     emu.inject_fault(Target::Device(creds.android_id), Fault::DropMidFrame)
         .unwrap();
     emu.send(&token, &msg(1)).unwrap();
@@ -429,10 +363,7 @@ async fn fault_drop_mid_frame_globally_cuts_the_login_response() {
     let emu = Emulator::start().await.unwrap();
     let (creds, _) = android_device(&emu);
     emu.inject_fault(Target::All, Fault::DropMidFrame).unwrap();
-    let mut client = McsClient::connect(&emu).await;
-    client
-        .send(McsMessage::from(common::login_request(creds, &[])))
-        .await;
+    let mut client = McsClient::send_login(&emu, creds).await;
     assert!(matches!(client.recv().await, None | Some(Err(_))));
     emu.clear_faults(Target::All);
     let _ = McsClient::logged_in(&emu, creds).await;
@@ -441,20 +372,12 @@ async fn fault_drop_mid_frame_globally_cuts_the_login_response() {
 #[tokio::test]
 async fn fault_stall_stops_everything_until_cleared() {
     let emu = Emulator::start().await.unwrap();
-    let (creds, token) = android_device(&emu);
-    let mut client = McsClient::logged_in(&emu, creds).await;
+    let (creds, token, mut client) = android_client(&emu).await;
     emu.inject_fault(Target::Device(creds.android_id), Fault::Stall)
         .unwrap();
     emu.send(&token, &msg(1)).unwrap();
-    client
-        .send(McsMessage::from(HeartbeatPing::default()))
-        .await;
-    assert!(
-        client
-            .recv_within(Duration::from_millis(300))
-            .await
-            .is_err()
-    );
+    client.ping().await;
+    client.expect_silence(Duration::from_millis(300)).await;
     assert_eq!(emu.pending_ids(creds.android_id).len(), 1);
     emu.clear_faults(Target::Device(creds.android_id));
     client.expect_data().await;
@@ -465,16 +388,8 @@ async fn fault_global_stall_holds_back_the_login_response() {
     let emu = Emulator::start().await.unwrap();
     let (creds, _) = android_device(&emu);
     emu.inject_fault(Target::All, Fault::Stall).unwrap();
-    let mut client = McsClient::connect(&emu).await;
-    client
-        .send(McsMessage::from(common::login_request(creds, &[])))
-        .await;
-    assert!(
-        client
-            .recv_within(Duration::from_millis(300))
-            .await
-            .is_err()
-    );
+    let mut client = McsClient::send_login(&emu, creds).await;
+    client.expect_silence(Duration::from_millis(300)).await;
     emu.clear_faults(Target::All);
     assert!(matches!(
         client.recv().await,
@@ -485,15 +400,10 @@ async fn fault_global_stall_holds_back_the_login_response() {
 #[tokio::test]
 async fn fault_send_close() {
     let emu = Emulator::start().await.unwrap();
-    let (creds, _) = android_device(&emu);
-    let mut client = McsClient::logged_in(&emu, creds).await;
+    let (creds, _, mut client) = android_client(&emu).await;
     emu.inject_fault(Target::Device(creds.android_id), Fault::SendClose)
         .unwrap();
-    let seen = client.expect_end().await;
-    assert!(
-        matches!(seen.as_slice(), [McsMessage::Close(_)]),
-        "{seen:?}"
-    );
+    client.expect_close().await;
 }
 
 #[tokio::test]
@@ -503,26 +413,16 @@ async fn fault_armed_offline_fires_after_next_login() {
     emu.inject_fault(Target::Device(creds.android_id), Fault::SendClose)
         .unwrap();
     let mut client = McsClient::logged_in(&emu, creds).await;
-    let seen = client.expect_end().await;
-    assert!(
-        matches!(seen.as_slice(), [McsMessage::Close(_)]),
-        "{seen:?}"
-    );
+    client.expect_close().await;
     // Used up: the next login stays up.
     let mut client = McsClient::logged_in(&emu, creds).await;
-    assert!(
-        client
-            .recv_within(Duration::from_millis(200))
-            .await
-            .is_err()
-    );
+    client.expect_silence(Duration::from_millis(200)).await;
 }
 
 #[tokio::test]
 async fn fault_send_stream_error() {
     let emu = Emulator::start().await.unwrap();
-    let (creds, _) = android_device(&emu);
-    let mut client = McsClient::logged_in(&emu, creds).await;
+    let (creds, _, mut client) = android_client(&emu).await;
     emu.inject_fault(
         Target::Device(creds.android_id),
         Fault::SendStreamError {
@@ -544,8 +444,7 @@ async fn fault_send_stream_error() {
 #[tokio::test]
 async fn fault_send_garbage() {
     let emu = Emulator::start().await.unwrap();
-    let (creds, _) = android_device(&emu);
-    let mut client = McsClient::logged_in(&emu, creds).await;
+    let (creds, _, mut client) = android_client(&emu).await;
     // Tag 0 with a 6-byte varint: the codec must reject it.
     emu.inject_fault(
         Target::Device(creds.android_id),
@@ -561,8 +460,7 @@ async fn fault_send_garbage() {
 #[tokio::test]
 async fn fault_send_unknown_tag_keeps_the_connection() {
     let emu = Emulator::start().await.unwrap();
-    let (creds, token) = android_device(&emu);
-    let mut client = McsClient::logged_in(&emu, creds).await;
+    let (creds, token, mut client) = android_client(&emu).await;
     emu.inject_fault(
         Target::Device(creds.android_id),
         Fault::SendUnknownTag {
@@ -591,33 +489,20 @@ async fn global_faults_apply_to_every_connection_until_cleared() {
     emu.inject_fault(Target::All, Fault::SendClose).unwrap();
     for creds in [a, b, a] {
         let mut client = McsClient::logged_in(&emu, creds).await;
-        let seen = client.expect_end().await;
-        assert!(
-            matches!(seen.as_slice(), [McsMessage::Close(_)]),
-            "{seen:?}"
-        );
+        client.expect_close().await;
     }
     emu.clear_faults(Target::All);
     let mut client = McsClient::logged_in(&emu, a).await;
-    assert!(
-        client
-            .recv_within(Duration::from_millis(200))
-            .await
-            .is_err()
-    );
+    client.expect_silence(Duration::from_millis(200)).await;
 }
 
 #[tokio::test]
 async fn disconnect_on_demand() {
     let emu = Emulator::start().await.unwrap();
-    let (creds, _) = android_device(&emu);
-    let mut client = McsClient::logged_in(&emu, creds).await;
+    let (creds, _, mut client) = android_client(&emu).await;
     assert_eq!(emu.disconnect(Target::All), 1);
     assert!(client.expect_end().await.is_empty());
-    assert!(
-        emu.wait_until(STEP, |e| !e.is_connected(creds.android_id))
-            .await
-    );
+    eventually(&emu, |e| !e.is_connected(creds.android_id)).await;
 }
 
 #[tokio::test]

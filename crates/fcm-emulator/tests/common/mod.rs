@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fcm_emulator::proto::{
-    DataMessageStanza, Extension, IqStanza, LoginRequest, LoginResponse, SelectiveAck, Setting,
-    iq_stanza::IqType,
+    DataMessageStanza, Extension, HeartbeatPing, IqStanza, LoginRequest, LoginResponse,
+    SelectiveAck, Setting, iq_stanza::IqType,
 };
 use fcm_emulator::{DeviceCredentials, Emulator};
 use fcm_http::HttpClient as _;
@@ -25,8 +25,17 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tokio_util::codec::Framed;
+use webpush_ece::{Payload, ReceiverKeys, decrypt_message};
 
 pub const STEP: Duration = Duration::from_secs(5);
+
+/// Asserts that `condition` on the emulator's state comes to hold within [`STEP`].
+pub async fn eventually(emu: &Emulator, condition: impl FnMut(&Emulator) -> bool) {
+    assert!(
+        emu.wait_until(STEP, condition).await,
+        "the emulator's state did not reach the condition within {STEP:?}"
+    );
+}
 
 /// A LoginRequest as Chromium sends it.
 pub fn login_request(creds: DeviceCredentials, received: &[String]) -> LoginRequest {
@@ -86,6 +95,15 @@ impl McsClient {
         }
     }
 
+    /// Connects and sends a LoginRequest without waiting for the answer.
+    pub async fn send_login(emu: &Emulator, creds: DeviceCredentials) -> Self {
+        let mut client = Self::connect(emu).await;
+        client
+            .send(McsMessage::from(login_request(creds, &[])))
+            .await;
+        client
+    }
+
     /// Logs in and asserts success.
     pub async fn logged_in(emu: &Emulator, creds: DeviceCredentials) -> Self {
         let (client, response) = Self::login(emu, creds, &[]).await;
@@ -123,6 +141,13 @@ impl McsClient {
         next
     }
 
+    /// Asserts that nothing arrives within `wait`.
+    pub async fn expect_silence(&mut self, wait: Duration) {
+        if let Ok(frame) = self.recv_within(wait).await {
+            panic!("expected silence for {wait:?}, got {frame:?}");
+        }
+    }
+
     pub async fn expect_data(&mut self) -> DataMessageStanza {
         match self.recv().await {
             Some(Ok(McsMessage::DataMessageStanza(d))) => d,
@@ -130,8 +155,17 @@ impl McsClient {
         }
     }
 
-    /// Asserts the connection ends (EOF or an error) within [`STEP`], skipping frames
-    /// of the kinds `allowed` lets through; returns the frames seen.
+    /// The next `n` frames, each a DataMessageStanza.
+    pub async fn expect_data_n(&mut self, n: usize) -> Vec<DataMessageStanza> {
+        let mut stanzas = Vec::with_capacity(n);
+        for _ in 0..n {
+            stanzas.push(self.expect_data().await);
+        }
+        stanzas
+    }
+
+    /// Asserts the connection ends (EOF or an error) within [`STEP`] of each frame;
+    /// returns the frames seen before the end.
     pub async fn expect_end(&mut self) -> Vec<McsMessage> {
         let mut seen = Vec::new();
         loop {
@@ -142,66 +176,103 @@ impl McsClient {
         }
     }
 
-    pub async fn stream_ack(&mut self) {
+    /// Asserts the server sends `Close` and nothing else, then ends the connection.
+    pub async fn expect_close(&mut self) {
+        let seen = self.expect_end().await;
+        assert!(
+            matches!(seen.as_slice(), [McsMessage::Close(_)]),
+            "{seen:?}"
+        );
+    }
+
+    /// Sends a HeartbeatPing.
+    pub async fn ping(&mut self) {
+        self.send(McsMessage::from(HeartbeatPing::default())).await;
+    }
+
+    /// Sends an IqStanza of type `set` carrying an extension.
+    async fn send_extension(&mut self, id: i32, data: Bytes) {
         let iq = IqStanza {
             r#type: IqType::Set as i32,
             id: String::new(),
-            extension: Some(Extension {
-                id: STREAM_ACK_EXTENSION,
-                data: Bytes::new(),
-            }),
+            extension: Some(Extension { id, data }),
             ..Default::default()
         };
         self.send(McsMessage::from(iq)).await;
     }
 
+    pub async fn stream_ack(&mut self) {
+        self.send_extension(STREAM_ACK_EXTENSION, Bytes::new())
+            .await;
+    }
+
     pub async fn selective_ack(&mut self, ids: &[String]) {
         let data = SelectiveAck { id: ids.to_vec() }.encode_to_vec();
-        let iq = IqStanza {
-            r#type: IqType::Set as i32,
-            id: String::new(),
-            extension: Some(Extension {
-                id: SELECTIVE_ACK_EXTENSION,
-                data: Bytes::from(data),
-            }),
-            ..Default::default()
-        };
-        self.send(McsMessage::from(iq)).await;
+        self.send_extension(SELECTIVE_ACK_EXTENSION, Bytes::from(data))
+            .await;
     }
 }
 
 /// An HTTPS client trusting only the emulator's CA.
 pub fn http_client(emu: &Emulator) -> fcm_http::Client {
+    http_client_via(emu, None)
+}
+
+/// An HTTPS client trusting only the emulator's CA, through an HTTP proxy when given
+/// one (`http://[user:pass@]host:port`).
+pub fn http_client_via(emu: &Emulator, proxy: Option<&str>) -> fcm_http::Client {
     fcm_http::Client::builder()
         .webpki_roots(false)
         .add_root_certificates_pem(emu.ca_cert_pem().as_bytes())
         .unwrap()
         .timeout(STEP)
+        .proxy(proxy.map(|url| fcm_http::Proxy::parse(url).unwrap()))
         .build()
         .unwrap()
 }
 
-/// Sends a request to `path` under the emulator's base URL.
-pub async fn request(
-    client: &fcm_http::Client,
-    emu: &Emulator,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: impl Into<Bytes>,
-) -> http::Response<Bytes> {
-    let mut builder = http::Request::builder().method(method).uri(format!(
-        "{}{}",
-        emu.base_url().as_str().trim_end_matches('/'),
-        path
-    ));
-    for (name, value) in headers {
-        builder = builder.header(*name, *value);
+/// Requests to the emulator's HTTP APIs, by path under its base URL.
+pub struct Api {
+    pub client: fcm_http::Client,
+    base: String,
+}
+
+impl Api {
+    pub fn new(emu: &Emulator) -> Self {
+        Self {
+            client: http_client(emu),
+            base: emu.base_url().as_str().trim_end_matches('/').to_owned(),
+        }
     }
-    client
-        .send(builder.body(body.into()).unwrap())
-        .await
-        .unwrap()
+
+    /// Sends a request to `path` under the base URL.
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> http::Response<Bytes> {
+        let mut builder = http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base));
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        self.client
+            .send(builder.body(body.into()).unwrap())
+            .await
+            .unwrap()
+    }
+
+    pub async fn post(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> http::Response<Bytes> {
+        self.request("POST", path, headers, body).await
+    }
 }
 
 pub fn body_text(response: &http::Response<Bytes>) -> String {
@@ -211,6 +282,29 @@ pub fn body_text(response: &http::Response<Bytes>) -> String {
 pub fn body_json(response: &http::Response<Bytes>) -> serde_json::Value {
     serde_json::from_slice(response.body())
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", body_text(response)))
+}
+
+/// Decrypts a stanza's payload with the receiver's keys (`NotEncrypted` for plain
+/// `app_data`).
+pub fn decrypt(keys: &ReceiverKeys, stanza: &DataMessageStanza) -> Payload {
+    let pairs = stanza
+        .app_data
+        .iter()
+        .map(|a| (a.key.as_str(), a.value.as_str()));
+    decrypt_message(keys, pairs, stanza.raw_data.as_deref().unwrap_or_default()).unwrap()
+}
+
+/// The plaintext of an encrypted stanza.
+pub fn decrypted(keys: &ReceiverKeys, stanza: &DataMessageStanza) -> Vec<u8> {
+    match decrypt(keys, stanza) {
+        Payload::Decrypted { plaintext, .. } => plaintext,
+        other => panic!("not encrypted: {other:?}"),
+    }
+}
+
+/// The JSON plaintext of an encrypted stanza (what `messages:send` encrypts).
+pub fn decrypted_json(keys: &ReceiverKeys, stanza: &DataMessageStanza) -> serde_json::Value {
+    serde_json::from_slice(&decrypted(keys, stanza)).unwrap()
 }
 
 pub fn app_data<'a>(stanza: &'a DataMessageStanza, key: &str) -> Option<&'a str> {
@@ -228,4 +322,12 @@ pub fn android_device(emu: &Emulator) -> (DeviceCredentials, String) {
         .register_gcm(creds.android_id, "com.example.app", Some("1234"), "1234")
         .unwrap();
     (creds, gcm.token)
+}
+
+/// A device with an Android-persona GCM registration, logged in over MCS; returns its
+/// credentials, its token and the client.
+pub async fn android_client(emu: &Emulator) -> (DeviceCredentials, String, McsClient) {
+    let (creds, token) = android_device(emu);
+    let client = McsClient::logged_in(emu, creds).await;
+    (creds, token, client)
 }

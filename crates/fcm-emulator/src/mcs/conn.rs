@@ -1,5 +1,8 @@
-//! The MCS server: TLS, login, delivery, stream ids and acknowledgements (PROTOCOL.md §3),
-//! heartbeats and fault injection.
+//! One logged-in MCS connection: delivery from the device's queue, stream ids and
+//! acknowledgements (docs/protocol.md §3), heartbeats and the armed faults.
+//!
+//! May use `accept` (the shutdown signal), `shared`, `state` and `types`; never the
+//! login code above it, `http` or the facade.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -8,30 +11,23 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use futures_util::{SinkExt, StreamExt};
 use mcs_codec::proto::{
-    Close, ErrorInfo, HeartbeatAck, HeartbeatConfig, HeartbeatPing, LoginRequest, LoginResponse,
-    SelectiveAck, StreamErrorStanza,
+    Close, HeartbeatAck, HeartbeatPing, LoginResponse, SelectiveAck, StreamErrorStanza,
 };
-use mcs_codec::{McsCodec, McsMessage, Role, SELECTIVE_ACK_EXTENSION, STREAM_ACK_EXTENSION};
+use mcs_codec::{McsCodec, McsMessage, SELECTIVE_ACK_EXTENSION, STREAM_ACK_EXTENSION};
 use prost::Message as _;
-use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::codec::{Encoder, Framed};
-use tracing::{Instrument, debug, info, warn};
+use tracing::{debug, info};
 
-use crate::emulator::Shared;
-use crate::ids::unix_ms;
-use crate::state::{Action, ConnLink};
+use crate::accept::shutdown_signal;
+use crate::shared::Shared;
+use crate::state::{Action, ConnLink, Device};
 use crate::types::Fault;
 
 /// At most this many queued messages are sent between two reads of the socket.
 const BATCH: usize = 100;
-
-/// The `ErrorInfo.code` of a refused login.
-pub(crate) const LOGIN_ERROR_CODE: i32 = 401;
 
 /// Why a connection ended (for the logs).
 #[derive(Debug)]
@@ -55,112 +51,18 @@ impl From<std::io::Error> for End {
     }
 }
 
-/// Resolves once shutdown is signalled (or the handle is gone).
-pub(crate) async fn shutdown_signal(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|stop| *stop).await;
-}
-
-/// Accepts MCS connections until shutdown.
-pub(crate) async fn serve(
-    listener: TcpListener,
-    tls: Arc<ServerConfig>,
+/// Serves a device's connection from its accepted login until it ends: sends
+/// `login_response` (unless a stall holds it back), then delivers and acknowledges until
+/// the client leaves, a fault or a newer login ends it, or shutdown (which sends `Close`).
+/// Then unlinks the connection from the device, unless a newer one has replaced it.
+pub(super) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
-    done: mpsc::Sender<()>,
+    framed: Framed<S, McsCodec>,
+    android_id: u64,
+    link: ConnLink,
+    login_response: LoginResponse,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let acceptor = TlsAcceptor::from(tls);
-    loop {
-        tokio::select! {
-            () = shutdown_signal(&mut shutdown) => break,
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, peer)) => {
-                    let _ = tcp.set_nodelay(true);
-                    let span = tracing::info_span!("mcs", %peer);
-                    tokio::spawn(
-                        handle(acceptor.clone(), tcp, Arc::clone(&shared), shutdown.clone(), done.clone())
-                            .instrument(span),
-                    );
-                }
-                Err(e) => {
-                    warn!("MCS accept failed: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                }
-            },
-        }
-    }
-    drop(done);
-}
-
-async fn handle(
-    acceptor: TlsAcceptor,
-    tcp: TcpStream,
-    shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
-    done: mpsc::Sender<()>,
-) {
-    let timeout = shared.config.login_timeout;
-    let tls = tokio::select! {
-        () = shutdown_signal(&mut shutdown) => return,
-        tls = tokio::time::timeout(timeout, acceptor.accept(tcp)) => match tls {
-            Ok(Ok(tls)) => tls,
-            Ok(Err(e)) => {
-                debug!("TLS handshake failed: {e}");
-                return;
-            }
-            Err(_) => {
-                debug!("TLS handshake timed out");
-                return;
-            }
-        },
-    };
-    let codec = McsCodec::builder()
-        .role(Role::Server)
-        .max_frame_length(shared.config.max_frame_length)
-        .new_codec();
-    let mut framed = Framed::new(tls, codec);
-    let first = tokio::select! {
-        () = shutdown_signal(&mut shutdown) => return,
-        first = tokio::time::timeout(timeout, framed.next()) => first,
-    };
-    let request = match first {
-        Ok(Some(Ok(McsMessage::LoginRequest(request)))) => request,
-        Ok(Some(Ok(other))) => {
-            info!(
-                tag = other.tag(),
-                "first frame is not a LoginRequest; closing"
-            );
-            return;
-        }
-        Ok(Some(Err(e))) => {
-            info!("bad first frame: {e}");
-            return;
-        }
-        Ok(None) => return,
-        Err(_) => {
-            info!("no LoginRequest within {timeout:?}; closing");
-            return;
-        }
-    };
-    let Some((android_id, link)) = login(&shared, &request) else {
-        let mut response = McsMessage::from(LoginResponse {
-            id: request.id.clone(),
-            error: Some(ErrorInfo {
-                code: LOGIN_ERROR_CODE,
-                message: Some("authentication failed".to_owned()),
-                r#type: Some("auth".to_owned()),
-                extension: None,
-            }),
-            server_timestamp: Some(unix_ms()),
-            ..Default::default()
-        });
-        stamp(&mut response, 1, 1);
-        info!(user = %request.user, "login refused");
-        if framed.send(response).await.is_ok() {
-            let _ = framed.get_mut().shutdown().await;
-        }
-        return;
-    };
-    info!(android_id, conn = link.id, "logged in");
     let mut conn = Conn {
         shared: Arc::clone(&shared),
         framed,
@@ -172,7 +74,7 @@ async fn handle(
         drop_after: None,
         drop_mid_frame: false,
         applied_global: HashSet::new(),
-        login_response: Some(login_response(&shared, &request, android_id)),
+        login_response: Some(login_response),
         last_send: Instant::now(),
         ping_due: false,
         shutdown,
@@ -187,79 +89,10 @@ async fn handle(
         }
     }
     info!(android_id, conn = conn.id, reason = %end.0, "connection ended");
-    drop(done);
-}
-
-/// Checks a LoginRequest against the known devices; on success registers the new
-/// connection (kicking an older one), applies `received_persistent_id` and schedules
-/// every unacknowledged message for redelivery.
-fn login(shared: &Shared, request: &LoginRequest) -> Option<(u64, ConnLink)> {
-    let mut state = shared.lock();
-    state.last_login = Some(request.clone());
-    let android_id = request.user.trim().parse::<u64>().ok();
-    let token = request.auth_token.trim().parse::<u64>().ok();
-    let auth_ok = request.auth_service.is_none_or(|s| s == 2);
-    let valid = match (android_id, token) {
-        (Some(id), Some(token)) if auth_ok => state
-            .devices
-            .get(&id)
-            .is_some_and(|d| d.credentials.security_token == token),
-        _ => false,
-    };
-    let Some(android_id) = android_id.filter(|_| valid) else {
-        state.failed_logins += 1;
-        return None;
-    };
-    let id = state.next_conn_id;
-    state.next_conn_id += 1;
-    let device = state.devices.get_mut(&android_id)?;
-    device.logins += 1;
-    device.last_login = Some(request.clone());
-    let received: HashSet<&str> = request
-        .received_persistent_id
-        .iter()
-        .map(String::as_str)
-        .collect();
-    let acked = device.ack_where(|q| received.contains(q.persistent_id.as_str()));
-    for queued in &mut device.queue {
-        queued.sent = None;
-    }
-    let link = ConnLink {
-        id,
-        notify: Arc::new(Notify::new()),
-    };
-    if let Some(old) = device.conn.replace(link.clone()) {
-        // The older connection sees it is superseded and closes.
-        old.notify.notify_one();
-    }
-    debug!(
-        android_id,
-        acked,
-        redeliver = device.queue.len(),
-        "login accepted"
-    );
-    Some((android_id, link))
-}
-
-fn login_response(shared: &Shared, request: &LoginRequest, android_id: u64) -> LoginResponse {
-    LoginResponse {
-        id: request.id.clone(),
-        jid: Some(format!("{android_id}@mcs.android.com/{}", request.resource)),
-        heartbeat_config: shared
-            .config
-            .heartbeat_interval
-            .map(|interval| HeartbeatConfig {
-                upload_stat: None,
-                ip: None,
-                interval_ms: Some(i32::try_from(interval.as_millis()).unwrap_or(i32::MAX)),
-            }),
-        server_timestamp: Some(unix_ms()),
-        ..Default::default()
-    }
 }
 
 /// Sets a frame's `stream_id` (when it has one) and `last_stream_id_received`.
-fn stamp(message: &mut McsMessage, stream_id: i32, last_received: i32) {
+pub(super) fn stamp(message: &mut McsMessage, stream_id: i32, last_received: i32) {
     message.set_last_stream_id_received(last_received);
     match message {
         McsMessage::HeartbeatPing(m) => m.stream_id = Some(stream_id),
@@ -575,7 +408,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         debug!(android_id = self.android_id, last, acked = ?n, "stream ack");
     }
 
-    fn with_device<T>(&self, f: impl FnOnce(&mut crate::state::Device) -> T) -> Option<T> {
+    fn with_device<T>(&self, f: impl FnOnce(&mut Device) -> T) -> Option<T> {
         let mut state = self.shared.lock();
         state.devices.get_mut(&self.android_id).map(f)
     }

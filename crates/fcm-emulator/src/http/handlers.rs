@@ -1,4 +1,8 @@
-//! The HTTP API handlers (PROTOCOL.md §2), each taking a buffered request.
+//! The HTTP API handlers (docs/protocol.md §2), each taking a buffered request and
+//! answering with a response built by `respond`.
+//!
+//! May use `respond`, `path`, `shared`, `state`, `types`, `delivery`, `ids` and `error`;
+//! never the router above it, `mcs` or the facade.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -13,11 +17,12 @@ use prost::Message as _;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::Error;
-use crate::delivery::{MAX_PAYLOAD, WebPushEncoding};
-use crate::emulator::Shared;
-use crate::http::{google_error, protobuf, status_name, text};
+use super::path::percent_decode;
+use super::respond::{api_error, google_error, ok_json, protobuf, status_name, text};
+use crate::delivery::{self, MAX_PAYLOAD, WebPushEncoding};
+use crate::error::Error;
 use crate::ids::{self, unix_ms};
+use crate::shared::Shared;
 use crate::state::WEB_APP;
 use crate::types::{DeviceCredentials, Notification, SendMessage};
 
@@ -32,12 +37,8 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty())
 }
 
-fn error(status: StatusCode, message: &str) -> Response<Bytes> {
-    google_error(status, status_name(status), message, None)
-}
-
 fn invalid_json(e: &serde_json::Error) -> Response<Bytes> {
-    error(
+    api_error(
         StatusCode::BAD_REQUEST,
         &format!("Invalid JSON payload received. {e}"),
     )
@@ -190,11 +191,11 @@ pub(crate) fn register3(shared: &Shared, request: &Request<Bytes>) -> Response<B
 #[allow(clippy::result_large_err)] // an early-return response, built once per request
 fn check_api_key(shared: &Shared, headers: &HeaderMap) -> Result<(), Response<Bytes>> {
     match (header(headers, "x-goog-api-key"), &shared.config.api_key) {
-        (None, _) => Err(error(
+        (None, _) => Err(api_error(
             StatusCode::FORBIDDEN,
             "The request is missing a valid API key.",
         )),
-        (Some(given), Some(expected)) if given != expected => Err(error(
+        (Some(given), Some(expected)) if given != expected => Err(api_error(
             StatusCode::BAD_REQUEST,
             "API key not valid. Please pass a valid API key.",
         )),
@@ -205,13 +206,9 @@ fn check_api_key(shared: &Shared, headers: &HeaderMap) -> Result<(), Response<By
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct CreateInstallationBody {
-    #[serde(default)]
     fid: Option<String>,
-    #[serde(default)]
     app_id: Option<String>,
-    #[serde(default)]
     auth_version: Option<String>,
-    #[serde(default)]
     #[allow(dead_code)]
     sdk_version: Option<String>,
 }
@@ -230,15 +227,15 @@ pub(crate) fn create_installation(
         Err(e) => return invalid_json(&e),
     };
     let Some(app_id) = body.app_id.filter(|a| !a.is_empty()) else {
-        return error(StatusCode::BAD_REQUEST, "The appId field is required.");
+        return api_error(StatusCode::BAD_REQUEST, "The appId field is required.");
     };
     if body.auth_version.as_deref().is_some_and(|v| v != "FIS_v2") {
-        return error(StatusCode::BAD_REQUEST, "Unsupported authVersion.");
+        return api_error(StatusCode::BAD_REQUEST, "Unsupported authVersion.");
     }
     let fid = body.fid.filter(|f| !f.is_empty());
     if let Some(fid) = &fid {
         if !ids::is_valid_fid(fid) {
-            return error(
+            return api_error(
                 StatusCode::BAD_REQUEST,
                 "Invalid value at 'installation.fid': the FID is malformed.",
             );
@@ -248,18 +245,15 @@ pub(crate) fn create_installation(
         .lock()
         .create_installation(project, fid.as_deref(), &app_id);
     tracing::info!(fid = %installation.fid, project, "installation created");
-    crate::http::json(
-        StatusCode::OK,
-        &json!({
-            "name": format!("projects/{project}/installations/{}", installation.fid),
-            "fid": installation.fid,
-            "refreshToken": installation.refresh_token,
-            "authToken": {
-                "token": installation.auth_tokens.last(),
-                "expiresIn": AUTH_TOKEN_LIFETIME,
-            },
-        }),
-    )
+    ok_json(&json!({
+        "name": format!("projects/{project}/installations/{}", installation.fid),
+        "fid": installation.fid,
+        "refreshToken": installation.refresh_token,
+        "authToken": {
+            "token": installation.auth_tokens.last(),
+            "expiresIn": AUTH_TOKEN_LIFETIME,
+        },
+    }))
 }
 
 /// `POST /v1/projects/{p}/installations/{fid}/authTokens:generate`.
@@ -276,7 +270,7 @@ pub(crate) fn generate_auth_token(
         .and_then(|v| v.strip_prefix("FIS_v2 "))
         .map(str::trim)
     else {
-        return error(
+        return api_error(
             StatusCode::UNAUTHORIZED,
             "Request is missing required authentication credential. Expected `FIS_v2 <refresh token>`.",
         );
@@ -285,29 +279,26 @@ pub(crate) fn generate_auth_token(
         && serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(request.body())
             .is_err()
     {
-        return error(
+        return api_error(
             StatusCode::BAD_REQUEST,
             "Invalid JSON payload received: expected an object.",
         );
     }
     let mut state = shared.lock();
     let Some(installation) = state.installations.get(fid) else {
-        return error(StatusCode::NOT_FOUND, "Requested entity was not found.");
+        return api_error(StatusCode::NOT_FOUND, "Requested entity was not found.");
     };
     if installation.refresh_token != refresh {
-        return error(
+        return api_error(
             StatusCode::UNAUTHORIZED,
             "Request had invalid authentication credentials.",
         );
     }
     let Some(token) = state.new_auth_token(fid) else {
-        return error(StatusCode::NOT_FOUND, "Requested entity was not found.");
+        return api_error(StatusCode::NOT_FOUND, "Requested entity was not found.");
     };
     tracing::info!(fid, "FIS auth token refreshed");
-    crate::http::json(
-        StatusCode::OK,
-        &json!({ "token": token, "expiresIn": AUTH_TOKEN_LIFETIME }),
-    )
+    ok_json(&json!({ "token": token, "expiresIn": AUTH_TOKEN_LIFETIME }))
 }
 
 // ---------------------------------------------------------------- FCM registrations
@@ -317,14 +308,14 @@ pub(crate) fn generate_auth_token(
 fn check_fis_auth(shared: &Shared, headers: &HeaderMap) -> Result<String, Response<Bytes>> {
     check_api_key(shared, headers)?;
     let Some(token) = header(headers, "x-goog-firebase-installations-auth") else {
-        return Err(error(
+        return Err(api_error(
             StatusCode::UNAUTHORIZED,
             "Request is missing required authentication credential. Expected a Firebase Installations auth token.",
         ));
     };
     let token = token.strip_prefix("FIS ").unwrap_or(token).trim();
     shared.lock().fis_tokens.get(token).cloned().ok_or_else(|| {
-        error(
+        api_error(
             StatusCode::UNAUTHORIZED,
             "Request had invalid authentication credentials.",
         )
@@ -340,13 +331,9 @@ struct CreateRegistrationBody {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct WebBody {
-    #[serde(default)]
     application_pub_key: Option<String>,
-    #[serde(default)]
     auth: Option<String>,
-    #[serde(default)]
     endpoint: Option<String>,
-    #[serde(default)]
     p256dh: Option<String>,
 }
 
@@ -365,23 +352,23 @@ pub(crate) fn create_registration(
         Err(e) => return invalid_json(&e),
     };
     let Some(web) = body.web else {
-        return error(StatusCode::BAD_REQUEST, "The web field is required.");
+        return api_error(StatusCode::BAD_REQUEST, "The web field is required.");
     };
     let (Some(endpoint), Some(auth), Some(p256dh)) = (&web.endpoint, &web.auth, &web.p256dh) else {
-        return error(
+        return api_error(
             StatusCode::BAD_REQUEST,
             "web.endpoint, web.auth and web.p256dh are required.",
         );
     };
     if let Err(e) = webpush_ece::SubscriptionKeys::from_base64(p256dh, auth) {
-        return error(
+        return api_error(
             StatusCode::BAD_REQUEST,
             &format!("Invalid web push keys (p256dh/auth): {e}"),
         );
     }
     if let Some(key) = &web.application_pub_key {
         if !is_vapid_key(key) {
-            return error(
+            return api_error(
                 StatusCode::BAD_REQUEST,
                 "Invalid value at 'registration.web.application_pub_key'.",
             );
@@ -389,10 +376,10 @@ pub(crate) fn create_registration(
     }
     let gcm_token = endpoint
         .split_once("/fcm/send/")
-        .map(|(_, rest)| crate::http::percent_decode(rest.trim_end_matches('/')));
+        .map(|(_, rest)| percent_decode(rest.trim_end_matches('/')));
     let mut state = shared.lock();
     let Some(gcm_token) = gcm_token.filter(|t| state.gcm.contains_key(t)) else {
-        return error(
+        return api_error(
             StatusCode::BAD_REQUEST,
             "Invalid value at 'registration.web.endpoint': it does not name a registered GCM token.",
         );
@@ -417,14 +404,11 @@ pub(crate) fn create_registration(
     {
         object.insert("applicationPubKey".into(), json!(key));
     }
-    crate::http::json(
-        StatusCode::OK,
-        &json!({
-            "name": format!("projects/{project}/registrations/{}", registration.token),
-            "token": registration.token,
-            "web": web_json,
-        }),
-    )
+    ok_json(&json!({
+        "name": format!("projects/{project}/registrations/{}", registration.token),
+        "token": registration.token,
+        "web": web_json,
+    }))
 }
 
 /// `DELETE /v1/projects/{p}/registrations/{token}`.
@@ -438,10 +422,10 @@ pub(crate) fn delete_registration(
         return response;
     }
     if !shared.lock().delete_fcm_registration(token) {
-        return error(StatusCode::NOT_FOUND, "Requested entity was not found.");
+        return api_error(StatusCode::NOT_FOUND, "Requested entity was not found.");
     }
     tracing::info!("FCM registration deleted");
-    crate::http::json(StatusCode::OK, &json!({}))
+    ok_json(&json!({}))
 }
 
 // ---------------------------------------------------------------- send API
@@ -457,27 +441,18 @@ struct SendBody {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct MessageBody {
-    #[serde(default)]
     #[allow(dead_code)]
     name: Option<String>,
-    #[serde(default)]
     token: Option<String>,
-    #[serde(default)]
     topic: Option<String>,
-    #[serde(default)]
     condition: Option<String>,
-    #[serde(default)]
     data: Option<BTreeMap<String, String>>,
-    #[serde(default)]
     notification: Option<Notification>,
-    #[serde(default)]
     android: Option<serde_json::Value>,
-    #[serde(default)]
     webpush: Option<serde_json::Value>,
-    #[serde(default)]
     #[allow(dead_code)]
     apns: Option<serde_json::Value>,
-    #[serde(default, alias = "fcmOptions")]
+    #[serde(alias = "fcmOptions")]
     #[allow(dead_code)]
     fcm_options: Option<serde_json::Value>,
 }
@@ -513,7 +488,7 @@ pub(crate) fn send(shared: &Shared, request: &Request<Bytes>, project: &str) -> 
     if header(request.headers(), AUTHORIZATION.as_str())
         .is_none_or(|v| !v.starts_with("Bearer ") || v.len() <= "Bearer ".len())
     {
-        return error(
+        return api_error(
             StatusCode::UNAUTHORIZED,
             "Request is missing required authentication credential. Expected OAuth 2 access token, login cookie or other valid authentication credential.",
         );
@@ -583,15 +558,13 @@ pub(crate) fn send(shared: &Shared, request: &Request<Bytes>, project: &str) -> 
         ttl,
     };
     match shared.prepare_message(&token, &to_send) {
-        Ok(_) if body.validate_only => crate::http::json(
-            StatusCode::OK,
-            &json!({ "name": format!("projects/{project}/messages/fake_message_id") }),
-        ),
+        Ok(_) if body.validate_only => {
+            ok_json(&json!({ "name": format!("projects/{project}/messages/fake_message_id") }))
+        }
         Ok((android_id, stanza, _)) => match shared.enqueue(android_id, stanza) {
-            Ok(persistent_id) => crate::http::json(
-                StatusCode::OK,
-                &json!({ "name": format!("projects/{project}/messages/{persistent_id}") }),
-            ),
+            Ok(persistent_id) => {
+                ok_json(&json!({ "name": format!("projects/{project}/messages/{persistent_id}") }))
+            }
             Err(e) => send_failure(&e),
         },
         Err(e) => send_failure(&e),
@@ -635,7 +608,7 @@ pub(crate) fn webpush(shared: &Shared, request: &Request<Bytes>, token: &str) ->
         );
     }
     let ttl = match header(headers, "ttl") {
-        None => crate::delivery::DEFAULT_TTL,
+        None => delivery::DEFAULT_TTL,
         Some(value) => match value.parse::<u64>() {
             Ok(secs) => Duration::from_secs(secs.min(2_419_200)),
             Err(_) => return text(StatusCode::BAD_REQUEST, "Bad Request: invalid TTL header"),
