@@ -154,11 +154,13 @@ pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode> {
         .to_owned();
 
     step(4, "listening: one MCS connection per device, over TLS");
-    let pullkin = Pullkin::new(
-        ListenerConfig::default().with_mcs_addr(emulator.mcs_addr().to_string()),
-        core.tls_config(),
-        None,
-    );
+    let mut config = ListenerConfig::default();
+    config.mcs_addr = emulator.mcs_addr().to_string();
+    let pullkin = Pullkin::builder()
+        .config(config)
+        .tls(core.tls_config())
+        .build()
+        .context("setting up the listener")?;
     let mut events = pullkin.events();
     let mut messages = SelectAll::new();
     for (app, credentials) in [("android", &android), ("web", &web)] {
@@ -185,9 +187,9 @@ pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode> {
             }
             Ok(Event::State {
                 app,
-                state: ConnectionState::BackingOff { cause, .. },
+                state: ConnectionState::BackingOff { error, .. },
             }) => {
-                return Err(CliError::msg(format!("[{app}] could not connect: {cause}")));
+                return Err(CliError::msg(format!("[{app}] could not connect: {error}")));
             }
             _ => {}
         }
@@ -275,7 +277,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode> {
         found.arrived = true;
         detail(&format!("  the {} message arrived intact", found.kind));
     }
-    pullkin.stop(None).await;
+    pullkin.shutdown().await;
     emulator.shutdown().await;
     println!(
         "\nall 3 messages arrived intact (plain, aesgcm, aes128gcm) in {} ms",

@@ -133,42 +133,41 @@ pub(crate) async fn run(args: ListenArgs) -> Result<ExitCode> {
         }
     }
     for app in &apps {
-        let json = app
-            .credentials
-            .to_json()
-            .context("serializing the credentials")?;
-        let value = serde_json::from_str(&json).context("serializing the credentials")?;
         store
-            .save_credentials_json(&app.name, &value)
+            .save_credentials(&app.name, &app.credentials)
+            .await
             .with_context(|| format!("storing the credentials of {}", app.name))?;
     }
 
     let mut config = ListenerConfig::default();
     config.proxy = args.net.proxy()?;
     if let Some(mcs) = &args.mcs {
-        config = config.with_mcs_addr(mcs.as_str());
+        config.mcs_addr.clone_from(mcs);
     }
     if let Some(interval) = args.heartbeat {
-        config = config.with_heartbeat(interval, interval);
+        config.heartbeat_interval = interval;
+        config.heartbeat_timeout = interval;
     }
     if let Some(max) = args.max_retry_delay {
         // The default first delay is 1 s; a smaller cap lowers it too.
-        let policy = config
+        config.reconnect = config
             .reconnect
             .clone()
             .with_initial_delay(Duration::from_secs(1).min(max))
             .with_max_delay(max);
-        config = config.with_reconnect(policy);
     }
     let store: Arc<dyn Store> = Arc::new(store);
     // Unless told otherwise, keep the credentials alive while listening too: a check-in
     // before every connection, the Firebase token refreshed before it expires, a dead
     // identity registered anew.
+    let builder = Pullkin::builder().config(config).store(store);
     let pullkin = if args.no_renew {
-        Pullkin::new(config, core.tls_config(), Some(store))
+        builder.tls(core.tls_config())
     } else {
-        Pullkin::with_core(Arc::new(core), config, Some(store))
-    };
+        builder.core(Arc::new(core))
+    }
+    .build()
+    .context("setting up the listener")?;
     let mut events = pullkin.events();
     let mut messages = SelectAll::new();
     for app in &apps {
@@ -225,7 +224,7 @@ pub(crate) async fn run(args: ListenArgs) -> Result<ExitCode> {
             },
         }
     };
-    pullkin.stop(None).await;
+    pullkin.shutdown().await;
     eprintln!("stopped; state kept in {}", args.state_dir.display());
     outcome
 }
@@ -284,7 +283,7 @@ fn report(event: &Event) {
             ConnectionState::Connected { .. } => eprintln!("[{app}] connected"),
             ConnectionState::BackingOff {
                 until,
-                cause,
+                error,
                 failures,
             } => {
                 let wait = until
@@ -292,13 +291,13 @@ fn report(event: &Event) {
                     .unwrap_or_default()
                     .as_secs_f64();
                 eprintln!(
-                    "[{app}] connection failed ({cause}); retrying in {wait:.1} s (failure \
+                    "[{app}] connection failed ({error}); retrying in {wait:.1} s (failure \
                      {failures})"
                 );
             }
-            ConnectionState::Stopped { cause: None } => eprintln!("[{app}] stopped"),
-            ConnectionState::Stopped { cause: Some(cause) } => {
-                eprintln!("[{app}] stopped: {cause}");
+            ConnectionState::Stopped { error: None } => eprintln!("[{app}] stopped"),
+            ConnectionState::Stopped { error: Some(error) } => {
+                eprintln!("[{app}] stopped: {error}");
             }
             other => eprintln!("[{app}] {other:?}"),
         },
@@ -316,7 +315,15 @@ fn report(event: &Event) {
             None => eprintln!("[{app}] the server dropped messages it could not deliver"),
         },
         Event::HandlerFailed { app, error, .. } => eprintln!("[{app}] handler failed: {error}"),
-        Event::Failed { app, cause } => eprintln!("[{app}] gave up: {cause}"),
+        Event::Failed { app, error } => eprintln!("[{app}] stopped for good: {error}"),
+        Event::DecryptionPanicked {
+            app,
+            persistent_id,
+            message,
+        } => eprintln!(
+            "[{app}] decrypting message {} failed ({message}); acknowledged, going on",
+            persistent_id.as_deref().unwrap_or("(no id)")
+        ),
         Event::CredentialsChanged { app } => eprintln!("[{app}] credentials renewed"),
         other => eprintln!("{other:?}"),
     }

@@ -23,7 +23,6 @@ mod listen;
 mod message;
 mod net;
 mod registration;
-mod secret;
 pub mod session;
 mod store;
 
@@ -36,6 +35,7 @@ pub mod proto {
 
 pub use error::{ConnectionError, HandlerError, Panicked, PullkinError};
 pub use event::{ConnectionState, Event, Health};
+pub use fcm_http::Secret;
 pub use listen::{
     GOOGLE_MCS_ADDR, HandlerResult, Incoming, ListenerConfig, Pullkin, PullkinBuilder,
 };
@@ -45,5 +45,4 @@ pub use registration::{
     DEFAULT_APP_NAME, DEFAULT_REFRESH_MARGIN, DEFAULT_RETRIES, FcmRegisterParams, FirebaseConfig,
     Persona, PullkinCore, PullkinCoreBuilder, RegisterParams, Renewal,
 };
-pub use secret::Secret;
 pub use store::{DirStore, MemoryStore, Store, StoreError, StoreFuture, write_private_file};

@@ -108,7 +108,11 @@ fn config(emulator: &Emulator) -> ListenerConfig {
 }
 
 /// A listener with these settings, TLS configuration and store.
-fn build(config: ListenerConfig, tls: Arc<rustls::ClientConfig>, store: Option<Arc<dyn Store>>) -> Pullkin {
+fn build(
+    config: ListenerConfig,
+    tls: Arc<rustls::ClientConfig>,
+    store: Option<Arc<dyn Store>>,
+) -> Pullkin {
     let mut builder = Pullkin::builder().config(config).tls(tls);
     if let Some(store) = store {
         builder = builder.store(store);
@@ -133,7 +137,13 @@ fn listener(emulator: &Emulator, store: Option<Arc<dyn Store>>) -> Pullkin {
 async fn nothing_unconfirmed_within(store: &dyn Store, app: &str) -> bool {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        if store.load_ack_state(app).await.unwrap().unconfirmed.is_empty() {
+        if store
+            .load_ack_state(app)
+            .await
+            .unwrap()
+            .unconfirmed
+            .is_empty()
+        {
             return true;
         }
         if tokio::time::Instant::now() >= deadline {
@@ -461,7 +471,10 @@ async fn stall_is_noticed_within_the_heartbeat_deadline() {
         ConnectionState::BackingOff { error, .. } => error.clone(),
         other => panic!("{other:?}"),
     };
-    assert!(matches!(error, ConnectionError::HeartbeatTimeout), "{error}");
+    assert!(
+        matches!(error, ConnectionError::HeartbeatTimeout),
+        "{error}"
+    );
     pullkin.shutdown().await;
     emulator.shutdown().await;
 }
@@ -494,7 +507,10 @@ async fn a_probe_finds_a_dead_connection_at_once_and_cuts_the_backoff_short() {
     wait_for_state(&mut health, backing_off).await;
     let until = match &health.borrow().state {
         ConnectionState::BackingOff { error, until, .. } => {
-            assert!(matches!(error, ConnectionError::HeartbeatTimeout), "{error}");
+            assert!(
+                matches!(error, ConnectionError::HeartbeatTimeout),
+                "{error}"
+            );
             *until
         }
         other => panic!("{other:?}"),

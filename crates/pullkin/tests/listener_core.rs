@@ -10,8 +10,8 @@ use fcm_emulator::{ConnectProxy, Emulator, Endpoint, HttpFailure, SendMessage, T
 use fcm_http::{Endpoints, RetryPolicy};
 use futures_util::StreamExt;
 use pullkin::{
-    ConnectionError, ConnectionState, DirStore, Event, Incoming, ListenerConfig, Pullkin, PullkinCore,
-    RegisterParams, Store,
+    ConnectionError, ConnectionState, DirStore, Event, Incoming, ListenerConfig, Pullkin,
+    PullkinCore, RegisterParams, Store,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -49,7 +49,11 @@ fn config(emulator: &Emulator) -> ListenerConfig {
 }
 
 /// A listener that keeps its apps' credentials alive with `core`.
-fn listener(core: &Arc<PullkinCore>, config: ListenerConfig, store: Option<Arc<dyn Store>>) -> Pullkin {
+fn listener(
+    core: &Arc<PullkinCore>,
+    config: ListenerConfig,
+    store: Option<Arc<dyn Store>>,
+) -> Pullkin {
     let mut builder = Pullkin::builder().core(Arc::clone(core)).config(config);
     if let Some(store) = store {
         builder = builder.store(store);

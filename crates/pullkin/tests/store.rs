@@ -21,22 +21,30 @@ fn state(ids: &[&str]) -> AckState {
 async fn round_trips_and_starts_empty() {
     let dir = tempfile::tempdir().unwrap();
     let store = DirStore::open(dir.path().join("state")).unwrap();
-    assert_eq!(store.load_ack_state("app").await.unwrap(), AckState::default());
+    assert_eq!(
+        store.load_ack_state("app").await.unwrap(),
+        AckState::default()
+    );
     assert_eq!(store.load_credentials("app").await.unwrap(), None);
     store
-        .save_ack_state("app", state(&["0:1", "0:2"])).await
+        .save_ack_state("app", state(&["0:1", "0:2"]))
+        .await
         .unwrap();
-    store
-        .save_credentials("app", &credentials()).await
-        .unwrap();
+    store.save_credentials("app", &credentials()).await.unwrap();
     // A second store on the same directory (a restart) reads it back.
     let again = DirStore::open(dir.path().join("state")).unwrap();
-    assert_eq!(again.load_ack_state("app").await.unwrap(), state(&["0:1", "0:2"]));
+    assert_eq!(
+        again.load_ack_state("app").await.unwrap(),
+        state(&["0:1", "0:2"])
+    );
     assert_eq!(
         again.load_credentials("app").await.unwrap(),
         Some(credentials())
     );
-    assert_eq!(again.load_ack_state("other").await.unwrap(), AckState::default());
+    assert_eq!(
+        again.load_ack_state("other").await.unwrap(),
+        AckState::default()
+    );
 }
 
 #[cfg(unix)]
@@ -85,7 +93,10 @@ async fn a_failed_write_keeps_the_old_state() {
         .path()
         .join(format!(".app.acks.json.tmp{}", std::process::id()));
     fs::create_dir(&tmp).unwrap();
-    let err = store.save_ack_state("app", state(&["0:2"])).await.unwrap_err();
+    let err = store
+        .save_ack_state("app", state(&["0:2"]))
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::Io { .. }), "{err}");
     assert_eq!(store.load_ack_state("app").await.unwrap(), state(&["0:1"]));
 }
@@ -131,13 +142,20 @@ async fn app_keys_cannot_escape_the_directory() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("state");
     let store = DirStore::open(&root).unwrap();
-    store.save_ack_state("../evil", state(&["0:1"])).await.unwrap();
     store
-        .save_ack_state("1234:web/app", state(&["0:2"])).await
+        .save_ack_state("../evil", state(&["0:1"]))
+        .await
+        .unwrap();
+    store
+        .save_ack_state("1234:web/app", state(&["0:2"]))
+        .await
         .unwrap();
     assert!(!dir.path().join("evil.acks.json").exists());
     assert_eq!(fs::read_dir(&root).unwrap().count(), 2);
-    assert_eq!(store.load_ack_state("../evil").await.unwrap(), state(&["0:1"]));
+    assert_eq!(
+        store.load_ack_state("../evil").await.unwrap(),
+        state(&["0:1"])
+    );
     assert!(matches!(
         store.load_ack_state("").await,
         Err(StoreError::BadKey(_))
@@ -151,7 +169,10 @@ async fn app_keys_cannot_escape_the_directory() {
 #[tokio::test]
 async fn memory_store_round_trips() {
     let store = MemoryStore::default();
-    assert_eq!(store.load_ack_state("a").await.unwrap(), AckState::default());
+    assert_eq!(
+        store.load_ack_state("a").await.unwrap(),
+        AckState::default()
+    );
     store.save_ack_state("a", state(&["0:1"])).await.unwrap();
     assert_eq!(store.load_ack_state("a").await.unwrap(), state(&["0:1"]));
     store.save_credentials("a", &credentials()).await.unwrap();

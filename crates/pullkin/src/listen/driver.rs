@@ -25,9 +25,7 @@ use crate::error::ConnectionError;
 use crate::event::{ConnectionState, Event, Health};
 use crate::message;
 use crate::net::{self, IDLE_BUFFER, McsConnection, McsTarget};
-use crate::session::{
-    AckState, Reconnect, ReconnectPolicy, Session, SessionConfig, SessionEvent,
-};
+use crate::session::{AckState, Reconnect, ReconnectPolicy, Session, SessionConfig, SessionEvent};
 use crate::store::{Store, StoreError};
 use mcs_codec::proto::DataMessageStanza;
 
@@ -125,7 +123,12 @@ impl Driver {
                     failures,
                 } => {
                     let asked = error.retry_after();
-                    warn!(failures, ?delay, ?asked, "connection failed: {error}; retrying");
+                    warn!(
+                        failures,
+                        ?delay,
+                        ?asked,
+                        "connection failed: {error}; retrying"
+                    );
                     self.set_state(ConnectionState::BackingOff {
                         until: SystemTime::now() + delay,
                         error,
@@ -518,9 +521,7 @@ fn give_back_buffers(connection: &mut McsConnection) {
 /// The result of the store write in flight; never ready when there is none.
 async fn wait_for(writing: &mut Writing) -> Result<(), StoreError> {
     match writing {
-        Some((_, write)) => write
-            .await
-            .map_err(|e| StoreError::Task(e.to_string()))?,
+        Some((_, write)) => write.await.map_err(|e| StoreError::Task(e.to_string()))?,
         None => std::future::pending().await,
     }
 }

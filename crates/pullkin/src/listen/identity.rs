@@ -8,11 +8,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::broadcast;
 use webpush_ece::ReceiverKeys;
 
+use crate::PullkinError;
 use crate::error::ConnectionError;
 use crate::event::Event;
 use crate::registration::{AppCredentials, PullkinCore};
 use crate::store::Store;
-use crate::PullkinError;
 
 /// The device identity to log in with.
 #[derive(Clone)]
@@ -38,9 +38,10 @@ pub(crate) struct Upkeep {
 impl Upkeep {
     /// Renews the credentials of `app` if they need it; the identity to log in with.
     pub(crate) async fn prepare(&self, app: &str) -> Result<Identity, ConnectionError> {
-        let current = lock(&self.credentials).get(app).cloned().ok_or_else(|| {
-            PullkinError::UnknownApp(app.to_owned())
-        })?;
+        let current = lock(&self.credentials)
+            .get(app)
+            .cloned()
+            .ok_or_else(|| PullkinError::UnknownApp(app.to_owned()))?;
         let renewal = self.core.renew(&current).await?;
         let credentials = renewal.credentials;
         let mut keys = None;

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use webpush_ece::ReceiverKeys;
 
-use crate::secret::Secret;
+use fcm_http::Secret;
 
 /// Errors about credentials.
 #[derive(Debug, thiserror::Error)]
@@ -200,10 +200,8 @@ impl AppCredentials {
         Self::from_python_value(&value)
     }
 
-
     /// The credentials as pretty JSON in this crate's format.
     pub fn to_json(&self) -> Result<String, CredentialsError> {
         Ok(serde_json::to_string_pretty(self)?)
     }
 }
-

@@ -44,8 +44,7 @@ use fcm_http::{Endpoints, HttpClient, Proxy, RetryPolicy};
 use fcm_install::{FirebaseApp, Installation, WebPushSubscription};
 use gcm_checkin::{
     AndroidRegistration, CHROME_APP, CHROME_VAPID_KEY, CheckinCredentials, CheckinRequest,
-    CheckinResponse, ChromeBuild, GcmToken, InstallationAuth, RegisterRequest,
-    WebRegistration,
+    CheckinResponse, ChromeBuild, GcmToken, InstallationAuth, RegisterRequest, WebRegistration,
 };
 use rustls::ClientConfig;
 use webpush_ece::ReceiverKeys;
@@ -392,4 +391,3 @@ fn firebase_app(config: &FirebaseConfig) -> FirebaseApp {
         ),
     }
 }
-

@@ -11,7 +11,7 @@ use super::{
     AppCredentials, AppCredentialsFcm, AppCredentialsGcm, AppCredentialsKeys, CredentialsError,
     FirebaseConfig, Persona,
 };
-use crate::secret::Secret;
+use fcm_http::Secret;
 
 impl AppCredentials {
     /// Reads the credentials JSON of the Python `pullkin` (`gcm`, `fcm`, `keys`) or of

@@ -199,7 +199,6 @@ impl PullkinCore {
             identity_changed: true,
         })
     }
-
 }
 
 /// Whether a refresh failed because Google no longer knows the installation (or its

@@ -492,8 +492,7 @@ impl Session {
     /// to the old device): returns whether it did; the empty state is then dirty, for
     /// [`Session::flush_store`].
     pub fn set_identity(&mut self, android_id: u64, security_token: u64) -> bool {
-        if android_id == self.config.android_id && security_token == self.config.security_token
-        {
+        if android_id == self.config.android_id && security_token == self.config.security_token {
             return false;
         }
         let mut config = self.config.clone();
@@ -577,9 +576,10 @@ impl Session {
         }
         match message {
             McsMessage::HeartbeatPing(_) => {
-                self.transmit.push_back(Outgoing::Frame(McsMessage::HeartbeatAck(
-                    HeartbeatAck::default(),
-                )));
+                self.transmit
+                    .push_back(Outgoing::Frame(McsMessage::HeartbeatAck(
+                        HeartbeatAck::default(),
+                    )));
             }
             McsMessage::HeartbeatAck(_) | McsMessage::LoginResponse(_) => {}
             McsMessage::Close(_) => self.end(Disconnect::ServerClosed),
@@ -640,9 +640,10 @@ impl Session {
     /// Queues a HeartbeatPing; the connection ends unless a frame arrives within the
     /// heartbeat timeout.
     fn ping(&mut self, now: Instant) {
-        self.transmit.push_back(Outgoing::Frame(McsMessage::HeartbeatPing(
-            HeartbeatPing::default(),
-        )));
+        self.transmit
+            .push_back(Outgoing::Frame(McsMessage::HeartbeatPing(
+                HeartbeatPing::default(),
+            )));
         self.deadline = Some(now + self.config.heartbeat_timeout);
     }
 

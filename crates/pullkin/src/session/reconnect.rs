@@ -99,9 +99,8 @@ impl ReconnectPolicy {
         }
         let backoff = self.backoff.delay(self.failures, rng);
         // No sooner than the server asked, but never beyond the longest backoff.
-        let server_wait = retry_after.map_or(Duration::ZERO, |asked| {
-            asked.min(self.backoff.max_delay())
-        });
+        let server_wait =
+            retry_after.map_or(Duration::ZERO, |asked| asked.min(self.backoff.max_delay()));
         let delay = server_wait.max(backoff);
         Reconnect::After {
             delay,
