@@ -1,7 +1,7 @@
 //! What several commands share: where Google (or the emulator) is, the TLS roots, the
 //! credentials files and how a message is printed.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -134,46 +134,8 @@ pub(crate) fn write_credentials(
     let json = credentials
         .to_json()
         .context("serializing the credentials")?;
-    write_private(path, format!("{json}\n").as_bytes())
+    pullkin::write_private_file(path, format!("{json}\n").as_bytes())
         .with_context(|| format!("writing the credentials file {}", path.display()))
-}
-
-/// Writes a file atomically with mode 0600.
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .ok_or_else(|| std::io::Error::other("the path names no file"))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".tmp{}", std::process::id()));
-    let tmp = dir.join(tmp_name);
-    let mut options = OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let result = (|| {
-        let mut file = options.open(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        drop(file);
-        fs::rename(&tmp, path)?;
-        // Make the rename durable too; not every platform can open a directory.
-        if let Ok(dir) = File::open(&dir) {
-            let _ = dir.sync_all();
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
 }
 
 /// Milliseconds since the Unix epoch.
@@ -254,21 +216,5 @@ mod tests {
     fn short_tokens() {
         assert_eq!(short("abc"), "abc");
         assert_eq!(short(&"x".repeat(30)), format!("{}…", "x".repeat(24)));
-    }
-
-    #[test]
-    fn private_files_are_0600_and_replace_atomically() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.json");
-        write_private(&path, b"one").unwrap();
-        write_private(&path, b"two").unwrap();
-        assert_eq!(fs::read(&path).unwrap(), b"two");
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = fs::metadata(&path).unwrap().permissions().mode();
-            assert_eq!(mode & 0o777, 0o600);
-        }
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }

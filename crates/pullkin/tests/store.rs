@@ -181,3 +181,38 @@ async fn memory_store_round_trips() {
         Some(credentials())
     );
 }
+
+#[tokio::test]
+async fn stored_credentials_that_do_not_parse_are_a_typed_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = DirStore::open(dir.path()).unwrap();
+    fs::write(
+        dir.path().join("e.credentials.json"),
+        br#"{"format": "pullkin-credentials/1", "credentials": {"gcm": 1}}"#,
+    )
+    .unwrap();
+    let err = store.load_credentials("e").await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Credentials { ref app, .. } if app == "e"),
+        "{err}"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn private_files_are_written_whole_with_mode_0600() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("creds.json");
+    pullkin::write_private_file(&path, b"one").unwrap();
+    pullkin::write_private_file(&path, b"two").unwrap();
+    assert_eq!(fs::read(&path).unwrap(), b"two");
+    assert_eq!(
+        fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // No temporary file is left beside it.
+    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    // A path that names no file is an error, not a panic.
+    assert!(pullkin::write_private_file(std::path::Path::new("/"), b"x").is_err());
+}
