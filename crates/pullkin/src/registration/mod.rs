@@ -15,6 +15,13 @@
 //! caller when the credentials changed so that it can store them and pass the new FCM
 //! token to its senders.
 //!
+//!
+//! What lives here: this file (the core and its pipeline), `builder` (its settings),
+//! `params` (what to register), `renewal` (`renew`), `credentials` (what a registration
+//! produces) and `python` (reading the Python libraries' files). It uses the protocol
+//! crates (`gcm-checkin`, `fcm-install`, `fcm-http`, `webpush-ece`) and nothing of this
+//! crate but the error type; `listen` uses it for credential upkeep.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), pullkin::PullkinError> {
 //! use pullkin::{PullkinCore, RegisterParams};

@@ -21,7 +21,9 @@
 //! 4. sleep until [`Session::poll_timeout`] or the next input, then call
 //!    [`Session::handle_timeout`] if the time came.
 //!
-//! [`ReconnectPolicy`] is the same kind of state for the time between connections.
+//! [`ReconnectPolicy`] (in `reconnect`) is the same kind of state for the time between
+//! connections. Nothing in this folder does I/O or reads a clock; it uses `mcs-codec`'s
+//! frames and nothing else of the crate, and `listen`'s driver is its one user here.
 //! Everything here takes the time as an argument: tests drive it with a fake clock.
 //!
 //! ## Acknowledgements
