@@ -11,6 +11,7 @@ use webpush_ece::{ContentEncoding, Payload, ReceiverKeys};
 
 /// The `notification` part of a message (title, body, and whatever else it carries).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Notification {
     /// The title, if any.
     pub title: Option<String>,
@@ -23,6 +24,7 @@ pub struct Notification {
 /// A push notification, as the application sees it (the `Message` of the Python
 /// `pullkin` library).
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Message {
     /// The data key/value pairs.
     pub data: BTreeMap<String, String>,

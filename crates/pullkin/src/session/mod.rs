@@ -67,6 +67,7 @@ const GTALK_SERVICE_CATEGORY: &str = "com.google.android.gsf.gtalkservice";
 
 /// Settings of a [`Session`].
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct SessionConfig {
     /// The device's android id (from check-in).
     pub android_id: u64,
@@ -131,6 +132,7 @@ pub struct AckState {
 /// A store write to make: the acknowledgement state as of `version`. Report its end
 /// with [`Session::handle_stored`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct StoreWrite {
     /// The version of the state, for [`Session::handle_stored`].
     pub version: u64,
