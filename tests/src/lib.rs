@@ -66,10 +66,25 @@ impl Harness {
 
     /// A listener on the emulator's MCS server, with `store` (in memory when `None`).
     pub fn listener(&self, store: Option<Arc<dyn Store>>) -> Pullkin {
-        let mut config =
-            ListenerConfig::default().with_mcs_addr(self.emulator.mcs_addr().to_string());
+        let mut config = ListenerConfig::default();
+        config.mcs_addr = self.emulator.mcs_addr().to_string();
         config.ack_delay = Duration::from_millis(50);
-        Pullkin::new(config, self.core.tls_config(), store)
+        self.listener_with(config, store)
+    }
+
+    /// A listener with `config` (whose `mcs_addr` should be the emulator's) and `store`
+    /// (in memory when `None`), trusting the emulator's CA. Panics when it cannot be built.
+    pub fn listener_with(&self, config: ListenerConfig, store: Option<Arc<dyn Store>>) -> Pullkin {
+        let mut builder = Pullkin::builder()
+            .config(config)
+            .tls(self.core.tls_config());
+        if let Some(store) = store {
+            builder = builder.store(store);
+        }
+        match builder.build() {
+            Ok(pullkin) => pullkin,
+            Err(error) => panic!("cannot build the listener: {error}"),
+        }
     }
 }
 

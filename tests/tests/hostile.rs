@@ -25,8 +25,8 @@ use futures_util::Stream;
 use mcs_codec::proto::{AppData, DataMessageStanza};
 use mcs_codec::{McsCodec, McsError};
 use pullkin::{
-    AppCredentials, ConnectionState, CredentialsError, Event, Incoming, ListenerConfig, Pullkin,
-    PullkinCore, PullkinError,
+    AppCredentials, ConnectionError, ConnectionState, CredentialsError, Event, Incoming,
+    ListenerConfig, Pullkin, PullkinCore, PullkinError, StoreError,
 };
 use pullkin_e2e::{Harness, WAIT, next};
 use serde_json::Value;
@@ -36,15 +36,13 @@ use webpush_ece::Error as EceError;
 
 /// A listener with a fast reconnect, so that many cut connections take little time.
 fn fast_listener(harness: &Harness) -> Pullkin {
-    let mut config = ListenerConfig::default()
-        .with_mcs_addr(harness.emulator.mcs_addr().to_string())
-        .with_reconnect(
-            RetryPolicy::default()
-                .with_initial_delay(Duration::from_millis(10))
-                .with_max_delay(Duration::from_millis(50)),
-        );
+    let mut config = ListenerConfig::default();
+    config.mcs_addr = harness.emulator.mcs_addr().to_string();
+    config.reconnect = RetryPolicy::default()
+        .with_initial_delay(Duration::from_millis(10))
+        .with_max_delay(Duration::from_millis(50));
     config.ack_delay = Duration::from_millis(20);
-    Pullkin::new(config, harness.core.tls_config(), None)
+    harness.listener_with(config, None)
 }
 
 /// Sends a plain message `n=<n>` and waits for it: the listener is alive.
@@ -66,15 +64,24 @@ async fn alive(
     }
 }
 
-/// Waits for a `BackingOff` state whose cause contains `needle`.
-async fn backing_off_because(events: &mut broadcast::Receiver<Event>, needle: &str) {
+/// Waits for a `BackingOff` state whose error is a decode error the server's bytes
+/// caused, for which `is` holds and whose text contains `needle`.
+async fn backing_off_because(
+    events: &mut broadcast::Receiver<Event>,
+    is: impl Fn(&McsError) -> bool,
+    needle: &str,
+) {
     let wait = async {
         loop {
             match events.recv().await {
                 Ok(Event::State {
-                    state: ConnectionState::BackingOff { cause, .. },
+                    state: ConnectionState::BackingOff { error, .. },
                     ..
-                }) if cause.contains(needle) => return,
+                }) if matches!(&error, ConnectionError::Decode(mcs) if is(mcs))
+                    && error.to_string().contains(needle) =>
+                {
+                    return;
+                }
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                 Err(broadcast::error::RecvError::Closed) => panic!("the listener went away"),
             }
@@ -201,8 +208,8 @@ async fn hostile_frames_cut_the_connection_and_the_listener_lives() {
             .inject_fault(target, Fault::SendGarbage(Bytes::from(bytes)))
             .unwrap();
         match expect {
-            Expect::Error(_, text) => {
-                backing_off_because(&mut events, text).await;
+            Expect::Error(is, text) => {
+                backing_off_because(&mut events, is, text).await;
                 alive(&harness, &token, &mut stream, &i.to_string()).await;
                 assert!(harness.emulator.login_count(android_id) > logins, "{name}");
             }
@@ -236,9 +243,14 @@ async fn hostile_frames_cut_the_connection_and_the_listener_lives() {
         .emulator
         .send(&token, &SendMessage::new().data("n", "cut"))
         .unwrap();
-    backing_off_because(&mut events, "ended inside a frame").await;
+    backing_off_because(
+        &mut events,
+        |e| matches!(e, McsError::Truncated { .. }),
+        "ended inside a frame",
+    )
+    .await;
     alive(&harness, &token, &mut stream, "after cut").await;
-    pullkin.stop(None).await;
+    pullkin.shutdown().await;
     harness.emulator.shutdown().await;
 }
 
@@ -393,7 +405,7 @@ async fn hostile_payloads_are_reported_acknowledged_and_the_listener_lives() {
             }
         }
         let reported = reported.unwrap_or_else(|| panic!("{name}: not reported"));
-        assert_eq!(reported, direct.to_string(), "{name}");
+        assert_eq!(reported, direct, "{name}");
         assert!(
             harness
                 .emulator
@@ -403,7 +415,7 @@ async fn hostile_payloads_are_reported_acknowledged_and_the_listener_lives() {
             "{name}: acknowledged"
         );
     }
-    pullkin.stop(None).await;
+    pullkin.shutdown().await;
     harness.emulator.shutdown().await;
 }
 
@@ -628,7 +640,7 @@ async fn hostile_credentials_are_typed_errors_and_other_apps_keep_listening() {
         alive(&harness, &token, &mut stream, &i.to_string()).await;
     }
     assert_eq!(pullkin.apps(), vec!["live".to_owned()]);
-    pullkin.stop(None).await;
+    pullkin.shutdown().await;
     harness.emulator.shutdown().await;
 }
 
@@ -640,10 +652,10 @@ async fn a_corrupt_state_file_stops_that_app_only() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("bad.acks.json"), b"\x00not json").unwrap();
     let store: Arc<dyn pullkin::Store> = Arc::new(pullkin::DirStore::open(dir.path()).unwrap());
-    let mut config =
-        ListenerConfig::default().with_mcs_addr(harness.emulator.mcs_addr().to_string());
+    let mut config = ListenerConfig::default();
+    config.mcs_addr = harness.emulator.mcs_addr().to_string();
     config.ack_delay = Duration::from_millis(20);
-    let pullkin = Pullkin::new(config, harness.core.tls_config(), Some(store));
+    let pullkin = harness.listener_with(config, Some(store));
     let bad = harness.register_web().await.unwrap();
     let live = harness.register_android().await.unwrap();
     pullkin.add_app("bad", &bad, []).unwrap();
@@ -658,12 +670,15 @@ async fn a_corrupt_state_file_stops_that_app_only() {
     .unwrap()
     .state
     .clone();
-    let ConnectionState::Stopped { cause: Some(cause) } = state else {
+    let ConnectionState::Stopped {
+        error: Some(ConnectionError::Store(error)),
+    } = state
+    else {
         panic!("{state:?}");
     };
-    assert!(cause.contains("corrupt"), "{cause}");
+    assert!(matches!(*error, StoreError::Corrupt { .. }), "{error:?}");
     let mut stream = Box::pin(pullkin.listen("live").unwrap());
     alive(&harness, live.gcm.token.as_str(), &mut stream, "still").await;
-    pullkin.stop(None).await;
+    pullkin.shutdown().await;
     harness.emulator.shutdown().await;
 }

@@ -76,7 +76,7 @@ async fn registered_devices_receive_every_encoding_once_across_restarts() {
         assert_eq!((incoming.app.as_str(), message.encoding), expected);
         assert!(seen.insert(message.persistent_id.clone().unwrap()));
     }
-    pullkin.stop(None).await;
+    pullkin.shutdown().await;
     drop(messages);
 
     // Restarted on the same store: only what is new arrives.
@@ -96,7 +96,7 @@ async fn registered_devices_receive_every_encoding_once_across_restarts() {
         assert_eq!(incoming.message.data["kind"], "after");
         assert!(!seen.contains(incoming.message.persistent_id.as_deref().unwrap()));
     }
-    pullkin.stop(None).await;
+    pullkin.shutdown().await;
     emulator.shutdown().await;
 }
 
@@ -127,7 +127,7 @@ async fn handlers_get_matching_messages_and_renewal_keeps_live_credentials() {
     pullkin.add_app("web", &web, Vec::new()).unwrap();
     let runner = {
         let pullkin = Arc::clone(&pullkin);
-        tokio::spawn(async move { pullkin.run(None).await })
+        tokio::spawn(async move { pullkin.run_all().await })
     };
     let token = web.fcm.token().unwrap();
     for (title, priority) in [("low", "normal"), ("urgent", "high")] {
@@ -139,7 +139,7 @@ async fn handlers_get_matching_messages_and_renewal_keeps_live_credentials() {
     tokio::time::timeout(WAIT, done_rx.recv()).await.unwrap();
     // Both were taken in order, so the normal one is past the filter already.
     assert_eq!(*titles.lock().unwrap(), ["urgent"]);
-    pullkin.stop(None).await;
+    pullkin.shutdown().await;
     tokio::time::timeout(WAIT, runner)
         .await
         .unwrap()

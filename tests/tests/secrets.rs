@@ -156,7 +156,7 @@ async fn no_secret_in_logs_or_debug_output() {
         .map(|i| i.message.data["kind"].as_str())
         .collect();
     assert_eq!(kinds, ["aes128gcm", "aesgcm", "plain"]);
-    pullkin.stop(None).await;
+    pullkin.shutdown().await;
 
     // Debug output of everything that holds or touched a secret.
     let mut shown = vec![

@@ -117,13 +117,25 @@ fn credentials(android_id: u64, keys: &ReceiverKeys) -> Result<AppCredentials> {
 }
 
 fn listener_config(addr: std::net::SocketAddr) -> ListenerConfig {
-    ListenerConfig::default()
-        .with_mcs_addr(format!("localhost:{}", addr.port()))
-        .with_reconnect(
-            RetryPolicy::default()
-                .with_initial_delay(Duration::from_millis(10))
-                .with_max_delay(Duration::from_millis(200)),
-        )
+    let mut config = ListenerConfig::default();
+    config.mcs_addr = format!("localhost:{}", addr.port());
+    config.reconnect = RetryPolicy::default()
+        .with_initial_delay(Duration::from_millis(10))
+        .with_max_delay(Duration::from_millis(200));
+    config
+}
+
+/// A listener with `config`, `tls` and `store` (in memory when `None`).
+fn listener(
+    config: ListenerConfig,
+    tls: Arc<rustls::ClientConfig>,
+    store: Option<Arc<dyn Store>>,
+) -> Result<Pullkin> {
+    let mut builder = Pullkin::builder().config(config).tls(tls);
+    if let Some(store) = store {
+        builder = builder.store(store);
+    }
+    builder.build().map_err(|e| e.to_string())
 }
 
 fn tls_for(ca_pem: &str) -> Result<Arc<rustls::ClientConfig>> {
@@ -140,11 +152,11 @@ async fn throughput(payload: Payload, messages: usize) -> Result {
     let peer = Peer::start(payload, messages, &keys).await?;
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let store: Arc<dyn Store> = Arc::new(DirStore::open(dir.path()).map_err(|e| e.to_string())?);
-    let pullkin = Pullkin::new(
+    let pullkin = listener(
         listener_config(peer.addr),
         tls_for(&peer.ca_pem)?,
         Some(Arc::clone(&store)),
-    );
+    )?;
     let received = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(tokio::sync::Notify::new());
     {
@@ -166,7 +178,7 @@ async fn throughput(payload: Payload, messages: usize) -> Result {
     let pullkin = Arc::new(pullkin);
     let runner = {
         let pullkin = Arc::clone(&pullkin);
-        tokio::spawn(async move { pullkin.run(None).await })
+        tokio::spawn(async move { pullkin.run_all().await })
     };
     let started = peer.logged_in().await?;
     let cpu_before = cpu_seconds()?;
@@ -180,9 +192,12 @@ async fn throughput(payload: Payload, messages: usize) -> Result {
         })?;
     let elapsed = started.elapsed();
     let cpu = cpu_seconds()? - cpu_before;
-    pullkin.stop(None).await;
+    pullkin.shutdown().await;
     let _ = runner.await;
-    let stored = store.load_ack_state("bench").map_err(|e| e.to_string())?;
+    let stored = store
+        .load_ack_state("bench")
+        .await
+        .map_err(|e| e.to_string())?;
     let rate = messages as f64 / elapsed.as_secs_f64();
     println!(
         "{}",
@@ -204,11 +219,11 @@ async fn throughput(payload: Payload, messages: usize) -> Result {
 async fn latency(rate: u32, messages: usize) -> Result {
     let keys = ReceiverKeys::generate();
     let peer = Peer::start_paced(messages, rate).await?;
-    let pullkin = Pullkin::new(
+    let pullkin = listener(
         listener_config(peer.addr),
         tls_for(&peer.ca_pem)?,
         Some(Arc::new(pullkin::MemoryStore::default())),
-    );
+    )?;
     let samples = Arc::new(std::sync::Mutex::new(Vec::with_capacity(messages)));
     let done = Arc::new(tokio::sync::Notify::new());
     {
@@ -238,12 +253,12 @@ async fn latency(rate: u32, messages: usize) -> Result {
     let pullkin = Arc::new(pullkin);
     let runner = {
         let pullkin = Arc::clone(&pullkin);
-        tokio::spawn(async move { pullkin.run(None).await })
+        tokio::spawn(async move { pullkin.run_all().await })
     };
     tokio::time::timeout(Duration::from_secs(120), done.notified())
         .await
         .map_err(|_| "not every message arrived".to_owned())?;
-    pullkin.stop(None).await;
+    pullkin.shutdown().await;
     let _ = runner.await;
     let mut samples = samples.lock().unwrap_or_else(|e| e.into_inner()).clone();
     samples.sort_unstable();
@@ -302,12 +317,13 @@ async fn idle(connections: usize, seconds: u64) -> Result {
         .map_err(|e| format!("cannot start the idle server: {e}"))?;
     let (port, ca_pem) = peer::read_idle_server_banner(&mut child).await?;
     let keys = ReceiverKeys::generate();
-    let mut config = ListenerConfig::default()
-        .with_mcs_addr(format!("localhost:{port}"))
-        .with_heartbeat(Duration::from_secs(5), Duration::from_secs(30));
+    let mut config = ListenerConfig::default();
+    config.mcs_addr = format!("localhost:{port}");
+    config.heartbeat_interval = Duration::from_secs(5);
+    config.heartbeat_timeout = Duration::from_secs(30);
     config.server_heartbeat = None;
     config.queue_capacity = 16;
-    let pullkin = Pullkin::new(config, tls_for(&ca_pem)?, None);
+    let pullkin = listener(config, tls_for(&ca_pem)?, None)?;
     // Warm up the runtime and allocator with one connection, then measure the rest.
     let before = rss_kib()?;
     for i in 0..connections {
@@ -359,7 +375,7 @@ async fn idle(connections: usize, seconds: u64) -> Result {
             "heartbeat_interval_s": 5,
         })
     );
-    pullkin.stop(None).await;
+    pullkin.shutdown().await;
     let _ = child.kill().await;
     Ok(())
 }
@@ -374,11 +390,10 @@ async fn recovery() -> Result {
     let mut credentials = credentials(device.android_id, &keys)?;
     credentials.gcm.security_token = SecurityToken::new(device.security_token);
     let heartbeat = Duration::from_millis(500);
-    let pullkin = Pullkin::new(
-        listener_config(emulator.mcs_addr()).with_heartbeat(heartbeat, heartbeat),
-        tls_for(emulator.ca_cert_pem())?,
-        None,
-    );
+    let mut config = listener_config(emulator.mcs_addr());
+    config.heartbeat_interval = heartbeat;
+    config.heartbeat_timeout = heartbeat;
+    let pullkin = listener(config, tls_for(emulator.ca_cert_pem())?, None)?;
     pullkin
         .add_app("bench", &credentials, [])
         .map_err(|e| e.to_string())?;
@@ -415,7 +430,7 @@ async fn recovery() -> Result {
     .map_err(|_| "the stall was not noticed")?
     .map_err(|e| e.to_string())?;
     let noticed = stall.elapsed();
-    pullkin.stop(None).await;
+    pullkin.shutdown().await;
     emulator.shutdown().await;
     cuts.sort_by(f64::total_cmp);
     println!(

@@ -237,7 +237,8 @@ fn make_apps(emulator: &Emulator, count: usize, dir: &Path) -> Result<(Vec<App>,
         };
         let path = dir.join(format!("{name}.json"));
         let json = credentials.to_json().map_err(|e| e.to_string())?;
-        std::fs::write(&path, json).map_err(|e| format!("{}: {e}", path.display()))?;
+        pullkin::write_private_file(&path, json.as_bytes())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         files.push(path);
         apps.push(App {
             name,
