@@ -7,7 +7,7 @@
 use std::time::{Duration, SystemTime};
 
 use fcm_emulator::{Emulator, HttpFailure, Persona as EmulatorPersona};
-use fcm_http::{Endpoints, RetryPolicy};
+use fcm_http::RetryPolicy;
 use fcm_install::AuthToken;
 use gcm_checkin::{CHROME_VAPID_KEY, SecurityToken};
 use pullkin::{AppCredentials, Persona, PullkinCore, RegisterParams};
@@ -21,10 +21,7 @@ async fn emulator() -> Emulator {
 }
 
 fn core(emulator: &Emulator) -> PullkinCore {
-    PullkinCore::builder()
-        .endpoints(Endpoints::at(emulator.base_url().as_str()).unwrap())
-        .add_root_certificates_pem(emulator.ca_cert_pem().as_bytes())
-        .webpki_roots(false)
+    crate::support::core_builder(emulator)
         .retry(
             RetryPolicy::default()
                 .with_initial_delay(Duration::from_millis(1))

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::support::{backing_off, connected, stopped, wait_for_state};
+use crate::support::{backing_off, connected, listener_config, stopped, wait_for_state};
 use bytes::Bytes;
 use fcm_emulator::{Emulator, Fault, Notification, SendMessage, Target};
 use fcm_http::RetryPolicy;
@@ -97,13 +97,9 @@ fn android_device(emulator: &Emulator) -> Device {
 }
 
 fn config(emulator: &Emulator) -> ListenerConfig {
-    let mut config = ListenerConfig::default();
-    config.mcs_addr = format!("localhost:{}", emulator.mcs_addr().port());
+    let mut config = listener_config(emulator);
     config.heartbeat_interval = Duration::from_millis(400);
     config.heartbeat_timeout = Duration::from_millis(400);
-    config.reconnect = RetryPolicy::default()
-        .with_initial_delay(Duration::from_millis(10))
-        .with_max_delay(Duration::from_millis(100));
     config
 }
 
@@ -121,12 +117,7 @@ fn build(
 }
 
 fn tls(emulator: &Emulator) -> Arc<rustls::ClientConfig> {
-    fcm_http::Client::builder()
-        .webpki_roots(false)
-        .add_root_certificates_pem(emulator.ca_cert_pem().as_bytes())
-        .unwrap()
-        .build_tls_config()
-        .unwrap()
+    pullkin_test_support::emulator::tls(emulator)
 }
 
 fn listener(emulator: &Emulator, store: Option<Arc<dyn Store>>) -> Pullkin {

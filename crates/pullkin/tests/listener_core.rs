@@ -5,9 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::{connected, wait_for_state};
+use crate::support::{connected, core_builder, listener_config, wait_for_state};
 use fcm_emulator::{ConnectProxy, Emulator, Endpoint, HttpFailure, SendMessage, Target};
-use fcm_http::{Endpoints, RetryPolicy};
+use fcm_http::RetryPolicy;
 use futures_util::StreamExt;
 use pullkin::{
     ConnectionError, ConnectionState, DirStore, Event, Incoming, ListenerConfig, Pullkin,
@@ -25,10 +25,7 @@ async fn next(stream: &mut (impl futures_util::Stream<Item = Incoming> + Unpin))
 
 fn core(emulator: &Emulator) -> Arc<PullkinCore> {
     Arc::new(
-        PullkinCore::builder()
-            .endpoints(Endpoints::at(emulator.base_url().as_str()).unwrap())
-            .webpki_roots(false)
-            .add_root_certificates_pem(emulator.ca_cert_pem().as_bytes())
+        core_builder(emulator)
             .retry(
                 RetryPolicy::default()
                     .with_max_attempts(2)
@@ -40,12 +37,7 @@ fn core(emulator: &Emulator) -> Arc<PullkinCore> {
 }
 
 fn config(emulator: &Emulator) -> ListenerConfig {
-    let mut config = ListenerConfig::default();
-    config.mcs_addr = format!("localhost:{}", emulator.mcs_addr().port());
-    config.reconnect = RetryPolicy::default()
-        .with_initial_delay(Duration::from_millis(10))
-        .with_max_delay(Duration::from_millis(100));
-    config
+    listener_config(emulator)
 }
 
 /// A listener that keeps its apps' credentials alive with `core`.
@@ -202,10 +194,7 @@ async fn registers_and_listens_through_an_http_proxy() {
     let emulator = Emulator::start().await.unwrap();
     let proxy = ConnectProxy::start().await.unwrap();
     let core = Arc::new(
-        PullkinCore::builder()
-            .endpoints(Endpoints::at(emulator.base_url().as_str()).unwrap())
-            .webpki_roots(false)
-            .add_root_certificates_pem(emulator.ca_cert_pem().as_bytes())
+        core_builder(&emulator)
             .proxy(Some(fcm_http::Proxy::parse(&proxy.url()).unwrap()))
             .build()
             .unwrap(),

@@ -34,3 +34,21 @@ pub(crate) fn backing_off(state: &ConnectionState) -> bool {
 pub(crate) fn stopped(state: &ConnectionState) -> bool {
     matches!(state, ConnectionState::Stopped { .. })
 }
+
+/// A core builder for the emulator's endpoints, trusting only its CA.
+pub(crate) fn core_builder(emulator: &fcm_emulator::Emulator) -> pullkin::PullkinCoreBuilder {
+    pullkin::PullkinCore::builder()
+        .endpoints(pullkin_test_support::emulator::endpoints(emulator))
+        .webpki_roots(false)
+        .add_root_certificates_pem(emulator.ca_cert_pem().as_bytes())
+}
+
+/// Listener settings for the emulator's MCS server, reconnecting within 10–100 ms.
+pub(crate) fn listener_config(emulator: &fcm_emulator::Emulator) -> pullkin::ListenerConfig {
+    let mut config = pullkin::ListenerConfig::default();
+    config.mcs_addr = pullkin_test_support::emulator::mcs_addr(emulator);
+    config.reconnect = fcm_http::RetryPolicy::default()
+        .with_initial_delay(Duration::from_millis(10))
+        .with_max_delay(Duration::from_millis(100));
+    config
+}

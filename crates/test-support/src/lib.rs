@@ -4,6 +4,9 @@
 // message saying what was expected.
 #![allow(clippy::expect_used, clippy::panic)]
 
+#[cfg(feature = "emulator")]
+pub mod emulator;
+
 use std::time::Duration;
 
 use fcm_http::url::form_urlencoded;
