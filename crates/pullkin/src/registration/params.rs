@@ -7,7 +7,7 @@ use gcm_checkin::{DEFAULT_ANDROID_CERT, DEFAULT_WEB_BUNDLE};
 
 use super::{DEFAULT_APP_NAME, DEFAULT_RETRIES, FirebaseConfig, Persona, firebase_app};
 
-/// What [`PullkinCore::register`] and [`PullkinCore::gcm_register`] register: the
+/// What [`PullkinCore::register`](crate::PullkinCore::register) and [`PullkinCore::gcm_register`](crate::PullkinCore::gcm_register) register: the
 /// sender, the Firebase app and the persona, with the defaults of the Python `pullkin` library.
 ///
 /// ```
@@ -51,7 +51,7 @@ impl RegisterParams {
     /// The Python `pullkin` library's `gcm_register(sender_id, app_id)`: the Android persona as package
     /// [`DEFAULT_APP_NAME`] with the default certificate, no Firebase project (so no
     /// installation: add [`api_key`](Self::api_key) and [`project_id`](Self::project_id)
-    /// for one, as [`register`](PullkinCore::register) needs).
+    /// for one, as [`register`](crate::PullkinCore::register) needs).
     pub fn new(sender_id: impl Into<String>, app_id: impl Into<String>) -> Self {
         Self {
             sender_id: sender_id.into(),
@@ -206,7 +206,7 @@ impl RegisterParams {
     }
 }
 
-/// What [`PullkinCore::fcm_register`] needs besides the GCM token and the installation.
+/// What [`PullkinCore::fcm_register`](crate::PullkinCore::fcm_register) needs besides the GCM token and the installation.
 ///
 /// ```
 /// let params = pullkin::FcmRegisterParams::new("AIza…", "my-project").retries(3);

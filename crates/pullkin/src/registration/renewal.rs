@@ -71,7 +71,7 @@ impl PullkinCore {
     ///   or hands out another one, registers anew from [`AppCredentials::config`]
     ///   (a [`PullkinError::Config`] when there is none) — `identity_changed`.
     /// - Refreshes the Firebase auth token when it expires within the margin (see
-    ///   [`PullkinCoreBuilder::installation_refresh_margin`]); when Google no longer
+    ///   [`PullkinCoreBuilder::installation_refresh_margin`](crate::PullkinCoreBuilder::installation_refresh_margin)); when Google no longer
     ///   knows the installation, makes a new one and registers the same keys with FCM
     ///   again (a new FCM token).
     /// - Retries an FCM registration that had failed, with the same keys.
