@@ -241,3 +241,39 @@ impl Panicked {
         Self { what, message }
     }
 }
+
+/// Why a whole batch was not taken. Nothing of it is known to be taken: it is retried.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SinkError {
+    /// The destination is unreachable, failing or slow; try again later.
+    #[error("sink {sink}: {source}")]
+    Unavailable {
+        /// The sink's name.
+        sink: String,
+        /// Why.
+        #[source]
+        source: HandlerError,
+        /// How long the destination asked to wait, if it did.
+        retry_after: Option<Duration>,
+    },
+}
+
+impl SinkError {
+    /// An unavailable destination.
+    pub fn unavailable(sink: impl Into<String>, source: impl Into<HandlerError>) -> Self {
+        SinkError::Unavailable {
+            sink: sink.into(),
+            source: source.into(),
+            retry_after: None,
+        }
+    }
+
+    /// How long the destination asked to wait, if it did.
+    #[must_use]
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            SinkError::Unavailable { retry_after, .. } => *retry_after,
+        }
+    }
+}

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::error::{ConnectionError, HandlerError};
+use crate::error::{ConnectionError, HandlerError, SinkError};
 use crate::message::Stanza;
 
 /// Where an app's connection stands.
@@ -125,6 +125,30 @@ pub enum Event {
         app: String,
         /// Why.
         error: ConnectionError,
+    },
+    /// A sink failed to take a batch; it is retried (nothing of it is acknowledged
+    /// meanwhile).
+    SinkFailed {
+        /// The app.
+        app: String,
+        /// The sink's name.
+        sink: String,
+        /// Why.
+        error: Arc<SinkError>,
+        /// How many attempts of this batch failed so far.
+        failures: u32,
+    },
+    /// A sink rejected a message for good; it was parked (when a park is configured)
+    /// and acknowledged.
+    SinkRejected {
+        /// The app.
+        app: String,
+        /// The sink's name.
+        sink: String,
+        /// The message's persistent id.
+        persistent_id: Option<String>,
+        /// The sink's reason.
+        reason: String,
     },
     /// An app's credentials were renewed; store them (they are in the store already when
     /// the listener has one).

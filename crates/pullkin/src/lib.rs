@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 //! ## Layout
 //!
@@ -33,11 +34,12 @@ pub mod proto {
     pub use mcs_codec::proto::*;
 }
 
-pub use error::{ConnectionError, HandlerError, Panicked, PullkinError};
+pub use error::{ConnectionError, HandlerError, Panicked, PullkinError, SinkError};
 pub use event::{ConnectionState, Event, Health};
 pub use fcm_http::Secret;
 pub use listen::{
-    GOOGLE_MCS_ADDR, HandlerResult, Incoming, ListenerConfig, Pullkin, PullkinBuilder,
+    ForwardConfig, GOOGLE_MCS_ADDR, HandlerResult, Incoming, ListenerConfig, Outcome, Pullkin,
+    PullkinBuilder, Sink, SinkFuture,
 };
 pub use message::{Message, Notification, Stanza};
 pub use registration::{

@@ -50,6 +50,41 @@ pub struct Message {
 }
 
 impl Message {
+    /// The message as the JSON object `pullkin listen` prints on one line (and the
+    /// sinks hand onward): `app`, `persistent_id`, `fcm_message_id`, `sender_id`,
+    /// `priority`, `sent_ms`, `received_ms` (now), `encoding`, `data`, `notification`,
+    /// `raw`, and a payload that is not JSON as `payload` (UTF-8) or `payload_base64`.
+    #[must_use]
+    pub fn to_json(&self, app: &str) -> Value {
+        use base64::Engine as _;
+        let mut line = serde_json::json!({
+            "app": app,
+            "persistent_id": self.persistent_id,
+            "fcm_message_id": self.fcm_message_id,
+            "sender_id": self.sender_id,
+            "priority": self.priority,
+            "sent_ms": self.sent.and_then(unix_ms),
+            "received_ms": unix_ms(SystemTime::now()),
+            "encoding": self.encoding.map(ContentEncoding::as_str),
+            "data": self.data,
+            "notification": self.notification.as_ref().map(|n| &n.fields),
+            "raw": self.raw(),
+        });
+        // A payload that is not JSON (any Web Push sender may post text or bytes) is shown
+        // as it came: text when it is UTF-8, base64 otherwise.
+        if self.json.is_none() && !self.payload.is_empty() {
+            let (key, value) = match std::str::from_utf8(&self.payload) {
+                Ok(text) => ("payload", text.to_owned()),
+                Err(_) => (
+                    "payload_base64",
+                    base64::engine::general_purpose::STANDARD.encode(&self.payload),
+                ),
+            };
+            line[key] = Value::String(value);
+        }
+        line
+    }
+
     /// The whole notification as JSON (`raw` in the Python `pullkin` library): the payload when it is JSON,
     /// otherwise an object of `data`, `from`, `priority`, `notification` and
     /// `fcmMessageId` built from the message. Built on demand.
@@ -229,6 +264,13 @@ pub(crate) fn decode(stanza: &DataMessageStanza, keys: Option<&ReceiverKeys>) ->
         Ok(_) => Decoded::Message(Box::new(unencrypted(stanza, raw_data))),
         Err(error) => Decoded::Undecryptable(error),
     }
+}
+
+/// Milliseconds since the Unix epoch.
+fn unix_ms(time: SystemTime) -> Option<u64> {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .ok()
+        .and_then(|d| u64::try_from(d.as_millis()).ok())
 }
 
 fn sent(stanza: &DataMessageStanza) -> Option<SystemTime> {

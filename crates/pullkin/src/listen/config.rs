@@ -58,10 +58,25 @@ pub struct ListenerConfig {
     /// [probed](crate::Pullkin::probe) at once instead of after its heartbeat interval. At least
     /// 0.5 s; `None` turns this off.
     pub resume_check: Option<Duration>,
-    /// Reach the MCS server through this HTTP proxy (`CONNECT`; TLS stays end to end),
-    /// or directly with `None` (the default). A listener built with
-    /// [`PullkinBuilder::core`](crate::PullkinBuilder::core) takes the core's proxy
-    /// when this is `None`.
+    /// How to reach the MCS server:
+    ///
+    /// - `Some(proxy)`: through this HTTP proxy ([`fcm_http::Proxy::parse`]; a `CONNECT`
+    ///   tunnel, TLS stays end to end);
+    /// - `Some(Proxy::none())` ([`fcm_http::Proxy::none`]): directly, whatever the
+    ///   environment says;
+    /// - `None` (the default): a listener built with
+    ///   [`PullkinBuilder::core`](crate::PullkinBuilder::core) takes the core's setting;
+    ///   without one (or when that is `None` too), the standard variables choose for
+    ///   the host of [`mcs_addr`](Self::mcs_addr), as for an `https://` URL:
+    ///   `HTTPS_PROXY` / `https_proxy`, else `ALL_PROXY` / `all_proxy`, unless
+    ///   `NO_PROXY` / `no_proxy` lists the host (a name matches its subdomains too,
+    ///   `.google.com` or `google.com` matches `mtalk.google.com`; `*` matches every
+    ///   host). Loopback hosts are always reached directly then. They are read once per
+    ///   process, at the first connection; see [`fcm_http::ProxyEnv`].
+    ///
+    /// A `socks5://` or `https://` proxy in those variables is refused (each attempt
+    /// fails with [`ConnectionError::Connect`](crate::ConnectionError::Connect)) rather
+    /// than silently gone around.
     pub proxy: Option<fcm_http::Proxy>,
 }
 

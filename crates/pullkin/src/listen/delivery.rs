@@ -33,6 +33,26 @@ pub struct Incoming {
     _ack: AckOnDrop,
 }
 
+impl Incoming {
+    /// `<app>:<persistent_id>`: a key that names the message across redeliveries and
+    /// restarts, for a destination to drop duplicates by (`Nats-Msg-Id`,
+    /// `Idempotency-Key`). `None` for a message without a persistent id (the server
+    /// does not redeliver those).
+    #[must_use]
+    pub fn key(&self) -> Option<String> {
+        self.message
+            .persistent_id
+            .as_deref()
+            .map(|id| format!("{}:{id}", self.app))
+    }
+
+    /// The message as one JSON line (as `pullkin listen` prints it), with its app.
+    #[must_use]
+    pub fn to_json(&self) -> serde_json::Value {
+        self.message.to_json(&self.app)
+    }
+}
+
 /// The ids the application took, on their way back to the driver. An idle
 /// connection holds an empty vector and a notifier here, nothing more (a channel would
 /// keep a block of slots per connection).

@@ -9,7 +9,8 @@
 //! - `handoff`: the bounded queue between a driver and its consumer;
 //! - `driver`: one app's connection task (bytes, timers, store calls);
 //! - `identity`: credential upkeep before each attempt, with a [`PullkinCore`];
-//! - `resume`: the watch that notices a system suspension.
+//! - `resume`: the watch that notices a system suspension;
+//! - `sink`: [`Sink`] and [`Pullkin::forward`], handing messages onward durably.
 //!
 //! It may use every other module of the crate: `session` (the sans-IO protocol), `net`
 //! (sockets), `store`, `registration`, `message`, `event`, `error`. Nothing else in the
@@ -22,10 +23,12 @@ mod driver;
 mod handoff;
 mod identity;
 mod resume;
+mod sink;
 
 pub use config::{GOOGLE_MCS_ADDR, ListenerConfig};
 pub use delivery::Incoming;
 pub use dispatch::HandlerResult;
+pub use sink::{ForwardConfig, Outcome, Sink, SinkFuture};
 
 use std::collections::HashMap;
 use std::future::Future;

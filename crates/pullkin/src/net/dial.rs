@@ -6,6 +6,28 @@
 //! Trying the addresses one after the other instead (what `TcpStream::connect` does)
 //! leaves a receiver deaf for the whole connect timeout when the first address is
 //! black-holed, as IPv6 is on many networks that announce it and do not route it.
+//!
+//! Why not hyper-util's `HttpConnector` (`set_happy_eyeballs_timeout`), as the HTTP
+//! client uses: it splits the addresses by family and tries each family's one after the
+//! other, giving each address the connect timeout divided by their number, with the other
+//! family started after the delay. Between families that is the same; within one family a
+//! black hole costs half the timeout instead of the attempt delay. Measured on loopback
+//! (black holes made with listeners whose accept queue is full; connect timeout 20 s,
+//! delay 250 ms; hyper-util 0.1.21):
+//!
+//! | addresses, in resolver order | `connect_first` | `HttpConnector` |
+//! | --- | --- | --- |
+//! | `::1` (black hole), `127.0.0.1` | 254 ms | 252 ms |
+//! | `127.0.0.2` (black hole), `127.0.0.1` | 252 ms | 10.0 s |
+//! | `::1`, `127.0.0.2` (black holes), `127.0.0.1` | 507 ms | 10.25 s |
+//!
+//! Memory is no reason either way: both hand over a `TcpStream` (40 bytes; hyper-util's
+//! `TokioIo` wrapper adds none), so an idle connection costs the same; while connecting,
+//! `connect_first`'s future is 256 bytes inline, `HttpConnector`'s a 16-byte box. The
+//! other reasons: hyper-util folds DNS failures into its connect error, where the
+//! listener reports [`ConnectionError::Resolve`](crate::ConnectionError::Resolve) apart,
+//! and it dials real sockets only, where this takes the connect function and is tested
+//! on a paused clock with fake peers (below).
 
 use std::future::Future;
 use std::io;

@@ -333,6 +333,8 @@ impl AsyncWrite for TlsStream {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
     use std::future::Future;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
@@ -359,7 +361,7 @@ mod tests {
 
     fn client_config(ca_pem: &str, tls12_only: bool) -> Arc<ClientConfig> {
         let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
+        for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
             roots.add(cert.unwrap()).unwrap();
         }
         let versions: &[&rustls::SupportedProtocolVersion] = if tls12_only {
