@@ -26,6 +26,8 @@ const APP_ID: &str = "1:123456789012:android:0a1b2c3d4e5f";
 const SENDER: &str = "123456789012";
 const INSTALLATIONS: &str = "/v1/projects/my-project/installations";
 const REGISTRATIONS: &str = "/v1/projects/my-project/registrations";
+/// Longer than any margin a renewal refreshes the auth token within.
+const SIX_DAYS: Duration = Duration::from_secs(6 * 24 * 3600);
 
 fn core(server: &MockServer) -> PullkinCore {
     PullkinCore::builder()
@@ -124,6 +126,44 @@ async fn mount_google(
         .respond_with(registration_answer(fcm))
         .mount(server)
         .await;
+}
+
+/// A POST to `to` answered with `answer`, ahead of what [`mount_google`] mounts.
+fn ahead(to: &str, answer: ResponseTemplate) -> Mock {
+    Mock::given(method("POST"))
+        .and(path(to))
+        .respond_with(answer)
+        .with_priority(1)
+}
+
+/// A register3 refusal: HTTP 200, as register3 sends them, with `Error=<code>`.
+fn register3_error(code: &str) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_string(format!("Error={code}"))
+}
+
+/// A Google API error.
+fn google_error(code: u16, message: &str, status: &str) -> ResponseTemplate {
+    ResponseTemplate::new(code).set_body_json(json!({
+        "error": {"code": code, "message": message, "status": status}
+    }))
+}
+
+/// A check-in with stored credentials (priority as [`mount_google`]'s), answered `answer`.
+fn recheck_in(answer: ResponseTemplate) -> Mock {
+    Mock::given(method("POST"))
+        .and(path("/checkin"))
+        .and(Recheck(true))
+        .respond_with(answer)
+}
+
+/// Where the installation `fid` gets a new auth token.
+fn generate_auth_token(fid: &str) -> String {
+    format!("{INSTALLATIONS}/{fid}/authTokens:generate")
+}
+
+/// A new auth token, valid for a week.
+fn auth_token_answer(token: &str) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(json!({"token": token, "expiresIn": "604800s"}))
 }
 
 async fn requests_to(server: &MockServer, to: &str) -> Vec<Request> {
@@ -308,23 +348,21 @@ async fn web_registration_defaults_to_chromes_vapid_key() {
 
 #[tokio::test]
 async fn phone_registration_error_is_retried_until_it_succeeds() {
-    let server = MockServer::start().await;
-    // Two transient refusals (with HTTP 200, as register3 sends them), then the token.
-    Mock::given(method("POST"))
-        .and(path("/c2dm/register3"))
-        .respond_with(ResponseTemplate::new(200).set_body_string("Error=PHONE_REGISTRATION_ERROR"))
-        .up_to_n_times(2)
-        .with_priority(1)
-        .mount(&server)
-        .await;
-    mount_google(
-        &server,
+    let server = google(
         4004,
         5004,
         "gcm-after-retries",
         "fAAAAAAAAAAAAAAAAAAAAA",
         "fcm-4",
     )
+    .await;
+    // Two transient refusals, then the token.
+    ahead(
+        "/c2dm/register3",
+        register3_error("PHONE_REGISTRATION_ERROR"),
+    )
+    .up_to_n_times(2)
+    .mount(&server)
     .await;
 
     let credentials = core(&server).register(&android_params()).await.unwrap();
@@ -338,21 +376,12 @@ async fn phone_registration_error_is_retried_until_it_succeeds() {
 
 #[tokio::test]
 async fn retries_are_bounded_by_the_params() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/c2dm/register3"))
-        .respond_with(ResponseTemplate::new(200).set_body_string("Error=PHONE_REGISTRATION_ERROR"))
-        .with_priority(1)
-        .mount(&server)
-        .await;
-    mount_google(
-        &server,
-        4005,
-        5005,
-        "never",
-        "gAAAAAAAAAAAAAAAAAAAAA",
-        "never",
+    let server = google(4005, 5005, "never", "gAAAAAAAAAAAAAAAAAAAAA", "never").await;
+    ahead(
+        "/c2dm/register3",
+        register3_error("PHONE_REGISTRATION_ERROR"),
     )
+    .mount(&server)
     .await;
 
     let error = core(&server)
@@ -372,22 +401,10 @@ async fn retries_are_bounded_by_the_params() {
 
 #[tokio::test]
 async fn a_permanent_register3_error_is_not_retried() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/c2dm/register3"))
-        .respond_with(ResponseTemplate::new(200).set_body_string("Error=INVALID_SENDER"))
-        .with_priority(1)
+    let server = google(4006, 5006, "never", "hAAAAAAAAAAAAAAAAAAAAA", "never").await;
+    ahead("/c2dm/register3", register3_error("INVALID_SENDER"))
         .mount(&server)
         .await;
-    mount_google(
-        &server,
-        4006,
-        5006,
-        "never",
-        "hAAAAAAAAAAAAAAAAAAAAA",
-        "never",
-    )
-    .await;
 
     let error = core(&server).register(&android_params()).await.unwrap_err();
     assert!(error.to_string().contains("INVALID_SENDER"), "{error}");
@@ -396,27 +413,13 @@ async fn a_permanent_register3_error_is_not_retried() {
 
 #[tokio::test]
 async fn an_fcm_refusal_is_reported_in_the_credentials() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path(REGISTRATIONS))
-        .respond_with(ResponseTemplate::new(403).set_body_json(json!({
-            "error": {
-                "code": 403,
-                "message": "Requests to this API are blocked.",
-                "status": "PERMISSION_DENIED"
-            }
-        })))
-        .with_priority(1)
-        .mount(&server)
-        .await;
-    mount_google(
-        &server,
-        4007,
-        5007,
-        "gcm-7",
-        "iAAAAAAAAAAAAAAAAAAAAA",
-        "never",
+    let server = google(4007, 5007, "gcm-7", "iAAAAAAAAAAAAAAAAAAAAA", "never").await;
+    let blocked = "Requests to this API are blocked.";
+    ahead(
+        REGISTRATIONS,
+        google_error(403, blocked, "PERMISSION_DENIED"),
     )
+    .mount(&server)
     .await;
 
     let credentials = core(&server).register(&android_params()).await.unwrap();
@@ -438,9 +441,7 @@ async fn fcm_register_alone_reports_failure_in_its_result() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path(REGISTRATIONS))
-        .respond_with(ResponseTemplate::new(400).set_body_json(json!({
-            "error": {"code": 400, "message": "bad key", "status": "INVALID_ARGUMENT"}
-        })))
+        .respond_with(google_error(400, "bad key", "INVALID_ARGUMENT"))
         .mount(&server)
         .await;
     let core = core(&server);
@@ -522,10 +523,7 @@ async fn fcm_installation_makes_a_valid_fid() {
 #[tokio::test]
 async fn gcm_check_in_sends_stored_credentials() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/checkin"))
-        .and(Recheck(true))
-        .respond_with(checkin_answer(77, 88))
+    recheck_in(checkin_answer(77, 88))
         .expect(1)
         .mount(&server)
         .await;
@@ -554,7 +552,7 @@ async fn registered(server: &MockServer, expires_at: SystemTime) -> AppCredentia
 async fn an_expiring_auth_token_is_refreshed() {
     let server = google(4009, 5009, "gcm-9", "kAAAAAAAAAAAAAAAAAAAAA", "fcm-9").await;
     let mut credentials = registered(&server, SystemTime::now() + Duration::from_secs(60)).await;
-    let generate = format!("{INSTALLATIONS}/kAAAAAAAAAAAAAAAAAAAAA/authTokens:generate");
+    let generate = generate_auth_token("kAAAAAAAAAAAAAAAAAAAAA");
     Mock::given(method("POST"))
         .and(path(generate.as_str()))
         .and(header(
@@ -562,10 +560,7 @@ async fn an_expiring_auth_token_is_refreshed() {
             "FIS_v2 refresh-kAAAAAAAAAAAAAAAAAAAAA",
         ))
         .and(header("x-goog-api-key", API_KEY))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(json!({"token": "new-auth-token", "expiresIn": "604800s"})),
-        )
+        .respond_with(auth_token_answer("new-auth-token"))
         .expect(1)
         .mount(&server)
         .await;
@@ -588,7 +583,7 @@ async fn an_expiring_auth_token_is_refreshed() {
     );
     let token = &credentials.gcm.installation.as_ref().unwrap().auth_token;
     assert_eq!(token.token(), "new-auth-token");
-    assert!(!token.expires_within(SystemTime::now(), Duration::from_secs(6 * 24 * 3600)));
+    assert!(!token.expires_within(SystemTime::now(), SIX_DAYS));
     let sent = requests_to(&server, &generate).await;
     assert_eq!(sent.len(), 1);
     let body = json_body(&sent[0]);
@@ -604,21 +599,13 @@ async fn an_expiring_auth_token_is_refreshed() {
 async fn renew_refreshes_an_expired_auth_token_and_keeps_the_identity() {
     let server = google(4010, 5010, "gcm-10", "lAAAAAAAAAAAAAAAAAAAAA", "fcm-10").await;
     let credentials = registered(&server, SystemTime::now() - Duration::from_secs(1)).await;
-    Mock::given(method("POST"))
-        .and(path("/checkin"))
-        .and(Recheck(true))
-        .respond_with(checkin_answer(4010, 5010))
+    recheck_in(checkin_answer(4010, 5010))
         .expect(1)
         .mount(&server)
         .await;
     Mock::given(method("POST"))
-        .and(path(format!(
-            "{INSTALLATIONS}/lAAAAAAAAAAAAAAAAAAAAA/authTokens:generate"
-        )))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(json!({"token": "fresh", "expiresIn": "604800s"})),
-        )
+        .and(path(generate_auth_token("lAAAAAAAAAAAAAAAAAAAAA")))
+        .respond_with(auth_token_answer("fresh"))
         .expect(1)
         .mount(&server)
         .await;
@@ -647,15 +634,8 @@ async fn renew_refreshes_an_expired_auth_token_and_keeps_the_identity() {
 #[tokio::test]
 async fn renew_changes_nothing_when_all_is_well() {
     let server = google(4011, 5011, "gcm-11", "mAAAAAAAAAAAAAAAAAAAAA", "fcm-11").await;
-    let credentials = registered(
-        &server,
-        SystemTime::now() + Duration::from_secs(6 * 24 * 3600),
-    )
-    .await;
-    Mock::given(method("POST"))
-        .and(path("/checkin"))
-        .and(Recheck(true))
-        .respond_with(checkin_answer(4011, 5011))
+    let credentials = registered(&server, SystemTime::now() + SIX_DAYS).await;
+    recheck_in(checkin_answer(4011, 5011))
         .expect(1)
         .mount(&server)
         .await;
@@ -672,16 +652,9 @@ async fn renew_changes_nothing_when_all_is_well() {
 #[tokio::test]
 async fn a_dead_device_is_registered_again() {
     let server = google(4012, 5012, "gcm-old", "nAAAAAAAAAAAAAAAAAAAAA", "fcm-old").await;
-    let credentials = registered(
-        &server,
-        SystemTime::now() + Duration::from_secs(6 * 24 * 3600),
-    )
-    .await;
+    let credentials = registered(&server, SystemTime::now() + SIX_DAYS).await;
     // The stored identity is refused; a new device gets new ids.
-    Mock::given(method("POST"))
-        .and(path("/checkin"))
-        .and(Recheck(true))
-        .respond_with(ResponseTemplate::new(401).set_body_string("Unauthorized"))
+    recheck_in(ResponseTemplate::new(401).set_body_string("Unauthorized"))
         .expect(1)
         .with_priority(1)
         .mount(&server)
@@ -717,11 +690,7 @@ async fn a_dead_device_is_registered_again() {
 #[tokio::test]
 async fn a_dead_device_without_config_is_an_error() {
     let server = google(4013, 5013, "gcm-13", "pAAAAAAAAAAAAAAAAAAAAA", "fcm-13").await;
-    let mut credentials = registered(
-        &server,
-        SystemTime::now() + Duration::from_secs(6 * 24 * 3600),
-    )
-    .await;
+    let mut credentials = registered(&server, SystemTime::now() + SIX_DAYS).await;
     credentials.config = None;
     Mock::given(method("POST"))
         .and(path("/checkin"))
@@ -738,11 +707,7 @@ async fn a_dead_device_without_config_is_an_error() {
 #[tokio::test]
 async fn a_new_identity_from_the_check_in_is_registered() {
     let server = google(4014, 5014, "gcm-14", "qAAAAAAAAAAAAAAAAAAAAA", "fcm-14").await;
-    let credentials = registered(
-        &server,
-        SystemTime::now() + Duration::from_secs(6 * 24 * 3600),
-    )
-    .await;
+    let credentials = registered(&server, SystemTime::now() + SIX_DAYS).await;
     mount_google(
         &server,
         4114,
@@ -769,24 +734,13 @@ async fn a_new_identity_from_the_check_in_is_registered() {
 
 #[tokio::test]
 async fn renew_retries_a_failed_fcm_registration_with_the_same_keys() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path(REGISTRATIONS))
-        .respond_with(ResponseTemplate::new(403).set_body_json(json!({
-            "error": {"code": 403, "message": "blocked", "status": "PERMISSION_DENIED"}
-        })))
-        .with_priority(1)
-        .up_to_n_times(1)
-        .mount(&server)
-        .await;
-    mount_google(
-        &server,
-        4015,
-        5015,
-        "gcm-15",
-        "sAAAAAAAAAAAAAAAAAAAAA",
-        "fcm-15",
+    let server = google(4015, 5015, "gcm-15", "sAAAAAAAAAAAAAAAAAAAAA", "fcm-15").await;
+    ahead(
+        REGISTRATIONS,
+        google_error(403, "blocked", "PERMISSION_DENIED"),
     )
+    .up_to_n_times(1)
+    .mount(&server)
     .await;
     let core = core(&server);
     let credentials = core.register(&android_params()).await.unwrap();
@@ -809,14 +763,8 @@ async fn renew_retries_a_failed_fcm_registration_with_the_same_keys() {
 async fn a_lost_installation_is_replaced() {
     let server = google(4016, 5016, "gcm-16", "tAAAAAAAAAAAAAAAAAAAAA", "fcm-16").await;
     let credentials = registered(&server, SystemTime::now() - Duration::from_secs(1)).await;
-    Mock::given(method("POST"))
-        .and(path(format!(
-            "{INSTALLATIONS}/tAAAAAAAAAAAAAAAAAAAAA/authTokens:generate"
-        )))
-        .respond_with(ResponseTemplate::new(404).set_body_json(json!({
-            "error": {"code": 404, "message": "not found", "status": "NOT_FOUND"}
-        })))
-        .with_priority(1)
+    let generate = generate_auth_token("tAAAAAAAAAAAAAAAAAAAAA");
+    ahead(&generate, google_error(404, "not found", "NOT_FOUND"))
         .mount(&server)
         .await;
     mount_google(

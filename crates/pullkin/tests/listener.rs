@@ -3,26 +3,30 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::support::{backing_off, connected, listener_config, stopped, wait_for_state};
+use crate::support::{
+    WAIT, backing_off, connected, idle_notification, listener_config, next, shutdown, stopped,
+    wait_for_state,
+};
 use bytes::Bytes;
 use fcm_emulator::{Emulator, Fault, Notification, SendMessage, Target};
 use fcm_http::RetryPolicy;
 use fcm_install::{FcmRegistration, FcmToken};
-use futures_util::StreamExt;
+use futures_util::{Stream, StreamExt};
 use gcm_checkin::{GcmToken, SecurityToken};
 use mcs_codec::proto::{AppData, DataMessageStanza};
 use pullkin::session::AckState;
 use pullkin::{
     AppCredentials, AppCredentialsFcm, AppCredentialsGcm, AppCredentialsKeys, ConnectionError,
-    ConnectionState, DirStore, Event, Incoming, ListenerConfig, Pullkin, Stanza, Store,
-    StoreFuture,
+    ConnectionState, DirStore, Event, Incoming, ListenerConfig, Pullkin, PullkinError, Stanza,
+    Store, StoreFuture,
 };
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
 use webpush_ece::{EncryptOptions, ReceiverKeys};
-
-const WAIT: Duration = Duration::from_secs(10);
 
 struct Device {
     credentials: AppCredentials,
@@ -124,6 +128,73 @@ fn listener(emulator: &Emulator, store: Option<Arc<dyn Store>>) -> Pullkin {
     build(config(emulator), tls(emulator), store)
 }
 
+/// An emulator with one web device, and a listener (this file's settings, no store) that
+/// has the device as app "web"; the listener's events, subscribed before the app was added.
+async fn web_app() -> (Emulator, Device, Pullkin, broadcast::Receiver<Event>) {
+    let emulator = Emulator::start().await.unwrap();
+    let web = web_device(&emulator);
+    let pullkin = listener(&emulator, None);
+    let events = pullkin.events();
+    pullkin.add_app("web", &web.credentials, []).unwrap();
+    (emulator, web, pullkin, events)
+}
+
+/// [`web_app`], and the app's messages.
+async fn listening_web_app() -> (
+    Emulator,
+    Device,
+    Pullkin,
+    broadcast::Receiver<Event>,
+    Pin<Box<impl Stream<Item = Incoming>>>,
+) {
+    let (emulator, web, pullkin, events) = web_app().await;
+    let stream = Box::pin(pullkin.listen("web").unwrap());
+    (emulator, web, pullkin, events, stream)
+}
+
+/// The events sent so far, in order.
+fn events_so_far(events: &mut broadcast::Receiver<Event>) -> Vec<Event> {
+    std::iter::from_fn(|| events.try_recv().ok()).collect()
+}
+
+/// What `pick` takes from the events sent so far, in order.
+fn picked<T>(
+    events: &mut broadcast::Receiver<Event>,
+    pick: impl FnMut(Event) -> Option<T>,
+) -> Vec<T> {
+    events_so_far(events).into_iter().filter_map(pick).collect()
+}
+
+/// What `pick` takes from the last event sent so far that it takes anything from.
+fn last_picked<T>(
+    events: &mut broadcast::Receiver<Event>,
+    pick: impl FnMut(Event) -> Option<T>,
+) -> Option<T> {
+    picked(events, pick).pop()
+}
+
+/// Runs every app of `pullkin` on a task of its own.
+fn spawn_run_all(pullkin: &Arc<Pullkin>) -> JoinHandle<Result<(), PullkinError>> {
+    let pullkin = Arc::clone(pullkin);
+    tokio::spawn(async move { pullkin.run_all().await })
+}
+
+/// Shuts the listener down, checks that `run_all` then ends in time and well, and shuts
+/// the emulator down.
+async fn shutdown_running(
+    pullkin: &Pullkin,
+    runner: JoinHandle<Result<(), PullkinError>>,
+    emulator: &Emulator,
+) {
+    pullkin.shutdown().await;
+    tokio::time::timeout(WAIT, runner)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    emulator.shutdown().await;
+}
+
 /// Whether the stored state of `app` names no unconfirmed id within [`WAIT`].
 async fn nothing_unconfirmed_within(store: &dyn Store, app: &str) -> bool {
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -148,11 +219,15 @@ fn text(n: usize) -> SendMessage {
     SendMessage::new().data("n", n.to_string())
 }
 
-async fn next(stream: &mut (impl futures_util::Stream<Item = Incoming> + Unpin)) -> Incoming {
-    tokio::time::timeout(WAIT, stream.next())
-        .await
-        .expect("a message in time")
-        .expect("the stream goes on")
+/// The `n` values of `range`, as [`text`] sends them.
+fn numbers(range: std::ops::Range<usize>) -> Vec<String> {
+    range.map(|n| n.to_string()).collect()
+}
+
+/// `n` values in numeric order.
+fn sorted(mut ns: Vec<String>) -> Vec<String> {
+    ns.sort_by_key(|s| s.parse::<u32>().unwrap());
+    ns
 }
 
 /// Collects `count` messages' `n` values.
@@ -247,8 +322,7 @@ async fn delivers_aesgcm_aes128gcm_and_plain_messages() {
     drop(incoming);
     wait_acked(&emulator, &web).await;
     wait_acked(&emulator, &android).await;
-    pullkin.shutdown().await;
-    emulator.shutdown().await;
+    shutdown(&pullkin, &emulator).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -298,10 +372,7 @@ async fn handlers_get_what_their_filters_match_and_failures_do_not_stop_anything
     }
     let mut events = pullkin.events();
     pullkin.add_app("web", &web.credentials, []).unwrap();
-    let runner = {
-        let pullkin = Arc::clone(&pullkin);
-        tokio::spawn(async move { pullkin.run_all().await })
-    };
+    let runner = spawn_run_all(&pullkin);
     for n in 0..5 {
         let mut message = text(n);
         if n % 2 == 0 {
@@ -316,34 +387,22 @@ async fn handlers_get_what_their_filters_match_and_failures_do_not_stop_anything
     );
     assert_eq!(*high.lock().unwrap(), vec!["0", "2", "4"]);
     assert_eq!(*all.lock().unwrap(), vec!["0", "1", "2", "3", "4"]);
-    let mut failures = Vec::new();
-    while let Ok(event) = events.try_recv() {
-        if let Event::HandlerFailed { error, .. } = event {
-            failures.push(error);
-        }
-    }
+    let failures = picked(&mut events, |event| match event {
+        Event::HandlerFailed { error, .. } => Some(error),
+        _ => None,
+    });
     assert_eq!(failures.len(), 2, "{failures:?}");
     assert!(failures[0].is::<pullkin::Panicked>(), "{}", failures[0]);
     assert!(failures[0].to_string().contains("a handler bug"));
     assert!(!failures[1].is::<pullkin::Panicked>(), "{}", failures[1]);
     assert!(failures[1].to_string().contains("a handler error"));
     wait_acked(&emulator, &web).await;
-    pullkin.shutdown().await;
-    tokio::time::timeout(WAIT, runner)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    emulator.shutdown().await;
+    shutdown_running(&pullkin, runner, &emulator).await;
 }
 
 /// Sends `count` messages with a fault armed, checks each arrives exactly once.
 async fn survive(fault: Fault, expect_reconnect: bool) {
-    let emulator = Emulator::start().await.unwrap();
-    let web = web_device(&emulator);
-    let pullkin = listener(&emulator, None);
-    pullkin.add_app("web", &web.credentials, []).unwrap();
-    let mut stream = Box::pin(pullkin.listen("web").unwrap());
+    let (emulator, web, pullkin, _, mut stream) = listening_web_app().await;
     for n in 0..5 {
         emulator.send(&web.token, &text(n)).unwrap();
     }
@@ -366,10 +425,11 @@ async fn survive(fault: Fault, expect_reconnect: bool) {
         emulator.clear_faults(Target::Device(web.android_id));
     }
     got.extend(collect_n(&mut stream, 15).await);
-    let expected: Vec<String> = (0..20).map(|n| n.to_string()).collect();
-    let mut sorted = got.clone();
-    sorted.sort_by_key(|s| s.parse::<u32>().unwrap());
-    assert_eq!(sorted, expected, "every message exactly once ({fault:?})");
+    assert_eq!(
+        sorted(got),
+        numbers(0..20),
+        "every message exactly once ({fault:?})"
+    );
     // Nothing more comes: no duplicate after the reconnect.
     let extra = tokio::time::timeout(Duration::from_millis(500), stream.next()).await;
     assert!(extra.is_err(), "no duplicate: {extra:?}");
@@ -380,8 +440,7 @@ async fn survive(fault: Fault, expect_reconnect: bool) {
         );
     }
     wait_acked(&emulator, &web).await;
-    pullkin.shutdown().await;
-    emulator.shutdown().await;
+    shutdown(&pullkin, &emulator).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -441,10 +500,7 @@ async fn ignores_unknown_tags() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stall_is_noticed_within_the_heartbeat_deadline() {
-    let emulator = Emulator::start().await.unwrap();
-    let web = web_device(&emulator);
-    let pullkin = listener(&emulator, None);
-    pullkin.add_app("web", &web.credentials, []).unwrap();
+    let (emulator, web, pullkin, _) = web_app().await;
     let mut health = pullkin.health("web").unwrap();
     wait_for_state(&mut health, connected).await;
     emulator
@@ -466,8 +522,7 @@ async fn stall_is_noticed_within_the_heartbeat_deadline() {
         matches!(error, ConnectionError::HeartbeatTimeout),
         "{error}"
     );
-    pullkin.shutdown().await;
-    emulator.shutdown().await;
+    shutdown(&pullkin, &emulator).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -516,8 +571,7 @@ async fn a_probe_finds_a_dead_connection_at_once_and_cuts_the_backoff_short() {
     wait_for_state(&mut health, connected).await;
     emulator.send(&web.token, &text(1)).unwrap();
     assert_eq!(collect_n(&mut stream, 1).await, vec!["1"]);
-    pullkin.shutdown().await;
-    emulator.shutdown().await;
+    shutdown(&pullkin, &emulator).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -553,9 +607,7 @@ async fn restart_from_the_store_neither_loses_nor_duplicates() {
     seen.extend(collect_n(&mut stream, 5).await);
     let extra = tokio::time::timeout(Duration::from_millis(500), stream.next()).await;
     assert!(extra.is_err(), "no duplicate after the restart: {extra:?}");
-    let expected: Vec<String> = (0..12).map(|n| n.to_string()).collect();
-    seen.sort_by_key(|s| s.parse::<u32>().unwrap());
-    assert_eq!(seen, expected);
+    assert_eq!(sorted(seen), numbers(0..12));
     wait_acked(&emulator, &web).await;
     // Confirmed ids leave the unconfirmed list: the stored state stays small.
     assert!(
@@ -565,18 +617,12 @@ async fn restart_from_the_store_neither_loses_nor_duplicates() {
             nothing_unconfirmed_within(&*store, "web").await
         }
     );
-    second.shutdown().await;
-    emulator.shutdown().await;
+    shutdown(&second, &emulator).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_message_is_reported_acknowledged_and_never_redelivered() {
-    let emulator = Emulator::start().await.unwrap();
-    let web = web_device(&emulator);
-    let pullkin = listener(&emulator, None);
-    let mut events = pullkin.events();
-    pullkin.add_app("web", &web.credentials, []).unwrap();
-    let mut stream = Box::pin(pullkin.listen("web").unwrap());
+    let (emulator, web, pullkin, mut events, mut stream) = listening_web_app().await;
     let poison = emulator
         .send_raw(
             web.android_id,
@@ -600,12 +646,11 @@ async fn a_poison_message_is_reported_acknowledged_and_never_redelivered() {
         .unwrap();
     emulator.send(&web.token, &text(1)).unwrap();
     assert_eq!(collect_n(&mut stream, 1).await, vec!["1"]);
-    let mut reported = None;
-    while let Ok(event) = events.try_recv() {
-        if let Event::Undecryptable { persistent_id, .. } = event {
-            reported = persistent_id;
-        }
-    }
+    let reported = last_picked(&mut events, |event| match event {
+        Event::Undecryptable { persistent_id, .. } => Some(persistent_id),
+        _ => None,
+    })
+    .flatten();
     assert_eq!(reported.as_deref(), Some(poison.as_str()));
     wait_acked(&emulator, &web).await;
     // A reconnect does not bring it back.
@@ -614,52 +659,33 @@ async fn a_poison_message_is_reported_acknowledged_and_never_redelivered() {
     assert_eq!(collect_n(&mut stream, 1).await, vec!["2"]);
     let extra = tokio::time::timeout(Duration::from_millis(300), stream.next()).await;
     assert!(extra.is_err());
-    pullkin.shutdown().await;
-    emulator.shutdown().await;
+    shutdown(&pullkin, &emulator).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleted_messages_notice_is_an_event() {
-    let emulator = Emulator::start().await.unwrap();
-    let web = web_device(&emulator);
-    let pullkin = listener(&emulator, None);
-    let mut events = pullkin.events();
-    pullkin.add_app("web", &web.credentials, []).unwrap();
-    let mut stream = Box::pin(pullkin.listen("web").unwrap());
+    let (emulator, web, pullkin, mut events, mut stream) = listening_web_app().await;
     emulator.send_deleted_messages(&web.token, 42).unwrap();
     emulator.send(&web.token, &text(1)).unwrap();
     assert_eq!(collect_n(&mut stream, 1).await, vec!["1"]);
-    let mut count = None;
-    while let Ok(event) = events.try_recv() {
-        if let Event::DeletedMessages { count: c, .. } = event {
-            count = c;
-        }
-    }
+    let count = last_picked(&mut events, |event| match event {
+        Event::DeletedMessages { count, .. } => Some(count),
+        _ => None,
+    })
+    .flatten();
     assert_eq!(count, Some(42));
     wait_acked(&emulator, &web).await;
-    pullkin.shutdown().await;
-    emulator.shutdown().await;
+    shutdown(&pullkin, &emulator).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_notification_is_answered_acknowledged_and_not_delivered() {
-    let emulator = Emulator::start().await.unwrap();
-    let web = web_device(&emulator);
-    let pullkin = listener(&emulator, None);
-    pullkin.add_app("web", &web.credentials, []).unwrap();
-    let mut stream = Box::pin(pullkin.listen("web").unwrap());
+    let (emulator, web, pullkin, _, mut stream) = listening_web_app().await;
     // The MCS server's own notice (docs/protocol.md §3), with a persistent id as any queued
     // stanza gets; then an ordinary message behind it.
-    let notice = DataMessageStanza {
-        from: "google.com".into(),
-        category: "com.google.android.gsf.gtalkservice".into(),
-        app_data: vec![AppData {
-            key: "IdleNotification".into(),
-            value: "true".into(),
-        }],
-        ..Default::default()
-    };
-    let notice_id = emulator.send_raw(web.android_id, notice).unwrap();
+    let notice_id = emulator
+        .send_raw(web.android_id, idle_notification())
+        .unwrap();
     emulator.send(&web.token, &text(1)).unwrap();
     // The application gets only the ordinary message.
     assert_eq!(collect_n(&mut stream, 1).await, vec!["1"]);
@@ -693,8 +719,7 @@ async fn an_idle_notification_is_answered_acknowledged_and_not_delivered() {
     emulator.send(&web.token, &text(2)).unwrap();
     assert_eq!(collect_n(&mut stream, 1).await, vec!["2"]);
     assert_eq!(emulator.device(web.android_id).unwrap().upstream.len(), 1);
-    pullkin.shutdown().await;
-    emulator.shutdown().await;
+    shutdown(&pullkin, &emulator).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -723,10 +748,7 @@ async fn three_apps_one_stopped_the_others_keep_receiving() {
             .add_app(&format!("app{i}"), &device.credentials, [])
             .unwrap();
     }
-    let runner = {
-        let pullkin = Arc::clone(&pullkin);
-        tokio::spawn(async move { pullkin.run_all().await })
-    };
+    let runner = spawn_run_all(&pullkin);
     let send = |i: usize, n: usize| {
         emulator
             .send(
@@ -784,15 +806,9 @@ async fn three_apps_one_stopped_the_others_keep_receiving() {
         "kept for later"
     );
     assert_eq!(pullkin.apps().len(), 2);
-    pullkin.shutdown().await;
-    tokio::time::timeout(WAIT, runner)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
     let ids: HashSet<String> = snapshot.keys().cloned().collect();
     assert_eq!(ids.len(), 3);
-    emulator.shutdown().await;
+    shutdown_running(&pullkin, runner, &emulator).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -809,13 +825,12 @@ async fn a_refused_login_backs_off_and_retries() {
     wait_for_state(&mut health, stopped).await;
     assert_eq!(health.borrow().failures, 3);
     assert!(emulator.failed_logins() >= 3);
-    let mut failed = false;
-    while let Ok(event) = events.try_recv() {
-        failed |= matches!(event, Event::Failed { .. });
-    }
-    assert!(failed);
-    pullkin.shutdown().await;
-    emulator.shutdown().await;
+    assert!(
+        events_so_far(&mut events)
+            .iter()
+            .any(|event| matches!(event, Event::Failed { .. }))
+    );
+    shutdown(&pullkin, &emulator).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -839,8 +854,7 @@ async fn an_untrusted_server_certificate_is_refused() {
     };
     assert!(matches!(*last, ConnectionError::Tls { .. }), "{last}");
     assert_eq!(emulator.login_count(web.android_id), 0);
-    pullkin.shutdown().await;
-    emulator.shutdown().await;
+    shutdown(&pullkin, &emulator).await;
 }
 
 /// A store that records when each acknowledgement-state write happened.

@@ -5,22 +5,70 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::{connected, core_builder, listener_config, wait_for_state};
+use crate::support::{
+    WAIT, connected, core_builder, listener_config, next, shutdown, wait_for_state,
+};
 use fcm_emulator::{ConnectProxy, Emulator, Endpoint, HttpFailure, SendMessage, Target};
 use fcm_http::RetryPolicy;
-use futures_util::StreamExt;
 use pullkin::{
-    ConnectionError, ConnectionState, DirStore, Event, Incoming, ListenerConfig, Pullkin,
-    PullkinCore, RegisterParams, Store,
+    AppCredentials, ConnectionError, ConnectionState, DirStore, Event, Incoming, ListenerConfig,
+    Pullkin, PullkinCore, RegisterParams, Store,
 };
+use tokio::sync::broadcast;
 
-const WAIT: Duration = Duration::from_secs(10);
+/// The web persona of the emulator's demo project.
+fn web_params() -> RegisterParams {
+    RegisterParams::web(
+        "1234567890",
+        "1:1234567890:web:abc",
+        "api-key",
+        "demo-project",
+    )
+}
 
-async fn next(stream: &mut (impl futures_util::Stream<Item = Incoming> + Unpin)) -> Incoming {
-    tokio::time::timeout(WAIT, stream.next())
-        .await
-        .expect("a message in time")
-        .expect("the stream goes on")
+/// The Android persona of the emulator's demo project.
+fn android_params() -> RegisterParams {
+    RegisterParams::android(
+        "1234567890",
+        "1:1234567890:android:abc",
+        "api-key",
+        "demo-project",
+    )
+}
+
+/// Sends `{"n": n}` to the FCM token of `credentials`; what the stream's next message
+/// has as `n`.
+async fn send_and_receive(
+    emulator: &Emulator,
+    credentials: &AppCredentials,
+    stream: &mut (impl futures_util::Stream<Item = Incoming> + Unpin),
+    n: &str,
+) -> String {
+    let token = credentials.fcm.token().expect("an FCM token");
+    emulator
+        .send(token, &SendMessage::new().data("n", n))
+        .unwrap();
+    next(stream).await.message.data["n"].clone()
+}
+
+/// Waits (at most 10 s) for the first event that `pick` takes, passing over the others;
+/// panics, naming `what`, when none comes.
+async fn first_event<T>(
+    events: &mut broadcast::Receiver<Event>,
+    what: &str,
+    mut pick: impl FnMut(Event) -> Option<T>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Ok(event)) => {
+                if let Some(found) = pick(event) {
+                    return found;
+                }
+            }
+            other => panic!("{what}: {other:?}"),
+        }
+    }
 }
 
 fn core(emulator: &Emulator) -> Arc<PullkinCore> {
@@ -57,15 +105,7 @@ fn listener(
 async fn checks_in_before_connecting_and_replaces_a_dead_identity() {
     let emulator = Emulator::start().await.unwrap();
     let core = core(&emulator);
-    let credentials = core
-        .register(&RegisterParams::web(
-            "1234567890",
-            "1:1234567890:web:abc",
-            "api-key",
-            "demo-project",
-        ))
-        .await
-        .unwrap();
+    let credentials = core.register(&web_params()).await.unwrap();
     assert!(credentials.fcm.is_success(), "{:?}", credentials.fcm.error);
     let first_id = credentials.gcm.android_id;
     let checkins_before = emulator.device(first_id).unwrap().checkins;
@@ -77,11 +117,10 @@ async fn checks_in_before_connecting_and_replaces_a_dead_identity() {
     pullkin.add_app("web", &credentials, []).unwrap();
     let mut stream = Box::pin(pullkin.listen("web").unwrap());
 
-    let token = credentials.fcm.token().unwrap().to_owned();
-    emulator
-        .send(&token, &SendMessage::new().data("n", "1"))
-        .unwrap();
-    assert_eq!(next(&mut stream).await.message.data["n"], "1");
+    assert_eq!(
+        send_and_receive(&emulator, &credentials, &mut stream, "1").await,
+        "1"
+    );
     assert!(
         emulator.device(first_id).unwrap().checkins > checkins_before,
         "checked in before connecting"
@@ -90,19 +129,16 @@ async fn checks_in_before_connecting_and_replaces_a_dead_identity() {
     // Google declares the identity dead: the next check-in is refused.
     emulator.fail_checkins(1, 401);
     emulator.disconnect(Target::Device(first_id));
-    let mut changed = false;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !changed && tokio::time::Instant::now() < deadline {
-        match tokio::time::timeout_at(deadline, events.recv()).await {
-            Ok(Ok(Event::CredentialsChanged { app })) => {
-                assert_eq!(app, "web");
-                changed = true;
-            }
-            Ok(Ok(_)) => {}
-            other => panic!("{other:?}"),
-        }
-    }
-    assert!(changed, "credentials-changed was announced");
+    let app = first_event(
+        &mut events,
+        "credentials-changed was announced",
+        |e| match e {
+            Event::CredentialsChanged { app } => Some(app),
+            _ => None,
+        },
+    )
+    .await;
+    assert_eq!(app, "web");
     let renewed = pullkin.credentials("web").unwrap();
     assert_ne!(renewed.gcm.android_id, first_id, "a new device identity");
     // The renewed credentials are stored.
@@ -110,33 +146,23 @@ async fn checks_in_before_connecting_and_replaces_a_dead_identity() {
     assert_eq!(stored.gcm.android_id, renewed.gcm.android_id);
     assert_eq!(stored.fcm.token(), renewed.fcm.token());
     // And the listener receives on the new identity.
-    let new_token = renewed.fcm.token().unwrap().to_owned();
     assert!(
         emulator
             .wait_until(WAIT, |e| e.is_connected(renewed.gcm.android_id))
             .await
     );
-    emulator
-        .send(&new_token, &SendMessage::new().data("n", "2"))
-        .unwrap();
-    assert_eq!(next(&mut stream).await.message.data["n"], "2");
-    pullkin.shutdown().await;
-    emulator.shutdown().await;
+    assert_eq!(
+        send_and_receive(&emulator, &renewed, &mut stream, "2").await,
+        "2"
+    );
+    shutdown(&pullkin, &emulator).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_check_in_answered_with_retry_after_delays_the_next_attempt() {
     let emulator = Emulator::start().await.unwrap();
     let core = core(&emulator);
-    let credentials = core
-        .register(&RegisterParams::android(
-            "1234567890",
-            "1:1234567890:android:abc",
-            "api-key",
-            "demo-project",
-        ))
-        .await
-        .unwrap();
+    let credentials = core.register(&android_params()).await.unwrap();
     // Both check-in attempts of the core's retry policy are answered 503 with
     // "Retry-After: 1": the core gives up after the second, and the listener's own backoff
     // (10 ms here) must stretch to the second Google asked for.
@@ -157,17 +183,14 @@ async fn a_check_in_answered_with_retry_after_delays_the_next_attempt() {
     pullkin.add_app("android", &credentials, []).unwrap();
     let mut stream = Box::pin(pullkin.listen("android").unwrap());
 
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let backing_off = loop {
-        match tokio::time::timeout_at(deadline, events.recv()).await {
-            Ok(Ok(Event::State {
-                state: ConnectionState::BackingOff { error, .. },
-                ..
-            })) => break error,
-            Ok(Ok(_)) => {}
-            other => panic!("{other:?}"),
-        }
-    };
+    let backing_off = first_event(&mut events, "backing off", |e| match e {
+        Event::State {
+            state: ConnectionState::BackingOff { error, .. },
+            ..
+        } => Some(error),
+        _ => None,
+    })
+    .await;
     // The listener sees the server's wait (its policy waits that long: see the
     // reconnect-policy tests, which check it on a fake clock).
     assert!(
@@ -180,13 +203,11 @@ async fn a_check_in_answered_with_retry_after_delays_the_next_attempt() {
     wait_for_state(&mut health, connected).await;
 
     // Then it receives.
-    let token = credentials.fcm.token().unwrap().to_owned();
-    emulator
-        .send(&token, &SendMessage::new().data("n", "1"))
-        .unwrap();
-    assert_eq!(next(&mut stream).await.message.data["n"], "1");
-    pullkin.shutdown().await;
-    emulator.shutdown().await;
+    assert_eq!(
+        send_and_receive(&emulator, &credentials, &mut stream, "1").await,
+        "1"
+    );
+    shutdown(&pullkin, &emulator).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -199,15 +220,7 @@ async fn registers_and_listens_through_an_http_proxy() {
             .build()
             .unwrap(),
     );
-    let credentials = core
-        .register(&RegisterParams::web(
-            "1234567890",
-            "1:1234567890:web:abc",
-            "api-key",
-            "demo-project",
-        ))
-        .await
-        .unwrap();
+    let credentials = core.register(&web_params()).await.unwrap();
     assert!(credentials.fcm.is_success(), "{:?}", credentials.fcm.error);
     let http_tunnels = proxy.tunnels().len();
     assert!(http_tunnels >= 1);
@@ -215,17 +228,15 @@ async fn registers_and_listens_through_an_http_proxy() {
     let pullkin = listener(&core, config(&emulator), None);
     pullkin.add_app("web", &credentials, []).unwrap();
     let mut stream = Box::pin(pullkin.listen("web").unwrap());
-    let token = credentials.fcm.token().unwrap().to_owned();
-    emulator
-        .send(&token, &SendMessage::new().data("n", "1"))
-        .unwrap();
-    assert_eq!(next(&mut stream).await.message.data["n"], "1");
+    assert_eq!(
+        send_and_receive(&emulator, &credentials, &mut stream, "1").await,
+        "1"
+    );
     let mcs = format!("localhost:{}", emulator.mcs_addr().port());
     assert!(
         proxy.tunnels().contains(&mcs),
         "{:?} has no tunnel to {mcs}",
         proxy.tunnels()
     );
-    pullkin.shutdown().await;
-    emulator.shutdown().await;
+    shutdown(&pullkin, &emulator).await;
 }

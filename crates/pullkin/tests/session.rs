@@ -4,12 +4,12 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use crate::support::idle_notification;
 use bytes::Bytes;
 use mcs_codec::McsMessage;
 use mcs_codec::proto::{
-    AppData, Close, DataMessageStanza, ErrorInfo, Extension, HeartbeatAck, HeartbeatConfig,
-    HeartbeatPing, IqStanza, LoginRequest, LoginResponse, SelectiveAck, StreamErrorStanza,
-    iq_stanza::IqType,
+    Close, DataMessageStanza, ErrorInfo, Extension, HeartbeatAck, HeartbeatConfig, HeartbeatPing,
+    IqStanza, LoginRequest, LoginResponse, SelectiveAck, StreamErrorStanza, iq_stanza::IqType,
 };
 use proptest::prelude::*;
 use prost::Message as _;
@@ -25,6 +25,21 @@ fn strs(ids: &[std::sync::Arc<str>]) -> Vec<&str> {
 
 fn config() -> SessionConfig {
     SessionConfig::new(ANDROID_ID, TOKEN)
+}
+
+/// [`config`], pinging after `interval` of silence and waiting `timeout` for the answer.
+fn heartbeat(interval: Duration, timeout: Duration) -> SessionConfig {
+    let mut config = config();
+    config.heartbeat_interval = interval;
+    config.heartbeat_timeout = timeout;
+    config
+}
+
+/// [`config`], acknowledging by stream after `ack_batch` taken messages.
+fn batched(ack_batch: usize) -> SessionConfig {
+    let mut config = config();
+    config.ack_batch = ack_batch;
+    config
 }
 
 fn data(id: &str) -> McsMessage {
@@ -70,6 +85,32 @@ impl Harness {
             sent: Vec::new(),
             events: Vec::new(),
         }
+    }
+
+    /// A session with nothing restored, logged in.
+    fn online(config: SessionConfig) -> Self {
+        let mut h = Self::new(config, AckState::default());
+        h.login();
+        h
+    }
+
+    /// Connects and writes the LoginRequest; the login stays unanswered.
+    fn connect(&mut self) {
+        self.session.connect(self.now);
+        self.flush();
+    }
+
+    /// Receives the message `id`, and the application takes it.
+    fn take(&mut self, id: &str) {
+        self.recv(data(id));
+        self.session.delivered(id, self.now);
+    }
+
+    /// Receives a ping that confirms nothing; the last stream id that the answer (the
+    /// first frame written then) reports.
+    fn answer_ping(&mut self) -> Option<i32> {
+        self.recv(ping_from_server(None));
+        self.flush()[0].last_stream_id_received()
     }
 
     /// Connects and logs in; returns the LoginRequest.
@@ -123,6 +164,17 @@ impl Harness {
         self.now += by;
         self.session.handle_timeout(self.now);
         self.drain();
+    }
+
+    /// Checks that the timer is set for `due` and that nothing is written `early` before
+    /// it; the frames written once it is due.
+    #[track_caller]
+    fn when_due(&mut self, due: Instant, early: Duration) -> Vec<McsMessage> {
+        assert_eq!(self.session.poll_timeout(), Some(due));
+        self.advance(due - early - self.now);
+        assert!(self.flush().is_empty(), "nothing {early:?} early");
+        self.advance(early);
+        self.flush()
     }
 
     fn messages(&self) -> Vec<String> {
@@ -200,8 +252,7 @@ fn login_request_has_the_protocol_fields() {
 #[test]
 fn refused_login_ends_the_connection() {
     let mut h = Harness::new(config(), AckState::default());
-    h.session.connect(h.now);
-    h.flush();
+    h.connect();
     h.recv(
         LoginResponse {
             id: "x".into(),
@@ -228,8 +279,7 @@ fn refused_login_ends_the_connection() {
 #[test]
 fn a_frame_other_than_the_login_answer_ends_the_login() {
     let mut h = Harness::new(config(), AckState::default());
-    h.session.connect(h.now);
-    h.flush();
+    h.connect();
     h.recv(data("0:1"));
     assert_eq!(
         h.events,
@@ -241,10 +291,8 @@ fn a_frame_other_than_the_login_answer_ends_the_login() {
 
 #[test]
 fn every_frame_carries_last_stream_id_received() {
-    let mut h = Harness::new(config(), AckState::default());
-    h.login(); // in = 1
-    h.recv(data("0:1")); // in = 2
-    h.session.delivered("0:1", h.now);
+    let mut h = Harness::online(config()); // in = 1
+    h.take("0:1"); // in = 2
     h.recv(ping_from_server(None)); // in = 3
     let sent = h.flush();
     assert_eq!(
@@ -258,11 +306,9 @@ fn every_frame_carries_last_stream_id_received() {
 
 #[test]
 fn stream_ack_after_ten_delivered_messages() {
-    let mut h = Harness::new(config(), AckState::default());
-    h.login();
+    let mut h = Harness::online(config());
     for i in 0..9 {
-        h.recv(data(&format!("0:{i}")));
-        h.session.delivered(&format!("0:{i}"), h.now);
+        h.take(&format!("0:{i}"));
     }
     assert!(
         h.flush().is_empty(),
@@ -289,19 +335,11 @@ fn a_few_taken_messages_are_acknowledged_after_the_ack_delay() {
     let mut config = config();
     config.ack_delay = Duration::from_millis(500);
     config.heartbeat_interval = Duration::from_secs(60);
-    let mut h = Harness::new(config, AckState::default());
+    let mut h = Harness::online(config);
+    // The login takes no time.
     let start = h.now;
-    h.login();
-    h.recv(data("0:a"));
-    h.session.delivered("0:a", h.now);
-    assert_eq!(
-        h.session.poll_timeout(),
-        Some(start + Duration::from_millis(500))
-    );
-    h.advance(Duration::from_millis(499));
-    assert!(h.flush().is_empty());
-    h.advance(Duration::from_millis(1));
-    let sent = h.flush();
+    h.take("0:a");
+    let sent = h.when_due(start + Duration::from_millis(500), Duration::from_millis(1));
     assert_eq!(stream_acks(&sent).len(), 1, "{sent:?}");
     assert_eq!(stream_acks(&sent)[0].last_stream_id_received, Some(2));
     assert_eq!(
@@ -313,10 +351,8 @@ fn a_few_taken_messages_are_acknowledged_after_the_ack_delay() {
 
 #[test]
 fn only_ack_stanzas_acknowledge_ids() {
-    let mut h = Harness::new(config(), AckState::default());
-    h.login();
-    h.recv(data("0:a"));
-    h.session.delivered("0:a", h.now);
+    let mut h = Harness::online(config());
+    h.take("0:a");
     h.recv(ping_from_server(None));
     // The HeartbeatAck reports stream 3, but a server may ignore that: still unacked.
     assert_eq!(h.flush()[0].last_stream_id_received(), Some(3));
@@ -329,12 +365,8 @@ fn only_ack_stanzas_acknowledge_ids() {
 
 #[test]
 fn nothing_is_acknowledged_before_it_is_stored() {
-    let mut config = config();
-    config.ack_batch = 1;
-    let mut h = Harness::new(config, AckState::default());
-    h.login();
-    h.recv(data("0:a"));
-    h.session.delivered("0:a", h.now);
+    let mut h = Harness::online(batched(1));
+    h.take("0:a");
     assert!(h.session.ack_state_dirty());
     let write = h.session.poll_store(h.now).expect("a store write is due");
     assert!(h.session.poll_store(h.now).is_none(), "one write at a time");
@@ -349,8 +381,7 @@ fn nothing_is_acknowledged_before_it_is_stored() {
         "not yet stored"
     );
     // Another message is taken while the first write runs.
-    h.recv(data("0:b"));
-    h.session.delivered("0:b", h.now);
+    h.take("0:b");
     h.session.handle_stored(write.version);
     assert!(h.session.ack_state_dirty(), "0:b is not stored yet");
     let sent = h.flush_unpersisted();
@@ -365,8 +396,7 @@ fn nothing_is_acknowledged_before_it_is_stored() {
 
 #[test]
 fn immediate_ack_is_sent_once_the_message_is_taken() {
-    let mut h = Harness::new(config(), AckState::default());
-    h.login();
+    let mut h = Harness::online(config());
     let mut message = data("0:now");
     if let McsMessage::DataMessageStanza(m) = &mut message {
         m.immediate_ack = Some(true);
@@ -382,34 +412,26 @@ fn immediate_ack_is_sent_once_the_message_is_taken() {
 
 #[test]
 fn nothing_is_acknowledged_before_the_application_takes_it() {
-    let mut h = Harness::new(config(), AckState::default());
-    h.login(); // 1
+    let mut h = Harness::online(config()); // 1
     for i in 0..5 {
         h.recv(data(&format!("0:{i}"))); // 2..=6
     }
-    h.recv(ping_from_server(None)); // 7
-    assert_eq!(h.flush()[0].last_stream_id_received(), Some(1));
+    assert_eq!(h.answer_ping(), Some(1)); // 7
     h.session.delivered("0:0", h.now);
     h.session.delivered("0:1", h.now);
-    h.recv(ping_from_server(None)); // 8
-    assert_eq!(h.flush()[0].last_stream_id_received(), Some(3));
+    assert_eq!(h.answer_ping(), Some(3)); // 8
     // Taking a later one first does not report past the earlier one still pending.
     h.session.delivered("0:4", h.now);
-    h.recv(ping_from_server(None)); // 9
-    assert_eq!(h.flush()[0].last_stream_id_received(), Some(3));
+    assert_eq!(h.answer_ping(), Some(3)); // 9
     for i in 2..4 {
         h.session.delivered(&format!("0:{i}"), h.now);
     }
-    h.recv(ping_from_server(None)); // 10
-    assert_eq!(h.flush()[0].last_stream_id_received(), Some(10));
+    assert_eq!(h.answer_ping(), Some(10)); // 10
 }
 
 #[test]
 fn the_server_confirms_acked_ids_which_are_then_forgotten() {
-    let mut config = config();
-    config.ack_batch = 2;
-    let mut h = Harness::new(config, AckState::default());
-    h.login();
+    let mut h = Harness::online(batched(2));
     h.recv(data("0:a"));
     h.recv(data("0:b"));
     h.session.delivered("0:a", h.now);
@@ -429,13 +451,9 @@ fn the_server_confirms_acked_ids_which_are_then_forgotten() {
 
 #[test]
 fn reconnect_lists_unconfirmed_ids_in_the_login() {
-    let mut config = config();
-    config.ack_batch = 2;
-    let mut h = Harness::new(config, AckState::default());
-    h.login();
+    let mut h = Harness::online(batched(2));
     for id in ["0:a", "0:b", "0:c"] {
-        h.recv(data(id));
-        h.session.delivered(id, h.now);
+        h.take(id);
     }
     h.flush(); // a and b acked by a StreamAck, c unacked
     h.session.disconnected();
@@ -469,20 +487,11 @@ fn login_ids_wait_for_confirmation_when_the_server_does_not_report() {
 
 #[test]
 fn client_pings_after_silence_and_gives_up_after_the_deadline() {
-    let mut config = config();
-    config.heartbeat_interval = Duration::from_secs(60);
-    config.heartbeat_timeout = Duration::from_secs(10);
-    let mut h = Harness::new(config, AckState::default());
+    let config = heartbeat(Duration::from_secs(60), Duration::from_secs(10));
+    let mut h = Harness::online(config);
+    // The login takes no time.
     let start = h.now;
-    h.login();
-    assert_eq!(
-        h.session.poll_timeout(),
-        Some(start + Duration::from_secs(60))
-    );
-    h.advance(Duration::from_secs(59));
-    assert!(h.flush().is_empty());
-    h.advance(Duration::from_secs(1));
-    let sent = h.flush();
+    let sent = h.when_due(start + Duration::from_secs(60), Duration::from_secs(1));
     assert!(
         matches!(sent.as_slice(), [McsMessage::HeartbeatPing(_)]),
         "{sent:?}"
@@ -511,13 +520,10 @@ fn client_pings_after_silence_and_gives_up_after_the_deadline() {
 
 #[test]
 fn a_probe_pings_at_once_and_ends_a_silent_connection_within_the_timeout() {
-    let mut config = config();
-    config.heartbeat_interval = Duration::from_secs(600);
-    config.heartbeat_timeout = Duration::from_secs(10);
+    let config = heartbeat(Duration::from_secs(600), Duration::from_secs(10));
     let mut h = Harness::new(config, AckState::default());
     // Before the login's answer the login's own deadline runs: a probe adds nothing.
-    h.session.connect(h.now);
-    h.flush();
+    h.connect();
     h.session.probe(h.now);
     assert!(h.flush().is_empty());
     h.recv(login_ok(Some(1)));
@@ -565,8 +571,7 @@ fn a_probe_pings_at_once_and_ends_a_silent_connection_within_the_timeout() {
 #[test]
 fn login_answer_has_a_deadline_too() {
     let mut h = Harness::new(config(), AckState::default());
-    h.session.connect(h.now);
-    h.flush();
+    h.connect();
     h.advance(Duration::from_secs(30));
     assert_eq!(
         h.events,
@@ -577,8 +582,7 @@ fn login_answer_has_a_deadline_too() {
 #[test]
 fn server_heartbeat_config_is_followed() {
     let mut h = Harness::new(config(), AckState::default());
-    h.session.connect(h.now);
-    h.flush();
+    h.connect();
     h.recv(
         LoginResponse {
             id: "x".into(),
@@ -601,8 +605,7 @@ fn server_heartbeat_config_is_followed() {
 
 #[test]
 fn close_and_stream_error_end_the_connection() {
-    let mut h = Harness::new(config(), AckState::default());
-    h.login();
+    let mut h = Harness::online(config());
     h.recv(Close {}.into());
     assert_eq!(
         h.events.last(),
@@ -627,20 +630,8 @@ fn close_and_stream_error_end_the_connection() {
 
 #[test]
 fn idle_notification_is_answered_not_delivered() {
-    let mut h = Harness::new(config(), AckState::default());
-    h.login();
-    h.recv(
-        DataMessageStanza {
-            from: "google.com".into(),
-            category: "com.google.android.gsf.gtalkservice".into(),
-            app_data: vec![AppData {
-                key: "IdleNotification".into(),
-                value: "true".into(),
-            }],
-            ..Default::default()
-        }
-        .into(),
-    );
+    let mut h = Harness::online(config());
+    h.recv(idle_notification().into());
     assert!(h.messages().is_empty());
     let sent = h.flush();
     let [McsMessage::DataMessageStanza(reply)] = sent.as_slice() else {
@@ -655,8 +646,7 @@ fn idle_notification_is_answered_not_delivered() {
 
 #[test]
 fn unknown_frames_are_reported_and_counted() {
-    let mut h = Harness::new(config(), AckState::default());
-    h.login();
+    let mut h = Harness::online(config());
     h.recv(McsMessage::Unknown {
         tag: 15,
         bytes: Bytes::new(),
@@ -665,14 +655,12 @@ fn unknown_frames_are_reported_and_counted() {
         h.events.last(),
         Some(&SessionEvent::UnknownFrame { tag: 15 })
     );
-    h.recv(ping_from_server(None));
-    assert_eq!(h.flush()[0].last_stream_id_received(), Some(3));
+    assert_eq!(h.answer_ping(), Some(3));
 }
 
 #[test]
 fn redelivered_ids_reach_the_application_once() {
-    let mut h = Harness::new(config(), AckState::default());
-    h.login();
+    let mut h = Harness::online(config());
     h.recv(data("0:1"));
     h.recv(data("0:1")); // a copy while the first is with the application
     assert_eq!(h.take_messages(), vec!["0:1"]);
@@ -692,15 +680,12 @@ fn redelivered_ids_reach_the_application_once() {
 
 #[test]
 fn restart_from_stored_state_delivers_nothing_twice() {
-    let mut config = config();
-    config.ack_batch = 1;
+    let config = batched(1);
     let mut first = Harness::new(config.clone(), AckState::default());
     first.login();
-    first.recv(data("0:a"));
-    first.session.delivered("0:a", first.now);
+    first.take("0:a");
     first.flush();
-    first.recv(data("0:b"));
-    first.session.delivered("0:b", first.now);
+    first.take("0:b");
     first.flush();
     first.recv(ping_from_server(Some(2))); // confirms 0:a only
     let stored = first.session.ack_state();
@@ -718,8 +703,7 @@ fn restart_from_stored_state_delivers_nothing_twice() {
 
 #[test]
 fn a_message_taken_after_a_reconnect_is_acked_by_name() {
-    let mut h = Harness::new(config(), AckState::default());
-    h.login();
+    let mut h = Harness::online(config());
     h.recv(data("0:slow"));
     h.session.disconnected();
     let login = h.login();
@@ -735,28 +719,21 @@ fn a_message_taken_after_a_reconnect_is_acked_by_name() {
 
 #[test]
 fn a_pending_message_redelivered_on_a_new_connection_is_acked_by_stream() {
-    let mut h = Harness::new(config(), AckState::default());
-    h.login();
+    let mut h = Harness::online(config());
     h.recv(data("0:slow"));
     h.session.disconnected();
     h.login(); // in = 1
     h.recv(data("0:slow")); // in = 2, a copy
     assert_eq!(h.take_messages(), vec!["0:slow"]);
-    h.recv(ping_from_server(None)); // in = 3
-    assert_eq!(h.flush()[0].last_stream_id_received(), Some(1));
+    assert_eq!(h.answer_ping(), Some(1)); // in = 3
     h.session.delivered("0:slow", h.now);
-    h.recv(ping_from_server(None)); // in = 4
-    assert_eq!(h.flush()[0].last_stream_id_received(), Some(4));
+    assert_eq!(h.answer_ping(), Some(4)); // in = 4
 }
 
 #[test]
 fn server_selective_ack_confirms_ids() {
-    let mut config = config();
-    config.ack_batch = 1;
-    let mut h = Harness::new(config, AckState::default());
-    h.login();
-    h.recv(data("0:a"));
-    h.session.delivered("0:a", h.now);
+    let mut h = Harness::online(batched(1));
+    h.take("0:a");
     h.flush();
     assert_eq!(strs(&h.session.ack_state().unconfirmed), vec!["0:a"]);
     h.recv(
@@ -781,8 +758,7 @@ fn server_selective_ack_confirms_ids() {
 
 #[test]
 fn messages_without_persistent_id_are_delivered_and_block_nothing() {
-    let mut h = Harness::new(config(), AckState::default());
-    h.login();
+    let mut h = Harness::online(config());
     h.recv(
         DataMessageStanza {
             from: "1".into(),
@@ -792,21 +768,17 @@ fn messages_without_persistent_id_are_delivered_and_block_nothing() {
         .into(),
     );
     assert_eq!(h.events.len(), 2);
-    h.recv(ping_from_server(None));
-    assert_eq!(h.flush()[0].last_stream_id_received(), Some(3));
+    assert_eq!(h.answer_ping(), Some(3));
 }
 
 #[test]
 fn recent_ids_are_bounded() {
-    let mut config = config();
-    config.ack_batch = 1;
+    let mut config = batched(1);
     config.recent_ids = 3;
-    let mut h = Harness::new(config, AckState::default());
-    h.login();
+    let mut h = Harness::online(config);
     for i in 0..10 {
         let id = format!("0:{i}");
-        h.recv(data(&id));
-        h.session.delivered(&id, h.now);
+        h.take(&id);
         h.flush();
     }
     h.recv(ping_from_server(Some(100)));
@@ -817,8 +789,7 @@ fn recent_ids_are_bounded() {
 
 #[test]
 fn frames_after_teardown_are_ignored() {
-    let mut h = Harness::new(config(), AckState::default());
-    h.login();
+    let mut h = Harness::online(config());
     h.session.disconnected();
     h.recv(data("0:late"));
     assert!(h.messages().is_empty());
@@ -855,8 +826,7 @@ proptest! {
     /// but not yet stored: the documented crash window); it is never dropped otherwise.
     #[test]
     fn random_schedules_deliver_each_id_once(ops in proptest::collection::vec(op(), 1..200)) {
-        let mut config = config();
-        config.ack_batch = 3;
+        let config = batched(3);
         let mut h = Harness::new(config.clone(), AckState::default());
         h.login();
         let mut queue: Vec<String> = Vec::new();

@@ -1,13 +1,42 @@
-//! Helpers shared by the listener test modules.
+//! Helpers shared by the test modules.
 #![allow(clippy::expect_used)]
 
 use std::time::Duration;
 
-use pullkin::{ConnectionState, Health};
+use futures_util::{Stream, StreamExt};
+use mcs_codec::proto::{AppData, DataMessageStanza};
+use pullkin::{ConnectionState, Health, Incoming, Pullkin};
 use tokio::sync::watch;
 
-/// How long a test waits for a state it expects.
-const WAIT: Duration = Duration::from_secs(10);
+/// How long a test waits for a state or a message it expects.
+pub(crate) const WAIT: Duration = Duration::from_secs(10);
+
+/// Waits (at most 10 s) for the stream's next message.
+pub(crate) async fn next(stream: &mut (impl Stream<Item = Incoming> + Unpin)) -> Incoming {
+    tokio::time::timeout(WAIT, stream.next())
+        .await
+        .expect("a message in time")
+        .expect("the stream goes on")
+}
+
+/// Shuts the listener down, then the emulator.
+pub(crate) async fn shutdown(pullkin: &Pullkin, emulator: &fcm_emulator::Emulator) {
+    pullkin.shutdown().await;
+    emulator.shutdown().await;
+}
+
+/// The MCS server's idle notification (docs/protocol.md §3), without a persistent id.
+pub(crate) fn idle_notification() -> DataMessageStanza {
+    DataMessageStanza {
+        from: "google.com".into(),
+        category: "com.google.android.gsf.gtalkservice".into(),
+        app_data: vec![AppData {
+            key: "IdleNotification".into(),
+            value: "true".into(),
+        }],
+        ..Default::default()
+    }
+}
 
 /// Waits (at most 10 s) until the app's connection state matches `wanted`.
 pub(crate) async fn wait_for_state(
