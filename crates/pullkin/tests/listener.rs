@@ -933,3 +933,179 @@ async fn store_writes_are_spaced_by_the_store_interval_and_every_message_is_ackn
     }
     emulator.shutdown().await;
 }
+
+/// A sink that records what it took and can be made to wait, fail or reject.
+#[derive(Debug, Default)]
+struct TestSink {
+    taken: Mutex<Vec<String>>,
+    /// Calls before this many fail (a destination that is down).
+    fail_first: usize,
+    calls: std::sync::atomic::AtomicUsize,
+    /// `data.n` values rejected for good.
+    reject: HashSet<String>,
+    /// While set, `deliver` waits for a permit.
+    gate: Option<tokio::sync::Semaphore>,
+}
+
+impl pullkin::Sink for TestSink {
+    fn name(&self) -> &str {
+        "test"
+    }
+
+    fn deliver<'a>(
+        &'a self,
+        batch: &'a [Incoming],
+    ) -> pullkin::SinkFuture<'a, Vec<pullkin::Outcome>> {
+        Box::pin(async move {
+            let call = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if let Some(gate) = &self.gate {
+                gate.acquire().await.unwrap().forget();
+            }
+            if call < self.fail_first {
+                return Err(pullkin::SinkError::unavailable("test", "down"));
+            }
+            let mut outcomes = Vec::new();
+            for incoming in batch {
+                let n = incoming.message.data["n"].clone();
+                if self.reject.contains(&n) {
+                    outcomes.push(pullkin::Outcome::Rejected(format!("no {n}")));
+                } else {
+                    assert!(incoming.key().unwrap().starts_with("app:"));
+                    assert_eq!(incoming.to_json()["data"]["n"], n.as_str());
+                    self.taken.lock().unwrap().push(n);
+                    outcomes.push(pullkin::Outcome::Taken);
+                }
+            }
+            Ok(outcomes)
+        })
+    }
+}
+
+/// Forwards an Android app's messages to `sink` in a task.
+async fn forwarding(
+    sink: Arc<TestSink>,
+    config: pullkin::ForwardConfig,
+) -> (
+    Emulator,
+    Device,
+    Arc<Pullkin>,
+    broadcast::Receiver<Event>,
+    JoinHandle<()>,
+) {
+    let emulator = Emulator::start().await.unwrap();
+    let android = android_device(&emulator);
+    let pullkin = Arc::new(listener(&emulator, None));
+    let events = pullkin.events();
+    pullkin.add_app("app", &android.credentials, []).unwrap();
+    let task = {
+        let pullkin = Arc::clone(&pullkin);
+        tokio::spawn(async move { pullkin.forward(&["app"], sink, config).await.unwrap() })
+    };
+    let mut health = pullkin.health("app").unwrap();
+    wait_for_state(&mut health, connected).await;
+    (emulator, android, pullkin, events, task)
+}
+
+/// Waits until `sink` took `count` messages.
+async fn taken(sink: &TestSink, count: usize) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let taken = sink.taken.lock().unwrap().clone();
+        if taken.len() >= count || tokio::time::Instant::now() >= deadline {
+            return taken;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_acknowledges_only_what_the_sink_took() {
+    let sink = Arc::new(TestSink {
+        gate: Some(tokio::sync::Semaphore::new(0)),
+        ..TestSink::default()
+    });
+    let (emulator, android, pullkin, _, task) =
+        forwarding(Arc::clone(&sink), pullkin::ForwardConfig::default()).await;
+    for n in 0..5 {
+        emulator.send(&android.token, &text(n)).unwrap();
+    }
+    // The sink holds the first batch: nothing may be acknowledged meanwhile.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while sink.calls.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the sink was called"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let waiting = emulator.unacked_ids(android.android_id).len()
+        + emulator.pending_ids(android.android_id).len();
+    assert_eq!(waiting, 5, "nothing acknowledged before the sink confirmed");
+    sink.gate.as_ref().unwrap().add_permits(100);
+    assert_eq!(sorted(taken(&sink, 5).await), numbers(0..5));
+    wait_acked(&emulator, &android).await;
+    pullkin.shutdown().await;
+    task.await.unwrap();
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_sink_is_retried_with_backoff_and_loses_nothing() {
+    let sink = Arc::new(TestSink {
+        fail_first: 3,
+        ..TestSink::default()
+    });
+    let mut config = pullkin::ForwardConfig::default();
+    config.retry = RetryPolicy::default()
+        .with_initial_delay(Duration::from_millis(10))
+        .with_max_delay(Duration::from_millis(50));
+    let (emulator, android, pullkin, mut events, task) =
+        forwarding(Arc::clone(&sink), config).await;
+    for n in 0..20 {
+        emulator.send(&android.token, &text(n)).unwrap();
+    }
+    let got = taken(&sink, 20).await;
+    assert_eq!(
+        sorted(got.clone()),
+        numbers(0..20),
+        "each message once: {got:?}"
+    );
+    wait_acked(&emulator, &android).await;
+    let failed = picked(&mut events, |e| match e {
+        Event::SinkFailed { failures, sink, .. } => Some((sink, failures)),
+        _ => None,
+    });
+    assert_eq!(failed.len(), 3, "{failed:?}");
+    assert_eq!(failed[2], ("test".to_owned(), 3));
+    pullkin.shutdown().await;
+    task.await.unwrap();
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_message_is_parked_reported_and_the_rest_go_on() {
+    let sink = Arc::new(TestSink {
+        reject: HashSet::from(["1".to_owned()]),
+        ..TestSink::default()
+    });
+    let park = Arc::new(TestSink::default());
+    let mut config = pullkin::ForwardConfig::default();
+    config.park = Some(Arc::clone(&park) as Arc<dyn pullkin::Sink>);
+    let (emulator, android, pullkin, mut events, task) =
+        forwarding(Arc::clone(&sink), config).await;
+    for n in 0..4 {
+        emulator.send(&android.token, &text(n)).unwrap();
+    }
+    assert_eq!(sorted(taken(&sink, 3).await), ["0", "2", "3"]);
+    assert_eq!(taken(&park, 1).await, ["1"], "parked");
+    wait_acked(&emulator, &android).await;
+    let rejected = picked(&mut events, |e| match e {
+        Event::SinkRejected { reason, .. } => Some(reason),
+        _ => None,
+    });
+    assert_eq!(rejected, ["no 1"]);
+    pullkin.shutdown().await;
+    task.await.unwrap();
+    emulator.shutdown().await;
+}
