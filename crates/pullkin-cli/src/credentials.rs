@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 
 use crate::common::{self, NetArgs, print_line};
-use crate::error::{Context, Result};
+use crate::error::{Context, Kind, Result};
+use crate::log;
 
 /// `pullkin credentials …`.
 #[derive(Debug, Subcommand)]
@@ -57,24 +58,27 @@ pub(crate) struct ShowArgs {
 pub(crate) fn run(command: CredentialsCommand) -> Result<ExitCode> {
     match command {
         CredentialsCommand::Import(args) => {
-            let credentials = common::read_credentials(&args.input)?;
+            let credentials = common::read_credentials(&args.input).config_error()?;
             common::write_credentials(&args.out, &credentials, args.force)?;
-            eprintln!(
-                "imported {} (android_id {}{}) into {} (mode 0600)",
-                args.input.display(),
-                credentials.gcm.android_id,
-                if credentials.fcm.is_success() {
-                    ""
-                } else {
-                    ", no FCM registration"
-                },
-                args.out.display()
+            log::info(
+                None,
+                format_args!(
+                    "imported {} (android_id {}{}) into {} (mode 0600)",
+                    args.input.display(),
+                    credentials.gcm.android_id,
+                    if credentials.fcm.is_success() {
+                        ""
+                    } else {
+                        ", no FCM registration"
+                    },
+                    args.out.display()
+                ),
             );
             Ok(ExitCode::SUCCESS)
         }
         CredentialsCommand::Show(args) => {
-            let credentials = common::read_credentials(&args.file)?;
-            let endpoints = args.net.endpoints()?;
+            let credentials = common::read_credentials(&args.file).config_error()?;
+            let endpoints = args.net.endpoints().config_error()?;
             let endpoint =
                 fcm_install::fcm_send_endpoint(&endpoints, credentials.gcm.token.as_str())
                     .context("building the Web Push endpoint")?;

@@ -9,7 +9,7 @@ use fcm_emulator::Emulator;
 
 use crate::common::print_line;
 use crate::error::{Context, Result};
-use crate::signal;
+use crate::{log, signal};
 
 pub(crate) const EXAMPLES: &str = "Example:
   pullkin emulator --http-port 4443 --mcs-port 5228 --ca-out ca.pem
@@ -72,14 +72,17 @@ pub(crate) async fn run(args: EmulatorArgs) -> Result<ExitCode> {
     print_line(&format!("endpoints={base}"))?;
     print_line(&format!("mcs={}", emulator.mcs_addr()))?;
     print_line(&format!("ca={}", ca_path.display()))?;
-    eprintln!(
-        "fcm-emulator running; for other shells:\n  export PULLKIN_ENDPOINTS={base} \
-         PULLKIN_MCS={} PULLKIN_CA={}\nstop it with Ctrl-C",
-        emulator.mcs_addr(),
-        ca_path.display()
+    log::info(
+        None,
+        format_args!(
+            "fcm-emulator running; for other shells:\n  export PULLKIN_ENDPOINTS={base} \
+             PULLKIN_MCS={} PULLKIN_CA={}\nstop it with Ctrl-C",
+            emulator.mcs_addr(),
+            ca_path.display()
+        ),
     );
     let signal = stop.await;
-    eprintln!("{signal}: stopping the emulator");
+    log::info(None, format_args!("{signal}: stopping the emulator"));
     emulator.shutdown().await;
     if temporary {
         let _ = std::fs::remove_file(&ca_path);

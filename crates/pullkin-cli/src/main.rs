@@ -13,6 +13,8 @@ mod demo;
 mod emulator;
 mod error;
 mod listen;
+mod log;
+mod notify;
 mod register;
 mod send;
 mod signal;
@@ -20,9 +22,19 @@ mod signal;
 use std::process::ExitCode;
 
 use clap::{ArgAction, Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
 
-use crate::error::{Context, Result};
+use crate::error::{Context, EXIT_STATUS_HELP, Result};
+use crate::log::LogFormat;
+
+/// The end of `pullkin --help`: where to start, the logs, the exit statuses.
+fn after_help() -> String {
+    format!(
+        "Start with `pullkin demo`: the whole pipeline against a local emulator, no Google \
+         account needed.\n\nLogs go to stderr: -v (info), -vv (debug), -vvv (trace), or \
+         RUST_LOG (e.g. RUST_LOG=pullkin=debug); --log-format json for one JSON object per \
+         line.\n\n{EXIT_STATUS_HELP}"
+    )
+}
 
 /// Receive Firebase Cloud Messaging (FCM/GCM) push notifications as an Android app or
 /// Chrome would, offline against a local emulator or for real against Google.
@@ -31,14 +43,23 @@ use crate::error::{Context, Result};
     name = "pullkin",
     version,
     propagate_version = true,
-    after_help = "Start with `pullkin demo`: the whole pipeline against a local emulator, \
-                  no Google account needed.\n\nLogs go to stderr: -v (info), -vv (debug), \
-                  -vvv (trace), or RUST_LOG (e.g. RUST_LOG=pullkin=debug)."
+    after_help = after_help()
 )]
 struct Cli {
     /// More log output on stderr (repeat for more); RUST_LOG overrides it.
     #[arg(short, long, action = ArgAction::Count, global = true)]
     verbose: u8,
+    /// The shape of stderr: `text` lines, or `json` (one object per line: timestamp,
+    /// level, fields, target) for a log shipper. Stdout is the same either way.
+    #[arg(
+        long,
+        global = true,
+        env = "PULLKIN_LOG_FORMAT",
+        value_enum,
+        value_name = "FORMAT",
+        default_value_t = LogFormat::Text
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -74,29 +95,15 @@ enum Command {
     Credentials(credentials::CredentialsCommand),
 }
 
-fn init_logging(verbose: u8) {
-    let default = match verbose {
-        0 => "warn",
-        1 => "info",
-        2 => "debug",
-        _ => "trace",
-    };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(true)
-        .try_init();
-}
-
 fn main() -> ExitCode {
+    // A usage error exits here, with status 2.
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    log::init(cli.verbose, cli.log_format);
     match run(cli.command) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {}", error.chain());
-            ExitCode::FAILURE
+            log::fatal(&error);
+            ExitCode::from(error.exit_code())
         }
     }
 }

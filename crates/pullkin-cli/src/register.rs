@@ -9,7 +9,8 @@ use gcm_checkin::{DEFAULT_ANDROID_CERT, DEFAULT_WEB_BUNDLE};
 use pullkin::{AppCredentials, DEFAULT_APP_NAME, DEFAULT_RETRIES, RegisterParams};
 
 use crate::common::{self, NetArgs, print_line, short};
-use crate::error::{CliError, Context, Result};
+use crate::error::{CliError, Context, Kind, Result};
+use crate::log;
 
 pub(crate) const EXAMPLES: &str = "Examples:
   # As an Android app of a Firebase project (the values of google-services.json):
@@ -109,7 +110,7 @@ pub(crate) async fn run(args: RegisterArgs) -> Result<ExitCode> {
             args.out.display()
         )));
     }
-    let core = args.net.core(Some(args.retries))?;
+    let core = args.net.core(Some(args.retries)).config_error()?;
     let persona = if args.web { "web" } else { "Android" };
     let credentials = core
         .register(&args.params())
@@ -136,10 +137,16 @@ pub(crate) async fn run(args: RegisterArgs) -> Result<ExitCode> {
 }
 
 fn summarize(persona: &str, out: &std::path::Path, credentials: &AppCredentials) {
-    eprintln!(
-        "registered a {persona} device: android_id {}, GCM token {}",
-        credentials.gcm.android_id,
-        short(credentials.gcm.token.as_str())
+    log::info(
+        None,
+        format_args!(
+            "registered a {persona} device: android_id {}, GCM token {}",
+            credentials.gcm.android_id,
+            short(credentials.gcm.token.as_str())
+        ),
     );
-    eprintln!("credentials written to {} (mode 0600)", out.display());
+    log::info(
+        None,
+        format_args!("credentials written to {} (mode 0600)", out.display()),
+    );
 }

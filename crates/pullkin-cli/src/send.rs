@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 use webpush_ece::{EncryptOptions, SubscriptionKeys, aes128gcm};
 
 use crate::common::{NetArgs, parse_key_value, print_line};
-use crate::error::{CliError, Context, Result};
+use crate::error::{CliError, Context, Kind, Result};
 
 pub(crate) const EXAMPLES: &str = "Examples:
   # Through the emulator's send API, to an FCM token (web devices get it aesgcm-encrypted)
@@ -248,7 +248,7 @@ pub(crate) async fn webpush(
 
 /// Runs `pullkin send`.
 pub(crate) async fn run(args: SendArgs) -> Result<ExitCode> {
-    let client = args.net.http_client()?;
+    let client = args.net.http_client().config_error()?;
     let content = Content {
         data: args.data.iter().cloned().collect(),
         title: args.title.clone(),
@@ -258,10 +258,11 @@ pub(crate) async fn run(args: SendArgs) -> Result<ExitCode> {
     let answer = match (&args.webpush, &args.token) {
         (Some(endpoint), _) => {
             let (Some(p256dh), Some(auth)) = (&args.p256dh, &args.auth) else {
-                return Err(CliError::msg("--webpush needs --p256dh and --auth"));
+                return Err(CliError::usage("--webpush needs --p256dh and --auth"));
             };
             let keys = SubscriptionKeys::from_base64(p256dh, auth)
-                .context("the subscription keys (--p256dh, --auth)")?;
+                .context("the subscription keys (--p256dh, --auth)")
+                .config_error()?;
             let plaintext = match &args.payload {
                 Some(text) => text.clone().into_bytes(),
                 None => content.webpush_json().to_string().into_bytes(),
@@ -279,7 +280,7 @@ pub(crate) async fn run(args: SendArgs) -> Result<ExitCode> {
         (None, Some(token)) => {
             let (base, access_token) = match (&args.net.endpoints, &args.access_token) {
                 (Some(base), token) => (
-                    Url::parse(base).context("--endpoints")?,
+                    Url::parse(base).context("--endpoints").config_error()?,
                     token.clone().unwrap_or_else(|| "emulator".to_owned()),
                 ),
                 (None, Some(token)) => (
@@ -287,7 +288,7 @@ pub(crate) async fn run(args: SendArgs) -> Result<ExitCode> {
                     token.clone(),
                 ),
                 (None, None) => {
-                    return Err(CliError::msg(
+                    return Err(CliError::usage(
                         "sending through Google needs --access-token (an OAuth 2 token of the \
                          project); for the emulator, pass --endpoints",
                     ));
@@ -303,7 +304,7 @@ pub(crate) async fn run(args: SendArgs) -> Result<ExitCode> {
             )
             .await?
         }
-        (None, None) => return Err(CliError::msg("pass --token or --webpush")),
+        (None, None) => return Err(CliError::usage("pass --token or --webpush")),
     };
     print_line(&answer)?;
     Ok(ExitCode::SUCCESS)

@@ -341,7 +341,7 @@ fn register_send_and_listen_through_an_http_proxy() {
     let socks = "socks5://user:hunter2@127.0.0.1:1080";
     let mut bad = vec!["send", "--token", "t", "--proxy", socks];
     bad.extend(emulator.net());
-    assert_fails(&bad, &["--proxy", "only http://"]);
+    assert_fails_with(78, &bad, &["--proxy", "only http://"]);
     assert!(!text(&run(&bad).stderr).contains("hunter2"));
     // Nor does --help show it when it comes from the environment.
     let help = pullkin()
@@ -543,9 +543,15 @@ fn bad_arguments_are_usage_errors() {
 
 /// Asserts a failure: exit code 1 and one `error: …` line containing each needle.
 fn assert_fails(args: &[&str], needles: &[&str]) {
+    assert_fails_with(1, args, needles);
+}
+
+/// Asserts a failure with this exit code (78: configuration, 2: usage) and one `error: …`
+/// line containing each needle.
+fn assert_fails_with(code: i32, args: &[&str], needles: &[&str]) {
     let output = run(args);
     let stderr = text(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+    assert_eq!(output.status.code(), Some(code), "{args:?}: {stderr}");
     assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
     assert!(stderr.starts_with("error: "), "{stderr}");
     for needle in needles {
@@ -573,7 +579,8 @@ fn corrupt_or_missing_files_are_clear_errors() {
         "--state-dir",
         state,
     ];
-    assert_fails(
+    assert_fails_with(
+        78,
         &[&listen[..], &[bad]].concat(),
         &[
             "reading the credentials file",
@@ -584,30 +591,36 @@ fn corrupt_or_missing_files_are_clear_errors() {
 
     let shape = dir.path().join("shape.json");
     std::fs::write(&shape, r#"{"gcm": {"token": "t"}, "keys": {}}"#).unwrap();
-    assert_fails(
+    assert_fails_with(
+        78,
         &[&listen[..], &[shape.to_str().unwrap()]].concat(),
         &["shape.json", "not a credentials document", "is missing"],
     );
 
     let missing = dir.path().join("missing.json");
-    assert_fails(
+    assert_fails_with(
+        78,
         &[&listen[..], &[missing.to_str().unwrap()]].concat(),
         &["missing.json"],
     );
 
     let out = dir.path().join("out.json");
-    assert_fails(
+    assert_fails_with(
+        78,
         &["credentials", "import", bad, "--out", out.to_str().unwrap()],
         &["bad.json", "malformed credentials JSON"],
     );
     assert!(!out.exists());
 
-    assert_fails(
+    // Flags that do not fit together: a usage error, as clap's own.
+    assert_fails_with(
+        2,
         &["listen", bad, "--endpoints", "https://127.0.0.1:9"],
         &["--mcs"],
     );
     let missing_ca = dir.path().join("no-ca.pem");
-    assert_fails(
+    assert_fails_with(
+        78,
         &[
             "send",
             "--token",
@@ -622,7 +635,7 @@ fn corrupt_or_missing_files_are_clear_errors() {
 }
 
 /// A credentials file as the Python `pullkin` writes it, with real keys.
-fn python_credentials() -> String {
+pub(crate) fn python_credentials() -> String {
     let keys = webpush_ece::ReceiverKeys::generate();
     serde_json::json!({
         "gcm": {

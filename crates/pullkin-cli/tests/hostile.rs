@@ -20,15 +20,15 @@ use common::mode;
 use common::{WAIT, pullkin, run, text};
 
 /// An emulator in this process (on its own runtime) and a directory for files.
-struct Env {
-    emulator: Emulator,
+pub(crate) struct Env {
+    pub(crate) emulator: Emulator,
     runtime: tokio::runtime::Runtime,
-    dir: tempfile::TempDir,
-    ca: PathBuf,
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) ca: PathBuf,
 }
 
 impl Env {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -46,7 +46,7 @@ impl Env {
         }
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
@@ -90,14 +90,26 @@ impl Env {
         (run(&args), out)
     }
 
-    fn register(&self, name: &str) -> PathBuf {
+    pub(crate) fn register(&self, name: &str) -> PathBuf {
         let (output, path) = self.register_with(name, &self.ca, false);
         assert!(output.status.success(), "{}", text(&output.stderr));
         path
     }
 
     /// `pullkin listen` on these files.
-    fn listen(&self, files: &[&Path], state: &Path, ca: &Path, extra: &[&str]) -> Proc {
+    pub(crate) fn listen(&self, files: &[&Path], state: &Path, ca: &Path, extra: &[&str]) -> Proc {
+        self.listen_with_env(files, state, ca, extra, &[])
+    }
+
+    /// `pullkin listen` on these files, with these environment variables.
+    pub(crate) fn listen_with_env(
+        &self,
+        files: &[&Path],
+        state: &Path,
+        ca: &Path,
+        extra: &[&str],
+        vars: &[(&str, &std::ffi::OsStr)],
+    ) -> Proc {
         let endpoints = self.endpoints();
         let mcs = self.mcs();
         let mut args: Vec<&str> = vec!["listen"];
@@ -115,7 +127,7 @@ impl Env {
             "0.2",
         ]);
         args.extend_from_slice(extra);
-        Proc::spawn(&args)
+        Proc::spawn_with_env(&args, vars)
     }
 }
 
@@ -126,8 +138,8 @@ impl Drop for Env {
 }
 
 /// A running child whose output is collected by two threads.
-struct Proc {
-    child: Child,
+pub(crate) struct Proc {
+    pub(crate) child: Child,
     out: Arc<Mutex<Vec<String>>>,
     err: Arc<Mutex<Vec<String>>>,
 }
@@ -145,9 +157,10 @@ fn collect(stream: impl Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
 }
 
 impl Proc {
-    fn spawn(args: &[&str]) -> Self {
+    pub(crate) fn spawn_with_env(args: &[&str], vars: &[(&str, &std::ffi::OsStr)]) -> Self {
         let mut child = pullkin()
             .args(args)
+            .envs(vars.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -157,16 +170,16 @@ impl Proc {
         Self { child, out, err }
     }
 
-    fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         self.err.lock().unwrap().join("\n")
     }
 
-    fn stdout(&self) -> Vec<String> {
+    pub(crate) fn stdout(&self) -> Vec<String> {
         self.out.lock().unwrap().clone()
     }
 
     /// Waits until a stderr line contains `needle`.
-    fn wait_stderr(&self, needle: &str) {
+    pub(crate) fn wait_stderr(&self, needle: &str) {
         let deadline = Instant::now() + WAIT;
         while !self.err.lock().unwrap().iter().any(|l| l.contains(needle)) {
             assert!(
@@ -179,7 +192,7 @@ impl Proc {
     }
 
     /// Waits until stdout has `n` lines.
-    fn wait_stdout(&self, n: usize) {
+    pub(crate) fn wait_stdout(&self, n: usize) {
         let deadline = Instant::now() + WAIT;
         while self.out.lock().unwrap().len() < n {
             assert!(
@@ -191,24 +204,34 @@ impl Proc {
         }
     }
 
-    /// SIGTERM, then the exit; returns whether it exited successfully.
-    fn terminate(&mut self) -> bool {
+    /// Sends a signal (`kill -<name>`).
+    pub(crate) fn signal(&self, name: &str) {
         let pid = self.child.id().to_string();
         assert!(
             Command::new("kill")
-                .args(["-TERM", &pid])
+                .args([&format!("-{name}"), pid.as_str()])
                 .status()
                 .unwrap()
                 .success()
         );
+    }
+
+    /// SIGTERM, then the exit; returns whether it exited successfully.
+    pub(crate) fn terminate(&mut self) -> bool {
+        self.stop("TERM").success()
+    }
+
+    /// A signal, then the exit status.
+    pub(crate) fn stop(&mut self, signal: &str) -> std::process::ExitStatus {
+        self.signal(signal);
         let deadline = Instant::now() + WAIT;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 // Let the reader threads take the last lines.
                 std::thread::sleep(Duration::from_millis(100));
-                return status.success();
+                return status;
             }
-            assert!(Instant::now() < deadline, "no exit after SIGTERM");
+            assert!(Instant::now() < deadline, "no exit after SIG{signal}");
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -224,7 +247,7 @@ impl Drop for Proc {
 }
 
 /// Every secret in a credentials file, as text.
-fn secrets_of(path: &Path) -> Vec<(&'static str, String)> {
+pub(crate) fn secrets_of(path: &Path) -> Vec<(&'static str, String)> {
     let credentials = AppCredentials::from_json(&std::fs::read_to_string(path).unwrap()).unwrap();
     let mut out = vec![
         (
@@ -245,7 +268,7 @@ fn secrets_of(path: &Path) -> Vec<(&'static str, String)> {
     out
 }
 
-fn assert_hidden(what: &str, text: &str, secrets: &[(&str, String)]) {
+pub(crate) fn assert_hidden(what: &str, text: &str, secrets: &[(&str, String)]) {
     for (name, value) in secrets {
         assert!(
             !text.contains(value.as_str()),
@@ -284,10 +307,10 @@ fn hostile_flags_are_usage_errors() {
         (&["emulator", "--mcs-port", "-1"], 2, "-1"),
         (&["credentials", "show"], 2, "Usage"),
         (&["register", "--web"], 2, "required"),
-        // Well-formed flags with values that cannot work: ordinary errors.
+        // Well-formed flags with values that cannot work: configuration errors.
         (
             &["send", "--token", "t", "--endpoints", "not a url"],
-            1,
+            78,
             "--endpoints",
         ),
         (
@@ -300,7 +323,7 @@ fn hostile_flags_are_usage_errors() {
                 "--ca",
                 "/nonexistent/ca.pem",
             ],
-            1,
+            78,
             "error:",
         ),
     ];
@@ -378,7 +401,7 @@ fn hostile_credentials_files_are_clear_errors() {
             state.to_str().unwrap(),
         ]);
         let stderr = text(&output.stderr);
-        assert_eq!(output.status.code(), Some(1), "{name}: {stderr}");
+        assert_eq!(output.status.code(), Some(78), "{name}: {stderr}");
         assert!(stderr.starts_with("error: "), "{name}: {stderr}");
         assert!(stderr.contains("bad-"), "{name} names the file: {stderr}");
         for needle in needles {
@@ -394,7 +417,7 @@ fn hostile_credentials_files_are_clear_errors() {
         "--mcs",
         "x:1",
     ]);
-    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    assert_eq!(output.status.code(), Some(78), "{}", text(&output.stderr));
     let output = run(&[
         "listen",
         good.to_str().unwrap(),
@@ -405,7 +428,7 @@ fn hostile_credentials_files_are_clear_errors() {
         good.to_str().unwrap(),
     ]);
     let stderr = text(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(output.status.code(), Some(78), "{stderr}");
     assert!(stderr.contains("state directory"), "{stderr}");
 }
 

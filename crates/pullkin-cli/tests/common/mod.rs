@@ -9,7 +9,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_pullkin");
 /// The longest any single wait may take; each normally takes milliseconds.
 pub(crate) const WAIT: Duration = Duration::from_secs(20);
 
-/// The binary with none of the caller's `PULLKIN_*` settings.
+/// The binary with none of the caller's `PULLKIN_*` settings (nor a service manager's
+/// `NOTIFY_SOCKET`).
 pub(crate) fn pullkin() -> Command {
     let mut command = Command::new(BIN);
     for var in [
@@ -19,6 +20,9 @@ pub(crate) fn pullkin() -> Command {
         "PULLKIN_STATE_DIR",
         "PULLKIN_API_KEY",
         "PULLKIN_ACCESS_TOKEN",
+        "PULLKIN_PROXY",
+        "PULLKIN_LOG_FORMAT",
+        "NOTIFY_SOCKET",
         "RUST_LOG",
     ] {
         command.env_remove(var);
