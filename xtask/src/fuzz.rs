@@ -1,5 +1,6 @@
 //! Fuzzing with cargo-fuzz on stable Rust (`-s none`, `RUSTC_BOOTSTRAP=1` for the
-//! instrumentation flags). cargo-fuzz is installed when missing.
+//! instrumentation flags). cargo-fuzz is installed when missing; `fuzz/Cargo.lock` must be
+//! up to date (checked before building, as cargo-fuzz has no `--locked`).
 
 use std::fs;
 use std::path::Path;
@@ -44,6 +45,7 @@ pub(crate) fn run(root: &Path, args: &[&str]) -> Result {
             ));
         }
     };
+    check_lock(root)?;
     ensure_cargo_fuzz()?;
     let env = [("RUSTC_BOOTSTRAP", "1")];
     sh(
@@ -108,6 +110,38 @@ fn targets(root: &Path) -> Result<Vec<String>> {
         return Err("fuzz/Cargo.toml declares no [[bin]] targets".to_owned());
     }
     Ok(names)
+}
+
+/// Fails when `fuzz/Cargo.lock` is stale. cargo-fuzz has no `--locked` (and passes none to
+/// the `cargo build` it runs), so its build would quietly rewrite the lock file instead;
+/// `cargo metadata --locked` resolves the same workspace and refuses to change it.
+fn check_lock(root: &Path) -> Result {
+    let manifest = root.join("fuzz/Cargo.toml");
+    let manifest = manifest
+        .to_str()
+        .ok_or_else(|| format!("{} is not UTF-8", manifest.display()))?;
+    let args = [
+        "metadata",
+        "--locked",
+        "--format-version",
+        "1",
+        "--manifest-path",
+        manifest,
+    ];
+    println!("$ {} {}", cargo(), args.join(" "));
+    let out = Command::new(cargo())
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot start {}: {e}", cargo()))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`cargo metadata --locked` failed for fuzz/ (if fuzz/Cargo.lock is out of date, \
+             run `cargo metadata --format-version 1` in fuzz/ and commit the lock file): {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
 }
 
 fn ensure_cargo_fuzz() -> Result {

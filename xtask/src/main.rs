@@ -1,7 +1,7 @@
 //! Project automation, in Rust so that it runs wherever cargo does.
 //!
 //! ```text
-//! cargo xtask ci                      fmt check, clippy, tests, codegen check, fuzz smoke
+//! cargo xtask ci                      fmt, clippy, packaging, tests, codegen check, fuzz smoke
 //! cargo xtask codegen [--check]       regenerate the protobuf code (or fail when stale)
 //! cargo xtask fuzz --smoke            every fuzz target for a short time
 //! cargo xtask fuzz --all --time S     every fuzz target for S seconds each
@@ -106,6 +106,7 @@ fn ci(rest: &[&str]) -> Result {
         ],
         &[],
     )?;
+    package(&cargo)?;
     codegen::check(&root())?;
     if Command::new(&cargo)
         .args(["nextest", "--version"])
@@ -156,6 +157,88 @@ fn ci(rest: &[&str]) -> Result {
     Ok(())
 }
 
+/// `cargo package` of every publishable crate, so that a manifest crates.io would refuse
+/// (a workspace dependency without a version, a normal dependency on an unpublished crate,
+/// missing metadata) fails here rather than at release time. The `.crate` files (about
+/// 1 MiB together) are removed afterwards.
+///
+/// `--no-verify`: verifying would unpack each tarball and build it from scratch in its own
+/// target directory (every dependency again, once per crate: minutes and gigabytes), and
+/// the builds and tests above already compile the same sources. `--allow-dirty` lets it
+/// run on a working tree with local edits.
+fn package(cargo: &str) -> Result {
+    let out = Command::new(cargo)
+        .args(["metadata", "--format-version", "1", "--no-deps", "--locked"])
+        .current_dir(root())
+        .output()
+        .map_err(|e| format!("cannot start {cargo}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "`{cargo} metadata` failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let metadata: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("`{cargo} metadata` printed no JSON: {e}"))?;
+    let crates = publishable(&metadata);
+    if crates.is_empty() {
+        return Err("no publishable crate in the workspace".to_owned());
+    }
+    let mut args = vec!["package", "--no-verify", "--locked", "--allow-dirty"];
+    for name in &crates {
+        args.extend_from_slice(&["-p", name]);
+    }
+    run(cargo, &args, &[])?;
+    let dir = target_dir().join("package");
+    println!(
+        "xtask ci: {} crates packaged ({} KiB in {})",
+        crates.len(),
+        tree_size(&dir) / 1024,
+        dir.display()
+    );
+    std::fs::remove_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))
+}
+
+/// The names of the workspace members that may be published, from `cargo metadata`
+/// output: `publish` is `null` when any registry may take the crate and `[]` for
+/// `publish = false`.
+fn publishable(metadata: &serde_json::Value) -> Vec<String> {
+    let members: Vec<&str> = metadata["workspace_members"]
+        .as_array()
+        .map(|ids| ids.iter().filter_map(serde_json::Value::as_str).collect())
+        .unwrap_or_default();
+    let mut names: Vec<String> = metadata["packages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["id"].as_str().is_some_and(|id| members.contains(&id)))
+        .filter(|p| match &p["publish"] {
+            serde_json::Value::Null => true,
+            serde_json::Value::Array(registries) => !registries.is_empty(),
+            _ => false,
+        })
+        .filter_map(|p| p["name"].as_str().map(str::to_owned))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Where cargo builds: `CARGO_TARGET_DIR` when set (relative to the workspace root when
+/// relative), else the workspace's `target/`.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|dir| {
+            if dir.is_absolute() {
+                dir
+            } else {
+                root().join(dir)
+            }
+        })
+        .unwrap_or_else(|| root().join("target"))
+}
+
 /// Prints the free space where the workspace lives and what the build directories take,
 /// so that a run that fills the disk says how close it came (best effort: `df` may be
 /// missing, and unreadable entries count as empty).
@@ -171,9 +254,7 @@ fn disk_report(when: &str) {
             let line = text.lines().nth(1)?.to_owned();
             line.split_whitespace().nth(3)?.parse::<u64>().ok()
         });
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
+    let target = target_dir();
     let built = tree_size(&target) + tree_size(&root.join("fuzz/target"));
     let free = free.map_or_else(|| "unknown".to_owned(), |kib| format!("{} MiB", kib / 1024));
     println!(
@@ -232,17 +313,7 @@ fn soak(rest: &[&str]) -> Result {
         build.push("--release");
     }
     run(&cargo(), &build, &[])?;
-    // Where cargo put them: CARGO_TARGET_DIR when set, else the workspace's target/.
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map(|dir| {
-            if dir.is_absolute() {
-                dir
-            } else {
-                root().join(dir)
-            }
-        })
-        .unwrap_or_else(|| root().join("target"));
+    let target = target_dir();
     let bin = target.join(if debug { "debug" } else { "release" });
     let bench = bin.join("pullkin-bench");
     let pullkin = bin.join("pullkin");
@@ -255,4 +326,23 @@ fn soak(rest: &[&str]) -> Result {
     let mut args = vec!["soak", "--pullkin", pullkin];
     args.extend_from_slice(&rest);
     run(bench, &args, &[])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::publishable;
+
+    #[test]
+    fn publishable_members_are_those_without_publish_false() {
+        let metadata = serde_json::json!({
+            "workspace_members": ["id-lib", "id-bench", "id-registry"],
+            "packages": [
+                {"id": "id-lib", "name": "lib", "publish": null},
+                {"id": "id-bench", "name": "bench", "publish": []},
+                {"id": "id-registry", "name": "registry", "publish": ["crates-io"]},
+                {"id": "id-other", "name": "not-a-member", "publish": null},
+            ],
+        });
+        assert_eq!(publishable(&metadata), ["lib", "registry"]);
+    }
 }
