@@ -328,13 +328,13 @@ pub fn parse_register_response(response: &Response<Bytes>) -> Result<GcmToken, E
         body_excerpt: excerpt(body),
     };
     let text = std::str::from_utf8(body).map(str::trim);
-    if let Ok(Some(code)) = text.map(|t| t.strip_prefix("Error=")) {
-        if is_code(code) {
-            return Err(Error::Register3 {
-                code: Register3Code::parse(code),
-                status,
-            });
-        }
+    if let Ok(Some(code)) = text.map(|t| t.strip_prefix("Error="))
+        && is_code(code)
+    {
+        return Err(Error::Register3 {
+            code: Register3Code::parse(code),
+            status,
+        });
     }
     if is_html(response) {
         return Err(Error::HtmlPage {

@@ -49,7 +49,7 @@ pub(crate) fn decrypt_in<B: Ecdh>(
         .and_then(|rs| rs.checked_add(TAG_LEN))
         .ok_or(Error::InvalidRecordSize)?;
     // The last record must be short; a body that ends on a record boundary was cut.
-    if ciphertext.len() % record_len == 0 {
+    if ciphertext.len().is_multiple_of(record_len) {
         return Err(Error::Truncated);
     }
     let ecdh = B::agree(keys.ec_key(), sender_public)?;

@@ -20,7 +20,7 @@ pub(crate) fn decode(input: &str) -> Option<Vec<u8>> {
     let trimmed = input.trim_end_matches('=');
     // At most two padding characters, and only where padding can be.
     let pad = input.len() - trimmed.len();
-    if pad > 2 || (pad > 0 && input.len() % 4 != 0) {
+    if pad > 2 || (pad > 0 && !input.len().is_multiple_of(4)) {
         return None;
     }
     let normalized: Vec<u8> = trimmed

@@ -35,7 +35,7 @@ proptest! {
         prop_assert!(records >= min_len);
         // Every record but the last is exactly rs bytes; the last holds at least a
         // delimiter and a tag.
-        prop_assert!(records % rs_len == 0 || records % rs_len >= 17);
+        prop_assert!(records.is_multiple_of(rs_len) || records % rs_len >= 17);
         prop_assert_eq!(aes128gcm::decrypt(receiver, &body).expect("decrypt"), plaintext);
     }
 
@@ -68,7 +68,7 @@ proptest! {
             &receiver.subscription_keys(), &plaintext, &opts, sender, &salt,
         ).expect("encrypt");
         // The last record is short: the body never ends on a record boundary.
-        prop_assert!(msg.ciphertext.len() % (rs as usize + 16) != 0);
+        prop_assert!(!msg.ciphertext.len().is_multiple_of(rs as usize + 16));
         let plain = aesgcm::decrypt_headers(
             receiver, &msg.crypto_key_header(), &msg.encryption_header(), &msg.ciphertext,
         ).expect("decrypt");

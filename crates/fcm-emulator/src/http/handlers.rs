@@ -170,10 +170,10 @@ pub(crate) fn register3(shared: &Shared, request: &Request<Bytes>) -> Response<B
     if !(web || sender.bytes().all(|b| b.is_ascii_digit()) || is_vapid_key(sender)) {
         return register3_error("INVALID_SENDER");
     }
-    if let Some(fis) = field("X-Goog-Firebase-Installations-Auth") {
-        if !state.fis_tokens.contains_key(fis) {
-            return register3_error("AUTHENTICATION_FAILED");
-        }
+    if let Some(fis) = field("X-Goog-Firebase-Installations-Auth")
+        && !state.fis_tokens.contains_key(fis)
+    {
+        return register3_error("AUTHENTICATION_FAILED");
     }
     let registration = state.register_gcm(android_id, app, subtype, sender);
     tracing::info!(
@@ -233,13 +233,13 @@ pub(crate) fn create_installation(
         return api_error(StatusCode::BAD_REQUEST, "Unsupported authVersion.");
     }
     let fid = body.fid.filter(|f| !f.is_empty());
-    if let Some(fid) = &fid {
-        if !ids::is_valid_fid(fid) {
-            return api_error(
-                StatusCode::BAD_REQUEST,
-                "Invalid value at 'installation.fid': the FID is malformed.",
-            );
-        }
+    if let Some(fid) = &fid
+        && !ids::is_valid_fid(fid)
+    {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "Invalid value at 'installation.fid': the FID is malformed.",
+        );
     }
     let installation = shared
         .lock()
@@ -366,13 +366,13 @@ pub(crate) fn create_registration(
             &format!("Invalid web push keys (p256dh/auth): {e}"),
         );
     }
-    if let Some(key) = &web.application_pub_key {
-        if !is_vapid_key(key) {
-            return api_error(
-                StatusCode::BAD_REQUEST,
-                "Invalid value at 'registration.web.application_pub_key'.",
-            );
-        }
+    if let Some(key) = &web.application_pub_key
+        && !is_vapid_key(key)
+    {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "Invalid value at 'registration.web.application_pub_key'.",
+        );
     }
     let gcm_token = endpoint
         .split_once("/fcm/send/")

@@ -82,10 +82,10 @@ pub(super) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let end = conn.run().await;
     {
         let mut state = shared.lock();
-        if let Some(device) = state.devices.get_mut(&android_id) {
-            if device.conn.as_ref().is_some_and(|c| c.id == conn.id) {
-                device.conn = None;
-            }
+        if let Some(device) = state.devices.get_mut(&android_id)
+            && device.conn.as_ref().is_some_and(|c| c.id == conn.id)
+        {
+            device.conn = None;
         }
     }
     info!(android_id, conn = conn.id, reason = %end.0, "connection ended");
@@ -391,10 +391,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             }
             other => debug!(tag = other.tag(), "frame ignored"),
         }
-        if self.shared.config.ack_on_any_frame {
-            if let Some(last) = last_received {
-                self.ack_through(last);
-            }
+        if self.shared.config.ack_on_any_frame
+            && let Some(last) = last_received
+        {
+            self.ack_through(last);
         }
         Ok(())
     }
