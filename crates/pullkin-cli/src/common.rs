@@ -1,17 +1,12 @@
 //! What several commands share: where Google (or the emulator) is, the TLS roots, the
-//! credentials files and how a message is printed.
+//! credentials files, printing a line.
 
+use clap::Args;
+use fcm_http::Endpoints;
+use pullkin::{AppCredentials, PullkinCore};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
-use clap::Args;
-use fcm_http::Endpoints;
-use pullkin::{AppCredentials, Message, PullkinCore};
-use serde_json::{Value, json};
 
 use crate::error::{CliError, Context, Result};
 
@@ -28,7 +23,9 @@ pub(crate) struct NetArgs {
     pub(crate) ca: Option<PathBuf>,
     /// An HTTP proxy to reach Google (or the emulator) through, `http://[user:pass@]host:port`:
     /// every HTTPS request and the MCS connection go through `CONNECT` tunnels, TLS end
-    /// to end.
+    /// to end. `none` connects directly. Default: the standard variables HTTPS_PROXY,
+    /// HTTP_PROXY, ALL_PROXY and NO_PROXY (upper or lower case), per host; loopback
+    /// hosts are always reached directly then.
     #[arg(
         long,
         env = "PULLKIN_PROXY",
@@ -57,12 +54,10 @@ impl NetArgs {
             .transpose()
     }
 
-    /// The proxy named by `--proxy`, read.
+    /// The proxy named by `--proxy`, read: `None` leaves the choice to the proxy
+    /// environment variables, `none` turns them off.
     pub(crate) fn proxy(&self) -> Result<Option<fcm_http::Proxy>> {
-        self.proxy
-            .as_deref()
-            .map(|url| fcm_http::Proxy::parse(url).context("--proxy"))
-            .transpose()
+        self.proxy.as_deref().map(parse_proxy).transpose()
     }
 
     /// A registration core for these endpoints, roots and proxy.
@@ -101,6 +96,14 @@ impl NetArgs {
     }
 }
 
+/// A `--proxy` value: `none`, or an `http://` proxy URL.
+fn parse_proxy(value: &str) -> Result<fcm_http::Proxy> {
+    if value.trim().eq_ignore_ascii_case("none") {
+        return Ok(fcm_http::Proxy::none());
+    }
+    fcm_http::Proxy::parse(value).context("--proxy")
+}
+
 /// Reads a credentials file: this tool's format, or the Python `pullkin` /
 /// `firebase-messaging` ones.
 pub(crate) fn read_credentials(path: &Path) -> Result<AppCredentials> {
@@ -136,40 +139,6 @@ pub(crate) fn write_credentials(
         .context("serializing the credentials")?;
     pullkin::write_private_file(path, format!("{json}\n").as_bytes())
         .with_context(|| format!("writing the credentials file {}", path.display()))
-}
-
-/// Milliseconds since the Unix epoch.
-pub(crate) fn unix_ms(time: SystemTime) -> Option<u64> {
-    time.duration_since(UNIX_EPOCH)
-        .ok()
-        .and_then(|d| u64::try_from(d.as_millis()).ok())
-}
-
-/// A message as the JSON object `pullkin listen` prints on one line.
-pub(crate) fn message_json(app: &str, message: &Message) -> Value {
-    let mut line = json!({
-        "app": app,
-        "persistent_id": message.persistent_id,
-        "fcm_message_id": message.fcm_message_id,
-        "sender_id": message.sender_id,
-        "priority": message.priority,
-        "sent_ms": message.sent.and_then(unix_ms),
-        "received_ms": unix_ms(SystemTime::now()),
-        "encoding": message.encoding.map(webpush_ece::ContentEncoding::as_str),
-        "data": message.data,
-        "notification": message.notification.as_ref().map(|n| &n.fields),
-        "raw": message.raw(),
-    });
-    // A payload that is not JSON (any Web Push sender may post text or bytes) is shown
-    // as it came: text when it is UTF-8, base64 otherwise.
-    if message.json.is_none() && !message.payload.is_empty() {
-        let (key, value) = match std::str::from_utf8(&message.payload) {
-            Ok(text) => ("payload", text.to_owned()),
-            Err(_) => ("payload_base64", STANDARD.encode(&message.payload)),
-        };
-        line[key] = Value::String(value);
-    }
-    line
 }
 
 /// The first characters of a long token, for human-readable output.
@@ -210,6 +179,19 @@ mod tests {
         assert_eq!(parse_key_value("a="), Ok(("a".to_owned(), String::new())));
         assert!(parse_key_value("=b").is_err());
         assert!(parse_key_value("ab").is_err());
+    }
+
+    #[test]
+    fn proxy_values() {
+        assert!(parse_proxy("none").unwrap().is_none());
+        assert!(parse_proxy("NONE").unwrap().is_none());
+        let proxy = parse_proxy("http://proxy.example:3128").unwrap();
+        assert_eq!(proxy.addr(), Some("proxy.example:3128"));
+        let error = parse_proxy("socks5://u:hunter2@proxy.example").unwrap_err();
+        let message = format!("{error} {:?}", std::error::Error::source(&error));
+        assert!(message.contains("--proxy"), "{message}");
+        assert!(message.contains("only http://"), "{message}");
+        assert!(!message.contains("hunter2"), "{message}");
     }
 
     #[test]

@@ -18,7 +18,7 @@ use pullkin::{
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::watch;
 
-use crate::common::{self, NetArgs, message_json, print_line};
+use crate::common::{self, NetArgs, print_line};
 use crate::error::{CliError, Context, ErrorKind, Kind, Result};
 use crate::notify::Notifier;
 use crate::{log, signal};
@@ -229,7 +229,7 @@ pub(crate) async fn run(args: ListenArgs) -> Result<ExitCode> {
             }
             incoming = messages.next() => match incoming {
                 Some(incoming) => {
-                    let line = message_json(&incoming.app, &incoming.message).to_string();
+                    let line = incoming.to_json().to_string();
                     if let Err(error) = print_line(&line) {
                         readiness.stopping(&error.chain());
                         break Err(error);
