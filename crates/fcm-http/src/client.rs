@@ -17,7 +17,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::{ClientConfig, RootCertStore};
 
 use crate::Error;
-use crate::proxy::{Dialer, Proxy};
+use crate::proxy::{Dialer, Proxy, ProxyEnv};
 
 /// A boxed, sendable future, the return type of [`HttpClient::send`].
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -230,10 +230,10 @@ fn find_rustls_error(error: &(dyn std::error::Error + 'static)) -> Option<rustls
         if let Some(tls) = current.downcast_ref::<rustls::Error>() {
             return Some(tls.clone());
         }
-        if let Some(io) = current.downcast_ref::<std::io::Error>() {
-            if let Some(inner) = io.get_ref() {
-                pending.push(inner);
-            }
+        if let Some(io) = current.downcast_ref::<std::io::Error>()
+            && let Some(inner) = io.get_ref()
+        {
+            pending.push(inner);
         }
         if let Some(source) = current.source() {
             pending.push(source);
@@ -254,6 +254,7 @@ pub struct ClientBuilder {
     https_only: bool,
     pool_idle_timeout: Duration,
     proxy: Option<Proxy>,
+    proxy_env: Option<ProxyEnv>,
 }
 
 impl Default for ClientBuilder {
@@ -268,6 +269,7 @@ impl Default for ClientBuilder {
             https_only: false,
             pool_idle_timeout: Duration::from_secs(90),
             proxy: None,
+            proxy_env: None,
         }
     }
 }
@@ -336,11 +338,22 @@ impl ClientBuilder {
         self
     }
 
-    /// Sends every `https://` request through this HTTP proxy (a `CONNECT` tunnel per
-    /// connection; TLS stays end to end), or directly with `None` (the default). With a
-    /// proxy, plain `http://` requests fail with a transport error instead of being sent.
+    /// The proxy of every request: `Some(proxy)` sends each `https://` request through
+    /// this HTTP proxy (a `CONNECT` tunnel per connection; TLS stays end to end),
+    /// `Some(Proxy::none())` sends them directly, and `None` (the default) lets the
+    /// environment choose per host: `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and
+    /// `NO_PROXY` (see [`ProxyEnv`] and [`Proxy::select`]; loopback hosts are always
+    /// reached directly then). Plain `http://` requests that would go through a proxy
+    /// fail with a transport error instead of being sent.
     pub fn proxy(mut self, proxy: Option<Proxy>) -> Self {
         self.proxy = proxy;
+        self
+    }
+
+    /// Where the proxy variables come from when [`proxy`](Self::proxy) is `None`
+    /// (default: the process's environment, read once by [`build`](Self::build)).
+    pub fn proxy_env(mut self, env: ProxyEnv) -> Self {
+        self.proxy_env = Some(env);
         self
     }
 
@@ -380,18 +393,22 @@ impl ClientBuilder {
     /// Builds the client. Needs no runtime; sending needs a tokio runtime with timers.
     pub fn build(self) -> Result<Client, Error> {
         let tls = self.build_tls_config()?;
-        let dialer = match self.proxy {
-            Some(proxy) => Dialer::Proxy {
-                proxy: Arc::new(proxy),
-                connect_timeout: self.connect_timeout,
-            },
-            None => {
-                let mut http = HttpConnector::new();
-                http.enforce_http(false);
-                http.set_connect_timeout(Some(self.connect_timeout));
-                http.set_nodelay(true);
-                Dialer::Direct(http)
-            }
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(self.connect_timeout));
+        http.set_happy_eyeballs_timeout(Some(Duration::from_millis(250)));
+        http.set_nodelay(true);
+        // An explicit setting leaves the environment unread.
+        let env = match (&self.proxy, self.proxy_env) {
+            (Some(_), _) => ProxyEnv::empty(),
+            (None, Some(env)) => env,
+            (None, None) => ProxyEnv::from_env(),
+        };
+        let dialer = Dialer {
+            http,
+            proxy: self.proxy.map(Arc::new),
+            env,
+            connect_timeout: self.connect_timeout,
         };
         let https = HttpsConnector::from((dialer, Arc::clone(&tls)));
         let inner = HyperClient::builder(TokioExecutor::new())

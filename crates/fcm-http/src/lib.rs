@@ -19,7 +19,7 @@ pub use endpoints::{
 pub use error::{
     BoxError, EXCERPT_LEN, Error, MAX_RETRY_AFTER, excerpt, is_transient_status, retry_after,
 };
-pub use proxy::{Proxy, connect_through};
+pub use proxy::{Proxy, ProxyEnv, connect_through};
 pub use retry::RetryPolicy;
 pub use secret::Secret;
 

@@ -384,3 +384,106 @@ async fn proxy_refusals_and_misbehaviour_are_clear_errors() {
     let message = format!("{err} {:?}", std::error::Error::source(&err));
     assert!(message.contains("plain http://"), "{message}");
 }
+
+/// A fake proxy that records each connection's request head and refuses the tunnel
+/// with `403 Forbidden`. Returns its address and the heads.
+async fn refusing_proxy() -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = Arc::clone(&heads);
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let Some(head) = read_request_head(&mut tcp).await else {
+                continue;
+            };
+            seen.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&head).into_owned());
+            let _ = tcp.write_all(b"HTTP/1.1 403 Forbidden\r\n\r\n").await;
+            let _ = tcp.shutdown().await;
+        }
+    });
+    (addr, heads)
+}
+
+#[tokio::test]
+async fn the_environments_proxy_is_taken_per_host() {
+    let (proxy, heads) = refusing_proxy().await;
+    let env = {
+        let proxy = format!("http://user:pass@{proxy}");
+        move |name: &str| match name {
+            "HTTPS_PROXY" => Some(proxy.clone()),
+            "HTTP_PROXY" => Some("http://127.0.0.1:9".to_owned()),
+            "NO_PROXY" => Some("direct.example".to_owned()),
+            _ => None,
+        }
+    };
+    let client = Client::builder()
+        .add_root_certificates_pem(CA_PEM)
+        .unwrap()
+        .timeout(Duration::from_secs(5))
+        .proxy_env(fcm_http::ProxyEnv::from_vars(env.clone()))
+        .build()
+        .unwrap();
+    // A remote host goes through the proxy (which refuses it here: no request leaves
+    // this machine), with the environment URL's credentials.
+    let err = client
+        .send(post("https://fcm.example/v1".into(), b""))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Connect { .. }), "{err:?}");
+    let message = format!("{err} {:?}", std::error::Error::source(&err));
+    assert!(message.contains("403 Forbidden"), "{message}");
+    {
+        let heads = heads.lock().unwrap();
+        assert_eq!(heads.len(), 1, "{heads:?}");
+        assert!(
+            heads[0].starts_with("CONNECT fcm.example:443 HTTP/1.1\r\n"),
+            "{heads:?}"
+        );
+        // base64("user:pass")
+        assert!(
+            heads[0].contains("Proxy-Authorization: Basic dXNlcjpwYXNz\r\n"),
+            "{heads:?}"
+        );
+    }
+    // A loopback host is reached directly.
+    let url = tls_server().await;
+    let response = client.send(post(url, b"")).await.unwrap();
+    assert_eq!(response.body().as_ref(), b"hello");
+    // Plain http:// to a remote host would take HTTP_PROXY: refused, with a hint.
+    let err = client
+        .send(post("http://fake.example/".into(), b""))
+        .await
+        .unwrap_err();
+    let message = format!("{err} {:?}", std::error::Error::source(&err));
+    assert!(
+        message.contains("plain http://") && message.contains("NO_PROXY"),
+        "{message}"
+    );
+    assert_eq!(
+        heads.lock().unwrap().len(),
+        1,
+        "nothing more reached the proxy"
+    );
+
+    // An explicit proxy is taken instead, for every host, loopback too.
+    let explicit = Client::builder()
+        .timeout(Duration::from_secs(5))
+        .proxy(Some(
+            fcm_http::Proxy::parse(&format!("http://{proxy}")).unwrap(),
+        ))
+        .proxy_env(fcm_http::ProxyEnv::from_vars(env))
+        .build()
+        .unwrap();
+    let err = explicit
+        .send(post("https://127.0.0.1:4443/".into(), b""))
+        .await
+        .unwrap_err();
+    assert!(format!("{err:?}").contains("403"), "{err:?}");
+    let heads = heads.lock().unwrap();
+    assert_eq!(heads.len(), 2, "{heads:?}");
+    assert!(heads[1].starts_with("CONNECT 127.0.0.1:4443 "), "{heads:?}");
+    assert!(!heads[1].contains("Proxy-Authorization"), "{heads:?}");
+}
