@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use crate::common::{self, NetArgs, print_line};
 use crate::error::{CliError, Context, ErrorKind, Kind, Result};
 use crate::notify::Notifier;
+use crate::sinks::SinkArgs;
 use crate::{log, signal};
 
 pub(crate) const EXAMPLES: &str = "Examples:
@@ -74,6 +75,8 @@ pub(crate) struct ListenArgs {
     max_retry_delay: Option<Duration>,
     #[command(flatten)]
     net: NetArgs,
+    #[command(flatten)]
+    sink: SinkArgs,
 }
 
 /// A positive number of seconds (fractions allowed), at most a day.
@@ -134,6 +137,13 @@ pub(crate) async fn run(args: ListenArgs) -> Result<ExitCode> {
             native,
         });
     }
+    // Where the messages go: sinks are reached now, before anything is received.
+    let names: Vec<String> = apps.iter().map(|a| a.name.clone()).collect();
+    let ca_pem = args.net.ca_pem().config_error()?;
+    let routes = args
+        .sink
+        .open(&names, ca_pem.as_deref(), &args.state_dir)
+        .await?;
     let store = DirStore::open(&args.state_dir)
         .with_context(|| format!("opening the state directory {}", args.state_dir.display()))
         .config_error()?;
@@ -183,14 +193,16 @@ pub(crate) async fn run(args: ListenArgs) -> Result<ExitCode> {
     // before every connection, the Firebase token refreshed before it expires, a dead
     // identity registered anew.
     let builder = Pullkin::builder().config(config).store(store);
-    let pullkin = if args.no_renew {
-        builder.tls(core.tls_config())
-    } else {
-        builder.core(Arc::new(core))
-    }
-    .build()
-    .context("setting up the listener")
-    .config_error()?;
+    let pullkin = Arc::new(
+        if args.no_renew {
+            builder.tls(core.tls_config())
+        } else {
+            builder.core(Arc::new(core))
+        }
+        .build()
+        .context("setting up the listener")
+        .config_error()?,
+    );
     let mut events = pullkin.events();
     let mut messages = SelectAll::new();
     let mut health = Vec::new();
@@ -199,13 +211,27 @@ pub(crate) async fn run(args: ListenArgs) -> Result<ExitCode> {
             .add_app(&app.name, &app.credentials, Vec::new())
             .with_context(|| format!("starting {} ({})", app.name, app.path.display()))
             .config_error()?;
+        health.extend(pullkin.health(&app.name).map(|h| (app.name.clone(), h)));
+    }
+    for app in &routes.stdout {
         messages.push(
             pullkin
-                .listen(&app.name)
-                .with_context(|| format!("listening for {}", app.name))?
+                .listen(app)
+                .with_context(|| format!("listening for {app}"))?
                 .boxed(),
         );
-        health.extend(pullkin.health(&app.name).map(|h| (app.name.clone(), h)));
+    }
+    // The apps with a sink: acknowledged once the sink took each message.
+    let mut forwards = futures_util::stream::FuturesUnordered::new();
+    for (sink, apps) in routes.forwards {
+        log::info(None, format_args!("{} → {}", apps.join(", "), sink.name()));
+        let pullkin = Arc::clone(&pullkin);
+        let mut config = pullkin::ForwardConfig::default();
+        config.park = Some(Arc::clone(&routes.park));
+        forwards.push(tokio::spawn(async move {
+            let apps: Vec<&str> = apps.iter().map(String::as_str).collect();
+            pullkin.forward(&apps, sink, config).await
+        }));
     }
     let mut readiness = Readiness::new(notifier, health);
     readiness.update();
@@ -227,7 +253,19 @@ pub(crate) async fn run(args: ListenArgs) -> Result<ExitCode> {
                 log::info(None, "SIGUSR1: checking every connection now");
                 readiness.probing(|| pullkin.probe());
             }
-            incoming = messages.next() => match incoming {
+            Some(forwarded) = forwards.next(), if !forwards.is_empty() => {
+                if let Ok(Err(error)) = forwarded {
+                    let error = CliError::msg(error.to_string());
+                    readiness.stopping(&error.chain());
+                    break Err(error);
+                }
+                if forwards.is_empty() && messages.is_empty() {
+                    let error = readiness.every_listener_stopped();
+                    readiness.stopping(&error.chain());
+                    break Err(error);
+                }
+            }
+            incoming = messages.next(), if !messages.is_empty() => match incoming {
                 Some(incoming) => {
                     let line = incoming.to_json().to_string();
                     if let Err(error) = print_line(&line) {
@@ -236,6 +274,7 @@ pub(crate) async fn run(args: ListenArgs) -> Result<ExitCode> {
                     }
                     received += 1;
                 }
+                None if !forwards.is_empty() => {}
                 None => {
                     let error = readiness.every_listener_stopped();
                     readiness.stopping(&error.chain());
@@ -277,6 +316,8 @@ pub(crate) async fn run(args: ListenArgs) -> Result<ExitCode> {
         }
     };
     pullkin.shutdown().await;
+    // The forwarders end with their apps' streams.
+    while forwards.next().await.is_some() {}
     log::info(
         None,
         format_args!("stopped; state kept in {}", args.state_dir.display()),

@@ -18,6 +18,7 @@ mod notify;
 mod register;
 mod send;
 mod signal;
+mod sinks;
 
 use std::process::ExitCode;
 

@@ -231,11 +231,22 @@ impl EmulatorProc {
     }
 
     fn listen(&self, files: &[&Path], state: &Path) -> Proc {
+        Proc::spawn(&self.listen_args(files, state, &[]))
+    }
+
+    /// The arguments of `pullkin listen` for these files, with `extra` flags.
+    fn listen_args<'a>(
+        &'a self,
+        files: &[&'a Path],
+        state: &'a Path,
+        extra: &[&'a str],
+    ) -> Vec<&'a str> {
         let mut args = vec!["listen"];
         args.extend(files.iter().map(|f| f.to_str().unwrap()));
         args.extend(["--state-dir", state.to_str().unwrap(), "--mcs", &self.mcs]);
         args.extend(self.net());
-        Proc::spawn(&args)
+        args.extend_from_slice(extra);
+        args
     }
 
     /// `pullkin send --token` through the emulator's send API.
@@ -710,4 +721,65 @@ fn every_command_has_help_with_an_example() {
         assert!(help.contains("Example"), "{command:?} --help:\n{help}");
     }
     assert!(run_ok(&["--version"]).starts_with("pullkin "));
+}
+
+#[test]
+fn listen_hands_messages_to_a_sink_and_sink_errors_are_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let emulator = EmulatorProc::start(dir.path());
+    let (android, _) = emulator.register(dir.path(), "android", false);
+    let android_show = emulator.show(&android);
+    let state = dir.path().join("state");
+    let out = dir.path().join("out.jsonl");
+    let sink = format!("android=file:{}", out.display());
+    let listener = Proc::spawn(&emulator.listen_args(&[&android], &state, &["--sink", &sink]));
+    listener.wait_stderr(&["[android] connected"]);
+    for kind in ["a", "b", "c"] {
+        emulator.send_token(&android_show["gcm_token"], kind);
+    }
+    let deadline = std::time::Instant::now() + WAIT;
+    let lines = loop {
+        let lines: Vec<String> = std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        if lines.len() >= 3 || std::time::Instant::now() > deadline {
+            break lines;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let kinds: HashSet<String> = lines
+        .iter()
+        .map(|line| {
+            let message = json(line);
+            let id = message["persistent_id"].as_str().unwrap();
+            assert_eq!(message["key"], format!("android:{id}"));
+            assert_eq!(message["app"], "android");
+            message["data"]["kind"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        HashSet::from(["a", "b", "c"].map(str::to_owned)),
+        "{lines:?}"
+    );
+    drop(listener);
+
+    // A destination that cannot be reached, or is no destination: one line naming it.
+    let files = [android.as_path()];
+    assert_fails(
+        &emulator.listen_args(&files, &state, &["--sink", "nats://127.0.0.1:1/x"]),
+        &["sink nats://127.0.0.1:1/x"],
+    );
+    assert_fails_with(
+        2,
+        &emulator.listen_args(&files, &state, &["--sink", "gopher://x"]),
+        &["--sink gopher://x", "not a destination"],
+    );
+    assert_fails_with(
+        2,
+        &emulator.listen_args(&files, &state, &["--sink", "nobody=file:x"]),
+        &["no app \"nobody\""],
+    );
 }
