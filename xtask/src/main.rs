@@ -16,6 +16,7 @@
 mod bench;
 mod codegen;
 mod fuzz;
+mod services;
 #[cfg(test)]
 mod tidy;
 
@@ -108,6 +109,8 @@ fn ci(rest: &[&str]) -> Result {
     )?;
     package(&cargo)?;
     codegen::check(&root())?;
+    let nats = services::nats_server()?.to_string_lossy().into_owned();
+    let test_env = [("NATS_SERVER", nats.as_str())];
     if Command::new(&cargo)
         .args(["nextest", "--version"])
         .output()
@@ -122,12 +125,16 @@ fn ci(rest: &[&str]) -> Result {
                 "--locked",
                 "--no-fail-fast",
             ],
-            &[],
+            &test_env,
         )?;
         // nextest does not run doctests.
-        run(&cargo, &["test", "--workspace", "--locked", "--doc"], &[])?;
+        run(
+            &cargo,
+            &["test", "--workspace", "--locked", "--doc"],
+            &test_env,
+        )?;
     } else {
-        run(&cargo, &["test", "--workspace", "--locked"], &[])?;
+        run(&cargo, &["test", "--workspace", "--locked"], &test_env)?;
     }
     // webpush-ece on its own, with each P-256 backend. The workspace runs above unify cargo
     // features, so the CLI's `aws-lc` is on there for everything: the default pure-Rust
