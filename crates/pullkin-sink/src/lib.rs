@@ -16,7 +16,7 @@ mod nats;
 mod webhook;
 
 pub use file::FileSink;
-pub use nats::{NatsConfig, NatsSink};
+pub use nats::{NatsConfig, NatsSink, Storage, StreamSpec};
 pub use webhook::{WebhookConfig, WebhookSink};
 
 /// Errors setting up a sink (a delivery's errors are [`pullkin::SinkError`]s).
