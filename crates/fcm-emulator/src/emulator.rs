@@ -6,7 +6,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use gcm_checkin::CHROME_VAPID_KEY;
@@ -23,7 +23,7 @@ use crate::shared::{Config, Shared};
 use crate::state::{Action, WEB_APP};
 use crate::types::{
     DeviceCredentials, DeviceInfo, Endpoint, Fault, FcmRegistration, GcmRegistration, HttpFailure,
-    Installation, SendMessage, Sent, Target,
+    Installation, LoginRecord, Overlap, SendMessage, Sent, Target,
 };
 use crate::{http, mcs, tls};
 
@@ -109,6 +109,27 @@ impl EmulatorBuilder {
     /// [`mcs_codec::DEFAULT_MAX_FRAME_LENGTH`]).
     pub fn max_frame_length(mut self, max: usize) -> Self {
         self.config.max_frame_length = max;
+        self
+    }
+
+    /// What a second successful login for a device that already has a logged-in MCS
+    /// connection does to the older one.
+    ///
+    /// By default (`true`) the newer login takes over and the server closes the older
+    /// connection, without a frame, as soon as its task wakes: one connection per device,
+    /// the usual account of Google's MCS (a receiver started twice with the same
+    /// credentials sees its older instance cut off). The two still count as logged in together until the older
+    /// socket is closed, which [`Emulator::overlap`] measures (normally well under a
+    /// millisecond).
+    ///
+    /// With `false` the older connections stay open until their clients leave (or
+    /// [`Emulator::disconnect`]): they answer heartbeats and take global faults, but
+    /// messages, pings and per-device faults go to the newest one only; if that one ends
+    /// first, the newest remaining connection takes over and gets every unacknowledged
+    /// message. This models a fleet takeover in which the old worker lets go on its own,
+    /// so a test can measure how long both held the device.
+    pub fn close_superseded_connections(mut self, close: bool) -> Self {
+        self.config.close_superseded = close;
         self
     }
 
@@ -402,12 +423,21 @@ impl Emulator {
 
     /// How many successful MCS logins a device made.
     pub fn login_count(&self, android_id: u64) -> u32 {
-        self.device(android_id).map_or(0, |d| d.logins)
+        self.shared
+            .lock()
+            .devices
+            .get(&android_id)
+            .map_or(0, |d| d.logins)
     }
 
-    /// Whether a device has a logged-in MCS connection.
+    /// Whether a device has a logged-in MCS connection the server is not ending (the one
+    /// that gets its messages).
     pub fn is_connected(&self, android_id: u64) -> bool {
-        self.device(android_id).is_some_and(|d| d.connected)
+        self.shared
+            .lock()
+            .devices
+            .get(&android_id)
+            .is_some_and(|d| d.current().is_some())
     }
 
     /// The last LoginRequest received on any connection (failed logins included).
@@ -443,6 +473,78 @@ impl Emulator {
     /// Every FCM registration.
     pub fn fcm_registrations(&self) -> Vec<FcmRegistration> {
         self.shared.lock().fcm.values().cloned().collect()
+    }
+
+    /// When the emulator started: the origin of the times in [`Overlap`] and
+    /// [`LoginRecord`].
+    pub fn started_at(&self) -> Instant {
+        self.shared.started
+    }
+
+    /// The time since the emulator started, on the clock of [`Overlap`] and
+    /// [`LoginRecord`] (e.g. taken when a test kills a worker, to compare with the next
+    /// login's [`LoginRecord::logged_in_at`]).
+    pub fn elapsed(&self) -> Duration {
+        self.shared.elapsed()
+    }
+
+    /// How many MCS connections of a device are logged in right now (0 for an unknown
+    /// device). A connection counts from the moment the server accepts its LoginRequest
+    /// until the server has closed it; so, by default, a newer login makes this 2 only
+    /// until the older connection is closed (see
+    /// [`EmulatorBuilder::close_superseded_connections`]).
+    pub fn concurrent_logins(&self, android_id: u64) -> usize {
+        self.shared
+            .lock()
+            .devices
+            .get(&android_id)
+            .map_or(0, |d| d.sessions.len())
+    }
+
+    /// For how long a device had two or more MCS connections logged in at once (counted
+    /// as for [`Emulator::concurrent_logins`]): the intervals, their total (an interval
+    /// still open counts up to now) and the highest concurrency seen. An unknown device,
+    /// or one that never overlapped, has no intervals.
+    ///
+    /// By default a newer login closes the older connection, so each takeover leaves one
+    /// short interval; with [`EmulatorBuilder::close_superseded_connections`]`(false)` an
+    /// interval lasts until the clients themselves bring it back to one connection.
+    pub fn overlap(&self, android_id: u64) -> Overlap {
+        let now = self.shared.elapsed();
+        self.shared
+            .lock()
+            .devices
+            .get(&android_id)
+            .map(|d| d.overlap.snapshot(now))
+            .unwrap_or_default()
+    }
+
+    /// [`Emulator::overlap`] of every device that ever had two or more connections logged
+    /// in at once, by Android id (ascending); empty when none did.
+    pub fn overlap_report(&self) -> Vec<(u64, Overlap)> {
+        let now = self.shared.elapsed();
+        let state = self.shared.lock();
+        state
+            .overlapping
+            .iter()
+            .filter_map(|id| {
+                let device = state.devices.get(id)?;
+                Some((*id, device.overlap.snapshot(now)))
+            })
+            .collect()
+    }
+
+    /// A device's successful MCS logins, oldest first (at most the last 1,000): when each
+    /// connection logged in and when the server ended it. The time from a worker's kill
+    /// ([`Emulator::elapsed`] then) to the next record's `logged_in_at` is the takeover
+    /// time.
+    pub fn login_history(&self, android_id: u64) -> Vec<LoginRecord> {
+        self.shared
+            .lock()
+            .devices
+            .get(&android_id)
+            .map(|d| d.history.iter().copied().collect())
+            .unwrap_or_default()
     }
 
     /// Polls `condition` every 5 ms until it holds or `timeout` passes; returns whether
@@ -497,26 +599,29 @@ impl Emulator {
         self.shared.send_deleted_messages(token, total_deleted)
     }
 
-    /// Sends a HeartbeatPing to the target's connected devices now; returns how many.
+    /// Sends a HeartbeatPing to the target's connected devices now (on each one's current
+    /// connection); returns how many.
     pub fn ping(&self, target: Target) -> usize {
-        self.command(target, &Action::Ping)
-    }
-
-    /// Closes the target's connections now, without a frame; returns how many.
-    pub fn disconnect(&self, target: Target) -> usize {
-        self.command(target, &Action::Disconnect)
-    }
-
-    fn command(&self, target: Target, action: &Action) -> usize {
         let mut state = self.shared.lock();
         let mut n = 0;
         for device in state.targets(target) {
-            if device.conn.is_some() {
-                device.push_action(action.clone());
+            if device.current().is_some() {
+                device.push_action(Action::Ping);
                 n += 1;
             }
         }
         n
+    }
+
+    /// Closes the target's logged-in connections now (every one of a device that has
+    /// several), without a frame; returns how many connections.
+    pub fn disconnect(&self, target: Target) -> usize {
+        let mut state = self.shared.lock();
+        state
+            .targets(target)
+            .into_iter()
+            .map(|device| device.disconnect_all())
+            .sum()
     }
 }
 

@@ -25,7 +25,7 @@ pub use proxy::ConnectProxy;
 pub use tls::local_server_tls;
 pub use types::{
     DeviceCredentials, DeviceInfo, Endpoint, Fault, FcmRegistration, GcmRegistration, HttpFailure,
-    Installation, Notification, Persona, SendMessage, Sent, Target,
+    Installation, LoginRecord, Notification, Overlap, Persona, SendMessage, Sent, Target,
 };
 
 /// The MCS and checkin protobuf types the emulator's API uses, re-exported.

@@ -6,7 +6,7 @@
 //! facade.
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use mcs_codec::proto::DataMessageStanza;
@@ -27,6 +27,8 @@ pub(crate) struct Config {
     pub(crate) ack_on_any_frame: bool,
     pub(crate) api_key: Option<String>,
     pub(crate) max_frame_length: usize,
+    /// Whether a newer login for a device closes its older connections.
+    pub(crate) close_superseded: bool,
 }
 
 impl Default for Config {
@@ -38,6 +40,7 @@ impl Default for Config {
             ack_on_any_frame: false,
             api_key: None,
             max_frame_length: mcs_codec::DEFAULT_MAX_FRAME_LENGTH,
+            close_superseded: true,
         }
     }
 }
@@ -48,6 +51,8 @@ pub(crate) struct Shared {
     state: Mutex<State>,
     pub(crate) config: Config,
     pub(crate) base_url: Url,
+    /// The emulator's start, the origin of every time it records.
+    pub(crate) started: Instant,
 }
 
 impl Shared {
@@ -57,7 +62,13 @@ impl Shared {
             state: Mutex::new(State::default()),
             config,
             base_url,
+            started: Instant::now(),
         }
+    }
+
+    /// The time since the emulator's start.
+    pub(crate) fn elapsed(&self) -> Duration {
+        self.started.elapsed()
     }
 
     /// Locks the state. A panic while it was held cannot leave it inconsistent in a way

@@ -1,10 +1,14 @@
 //! The emulator's shared state: devices, registrations, message queues and faults.
 //!
 //! Everything lives behind one mutex held only for short, non-blocking updates; the MCS
-//! connection tasks are woken through a per-connection [`Notify`].
+//! connection tasks are woken through a per-connection [`Notify`]. Every lookup on a
+//! hot path (login, send, register) goes through a map or a per-device list, never a
+//! scan over all devices or registrations, so thousands of devices cost no more per
+//! operation than one.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 
 use mcs_codec::proto::{DataMessageStanza, LoginRequest};
 use tokio::sync::Notify;
@@ -13,7 +17,7 @@ use crate::ids;
 
 use crate::types::{
     DeviceCredentials, DeviceInfo, Endpoint, Fault, FcmRegistration, GcmRegistration, HttpFailure,
-    Installation, Persona, Target,
+    Installation, LoginRecord, Overlap, Persona, Target,
 };
 
 /// How many acknowledged ids a device remembers for inspection.
@@ -22,6 +26,10 @@ const ACKED_HISTORY: usize = 1000;
 const UPSTREAM_HISTORY: usize = 100;
 /// How many one-shot actions may wait for a device.
 const MAX_ACTIONS: usize = 64;
+/// How many logins a device remembers for [`LoginRecord`]s.
+const LOGIN_HISTORY: usize = 1000;
+/// How many closed overlap intervals a device remembers.
+const OVERLAP_HISTORY: usize = 10_000;
 
 /// Something a connection must do the next time it runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,8 +38,6 @@ pub(crate) enum Action {
     Fault(Fault),
     /// Send a HeartbeatPing.
     Ping,
-    /// Close the TCP connection without a frame.
-    Disconnect,
 }
 
 /// A queued data message.
@@ -43,11 +49,65 @@ pub(crate) struct Queued {
     pub(crate) sent: Option<(u64, i32)>,
 }
 
-/// The link from a device to its logged-in connection.
+/// The link from a device to one of its logged-in connections.
 #[derive(Debug, Clone)]
 pub(crate) struct ConnLink {
     pub(crate) id: u64,
     pub(crate) notify: Arc<Notify>,
+}
+
+/// A logged-in connection of a device, from its accepted login until its task ended.
+#[derive(Debug)]
+pub(crate) struct Session {
+    pub(crate) link: ConnLink,
+    /// Why the server is ending it, once decided (a newer login, a disconnect on demand);
+    /// it still counts as logged in until its task has closed the socket.
+    pub(crate) closing: Option<&'static str>,
+}
+
+/// The intervals during which a device had two or more connections logged in.
+#[derive(Debug, Default)]
+pub(crate) struct OverlapLog {
+    max: usize,
+    open_since: Option<Duration>,
+    closed_total: Duration,
+    intervals: VecDeque<(Duration, Duration)>,
+}
+
+impl OverlapLog {
+    /// Records that `count` connections are logged in as of `now`.
+    fn update(&mut self, count: usize, now: Duration) {
+        self.max = self.max.max(count);
+        match (count >= 2, self.open_since) {
+            (true, None) => self.open_since = Some(now),
+            (false, Some(start)) => {
+                self.open_since = None;
+                let end = now.max(start);
+                self.closed_total += end - start;
+                if self.intervals.len() >= OVERLAP_HISTORY {
+                    self.intervals.pop_front();
+                }
+                self.intervals.push_back((start, end));
+            }
+            _ => {}
+        }
+    }
+
+    /// The public view, an open interval ending at `now`.
+    pub(crate) fn snapshot(&self, now: Duration) -> Overlap {
+        let mut intervals: Vec<_> = self.intervals.iter().copied().collect();
+        let mut total = self.closed_total;
+        if let Some(start) = self.open_since {
+            let end = now.max(start);
+            intervals.push((start, end));
+            total += end - start;
+        }
+        Overlap {
+            max: self.max,
+            total,
+            intervals,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -59,7 +119,12 @@ pub(crate) struct Device {
     pub(crate) queue: VecDeque<Queued>,
     pub(crate) acked: VecDeque<String>,
     pub(crate) upstream: VecDeque<DataMessageStanza>,
-    pub(crate) conn: Option<ConnLink>,
+    /// The logged-in connections, oldest first; the newest not closing is the current one.
+    pub(crate) sessions: Vec<Session>,
+    pub(crate) overlap: OverlapLog,
+    pub(crate) history: VecDeque<LoginRecord>,
+    /// This device's GCM tokens (the index `register_gcm` and unregister look in).
+    pub(crate) gcm_tokens: Vec<String>,
     pub(crate) actions: VecDeque<Action>,
     pub(crate) stalled: bool,
     pub(crate) pings_received: u64,
@@ -77,7 +142,10 @@ impl Device {
             queue: VecDeque::new(),
             acked: VecDeque::new(),
             upstream: VecDeque::new(),
-            conn: None,
+            sessions: Vec::new(),
+            overlap: OverlapLog::default(),
+            history: VecDeque::new(),
+            gcm_tokens: Vec::new(),
             actions: VecDeque::new(),
             stalled: false,
             pings_received: 0,
@@ -86,9 +154,89 @@ impl Device {
         }
     }
 
+    /// The connection that gets deliveries and the device's actions: the newest logged-in
+    /// one the server is not ending.
+    pub(crate) fn current(&self) -> Option<&ConnLink> {
+        self.sessions
+            .iter()
+            .rev()
+            .find(|s| s.closing.is_none())
+            .map(|s| &s.link)
+    }
+
+    /// Wakes every logged-in connection (older ones only apply global faults or end).
     pub(crate) fn wake(&self) {
-        if let Some(link) = &self.conn {
-            link.notify.notify_one();
+        for session in &self.sessions {
+            session.link.notify.notify_one();
+        }
+    }
+
+    /// Makes every logged-in connection close without a frame; returns how many.
+    pub(crate) fn disconnect_all(&mut self) -> usize {
+        let mut n = 0;
+        for session in &mut self.sessions {
+            if session.closing.is_none() {
+                session.closing = Some("disconnected on demand");
+                session.link.notify.notify_one();
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Registers an accepted login; with `close_older` the older connections are told to
+    /// close. Returns whether two or more are now logged in.
+    fn add_session(&mut self, link: ConnLink, now: Duration, close_older: bool) -> bool {
+        if close_older {
+            for session in &mut self.sessions {
+                if session.closing.is_none() {
+                    session.closing = Some("superseded by a newer login");
+                    session.link.notify.notify_one();
+                }
+            }
+        }
+        if self.history.len() >= LOGIN_HISTORY {
+            self.history.pop_front();
+        }
+        self.history.push_back(LoginRecord {
+            connection_id: link.id,
+            logged_in_at: now,
+            ended_at: None,
+        });
+        self.sessions.push(Session {
+            link,
+            closing: None,
+        });
+        self.overlap.update(self.sessions.len(), now);
+        self.sessions.len() >= 2
+    }
+
+    /// Unlinks a connection whose task ended. When it was the current one and an older
+    /// connection is still logged in (kept open), that one becomes current and gets every
+    /// message not acknowledged yet.
+    fn end_session(&mut self, conn_id: u64, now: Duration) {
+        let Some(pos) = self.sessions.iter().position(|s| s.link.id == conn_id) else {
+            return;
+        };
+        let was_current = self.current().is_some_and(|c| c.id == conn_id);
+        self.sessions.remove(pos);
+        self.overlap.update(self.sessions.len(), now);
+        if let Some(record) = self
+            .history
+            .iter_mut()
+            .rev()
+            .find(|r| r.connection_id == conn_id)
+        {
+            record.ended_at = Some(now);
+        }
+        if was_current && let Some(next) = self.current() {
+            let next = next.id;
+            for queued in &mut self.queue {
+                if queued.sent.is_some_and(|(conn, _)| conn != next) {
+                    queued.sent = None;
+                }
+            }
+            self.wake();
         }
     }
 
@@ -133,7 +281,7 @@ impl Device {
     }
 
     pub(crate) fn info(&self) -> DeviceInfo {
-        let current = self.conn.as_ref().map(|c| c.id);
+        let current = self.current().map(|c| c.id);
         let mut pending = Vec::new();
         let mut unacked = Vec::new();
         for q in &self.queue {
@@ -146,7 +294,7 @@ impl Device {
             credentials: self.credentials,
             checkins: self.checkins,
             logins: self.logins,
-            connected: self.conn.is_some(),
+            connected: self.current().is_some(),
             pending,
             unacked,
             acked: self.acked.iter().cloned().collect(),
@@ -167,8 +315,8 @@ pub(crate) struct State {
     /// FIS auth token → FID.
     pub(crate) fis_tokens: HashMap<String, String>,
     pub(crate) fcm: HashMap<String, FcmRegistration>,
-    /// GCM token → its newest FCM token.
-    pub(crate) latest_fcm: HashMap<String, String>,
+    /// GCM token → the FCM tokens bound to it, oldest first.
+    pub(crate) fcm_by_gcm: HashMap<String, Vec<String>>,
     /// Globally armed faults, each with an id so a connection applies it once.
     pub(crate) global_faults: Vec<(u64, Fault)>,
     pub(crate) global_stall: bool,
@@ -178,6 +326,8 @@ pub(crate) struct State {
     pub(crate) failed_logins: u64,
     pub(crate) last_login: Option<LoginRequest>,
     pub(crate) shut_down: bool,
+    /// The devices that ever had two or more connections logged in at once.
+    pub(crate) overlapping: BTreeSet<u64>,
 }
 
 impl State {
@@ -216,10 +366,10 @@ impl State {
         }
         // The newest FCM registration bound to this GCM token carries the keys.
         let fcm = self
-            .latest_fcm
+            .fcm_by_gcm
             .get(token)
+            .and_then(|tokens| tokens.last())
             .and_then(|t| self.fcm.get(t))
-            .or_else(|| self.fcm.values().find(|f| f.gcm_token == gcm.token))
             .cloned();
         Some((gcm.clone(), fcm))
     }
@@ -231,6 +381,31 @@ impl State {
             .filter(|(id, _)| !applied.contains(id))
             .cloned()
             .collect()
+    }
+}
+
+/// MCS sessions.
+impl State {
+    /// Registers an accepted login of a known device (see [`Device::add_session`]).
+    pub(crate) fn add_session(
+        &mut self,
+        android_id: u64,
+        link: ConnLink,
+        now: Duration,
+        close_older: bool,
+    ) {
+        if let Some(device) = self.devices.get_mut(&android_id)
+            && device.add_session(link, now, close_older)
+        {
+            self.overlapping.insert(android_id);
+        }
+    }
+
+    /// Unlinks a connection whose task ended (see [`Device::end_session`]).
+    pub(crate) fn end_session(&mut self, android_id: u64, conn_id: u64, now: Duration) {
+        if let Some(device) = self.devices.get_mut(&android_id) {
+            device.end_session(conn_id, now);
+        }
     }
 }
 
@@ -263,12 +438,14 @@ impl State {
         subtype: Option<&str>,
         sender: &str,
     ) -> GcmRegistration {
-        if let Some(existing) = self.gcm.values().find(|g| {
-            g.android_id == android_id
-                && g.app == app
-                && g.subtype.as_deref() == subtype
-                && g.sender == sender
-        }) {
+        let existing = self.devices.get(&android_id).and_then(|device| {
+            device
+                .gcm_tokens
+                .iter()
+                .filter_map(|t| self.gcm.get(t))
+                .find(|g| g.app == app && g.subtype.as_deref() == subtype && g.sender == sender)
+        });
+        if let Some(existing) = existing {
             return existing.clone();
         }
         let persona = if app == WEB_APP && subtype.is_some_and(|s| s.starts_with("wp:")) {
@@ -286,7 +463,36 @@ impl State {
         };
         self.gcm
             .insert(registration.token.clone(), registration.clone());
+        if let Some(device) = self.devices.get_mut(&android_id) {
+            device.gcm_tokens.push(registration.token.clone());
+        }
         registration
+    }
+
+    /// Deletes a device's GCM registrations for (app, subtype), any sender, as register3
+    /// with `delete=true` does; returns how many.
+    pub(crate) fn unregister_gcm(
+        &mut self,
+        android_id: u64,
+        app: &str,
+        subtype: Option<&str>,
+    ) -> usize {
+        let Some(device) = self.devices.get_mut(&android_id) else {
+            return 0;
+        };
+        let gcm = &mut self.gcm;
+        let before = device.gcm_tokens.len();
+        device.gcm_tokens.retain(|token| {
+            let Some(g) = gcm.get(token) else {
+                return false;
+            };
+            let keep = !(g.app == app && g.subtype.as_deref() == subtype);
+            if !keep {
+                gcm.remove(token);
+            }
+            keep
+        });
+        before - device.gcm_tokens.len()
     }
 
     /// A new Firebase installation with a first auth token.
@@ -350,8 +556,10 @@ impl State {
             auth: auth.to_owned(),
             application_pub_key: application_pub_key.map(str::to_owned),
         };
-        self.latest_fcm
-            .insert(gcm_token.to_owned(), registration.token.clone());
+        self.fcm_by_gcm
+            .entry(gcm_token.to_owned())
+            .or_default()
+            .push(registration.token.clone());
         self.fcm
             .insert(registration.token.clone(), registration.clone());
         registration
@@ -362,13 +570,11 @@ impl State {
         let Some(registration) = self.fcm.remove(token) else {
             return false;
         };
-        if self
-            .latest_fcm
-            .get(&registration.gcm_token)
-            .map(String::as_str)
-            == Some(token)
-        {
-            self.latest_fcm.remove(&registration.gcm_token);
+        if let Some(tokens) = self.fcm_by_gcm.get_mut(&registration.gcm_token) {
+            tokens.retain(|t| t != token);
+            if tokens.is_empty() {
+                self.fcm_by_gcm.remove(&registration.gcm_token);
+            }
         }
         true
     }

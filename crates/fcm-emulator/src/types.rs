@@ -135,7 +135,8 @@ pub struct DeviceInfo {
     pub checkins: u32,
     /// How many successful MCS logins it made.
     pub logins: u32,
-    /// Whether it has a logged-in MCS connection now.
+    /// Whether it has a logged-in MCS connection now (one the server is not closing: the
+    /// connection that gets its messages).
     pub connected: bool,
     /// Persistent ids of messages queued and not yet sent on the current connection.
     pub pending: Vec<String>,
@@ -325,4 +326,39 @@ pub struct Sent {
     pub android_id: u64,
     /// Whether it was encrypted (web registrations).
     pub encrypted: bool,
+}
+
+/// How long a device had two or more MCS connections logged in at once, for failover
+/// tests ([`crate::Emulator::overlap`]).
+///
+/// A connection counts as logged in from the moment the server accepts its LoginRequest
+/// until the server has ended it (the client left, a fault, [`crate::Emulator::disconnect`],
+/// shutdown, or — by default — a newer login for the same device, see
+/// [`crate::EmulatorBuilder::close_superseded_connections`]). Times are measured from the
+/// emulator's start ([`crate::Emulator::elapsed`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Overlap {
+    /// The most connections the device ever had logged in at once (0 if it never logged
+    /// in, 1 if it never overlapped).
+    pub max: usize,
+    /// The summed length of every overlap interval, an open one counted up to now.
+    pub total: Duration,
+    /// `(start, end)` of each interval during which two or more connections were logged
+    /// in, oldest first (at most the last 10,000; `total` counts them all). An interval
+    /// still open ends at now.
+    pub intervals: Vec<(Duration, Duration)>,
+}
+
+/// One successful MCS login of a device ([`crate::Emulator::login_history`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LoginRecord {
+    /// The emulator's id of the connection (unique, increasing with each login).
+    pub connection_id: u64,
+    /// When the server accepted the LoginRequest, since the emulator's start.
+    pub logged_in_at: Duration,
+    /// When the server ended the connection, since the emulator's start; `None` while it
+    /// is still logged in.
+    pub ended_at: Option<Duration>,
 }

@@ -9,7 +9,8 @@ use bytes::Bytes;
 use common::{McsClient, android_client, android_device, app_data, eventually};
 use fcm_emulator::proto::DataMessageStanza;
 use fcm_emulator::{
-    DeviceCredentials, Emulator, Fault, LOGIN_ERROR_CODE, Notification, SendMessage, Target,
+    DeviceCredentials, Emulator, Fault, LOGIN_ERROR_CODE, Notification, Overlap, SendMessage,
+    Target,
 };
 use mcs_codec::McsMessage;
 
@@ -211,6 +212,174 @@ async fn a_new_login_supersedes_the_old_connection() {
     let _new = McsClient::logged_in(&emu, creds).await;
     assert!(old.expect_end().await.is_empty());
     assert!(emu.is_connected(creds.android_id));
+}
+
+#[tokio::test]
+async fn a_takeover_overlaps_until_the_older_connection_is_closed() {
+    let emu = Emulator::start().await.unwrap();
+    let (creds, token) = android_device(&emu);
+    let id = creds.android_id;
+    let mut old = McsClient::logged_in(&emu, creds).await;
+    assert_eq!(emu.concurrent_logins(id), 1);
+    let _new = McsClient::logged_in(&emu, creds).await;
+    // The server closes the older connection; until then both count as logged in.
+    assert!(old.expect_end().await.is_empty());
+    eventually(&emu, |e| e.concurrent_logins(id) == 1).await;
+    let overlap = emu.overlap(id);
+    assert_eq!(overlap.max, 2);
+    let [(start, end)] = overlap.intervals[..] else {
+        panic!("{overlap:?}");
+    };
+    assert_eq!(overlap.total, end - start);
+    let history = emu.login_history(id);
+    assert_eq!(history.len(), 2);
+    assert!(history[0].connection_id < history[1].connection_id);
+    assert_eq!(history[1].logged_in_at, start);
+    assert_eq!(history[0].ended_at, Some(end));
+    assert_eq!(history[1].ended_at, None);
+    assert_eq!(emu.overlap_report(), [(id, overlap)]);
+    emu.send(&token, &msg(1)).unwrap();
+    assert_eq!(emu.disconnect(Target::Device(id)), 1);
+}
+
+#[tokio::test]
+async fn kept_connections_overlap_until_one_disconnects() {
+    let emu = Emulator::builder()
+        .close_superseded_connections(false)
+        .start()
+        .await
+        .unwrap();
+    let (creds, token) = android_device(&emu);
+    let id = creds.android_id;
+    let mut first = McsClient::logged_in(&emu, creds).await;
+    let before = emu.elapsed();
+    let mut second = McsClient::logged_in(&emu, creds).await;
+    assert_eq!(emu.concurrent_logins(id), 2);
+    let open = emu.overlap(id);
+    assert_eq!(open.max, 2);
+    let [(start, now)] = open.intervals[..] else {
+        panic!("{open:?}");
+    };
+    assert!(before <= start && start <= now && now <= emu.elapsed());
+    assert_eq!(emu.overlap_report().len(), 1);
+
+    // Messages go to the newest connection only; the older one still answers heartbeats.
+    let sent = emu.send(&token, &msg(1)).unwrap().persistent_id;
+    let stanza = second.expect_data().await;
+    assert_eq!(stanza.persistent_id.as_deref(), Some(sent.as_str()));
+    first.ping().await;
+    assert!(matches!(
+        first.recv().await,
+        Some(Ok(McsMessage::HeartbeatAck(_)))
+    ));
+    first.expect_silence(Duration::from_millis(100)).await;
+
+    // The newest leaves: the interval ends, and the older one gets the unacknowledged
+    // message.
+    drop(second);
+    eventually(&emu, |e| e.concurrent_logins(id) == 1).await;
+    let closed = emu.overlap(id);
+    let [(start2, end)] = closed.intervals[..] else {
+        panic!("{closed:?}");
+    };
+    assert_eq!(start2, start);
+    assert!(end >= now);
+    assert_eq!(closed.total, end - start);
+    assert_eq!(emu.overlap(id), closed, "a closed interval does not grow");
+    let history = emu.login_history(id);
+    assert_eq!(history.len(), 2);
+    assert_eq!(history[0].ended_at, None);
+    assert_eq!(history[1].ended_at, Some(end));
+    let again = first.expect_data().await;
+    assert_eq!(again.persistent_id.as_deref(), Some(sent.as_str()));
+    assert!(emu.is_connected(id));
+
+    // A disconnect closes every connection of the device.
+    let _third = McsClient::logged_in(&emu, creds).await;
+    assert_eq!(emu.concurrent_logins(id), 2);
+    assert_eq!(emu.disconnect(Target::Device(id)), 2);
+    assert!(first.expect_end().await.is_empty());
+    eventually(&emu, |e| e.concurrent_logins(id) == 0).await;
+    let overlap = emu.overlap(id);
+    assert_eq!((overlap.max, overlap.intervals.len()), (2, 2));
+}
+
+#[tokio::test]
+async fn one_connection_at_a_time_has_no_overlap() {
+    let emu = Emulator::start().await.unwrap();
+    let (creds, _) = android_device(&emu);
+    let id = creds.android_id;
+    assert_eq!(emu.overlap(id), Overlap::default());
+    let client = McsClient::logged_in(&emu, creds).await;
+    assert_eq!(emu.concurrent_logins(id), 1);
+    drop(client);
+    eventually(&emu, |e| e.concurrent_logins(id) == 0).await;
+    let killed = emu.elapsed();
+    let _client = McsClient::logged_in(&emu, creds).await;
+    let overlap = emu.overlap(id);
+    assert_eq!(overlap.max, 1);
+    assert!(overlap.intervals.is_empty());
+    assert_eq!(overlap.total, Duration::ZERO);
+    assert!(emu.overlap_report().is_empty());
+    let history = emu.login_history(id);
+    assert_eq!(history.len(), 2);
+    let first_end = history[0].ended_at.unwrap();
+    assert!(history[0].logged_in_at <= first_end && first_end <= killed);
+    assert!(history[1].logged_in_at >= killed);
+    assert_eq!(history[1].ended_at, None);
+    assert_eq!(emu.concurrent_logins(0), 0);
+    assert!(emu.login_history(0).is_empty());
+}
+
+/// The most connections the test opens: each costs two file descriptors here.
+fn connection_budget(wanted: usize) -> usize {
+    let limit = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|limits| {
+            let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+            line.split_whitespace().nth(3)?.parse::<usize>().ok()
+        });
+    limit.map_or(wanted, |limit| wanted.min(limit.saturating_sub(256) / 2))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_devices_and_concurrent_connections() {
+    const DEVICES: usize = 20_000;
+    let emu = std::sync::Arc::new(Emulator::start().await.unwrap());
+    let started = std::time::Instant::now();
+    let devices: Vec<(DeviceCredentials, String)> =
+        (0..DEVICES).map(|_| android_device(&emu)).collect();
+    let created = started.elapsed();
+    assert_eq!(emu.devices().len(), DEVICES);
+
+    let connections = connection_budget(2_000);
+    let started = std::time::Instant::now();
+    let mut clients = Vec::with_capacity(connections);
+    for batch in devices[..connections].chunks(100) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for (creds, _) in batch {
+            let emu = std::sync::Arc::clone(&emu);
+            let creds = *creds;
+            tasks.spawn(async move { McsClient::logged_in(&emu, creds).await });
+        }
+        clients.extend(tasks.join_all().await);
+    }
+    let logged_in = started.elapsed();
+    for (creds, token) in &devices[..connections] {
+        assert!(emu.is_connected(creds.android_id));
+        emu.send(token, &msg(1)).unwrap();
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for mut client in clients {
+        tasks.spawn(async move {
+            client.expect_data().await;
+            client
+        });
+    }
+    let clients = tasks.join_all().await;
+    assert_eq!(clients.len(), connections);
+    assert!(emu.overlap_report().is_empty());
+    eprintln!("{DEVICES} devices in {created:?}, {connections} logins in {logged_in:?}");
 }
 
 #[tokio::test]

@@ -148,16 +148,8 @@ pub(crate) fn register3(shared: &Shared, request: &Request<Bytes>) -> Response<B
     };
     let subtype = field("X-subtype");
     if field("delete").is_some_and(|d| d == "true" || d == "1") {
-        let before = state.gcm.len();
-        state.gcm.retain(|_, g| {
-            !(g.android_id == android_id && g.app == app && g.subtype.as_deref() == subtype)
-        });
-        tracing::info!(
-            android_id,
-            app,
-            removed = before - state.gcm.len(),
-            "unregister"
-        );
+        let removed = state.unregister_gcm(android_id, app, subtype);
+        tracing::info!(android_id, app, removed, "unregister");
         return text(StatusCode::OK, &format!("deleted={app}"));
     }
     let Some(sender) = field("sender") else {

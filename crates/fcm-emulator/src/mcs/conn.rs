@@ -51,18 +51,46 @@ impl From<std::io::Error> for End {
     }
 }
 
+/// A logged-in connection's place in its device's sessions: dropping it (however the
+/// connection's task ends) unlinks the connection and records when it ended.
+pub(super) struct LoggedIn {
+    shared: Arc<Shared>,
+    android_id: u64,
+    id: u64,
+}
+
+impl LoggedIn {
+    pub(super) fn new(shared: Arc<Shared>, android_id: u64, id: u64) -> Self {
+        Self {
+            shared,
+            android_id,
+            id,
+        }
+    }
+}
+
+impl Drop for LoggedIn {
+    fn drop(&mut self) {
+        let now = self.shared.elapsed();
+        self.shared
+            .lock()
+            .end_session(self.android_id, self.id, now);
+    }
+}
+
 /// Serves a device's connection from its accepted login until it ends: sends
 /// `login_response` (unless a stall holds it back), then delivers and acknowledges until
-/// the client leaves, a fault or a newer login ends it, or shutdown (which sends `Close`).
-/// Then unlinks the connection from the device, unless a newer one has replaced it.
+/// the client leaves, a fault, a disconnect or a newer login ends it, or shutdown (which
+/// sends `Close`). Then `session` unlinks it from the device, after the socket is closed.
 pub(super) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     shared: Arc<Shared>,
     framed: Framed<S, McsCodec>,
-    android_id: u64,
+    session: LoggedIn,
     link: ConnLink,
     login_response: LoginResponse,
     shutdown: watch::Receiver<bool>,
 ) {
+    let android_id = session.android_id;
     let mut conn = Conn {
         shared: Arc::clone(&shared),
         framed,
@@ -80,15 +108,11 @@ pub(super) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         shutdown,
     };
     let end = conn.run().await;
-    {
-        let mut state = shared.lock();
-        if let Some(device) = state.devices.get_mut(&android_id)
-            && device.conn.as_ref().is_some_and(|c| c.id == conn.id)
-        {
-            device.conn = None;
-        }
-    }
-    info!(android_id, conn = conn.id, reason = %end.0, "connection ended");
+    let id = conn.id;
+    // The socket closes here, then the session ends.
+    drop(conn);
+    drop(session);
+    info!(android_id, conn = id, reason = %end.0, "connection ended");
 }
 
 /// Sets a frame's `stream_id` (when it has one) and `last_stream_id_received`.
@@ -189,13 +213,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             .devices
             .get_mut(&self.android_id)
             .ok_or_else(|| End::new("device removed"))?;
-        if device.conn.as_ref().is_none_or(|c| c.id != self.id) {
-            return Err(End::new("superseded by a newer login"));
+        match device.sessions.iter().find(|s| s.link.id == self.id) {
+            None => return Err(End::new("unlinked from the device")),
+            Some(session) => {
+                if let Some(reason) = session.closing {
+                    return Err(End::new(reason));
+                }
+            }
         }
-        if device.actions.contains(&Action::Disconnect) {
-            device.actions.retain(|a| *a != Action::Disconnect);
-            return Err(End::new("disconnected on demand"));
-        }
+        let current = device.current().is_some_and(|c| c.id == self.id);
         let mut plan = Plan::default();
         if global_stall || device.stalled {
             plan.stalled = true;
@@ -205,11 +231,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             self.applied_global.insert(id);
             plan.faults.push(fault);
         }
+        if !current {
+            // An older connection kept open: it answers heartbeats and takes global
+            // faults, while messages and the device's actions go to the current one.
+            return Ok(plan);
+        }
         for action in device.actions.drain(..) {
             match action {
                 Action::Fault(fault) => plan.faults.push(fault),
                 Action::Ping => plan.pings += 1,
-                Action::Disconnect => {}
             }
         }
         let mut unsent = device.queue.iter().filter(|q| q.sent.is_none());
@@ -266,12 +296,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     }
 
     /// Records that a queued message goes out at `stream_id` on this connection; false
-    /// when it is no longer queued (acknowledged meanwhile) or already sent.
+    /// when it is no longer queued (acknowledged meanwhile), already sent, or this
+    /// connection stopped being the device's current one (a newer login took over).
     fn mark_sent(&self, persistent_id: &str, stream_id: i32) -> bool {
         let mut state = self.shared.lock();
         let Some(device) = state.devices.get_mut(&self.android_id) else {
             return false;
         };
+        if device.current().is_none_or(|c| c.id != self.id) {
+            return false;
+        }
         match device
             .queue
             .iter_mut()

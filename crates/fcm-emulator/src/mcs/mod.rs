@@ -92,14 +92,18 @@ async fn handle(tls: Tls, shared: Arc<Shared>, mut shutdown: watch::Receiver<boo
         }
         return;
     };
+    // Created with no await since the login registered the session, so the session ends
+    // however this task does.
+    let session = conn::LoggedIn::new(Arc::clone(&shared), android_id, link.id);
     info!(android_id, conn = link.id, "logged in");
     let response = login_response(&shared, &request, android_id);
-    conn::serve(shared, framed, android_id, link, response, shutdown).await;
+    conn::serve(shared, framed, session, link, response, shutdown).await;
 }
 
 /// Checks a LoginRequest against the known devices; on success registers the new
-/// connection (kicking an older one), applies `received_persistent_id` and schedules
-/// every unacknowledged message for redelivery.
+/// connection as the device's current one (telling the older ones to close, unless
+/// `close_superseded` is off), applies `received_persistent_id` and schedules every
+/// unacknowledged message for redelivery.
 fn login(shared: &Shared, request: &LoginRequest) -> Option<(u64, ConnLink)> {
     let mut state = shared.lock();
     state.last_login = Some(request.clone());
@@ -135,15 +139,20 @@ fn login(shared: &Shared, request: &LoginRequest) -> Option<(u64, ConnLink)> {
         id,
         notify: Arc::new(Notify::new()),
     };
-    if let Some(old) = device.conn.replace(link.clone()) {
-        // The older connection sees it is superseded and closes.
-        old.notify.notify_one();
-    }
     debug!(
         android_id,
         acked,
         redeliver = device.queue.len(),
         "login accepted"
+    );
+    // An older connection told to close sees it on its next wake and ends; it counts as
+    // logged in (for the overlap) until it has.
+    let now = shared.elapsed();
+    state.add_session(
+        android_id,
+        link.clone(),
+        now,
+        shared.config.close_superseded,
     );
     Some((android_id, link))
 }
