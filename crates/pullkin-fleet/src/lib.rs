@@ -1,0 +1,27 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+
+//! ## Layout
+//!
+//! | module | what lives there |
+//! |---|---|
+//! | `db` | [`Database`]: the pool, TLS by `sslmode`, dedicated connections |
+//! | `schema` | the versioned migrations, [`migrate`], [`check_schema`] |
+//! | `crypto` | [`FleetKey`]: AES-256-GCM sealing of the credentials |
+//! | `identities` | [`add_identity`], [`remove_identity`], [`list_identities`], [`rotate_key`] |
+//! | `error` | [`FleetError`] |
+
+mod crypto;
+mod db;
+mod error;
+mod identities;
+mod schema;
+
+pub use crypto::{FleetKey, KEY_FILE_ENV};
+pub use db::{DATABASE_URL_ENV, Database, DatabaseBuilder};
+pub use error::FleetError;
+pub use identities::{
+    IdentitySummary, add_identity, list_identities, load_credentials, remove_identity, rotate_key,
+    set_disabled,
+};
+pub use schema::{Migrated, SCHEMA_VERSION, check_schema, migrate, migrate_to, schema_version};
