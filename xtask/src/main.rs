@@ -110,7 +110,12 @@ fn ci(rest: &[&str]) -> Result {
     package(&cargo)?;
     codegen::check(&root())?;
     let nats = services::nats_server()?.to_string_lossy().into_owned();
-    let test_env = [("NATS_SERVER", nats.as_str())];
+    // Stopped (when `ci` started it) when this goes out of scope.
+    let postgres = services::postgres(&target_dir())?;
+    let test_env = [
+        ("NATS_SERVER", nats.as_str()),
+        ("PULLKIN_TEST_DATABASE_URL", postgres.url.as_str()),
+    ];
     if Command::new(&cargo)
         .args(["nextest", "--version"])
         .output()
