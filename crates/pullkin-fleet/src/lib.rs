@@ -9,12 +9,14 @@
 //! | `schema` | the versioned migrations, [`migrate`], [`check_schema`] |
 //! | `crypto` | [`FleetKey`]: AES-256-GCM sealing of the credentials |
 //! | `identities` | [`add_identity`], [`remove_identity`], [`list_identities`], [`rotate_key`] |
+//! | `lease` | [`LeasePolicy`] (sans-IO: renewals, self-fencing, fair share) and [`Leases`] (the statements) |
 //! | `error` | [`FleetError`] |
 
 mod crypto;
 mod db;
 mod error;
 mod identities;
+mod lease;
 mod schema;
 
 pub use crypto::{FleetKey, KEY_FILE_ENV};
@@ -23,5 +25,8 @@ pub use error::FleetError;
 pub use identities::{
     IdentitySummary, add_identity, list_identities, load_credentials, remove_identity, rotate_key,
     set_disabled,
+};
+pub use lease::{
+    Balance, Lease, LeaseConfig, LeasePolicy, Leases, Observed, Renewed, WorkerInfo, fair_share,
 };
 pub use schema::{Migrated, SCHEMA_VERSION, check_schema, migrate, migrate_to, schema_version};
