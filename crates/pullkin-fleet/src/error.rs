@@ -72,6 +72,12 @@ pub enum FleetError {
     /// The TLS configuration for the database connection cannot be made.
     #[error("TLS for the database: {0}")]
     Tls(String),
+    /// A group commit failed for a reason other than the database being out of reach.
+    #[error("the commit failed: {reason}")]
+    Commit {
+        /// The database's error, on one line.
+        reason: String,
+    },
     /// The worker's commit task is gone (the worker is shutting down).
     #[error("the worker is shutting down")]
     ShuttingDown,

@@ -10,6 +10,7 @@
 //! | `crypto` | [`FleetKey`]: AES-256-GCM sealing of the credentials |
 //! | `identities` | [`add_identity`], [`remove_identity`], [`list_identities`], [`rotate_key`] |
 //! | `lease` | [`LeasePolicy`] (sans-IO: renewals, self-fencing, fair share) and [`Leases`] (the statements) |
+//! | `store` | [`FleetStore`]: `pullkin::Store` fenced by epochs, group commit of messages with ack state |
 //! | `error` | [`FleetError`] |
 
 mod crypto;
@@ -18,6 +19,7 @@ mod error;
 mod identities;
 mod lease;
 mod schema;
+mod store;
 
 pub use crypto::{FleetKey, KEY_FILE_ENV};
 pub use db::{DATABASE_URL_ENV, Database, DatabaseBuilder};
@@ -30,3 +32,4 @@ pub use lease::{
     Balance, Lease, LeaseConfig, LeasePolicy, Leases, Observed, Renewed, WorkerInfo, fair_share,
 };
 pub use schema::{Migrated, SCHEMA_VERSION, check_schema, migrate, migrate_to, schema_version};
+pub use store::{CommitStats, FencedIdentity, FleetStore, NOTIFY_CHANNEL, NotificationRow};

@@ -7,4 +7,5 @@
 mod encryption;
 mod leases;
 mod migrations;
+mod store;
 mod support;
