@@ -11,6 +11,7 @@
 //! | `identities` | [`add_identity`], [`remove_identity`], [`list_identities`], [`rotate_key`] |
 //! | `lease` | [`LeasePolicy`] (sans-IO: renewals, self-fencing, fair share) and [`Leases`] (the statements) |
 //! | `store` | [`FleetStore`]: `pullkin::Store` fenced by epochs, group commit of messages with ack state |
+//! | `worker` | [`Worker`]: registers, claims, listens, stores, renews, rebalances, fences itself, hands off |
 //! | `error` | [`FleetError`] |
 
 mod crypto;
@@ -20,6 +21,7 @@ mod identities;
 mod lease;
 mod schema;
 mod store;
+mod worker;
 
 pub use crypto::{FleetKey, KEY_FILE_ENV};
 pub use db::{DATABASE_URL_ENV, Database, DatabaseBuilder};
@@ -33,3 +35,4 @@ pub use lease::{
 };
 pub use schema::{Migrated, SCHEMA_VERSION, check_schema, migrate, migrate_to, schema_version};
 pub use store::{CommitStats, FencedIdentity, FleetStore, NOTIFY_CHANNEL, NotificationRow};
+pub use worker::{Worker, WorkerBuilder};

@@ -30,6 +30,10 @@ pub struct LeaseConfig {
     /// Stop an identity's connection this long before its lease could expire when it
     /// could not be renewed (default `ttl / 5`): time for the stop itself.
     pub margin: Duration,
+    /// Look at the fleet's counts (and claim or release) this often (default
+    /// `min(ttl / 3, 1 s)`): a lease that expired or was released is claimed within
+    /// this long.
+    pub balance_every: Duration,
     /// Hold at most this many identities (default: no cap).
     pub capacity: Option<usize>,
     /// Identities left free this long by the fair share (every other worker full, or
@@ -47,6 +51,7 @@ impl LeaseConfig {
             renew_every: ttl / 3,
             retry_every: (ttl / 15).max(Duration::from_millis(100)),
             margin: ttl / 5,
+            balance_every: (ttl / 3).min(Duration::from_secs(1)),
             capacity: None,
             starving_after: ttl,
         }
@@ -133,6 +138,8 @@ pub struct LeasePolicy {
     next_renewal: Option<Instant>,
     /// When the free identities were first seen free while this worker was at its share.
     free_since: Option<Instant>,
+    /// When to balance next; `None`: at once.
+    next_balance: Option<Instant>,
 }
 
 impl LeasePolicy {
@@ -144,6 +151,7 @@ impl LeasePolicy {
             held: BTreeMap::new(),
             next_renewal: None,
             free_since: None,
+            next_balance: None,
         }
     }
 
@@ -184,14 +192,19 @@ impl LeasePolicy {
         self.held.get(&identity).map(|held| held.deadline)
     }
 
-    /// The next instant something is due: a renewal or a self-fencing deadline.
+    /// The next instant something is due: a renewal, a balance or a self-fencing
+    /// deadline. `None`: something is due now.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         let deadline = self.held.values().map(|held| held.deadline).min();
-        match (self.next_renewal, deadline) {
-            (Some(renewal), Some(deadline)) => Some(renewal.min(deadline)),
-            (renewal, deadline) => renewal.or(deadline),
-        }
+        let (renewal, balance) = (self.next_renewal?, self.next_balance?);
+        Some(deadline.map_or(renewal, |d| d.min(renewal)).min(balance))
+    }
+
+    /// Whether it is time to look at the fleet's counts and [balance](Self::balance).
+    #[must_use]
+    pub fn balance_due(&self, now: Instant) -> bool {
+        self.next_balance.is_none_or(|at| now >= at)
     }
 
     /// Whether a renewal (and heartbeat) is due at `now`.
@@ -288,6 +301,7 @@ impl LeasePolicy {
     /// [`LeaseConfig::starving_after`] (no other worker takes them), claim them up to
     /// the capacity.
     pub fn balance(&mut self, now: Instant, observed: &Observed) -> Balance {
+        self.next_balance = Some(now + self.config.balance_every);
         let capacity = self.config.capacity.unwrap_or(usize::MAX);
         let mut capacities = observed.capacities.clone();
         if capacities.is_empty() {
@@ -393,7 +407,12 @@ mod tests {
         assert_eq!(renewed, Renewed::default());
         assert!(!policy.renewal_due(start + TTL / 3 - Duration::from_millis(1)));
         assert!(policy.renewal_due(start + TTL / 3));
-        assert_eq!(policy.poll_timeout(), Some(start + TTL / 3));
+        // The first balance is due at once, then every second.
+        assert_eq!(policy.poll_timeout(), None);
+        assert!(policy.balance_due(start));
+        policy.balance(start, &Observed::new(2, 0, vec![None]));
+        assert_eq!(policy.poll_timeout(), Some(start + Duration::from_secs(1)));
+        assert!(!policy.balance_due(start + Duration::from_millis(999)));
         assert_eq!(policy.held().collect::<Vec<_>>(), [(1, 1), (2, 1)]);
     }
 

@@ -154,6 +154,16 @@ impl Leases {
     /// Claims up to `max` leases that are free or expired, of enabled identities sealed
     /// with this worker's key; each claimed epoch is one more than before.
     pub async fn claim(&self, max: usize) -> Result<Vec<Lease>, FleetError> {
+        self.claim_excluding(max, &[]).await
+    }
+
+    /// Like [`Leases::claim`], leaving out the identities `exclude` names (ones this
+    /// worker found it cannot start).
+    pub async fn claim_excluding(
+        &self,
+        max: usize,
+        exclude: &[i64],
+    ) -> Result<Vec<Lease>, FleetError> {
         if max == 0 {
             return Ok(Vec::new());
         }
@@ -169,6 +179,7 @@ impl Leases {
                      JOIN pullkin.identities i ON i.id = f.identity_id
                      WHERE NOT i.disabled AND i.key_id = $4
                        AND (f.worker_id IS NULL OR f.expires_at < now())
+                       AND NOT (f.identity_id = ANY($5))
                      ORDER BY f.identity_id
                      LIMIT $3
                      FOR UPDATE OF f SKIP LOCKED)
@@ -178,6 +189,7 @@ impl Leases {
                     &self.ttl.as_secs_f64(),
                     &limit,
                     &self.key_id,
+                    &exclude,
                 ],
             )
             .await
