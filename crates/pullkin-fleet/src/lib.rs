@@ -12,17 +12,24 @@
 //! | `lease` | [`LeasePolicy`] (sans-IO: renewals, self-fencing, fair share) and [`Leases`] (the statements) |
 //! | `store` | [`FleetStore`]: `pullkin::Store` fenced by epochs, group commit of messages with ack state |
 //! | `worker` | [`Worker`]: registers, claims, listens, stores, renews, rebalances, fences itself, hands off |
+//! | `consumer` | [`Consumer`] and [`Follower`]: durable cursors, `LISTEN`-driven waiting; [`prune`] |
+//! | `status` | [`status`]: identities, holders, connection states, waiting messages, workers |
 //! | `error` | [`FleetError`] |
 
+mod consumer;
 mod crypto;
 mod db;
 mod error;
 mod identities;
 mod lease;
 mod schema;
+mod status;
 mod store;
 mod worker;
 
+pub use consumer::{
+    Consumer, Follower, Pruned, StoredNotification, latest_seq, prune, remove_consumer,
+};
 pub use crypto::{FleetKey, KEY_FILE_ENV};
 pub use db::{DATABASE_URL_ENV, Database, DatabaseBuilder};
 pub use error::FleetError;
@@ -34,5 +41,6 @@ pub use lease::{
     Balance, Lease, LeaseConfig, LeasePolicy, Leases, Observed, Renewed, WorkerInfo, fair_share,
 };
 pub use schema::{Migrated, SCHEMA_VERSION, check_schema, migrate, migrate_to, schema_version};
+pub use status::{ConsumerStatus, FleetStatus, IdentityStatus, WorkerStatus, status};
 pub use store::{CommitStats, FencedIdentity, FleetStore, NOTIFY_CHANNEL, NotificationRow};
 pub use worker::{Worker, WorkerBuilder};

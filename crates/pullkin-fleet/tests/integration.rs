@@ -4,6 +4,7 @@
 //! `postgres://postgres@127.0.0.1:5432/test`) and drops it at the end.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod consumers;
 mod encryption;
 mod leases;
 mod migrations;
