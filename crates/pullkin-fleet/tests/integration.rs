@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod consumers;
+mod e2e;
 mod encryption;
 mod leases;
 mod migrations;

@@ -7,7 +7,6 @@ use pullkin::{AppCredentials, AppCredentialsFcm, AppCredentialsGcm, AppCredentia
 use pullkin_fleet::{Database, FleetKey, migrate};
 
 /// How long a test waits for something that should happen soon.
-#[allow(dead_code)] // used by later modules
 pub(crate) const WAIT: Duration = Duration::from_secs(20);
 
 /// The server the tests use.
@@ -126,7 +125,6 @@ pub(crate) fn credentials(android_id: u64) -> AppCredentials {
 }
 
 /// Waits until `check` holds, polling.
-#[allow(dead_code)] // used by later modules
 pub(crate) async fn eventually<F, Fut>(what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
