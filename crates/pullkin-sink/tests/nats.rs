@@ -2,104 +2,25 @@
 //! its own on a free port, from the installed binary) and `fcm-emulator`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod server;
-
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_nats::jetstream::{self, consumer::pull, stream};
 use fcm_emulator::{Emulator, SendMessage};
-use fcm_install::{FcmRegistration, FcmToken};
 use futures_util::StreamExt;
-use gcm_checkin::{GcmToken, SecurityToken};
-use pullkin::{
-    AppCredentials, AppCredentialsFcm, AppCredentialsGcm, AppCredentialsKeys, Event, ForwardConfig,
-    Incoming, ListenerConfig, Outcome, Pullkin, Sink,
-};
+use pullkin::{Event, ForwardConfig, Incoming, ListenerConfig, Outcome, Pullkin, Sink};
 use pullkin_sink::{Error, FileSink, NatsConfig, NatsSink};
+use pullkin_test_support::devices::{Device, android_device, web_device};
+use pullkin_test_support::nats::{NatsServer, free_port};
 use serde_json::Value;
 use tokio::task::JoinHandle;
-use webpush_ece::{EncryptOptions, ReceiverKeys};
-
-use server::NatsServer;
+use webpush_ece::EncryptOptions;
 
 /// How long anything may take before a test fails.
 const WAIT: Duration = Duration::from_secs(30);
 /// The stream the sinks of these tests create.
 const STREAM: &str = "PULLKIN";
-
-struct Device {
-    credentials: AppCredentials,
-    keys: ReceiverKeys,
-    /// The FCM token (web) or GCM token (Android) senders target.
-    token: String,
-    android_id: u64,
-}
-
-/// A web-persona device registered in the emulator: aesgcm and aes128gcm payloads.
-fn web_device(emulator: &Emulator) -> Device {
-    let device = emulator.create_device();
-    let keys = ReceiverKeys::generate();
-    let fcm = emulator
-        .subscribe_web(
-            device.android_id,
-            &keys.public_key_base64(),
-            &keys.auth_secret_base64(),
-        )
-        .unwrap();
-    let credentials = AppCredentials {
-        gcm: AppCredentialsGcm {
-            token: GcmToken::new(fcm.gcm_token.clone()),
-            app_id: "org.chromium.linux".into(),
-            android_id: device.android_id,
-            security_token: SecurityToken::new(device.security_token),
-            installation: None,
-        },
-        fcm: AppCredentialsFcm {
-            registration: Some(FcmRegistration::new(
-                format!("projects/p/registrations/{}", fcm.token),
-                FcmToken::new(fcm.token.clone()),
-            )),
-            error: None,
-        },
-        keys: AppCredentialsKeys::from_keys(&keys).unwrap(),
-        config: None,
-    };
-    Device {
-        credentials,
-        keys,
-        token: fcm.token,
-        android_id: device.android_id,
-    }
-}
-
-/// An Android-persona device: plain payloads.
-fn android_device(emulator: &Emulator) -> Device {
-    let device = emulator.create_device();
-    let gcm = emulator
-        .register_gcm(device.android_id, "com.example.app", None, "1234567890")
-        .unwrap();
-    let keys = ReceiverKeys::generate();
-    let credentials = AppCredentials {
-        gcm: AppCredentialsGcm {
-            token: GcmToken::new(gcm.token.clone()),
-            app_id: "com.example.app".into(),
-            android_id: device.android_id,
-            security_token: SecurityToken::new(device.security_token),
-            installation: None,
-        },
-        fcm: AppCredentialsFcm::default(),
-        keys: AppCredentialsKeys::from_keys(&keys).unwrap(),
-        config: None,
-    };
-    Device {
-        credentials,
-        keys,
-        token: gcm.token,
-        android_id: device.android_id,
-    }
-}
 
 /// A listener of the emulator with these apps.
 fn listener(emulator: &Emulator, apps: &[(&str, &Device)]) -> Arc<Pullkin> {
@@ -624,7 +545,7 @@ async fn nats_bad_urls_and_unreachable_servers_are_one_line_errors_naming_the_si
     }
 
     // Nothing listens: refused at once.
-    let port = server::free_port();
+    let port = free_port();
     let (error, took) = connect_error(&format!("nats://u:hunter2@127.0.0.1:{port}/x")).await;
     let text = error.to_string();
     eprintln!("{text} ({took:?})");

@@ -15,7 +15,6 @@ use fcm_emulator::{Emulator, SendMessage};
 use fcm_http::RetryPolicy;
 use fcm_http::http::{HeaderMap, Request, Response};
 use futures_util::{Stream, StreamExt};
-use gcm_checkin::{GcmToken, SecurityToken};
 use hmac::{Hmac, Mac};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming as HyperBody;
@@ -23,15 +22,14 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use pullkin::{
-    AppCredentials, AppCredentialsFcm, AppCredentialsGcm, AppCredentialsKeys, Event, ForwardConfig,
-    Incoming, ListenerConfig, Outcome, Pullkin, Secret, Sink, SinkError,
+    Event, ForwardConfig, Incoming, ListenerConfig, Outcome, Pullkin, Secret, Sink, SinkError,
 };
 use pullkin_sink::{Error, FileSink, WebhookConfig, WebhookSink};
+use pullkin_test_support::devices::{Device, android_device, wait_acked};
 use sha2::Sha256;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
-use webpush_ece::ReceiverKeys;
 
 /// How long a test waits for something that should happen.
 const WAIT: Duration = Duration::from_secs(30);
@@ -296,38 +294,6 @@ fn signature_verifies(request: &Recorded) -> bool {
 
 // ---- the FCM side ----
 
-struct Device {
-    credentials: AppCredentials,
-    token: String,
-    android_id: u64,
-}
-
-/// An Android-persona device registered in the emulator: plain payloads.
-fn android_device(emulator: &Emulator) -> Device {
-    let device = emulator.create_device();
-    let gcm = emulator
-        .register_gcm(device.android_id, "com.example.app", None, "1234567890")
-        .unwrap();
-    let keys = ReceiverKeys::generate();
-    let credentials = AppCredentials {
-        gcm: AppCredentialsGcm {
-            token: GcmToken::new(gcm.token.clone()),
-            app_id: "com.example.app".into(),
-            android_id: device.android_id,
-            security_token: SecurityToken::new(device.security_token),
-            installation: None,
-        },
-        fcm: AppCredentialsFcm::default(),
-        keys: AppCredentialsKeys::from_keys(&keys).unwrap(),
-        config: None,
-    };
-    Device {
-        credentials,
-        token: gcm.token,
-        android_id: device.android_id,
-    }
-}
-
 /// An emulator, a device, and a listener that has it as [`APP`] and acknowledges fast.
 async fn fcm_side() -> (Emulator, Device, Arc<Pullkin>) {
     let emulator = Emulator::start().await.unwrap();
@@ -388,16 +354,6 @@ async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-}
-
-async fn wait_acked(emulator: &Emulator, device: &Device) {
-    assert!(
-        emulator
-            .wait_until(WAIT, |e| e.unacked_ids(device.android_id).is_empty()
-                && e.pending_ids(device.android_id).is_empty())
-            .await,
-        "the emulator saw every message acknowledged"
-    );
 }
 
 /// The persistent ids the emulator saw acknowledged.
@@ -475,7 +431,7 @@ async fn forwards_every_message_end_to_end_signed_and_keyed() {
     })
     .await;
     let elapsed = started.elapsed();
-    wait_acked(&emulator, &device).await;
+    wait_acked(&emulator, &device, WAIT).await;
     let rate = N as f64 / elapsed.as_secs_f64();
     eprintln!("webhook end to end: {N} messages in {elapsed:?}: {rate:.0} messages/s");
 
@@ -562,7 +518,7 @@ async fn survives(fault: Answer, count: usize, timeout: Duration) {
         assert!(Instant::now() < deadline, "timed out");
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    wait_acked(&emulator, &device).await;
+    wait_acked(&emulator, &device, WAIT).await;
 
     let requests = hook.requests();
     let faulty = requests.iter().filter(|r| r.answer == fault).count();
@@ -662,7 +618,7 @@ async fn a_400_is_reported_parked_and_the_listener_goes_on() {
         send(&emulator, &device, &i.to_string());
     }
     wait_for("the later messages", || hook.taken().len() >= 20).await;
-    wait_acked(&emulator, &device).await;
+    wait_acked(&emulator, &device, WAIT).await;
     let requests = hook.requests();
     check_requests(&requests);
     let by_n = taken_keys_by_n(&requests);

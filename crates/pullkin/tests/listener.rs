@@ -14,91 +14,18 @@ use crate::support::{
 use bytes::Bytes;
 use fcm_emulator::{Emulator, Fault, Notification, SendMessage, Target};
 use fcm_http::RetryPolicy;
-use fcm_install::{FcmRegistration, FcmToken};
 use futures_util::{Stream, StreamExt};
-use gcm_checkin::{GcmToken, SecurityToken};
+use gcm_checkin::SecurityToken;
 use mcs_codec::proto::{AppData, DataMessageStanza};
 use pullkin::session::AckState;
 use pullkin::{
-    AppCredentials, AppCredentialsFcm, AppCredentialsGcm, AppCredentialsKeys, ConnectionError,
-    ConnectionState, DirStore, Event, Incoming, ListenerConfig, Pullkin, PullkinError, Stanza,
-    Store, StoreFuture,
+    AppCredentials, ConnectionError, ConnectionState, DirStore, Event, Incoming, ListenerConfig,
+    Pullkin, PullkinError, Stanza, Store, StoreFuture,
 };
+use pullkin_test_support::devices::{Device, android_device, wait_acked, web_device};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
-use webpush_ece::{EncryptOptions, ReceiverKeys};
-
-struct Device {
-    credentials: AppCredentials,
-    keys: ReceiverKeys,
-    /// The FCM token (web) or GCM token (Android) senders target.
-    token: String,
-    android_id: u64,
-}
-
-/// A web-persona device registered in the emulator, as `register` would leave it.
-fn web_device(emulator: &Emulator) -> Device {
-    let device = emulator.create_device();
-    let keys = ReceiverKeys::generate();
-    let fcm = emulator
-        .subscribe_web(
-            device.android_id,
-            &keys.public_key_base64(),
-            &keys.auth_secret_base64(),
-        )
-        .unwrap();
-    let credentials = AppCredentials {
-        gcm: AppCredentialsGcm {
-            token: GcmToken::new(fcm.gcm_token.clone()),
-            app_id: "org.chromium.linux".into(),
-            android_id: device.android_id,
-            security_token: SecurityToken::new(device.security_token),
-            installation: None,
-        },
-        fcm: AppCredentialsFcm {
-            registration: Some(FcmRegistration::new(
-                format!("projects/p/registrations/{}", fcm.token),
-                FcmToken::new(fcm.token.clone()),
-            )),
-            error: None,
-        },
-        keys: AppCredentialsKeys::from_keys(&keys).unwrap(),
-        config: None,
-    };
-    Device {
-        credentials,
-        keys,
-        token: fcm.token,
-        android_id: device.android_id,
-    }
-}
-
-/// An Android-persona device: plain payloads.
-fn android_device(emulator: &Emulator) -> Device {
-    let device = emulator.create_device();
-    let gcm = emulator
-        .register_gcm(device.android_id, "com.example.app", None, "1234567890")
-        .unwrap();
-    let keys = ReceiverKeys::generate();
-    let credentials = AppCredentials {
-        gcm: AppCredentialsGcm {
-            token: GcmToken::new(gcm.token.clone()),
-            app_id: "com.example.app".into(),
-            android_id: device.android_id,
-            security_token: SecurityToken::new(device.security_token),
-            installation: None,
-        },
-        fcm: AppCredentialsFcm::default(),
-        keys: AppCredentialsKeys::from_keys(&keys).unwrap(),
-        config: None,
-    };
-    Device {
-        credentials,
-        keys,
-        token: gcm.token,
-        android_id: device.android_id,
-    }
-}
+use webpush_ece::EncryptOptions;
 
 fn config(emulator: &Emulator) -> ListenerConfig {
     let mut config = listener_config(emulator);
@@ -243,16 +170,6 @@ async fn collect_n(
     out
 }
 
-async fn wait_acked(emulator: &Emulator, device: &Device) {
-    assert!(
-        emulator
-            .wait_until(WAIT, |e| e.unacked_ids(device.android_id).is_empty()
-                && e.pending_ids(device.android_id).is_empty())
-            .await,
-        "the emulator saw every message acknowledged"
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delivers_aesgcm_aes128gcm_and_plain_messages() {
     let emulator = Emulator::start().await.unwrap();
@@ -320,8 +237,8 @@ async fn delivers_aesgcm_aes128gcm_and_plain_messages() {
     assert_eq!(emulator.unacked_ids(android.android_id).len(), 1);
     // Done with them: acknowledged.
     drop(incoming);
-    wait_acked(&emulator, &web).await;
-    wait_acked(&emulator, &android).await;
+    wait_acked(&emulator, &web, WAIT).await;
+    wait_acked(&emulator, &android, WAIT).await;
     shutdown(&pullkin, &emulator).await;
 }
 
@@ -396,7 +313,7 @@ async fn handlers_get_what_their_filters_match_and_failures_do_not_stop_anything
     assert!(failures[0].to_string().contains("a handler bug"));
     assert!(!failures[1].is::<pullkin::Panicked>(), "{}", failures[1]);
     assert!(failures[1].to_string().contains("a handler error"));
-    wait_acked(&emulator, &web).await;
+    wait_acked(&emulator, &web, WAIT).await;
     shutdown_running(&pullkin, runner, &emulator).await;
 }
 
@@ -439,7 +356,7 @@ async fn survive(fault: Fault, expect_reconnect: bool) {
             "reconnected after {fault:?}"
         );
     }
-    wait_acked(&emulator, &web).await;
+    wait_acked(&emulator, &web, WAIT).await;
     shutdown(&pullkin, &emulator).await;
 }
 
@@ -608,7 +525,7 @@ async fn restart_from_the_store_neither_loses_nor_duplicates() {
     let extra = tokio::time::timeout(Duration::from_millis(500), stream.next()).await;
     assert!(extra.is_err(), "no duplicate after the restart: {extra:?}");
     assert_eq!(sorted(seen), numbers(0..12));
-    wait_acked(&emulator, &web).await;
+    wait_acked(&emulator, &web, WAIT).await;
     // Confirmed ids leave the unconfirmed list: the stored state stays small.
     assert!(
         nothing_unconfirmed_within(&*store, "web").await || {
@@ -652,7 +569,7 @@ async fn a_poison_message_is_reported_acknowledged_and_never_redelivered() {
     })
     .flatten();
     assert_eq!(reported.as_deref(), Some(poison.as_str()));
-    wait_acked(&emulator, &web).await;
+    wait_acked(&emulator, &web, WAIT).await;
     // A reconnect does not bring it back.
     emulator.disconnect(Target::Device(web.android_id));
     emulator.send(&web.token, &text(2)).unwrap();
@@ -674,7 +591,7 @@ async fn deleted_messages_notice_is_an_event() {
     })
     .flatten();
     assert_eq!(count, Some(42));
-    wait_acked(&emulator, &web).await;
+    wait_acked(&emulator, &web, WAIT).await;
     shutdown(&pullkin, &emulator).await;
 }
 
@@ -712,7 +629,7 @@ async fn an_idle_notification_is_answered_acknowledged_and_not_delivered() {
         }]
     );
     // And the notice's id is acknowledged like any other, so it is not sent again.
-    wait_acked(&emulator, &web).await;
+    wait_acked(&emulator, &web, WAIT).await;
     let device = emulator.device(web.android_id).unwrap();
     assert!(device.acked.contains(&notice_id), "{:?}", device.acked);
     emulator.disconnect(Target::Device(web.android_id));
@@ -911,7 +828,7 @@ async fn store_writes_are_spaced_by_the_store_interval_and_every_message_is_ackn
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(seen.len(), 300, "every message once");
-    wait_acked(&emulator, &android).await;
+    wait_acked(&emulator, &android, WAIT).await;
     let writes = store.writes.lock().unwrap().clone();
     pullkin.shutdown().await;
     assert!(
@@ -1044,7 +961,7 @@ async fn forward_acknowledges_only_what_the_sink_took() {
     assert_eq!(waiting, 5, "nothing acknowledged before the sink confirmed");
     sink.gate.as_ref().unwrap().add_permits(100);
     assert_eq!(sorted(taken(&sink, 5).await), numbers(0..5));
-    wait_acked(&emulator, &android).await;
+    wait_acked(&emulator, &android, WAIT).await;
     pullkin.shutdown().await;
     task.await.unwrap();
     emulator.shutdown().await;
@@ -1071,7 +988,7 @@ async fn a_failing_sink_is_retried_with_backoff_and_loses_nothing() {
         numbers(0..20),
         "each message once: {got:?}"
     );
-    wait_acked(&emulator, &android).await;
+    wait_acked(&emulator, &android, WAIT).await;
     let failed = picked(&mut events, |e| match e {
         Event::SinkFailed { failures, sink, .. } => Some((sink, failures)),
         _ => None,
@@ -1099,7 +1016,7 @@ async fn a_rejected_message_is_parked_reported_and_the_rest_go_on() {
     }
     assert_eq!(sorted(taken(&sink, 3).await), ["0", "2", "3"]);
     assert_eq!(taken(&park, 1).await, ["1"], "parked");
-    wait_acked(&emulator, &android).await;
+    wait_acked(&emulator, &android, WAIT).await;
     let rejected = picked(&mut events, |e| match e {
         Event::SinkRejected { reason, .. } => Some(reason),
         _ => None,

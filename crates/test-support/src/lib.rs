@@ -4,8 +4,12 @@
 // message saying what was expected.
 #![allow(clippy::expect_used, clippy::panic)]
 
+#[cfg(feature = "pullkin")]
+pub mod devices;
 #[cfg(feature = "emulator")]
 pub mod emulator;
+#[cfg(feature = "nats")]
+pub mod nats;
 
 use std::time::Duration;
 
