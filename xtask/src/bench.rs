@@ -3,7 +3,10 @@
 //!
 //! - criterion: MCS decoding (`mcs-codec`), Web Push decryption (`webpush-ece`);
 //! - `pullkin-bench`: whole-pipeline throughput per payload kind, latency at a fixed
-//!   offered rate, idle connections (RSS and CPU), recovery after cuts and stalls.
+//!   offered rate, idle connections (RSS and CPU), recovery after cuts and stalls, and
+//!   the durable sinks (`Pullkin::forward` into NATS JetStream and a webhook: messages/s,
+//!   and latency to the PubAck at a fixed rate; these start a `nats-server`, found or
+//!   installed as for the tests).
 //!
 //! `--quick` runs smaller sizes (1 000 idle connections only, fewer messages).
 
@@ -120,9 +123,15 @@ fn mean(means: &[(String, f64)], id: &str) -> Result<f64> {
 
 /// Runs `pullkin-bench` with `args` and returns its JSON lines.
 fn pipeline(binary: &Path, args: &[&str]) -> Result<Vec<Value>> {
+    pipeline_with(binary, args, &[])
+}
+
+/// [`pipeline`] with these environment variables.
+fn pipeline_with(binary: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Vec<Value>> {
     println!("$ pullkin-bench {}", args.join(" "));
     let output = Command::new(binary)
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .map_err(|e| format!("cannot run {}: {e}", binary.display()))?;
     if !output.status.success() {
@@ -142,10 +151,20 @@ fn pipeline(binary: &Path, args: &[&str]) -> Result<Vec<Value>> {
 /// (whole-pipeline figures move by tens of percent between runs on a shared 2-core
 /// machine), with every run's report.
 fn median_of_runs(binary: &Path, args: &[&str], key: &str) -> Result<(Value, Vec<Value>)> {
+    median_of_runs_with(binary, args, key, &[])
+}
+
+/// [`median_of_runs`] with these environment variables.
+fn median_of_runs_with(
+    binary: &Path,
+    args: &[&str],
+    key: &str,
+    env: &[(&str, &str)],
+) -> Result<(Value, Vec<Value>)> {
     const RUNS: usize = 3;
     let mut runs = Vec::new();
     for _ in 0..RUNS {
-        runs.extend(pipeline(binary, args)?);
+        runs.extend(pipeline_with(binary, args, env)?);
     }
     let mut sorted = runs.clone();
     sorted.sort_by(|a, b| field(a, key).total_cmp(&field(b, key)));
@@ -322,7 +341,71 @@ pub(crate) fn bench(rest: &[&str]) -> Result {
     );
     raw.insert("latency".into(), json!(runs));
 
-    // 5. Idle connections.
+    // 5. Durable sinks: the pipeline (plain payloads, store on) into `Pullkin::forward`,
+    //    each message acknowledged only once the sink took it. JetStream: a nats-server
+    //    of the bench's own, a file-stored stream, every PubAck awaited. Webhook: a local
+    //    HTTPS receiver, keep-alive, 16 requests in flight. Latency: frame sent by the
+    //    peer -> PubAck, at 1 000 msg/s offered.
+    let nats = crate::services::nats_server()?
+        .to_string_lossy()
+        .into_owned();
+    let env = [("NATS_SERVER", nats.as_str())];
+    let (nats_n, hook_n, sink_latency_n) = if quick {
+        ("50000", "20000", "5000")
+    } else {
+        ("200000", "50000", "20000")
+    };
+    for (sink, n, label, target) in [
+        (
+            "nats",
+            nats_n,
+            "sink JetStream: TLS -> PubAck, store on (median of 3)",
+            20_000.0,
+        ),
+        (
+            "webhook",
+            hook_n,
+            "sink webhook: TLS -> HTTPS 2xx, window 16, store on (median of 3)",
+            5_000.0,
+        ),
+    ] {
+        let (median, runs) = median_of_runs_with(
+            &binary,
+            &["sink-throughput", "--sink", sink, "--messages", n],
+            "messages_per_second",
+            &env,
+        )?;
+        rows.push(Row::new(label, field(&median, "messages_per_second"), "msg/s").at_least(target));
+        raw.insert(format!("sink-throughput/{sink}"), json!(runs));
+    }
+    let (report, runs) = median_of_runs_with(
+        &binary,
+        &[
+            "sink-latency",
+            "--rate",
+            "1000",
+            "--messages",
+            sink_latency_n,
+        ],
+        "p99_us",
+        &env,
+    )?;
+    rows.push(Row::new(
+        "sink JetStream latency p50 at 1k msg/s, frame -> PubAck (run of the median p99)",
+        field(&report, "p50_us") / 1000.0,
+        "ms",
+    ));
+    rows.push(
+        Row::new(
+            "sink JetStream latency p99 at 1k msg/s, frame -> PubAck (median of 3)",
+            field(&report, "p99_us") / 1000.0,
+            "ms",
+        )
+        .at_most(5.0),
+    );
+    raw.insert("sink-latency".into(), json!(runs));
+
+    // 6. Idle connections.
     let sizes: &[&str] = if quick { &["1000"] } else { &["1000", "10000"] };
     for n in sizes {
         for report in pipeline(&binary, &["idle", "--connections", n, "--seconds", "10"])? {
@@ -345,7 +428,7 @@ pub(crate) fn bench(rest: &[&str]) -> Result {
         }
     }
 
-    // 6. Recovery.
+    // 7. Recovery.
     for report in pipeline(&binary, &["recovery"])? {
         rows.push(Row::new(
             "recovery: cut -> next login (median)",

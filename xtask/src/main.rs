@@ -8,7 +8,8 @@
 //! cargo xtask fuzz TARGET [--time S]  one fuzz target
 //! cargo xtask bench [--quick]         every benchmark, as a table with targets
 //! cargo xtask demo                    the end-to-end demo against the local emulator
-//! cargo xtask soak [--full] [--debug] faults and SIGKILLs against `pullkin listen`
+//! cargo xtask soak [--full] [--debug] [--sink nats|webhook]
+//!                                     faults and SIGKILLs against `pullkin listen`
 //! ```
 #![forbid(unsafe_code)]
 #![allow(clippy::print_stdout)]
@@ -55,7 +56,7 @@ fn main() -> ExitCode {
 
 const USAGE: &str = "usage: cargo xtask ci [--no-fuzz] | codegen [--check] | \
 fuzz (--smoke | --all [--time S] | TARGET [--time S]) | bench [--quick] | demo | \
-soak [--full] [--debug] [pullkin-bench soak options]";
+soak [--full] [--debug] [--sink nats|webhook] [pullkin-bench soak options]";
 
 /// The workspace root (the parent of this crate's directory).
 fn root() -> PathBuf {
@@ -154,8 +155,12 @@ fn ci(rest: &[&str]) -> Result {
         run(&cargo, &test, &[])?;
     }
     // The short soak (~2 000 messages under faults and a SIGKILL, about 20 s), on the
-    // dev-profile binaries the tests built already, so that CI builds nothing in release.
+    // dev-profile binaries the tests built already, so that CI builds nothing in release;
+    // then the same through each durable sink (~5 000 messages, 3 SIGKILLs, a nats-server
+    // restart or webhook outages, hangs and lost answers; about 25 s each).
     soak(&["--debug"])?;
+    soak(&["--debug", "--sink", "nats"])?;
+    soak(&["--debug", "--sink", "webhook"])?;
     run(
         &cargo,
         &["doc", "--workspace", "--no-deps", "--locked"],
@@ -309,8 +314,14 @@ fn demo(rest: &[&str]) -> Result {
 /// Builds the listener and the driver (in release mode, or the dev profile with
 /// `--debug`), then runs `pullkin-bench soak [--full] …` against the built `pullkin` (see
 /// `crates/pullkin-bench/src/soak.rs` for what it checks). Other arguments go to the
-/// driver.
+/// driver. `--sink nats` needs `nats-server` (found or installed as for the tests, and
+/// handed over as `NATS_SERVER`).
 fn soak(rest: &[&str]) -> Result {
+    let nats = if rest.windows(2).any(|w| w == ["--sink", "nats"]) {
+        Some(services::nats_server()?.to_string_lossy().into_owned())
+    } else {
+        None
+    };
     let debug = rest.contains(&"--debug");
     let rest: Vec<&str> = rest.iter().copied().filter(|a| *a != "--debug").collect();
     let mut build = vec![
@@ -337,7 +348,8 @@ fn soak(rest: &[&str]) -> Result {
     };
     let mut args = vec!["soak", "--pullkin", pullkin];
     args.extend_from_slice(&rest);
-    run(bench, &args, &[])
+    let env: Vec<(&str, &str)> = nats.iter().map(|n| ("NATS_SERVER", n.as_str())).collect();
+    run(bench, &args, &env)
 }
 
 #[cfg(test)]

@@ -5,7 +5,10 @@
 //! pullkin-bench latency --rate R --messages N
 //! pullkin-bench idle --connections N --seconds S
 //! pullkin-bench recovery
-//! pullkin-bench soak [--full] [--pullkin PATH]  (faults and SIGKILLs; see soak.rs)
+//! pullkin-bench sink-throughput --sink nats|webhook [--messages N]  (see sink_bench.rs)
+//! pullkin-bench sink-latency [--rate R] [--messages N]
+//! pullkin-bench soak [--full] [--sink nats|webhook] [--pullkin PATH]  (faults and SIGKILLs;
+//!                                                                      see soak.rs)
 //! pullkin-bench idle-server --port P          (used by `idle`, in its own process)
 //! ```
 //!
@@ -16,7 +19,10 @@
 #![forbid(unsafe_code)]
 #![allow(clippy::print_stdout)]
 
+mod hook;
+mod natsd;
 mod peer;
+mod sink_bench;
 mod soak;
 
 use std::process::ExitCode;
@@ -91,12 +97,27 @@ async fn run(args: &[String]) -> Result {
             idle(connections, seconds).await
         }
         Some("recovery") => recovery().await,
+        Some("sink-throughput") => {
+            let sink: String = flag(args, "--sink", "nats".to_owned())?;
+            let messages = flag(args, "--messages", 100_000usize)?;
+            let window = flag(args, "--window", 16usize)?;
+            sink_bench::throughput(&sink, messages, window).await
+        }
+        Some("sink-latency") => {
+            let rate = flag(args, "--rate", 1_000u32)?;
+            let messages = flag(args, "--messages", 10_000usize)?;
+            sink_bench::latency(rate, messages).await
+        }
         Some("soak") => soak::run(&args[1..]).await,
         Some("idle-server") => {
             let port = flag(args, "--port", 0u16)?;
             peer::idle_server(port).await
         }
-        _ => Err("usage: pullkin-bench throughput|latency|idle|recovery [options]".into()),
+        _ => Err(
+            "usage: pullkin-bench throughput|latency|idle|recovery|sink-throughput|sink-latency|soak \
+             [options]"
+                .into(),
+        ),
     }
 }
 

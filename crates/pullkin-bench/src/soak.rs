@@ -3,8 +3,9 @@
 //! faults are injected at random and the listener is killed with SIGKILL and restarted.
 //!
 //! ```text
-//! pullkin-bench soak [--full] [--pullkin PATH] [--messages M] [--apps K] [--kills N]
-//!                    [--faults F] [--rate MSG_PER_S] [--seed S] [--drain-timeout S] [--log]
+//! pullkin-bench soak [--full] [--sink nats|webhook] [--pullkin PATH] [--messages M]
+//!                    [--apps K] [--kills N] [--faults F] [--rate MSG_PER_S] [--seed S]
+//!                    [--drain-timeout S] [--log]
 //! ```
 //!
 //! Short form (CI): 2 000 messages, 3 apps, 1 kill, ≥ 24 faults. `--full`: 20 000
@@ -29,10 +30,41 @@
 //!   `trend_kib` in the summary shows the shape.)
 //! - Every message is acknowledged to the server, and the last listener exits cleanly on
 //!   SIGTERM; no message is reported undecryptable.
+//!
+//! ## Through a sink: `--sink nats` or `--sink webhook`
+//!
+//! The listener forwards every app to a sink instead of printing (`pullkin listen
+//! --sink …`), so a message is acknowledged to the emulator only once the sink took it.
+//! Short form: 5 000 messages at 250/s, 3 SIGKILLs at random points, 12 MCS faults;
+//! `--full`: 20 000 messages, 6 kills, 60 faults.
+//!
+//! - `nats`: the soak starts its own `nats-server -js` (`NATS_SERVER`, default
+//!   `/usr/sbin/nats-server`) and creates the stream `SOAK` (subjects `soak.>`, file
+//!   storage, a duplicate window of 10 minutes: longer than any run, so that every
+//!   redelivery is dropped by its `Nats-Msg-Id`); the listener runs with `--sink
+//!   nats://127.0.0.1:PORT/soak.{app} --create-stream SOAK`. The server is SIGKILLed
+//!   mid-run and started again on the same port and store (twice with `--full`). At the
+//!   end the stream is read from the start: every message sent must be in it **exactly
+//!   once** — by `Nats-Msg-Id` (`<app>:<persistent_id>`, which must match the payload),
+//!   by persistent id and by the sent number `n` — on subject `soak.<app>`, with the
+//!   app and encoding it was sent with.
+//! - `webhook`: the soak runs a local HTTPS receiver (its CA and the emulator's in one
+//!   `--ca` bundle) that records every request and, at random times, answers 503 for
+//!   1–2 s (an outage), holds a request for 1–2 s and closes the connection unanswered
+//!   (a hang), or takes a request and closes before answering (a lost answer). Every
+//!   message must be taken at least once (none missing), and every request for one
+//!   message must carry the same `Idempotency-Key`, `<app>:<persistent_id>`: repeats
+//!   are expected (a lost answer, a failed batch sent again, a kill) and counted —
+//!   `repeats` (requests after a message's first) and `duplicates` (requests after one
+//!   that took it, which the receiver drops by the key).
+//!
+//! The other checks (stored ids, memory, all acknowledged, clean exit) hold as above;
+//! the listener must print nothing on stdout and report no rejected message.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -46,6 +78,8 @@ use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 use webpush_ece::{EncryptOptions, ReceiverKeys};
 
+use crate::hook::{Answer, Hook};
+use crate::natsd::{self, NatsServer};
 use crate::{Result, flag};
 
 /// The most ids an app's acknowledgement file may hold: the session's cap on recently
@@ -64,8 +98,30 @@ const HEARTBEAT: Duration = Duration::from_secs(1);
 /// that the listener has to notice the silent connection and reconnect.
 const STALL_FOR: Duration = Duration::from_millis(2_600);
 
+/// Where the listener sends the messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SinkKind {
+    /// Printed on stdout (no `--sink`).
+    Stdout,
+    /// A JetStream stream of a `nats-server` the soak runs.
+    Nats,
+    /// A local HTTPS receiver the soak runs.
+    Webhook,
+}
+
+impl SinkKind {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Stdout => "stdout",
+            Self::Nats => "nats",
+            Self::Webhook => "webhook",
+        }
+    }
+}
+
 struct Settings {
     full: bool,
+    sink: SinkKind,
     messages: usize,
     apps: usize,
     kills: usize,
@@ -78,10 +134,17 @@ struct Settings {
 
 fn settings(args: &[String]) -> Result<Settings> {
     let full = args.iter().any(|a| a == "--full");
-    let (messages, kills, faults, rate) = if full {
-        (20_000, 4, 200, 180.0)
-    } else {
-        (2_000, 1, 24, 120.0)
+    let sink = match flag(args, "--sink", "stdout".to_owned())?.as_str() {
+        "stdout" | "-" => SinkKind::Stdout,
+        "nats" => SinkKind::Nats,
+        "webhook" => SinkKind::Webhook,
+        other => return Err(format!("--sink {other}: nats or webhook")),
+    };
+    let (messages, kills, faults, rate) = match (sink, full) {
+        (SinkKind::Stdout, true) => (20_000, 4, 200, 180.0),
+        (SinkKind::Stdout, false) => (2_000, 1, 24, 120.0),
+        (_, true) => (20_000, 6, 60, 250.0),
+        (_, false) => (5_000, 3, 12, 250.0),
     };
     let default_pullkin = std::env::current_exe()
         .ok()
@@ -92,6 +155,7 @@ fn settings(args: &[String]) -> Result<Settings> {
         .map_or(1, |d| d.as_nanos() as u64);
     let settings = Settings {
         full,
+        sink,
         messages: flag(args, "--messages", messages)?,
         apps: flag(args, "--apps", 3usize)?,
         kills: flag(args, "--kills", kills)?,
@@ -267,6 +331,10 @@ struct Ledger {
     /// Stderr: connections made, failures reported, and problems (which fail the run).
     connects: usize,
     connection_failures: usize,
+    /// `SinkFailed` reports: a batch the sink did not take, to be retried.
+    sink_failures: usize,
+    /// Listeners that exited at start-up because the sink was down.
+    sink_unreachable_at_start: usize,
     problems: Vec<String>,
     stderr_tail: Vec<String>,
 }
@@ -300,6 +368,11 @@ struct Launcher {
     expected: Arc<Vec<Expected>>,
     /// Copy the listeners' stderr to ours (`--log`).
     log: bool,
+    /// `--sink …` and the like.
+    extra_args: Vec<String>,
+    /// Set while the sink is down (and for a moment after): a listener that cannot reach
+    /// it at start-up exits, which is then expected.
+    sink_down: Arc<AtomicBool>,
 }
 
 impl Launcher {
@@ -319,11 +392,15 @@ impl Launcher {
             "--max-retry-delay".as_ref(),
             "0.25".as_ref(),
         ]);
+        command.args(&self.extra_args);
         for var in [
             "PULLKIN_ENDPOINTS",
             "PULLKIN_MCS",
             "PULLKIN_CA",
             "PULLKIN_STATE_DIR",
+            "PULLKIN_SINK",
+            "PULLKIN_PARK",
+            "PULLKIN_SINK_SECRET_FILE",
             "RUST_LOG",
         ] {
             command.env_remove(var);
@@ -348,6 +425,7 @@ impl Launcher {
         });
         let ledger = Arc::clone(&self.ledger);
         let log = self.log;
+        let sink_down = Arc::clone(&self.sink_down);
         let err = tokio::spawn(async move {
             let mut lines = BufReader::new(stderr).lines();
             while let Ok(Some(line)) = lines.next_line().await {
@@ -360,14 +438,25 @@ impl Launcher {
                     ledger.connects += 1;
                 } else if line.starts_with('[') && line.contains("connection failed") {
                     ledger.connection_failures += 1;
-                } else if [
-                    "could not be decrypted",
-                    "handler failed",
-                    "gave up",
-                    "error:",
-                ]
-                .iter()
-                .any(|p| line.contains(p))
+                } else if line.starts_with("error: sink ") && sink_down.load(Ordering::SeqCst) {
+                    // Started while the sink was down: `listen` reaches its sinks before
+                    // anything else, and exits when it cannot (a supervisor restarts it).
+                    ledger.sink_unreachable_at_start += 1;
+                } else if line.starts_with("SinkFailed {") {
+                    // The command's report of a batch the sink did not take (a fault the
+                    // soak injected); the library logs the same as "sink failed".
+                    ledger.sink_failures += 1;
+                } else if !(line.contains("sink failed:") && line.contains("retrying"))
+                    && [
+                        "could not be decrypted",
+                        "handler failed",
+                        "gave up",
+                        "error:",
+                        "SinkRejected",
+                        "rejected for good",
+                    ]
+                    .iter()
+                    .any(|p| line.contains(p))
                 {
                     ledger.problems.push(format!("listener {index}: {line}"));
                 }
@@ -386,16 +475,23 @@ impl Launcher {
     }
 }
 
+/// The message number and persistent id of a delivered message (a printed line, a
+/// webhook body, a stream message), when it is a message of this run with the app and
+/// encoding it was sent with.
+fn delivered(v: &Value, expected: &[Expected]) -> Option<(usize, String)> {
+    let n: usize = v["data"]["n"].as_str()?.parse().ok()?;
+    let wanted = expected.get(n)?;
+    let right = v["app"] == wanted.app.as_str()
+        && v["encoding"] == wanted.kind.encoding()
+        && v["data"]["kind"] == wanted.kind.name();
+    right.then(|| (n, v["persistent_id"].as_str().unwrap_or("").to_owned()))
+}
+
 fn record_print(ledger: &mut Ledger, expected: &[Expected], instance: usize, line: &str) {
     ledger.lines += 1;
-    let parsed: Option<(usize, String)> = serde_json::from_str::<Value>(line).ok().and_then(|v| {
-        let n: usize = v["data"]["n"].as_str()?.parse().ok()?;
-        let wanted = expected.get(n)?;
-        let right = v["app"] == wanted.app.as_str()
-            && v["encoding"] == wanted.kind.encoding()
-            && v["data"]["kind"] == wanted.kind.name();
-        right.then(|| (n, v["persistent_id"].as_str().unwrap_or("").to_owned()))
-    });
+    let parsed = serde_json::from_str::<Value>(line)
+        .ok()
+        .and_then(|v| delivered(&v, expected));
     match parsed {
         Some((n, persistent_id)) => ledger.prints.entry(n).or_default().push(Print {
             instance,
@@ -447,6 +543,14 @@ async fn kill(instance: &mut Instance) -> Result {
         let _ = tokio::time::timeout(Duration::from_secs(10), reader).await;
     }
     Ok(())
+}
+
+/// Waits until everything an instance that exited printed has been read.
+async fn reap(instance: &mut Instance) {
+    let _ = instance.child.wait().await;
+    for reader in instance.readers.drain(..) {
+        let _ = tokio::time::timeout(Duration::from_secs(10), reader).await;
+    }
 }
 
 /// SIGTERMs an instance; returns whether it exited successfully.
@@ -556,7 +660,14 @@ pub(crate) async fn run(args: &[String]) -> Result {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let (apps, files) = make_apps(&emulator, settings.apps, dir.path())?;
     let ca = dir.path().join("ca.pem");
-    std::fs::write(&ca, emulator.ca_cert_pem()).map_err(|e| e.to_string())?;
+    // The sink side; `--ca` is the emulator's CA, with the webhook receiver's beside it.
+    let mut side = SinkSide::start(settings.sink).await?;
+    let mut ca_pem = emulator.ca_cert_pem().to_owned();
+    if let SinkSide::Webhook(hook) = &side {
+        ca_pem.push('\n');
+        ca_pem.push_str(&hook.ca_pem);
+    }
+    std::fs::write(&ca, ca_pem).map_err(|e| e.to_string())?;
     let state = dir.path().join("state");
 
     // Plan every message: kinds in turn, each to an app of the right persona.
@@ -599,14 +710,33 @@ pub(crate) async fn run(args: &[String]) -> Result {
         ledger: Arc::clone(&ledger),
         expected: Arc::clone(&expected),
         log: args.iter().any(|a| a == "--log"),
+        extra_args: side.listener_args(),
+        sink_down: Arc::new(AtomicBool::new(false)),
     };
 
-    // The schedule: kills spread evenly over the messages, faults at random intervals
-    // whose mean spreads the wanted number over the sending time.
+    // The schedule: kills spread evenly over the messages (through a sink, each at a
+    // random point of the middle half of its share), faults at random intervals whose
+    // mean spreads the wanted number over the sending time.
     let send_time = Duration::from_secs_f64(settings.messages as f64 / settings.rate);
+    let share = settings.messages / (settings.kills + 1);
     let kill_at: Vec<usize> = (1..=settings.kills)
-        .map(|k| k * settings.messages / (settings.kills + 1))
+        .map(|k| {
+            let even = k * share;
+            if settings.sink == SinkKind::Stdout || share < 4 {
+                even
+            } else {
+                even - share / 4 + rng.below(share / 2)
+            }
+        })
         .collect();
+    let mut sink_plan = side.plan(settings.full, send_time, &mut rng);
+    let mut sink_faults: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let planned_sink_faults = sink_plan.len();
+    let mut nats_down_until: Option<Instant> = None;
+    let mut sink_up_since: Option<Instant> = None;
+    let mut hold_kills_until: Option<Instant> = None;
+    let mut self_exits = 0usize;
+    let mut kill_snapshots: Vec<(u64, HashSet<String>)> = Vec::new();
     let mean_gap = send_time.div_f64((settings.faults.max(1) as f64) * 1.15);
     let mut next_fault = Instant::now() + rng.between(mean_gap / 2, mean_gap * 3 / 2);
     let mut stalls: Vec<(Instant, u64)> = Vec::new();
@@ -644,8 +774,71 @@ pub(crate) async fn run(args: &[String]) -> Result {
         let now = Instant::now();
         let sending = sent < settings.messages;
         let faulting = sending || total_faults(&faults, failed_checkins) < settings.faults;
-        if !sending && !faulting && stalls.is_empty() && restart_at.is_none() {
+        if !sending
+            && !faulting
+            && stalls.is_empty()
+            && restart_at.is_none()
+            && sink_plan.is_empty()
+            && nats_down_until.is_none()
+        {
             break;
+        }
+
+        // The sink's faults, when due.
+        while let Some((at, _)) = sink_plan.first()
+            && sending_started + *at <= now
+        {
+            let (_, fault) = sink_plan.remove(0);
+            *sink_faults.entry(fault.name()).or_default() += 1;
+            match (&mut side, fault) {
+                (SinkSide::Nats { server, .. }, SinkFault::NatsRestart(down)) => {
+                    launcher.sink_down.store(true, Ordering::SeqCst);
+                    server.kill().await?;
+                    nats_down_until = Some(Instant::now() + down);
+                    // The listener lives through a long outage (no kill meanwhile), so
+                    // that its batches time out and are published again.
+                    if down > SINK_ACK_TIMEOUT {
+                        hold_kills_until = Some(Instant::now() + SINK_ACK_TIMEOUT * 6 / 5);
+                    }
+                }
+                (SinkSide::Webhook(hook), SinkFault::Outage(span)) => hook.outage(span),
+                (SinkSide::Webhook(hook), SinkFault::Hang(span)) => hook.hang_next(1, span),
+                (SinkSide::Webhook(hook), SinkFault::Close) => hook.close_next(1),
+                _ => {}
+            }
+        }
+        if let Some(until) = nats_down_until
+            && now >= until
+            && let SinkSide::Nats { server, .. } = &mut side
+        {
+            server.start_again().await?;
+            nats_down_until = None;
+            sink_up_since = Some(Instant::now());
+        }
+        // A listener started while the sink was down may still be failing to reach it.
+        if let Some(since) = sink_up_since
+            && now >= since + Duration::from_secs(3)
+        {
+            launcher.sink_down.store(false, Ordering::SeqCst);
+            sink_up_since = None;
+        }
+        // A listener that exited by itself is started again, as a supervisor would (when
+        // the sink was down at its start-up, that is expected; otherwise a failure).
+        if let Some(current) = instance.as_mut()
+            && let Ok(Some(status)) = current.child.try_wait()
+        {
+            let expected = launcher.sink_down.load(Ordering::SeqCst);
+            if !expected {
+                lock(&ledger).problems.push(format!(
+                    "listener {} exited by itself ({status})",
+                    current.index
+                ));
+            }
+            if let Some(mut gone) = instance.take() {
+                reap(&mut gone).await;
+            }
+            self_exits += 1;
+            restart_at = Some(Instant::now() + Duration::from_millis(500));
         }
 
         // Send what is due at the configured rate.
@@ -653,12 +846,34 @@ pub(crate) async fn run(args: &[String]) -> Result {
         let due = due.min(settings.messages);
         while sent < due {
             // A kill point reached: SIGKILL the listener mid-stream, restart it later.
-            if kills < kill_at.len() && sent >= kill_at[kills] && instance.is_some() {
+            let held = hold_kills_until.is_some_and(|until| Instant::now() < until);
+            if kills < kill_at.len() && sent >= kill_at[kills] && instance.is_some() && !held {
                 if let Some(mut current) = instance.take() {
                     kill(&mut current).await?;
                     killed.insert(current.index);
                 }
                 kills += 1;
+                // (Not while the server is down: the request would wait for it.)
+                if let SinkSide::Nats { client, .. } = &side
+                    && nats_down_until.is_none()
+                    && let Ok(Some(last)) = tokio::time::timeout(
+                        Duration::from_secs(1),
+                        natsd::last_sequence(client, STREAM),
+                    )
+                    .await
+                {
+                    // What the server still waits an acknowledgement for, and how far
+                    // the stream got: those stored already come back as repeats.
+                    let outstanding: HashSet<String> = apps
+                        .iter()
+                        .flat_map(|a| {
+                            let mut ids = emulator.unacked_ids(a.android_id);
+                            ids.extend(emulator.pending_ids(a.android_id));
+                            ids
+                        })
+                        .collect();
+                    kill_snapshots.push((last, outstanding));
+                }
                 // Every other restart begins with a failing check-in (the renewal at
                 // start-up retries, then goes on with the stored credentials).
                 if kills % 2 == 1 {
@@ -773,10 +988,11 @@ pub(crate) async fn run(args: &[String]) -> Result {
     }
     let sending_seconds = sending_started.elapsed().as_secs_f64();
 
-    // Drain: wait until every message was printed, sampling as before.
+    // Drain: wait until every message was printed (or taken by the sink), sampling as
+    // before.
     let drain_deadline = Instant::now() + settings.drain_timeout;
     loop {
-        let seen = lock(&ledger).prints.len();
+        let seen = side.delivered(&ledger, settings.messages).await;
         if seen >= settings.messages || Instant::now() > drain_deadline {
             break;
         }
@@ -808,6 +1024,35 @@ pub(crate) async fn run(args: &[String]) -> Result {
     let stored_end = stored_ids(&state, &apps);
     stored_max = stored_max.max(stored_end.values().copied().max().unwrap_or(0));
     emulator.shutdown().await;
+
+    // What the sink holds (before the ledger is locked: reading the stream awaits).
+    let sink_verdict = side.verdict(&expected, &kill_snapshots).await?;
+    if settings.sink != SinkKind::Stdout {
+        return finish_sink(SinkRun {
+            settings: &settings,
+            started,
+            sending_seconds,
+            verdict: sink_verdict,
+            ledger: &lock(&ledger),
+            sink_faults,
+            planned_sink_faults,
+            kills,
+            instance_count,
+            self_exits,
+            faults: total_faults(&faults, failed_checkins),
+            faults_by_kind: {
+                let mut by_kind: BTreeMap<&str, usize> = faults.clone();
+                by_kind.insert("failing_checkin", failed_checkins);
+                by_kind
+            },
+            stored_max,
+            stored_end,
+            acked,
+            clean_exit,
+            rss,
+            sent_kinds,
+        });
+    }
 
     // The verdict.
     let ledger = lock(&ledger);
@@ -961,4 +1206,470 @@ fn sample(
     }
     let stored = stored_ids(state, apps);
     *stored_max = (*stored_max).max(stored.values().copied().max().unwrap_or(0));
+}
+
+// ---- through a sink ----
+
+/// The stream the NATS soak creates, its subjects, and the listener's subject template.
+const STREAM: &str = "SOAK";
+const STREAM_SUBJECTS: &str = "soak.>";
+const SUBJECT_TEMPLATE: &str = "soak.{app}";
+/// The stream's duplicate window: longer than any run, so that every redelivery (a
+/// listener killed before it stored an id, a batch retried after a lost PubAck) is
+/// dropped by its `Nats-Msg-Id`. (The listener's `--create-stream` would make one of
+/// 2 minutes; it finds this one instead and uses it as it is.)
+const DUPLICATE_WINDOW: Duration = Duration::from_secs(600);
+/// How long the NATS sink waits for a PubAck (`NatsConfig::ack_timeout`'s default).
+const SINK_ACK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The sink side of the soak.
+enum SinkSide {
+    Stdout,
+    Nats {
+        server: Box<NatsServer>,
+        client: async_nats::Client,
+    },
+    Webhook(Hook),
+}
+
+/// A fault of the sink, injected at a planned time.
+#[derive(Debug, Clone, Copy)]
+enum SinkFault {
+    /// nats-server SIGKILLed, started again after this long.
+    NatsRestart(Duration),
+    /// The receiver answers 503 for this long.
+    Outage(Duration),
+    /// The next request is held this long, then its connection closed unanswered.
+    Hang(Duration),
+    /// The next request is taken, then its connection closed before the answer.
+    Close,
+}
+
+impl SinkFault {
+    fn name(self) -> &'static str {
+        match self {
+            Self::NatsRestart(_) => "nats_server_restart",
+            Self::Outage(_) => "outage_503",
+            Self::Hang(_) => "hang_then_close",
+            Self::Close => "taken_then_closed",
+        }
+    }
+}
+
+impl SinkSide {
+    async fn start(kind: SinkKind) -> Result<Self> {
+        match kind {
+            SinkKind::Stdout => Ok(Self::Stdout),
+            SinkKind::Nats => {
+                let server = NatsServer::start().await?;
+                let client = server.client().await?;
+                natsd::create_stream(&client, STREAM, STREAM_SUBJECTS, DUPLICATE_WINDOW).await?;
+                Ok(Self::Nats {
+                    server: Box::new(server),
+                    client,
+                })
+            }
+            SinkKind::Webhook => Ok(Self::Webhook(Hook::start(true)?)),
+        }
+    }
+
+    fn listener_args(&self) -> Vec<String> {
+        match self {
+            Self::Stdout => Vec::new(),
+            Self::Nats { server, .. } => vec![
+                "--sink".into(),
+                server.url(SUBJECT_TEMPLATE),
+                "--create-stream".into(),
+                STREAM.into(),
+            ],
+            Self::Webhook(hook) => vec!["--sink".into(), hook.url()],
+        }
+    }
+
+    /// The sink's faults, at random times in the sending (sorted by time).
+    fn plan(&self, full: bool, send_time: Duration, rng: &mut Rng) -> Vec<(Duration, SinkFault)> {
+        let mut at =
+            |from: f64, to: f64| rng.between(send_time.mul_f64(from), send_time.mul_f64(to));
+        let mut plan = Vec::new();
+        match self {
+            Self::Stdout => {}
+            Self::Nats { .. } => {
+                // Down longer than the sink's PubAck timeout (5 s), so that batches fail
+                // and are published again (the repeats dropped by their Nats-Msg-Id);
+                // with --full also once briefly (the client's buffer bridges the gap).
+                let long = |when: Duration| {
+                    SINK_ACK_TIMEOUT + Duration::from_millis(500 + (when.as_micros() % 1500) as u64)
+                };
+                let short =
+                    |when: Duration| Duration::from_millis(500 + (when.as_micros() % 1000) as u64);
+                if full {
+                    let when = at(0.2, 0.4);
+                    plan.push((when, SinkFault::NatsRestart(short(when))));
+                    let when = at(0.6, 0.8);
+                    plan.push((when, SinkFault::NatsRestart(long(when))));
+                } else {
+                    let when = at(0.3, 0.6);
+                    plan.push((when, SinkFault::NatsRestart(long(when))));
+                }
+            }
+            Self::Webhook(_) => {
+                let (outages, hangs, closes) = if full { (6, 10, 30) } else { (2, 3, 8) };
+                for _ in 0..outages {
+                    let when = at(0.1, 0.85);
+                    let span = Duration::from_millis(1000 + (when.as_micros() % 1000) as u64);
+                    plan.push((when, SinkFault::Outage(span)));
+                }
+                for _ in 0..hangs {
+                    let when = at(0.1, 0.85);
+                    let span = Duration::from_millis(1000 + (when.as_micros() % 1000) as u64);
+                    plan.push((when, SinkFault::Hang(span)));
+                }
+                for _ in 0..closes {
+                    plan.push((at(0.05, 0.9), SinkFault::Close));
+                }
+            }
+        }
+        plan.sort_by_key(|(when, _)| *when);
+        plan
+    }
+
+    /// How many messages were delivered so far (an estimate good enough to stop
+    /// waiting: the verdict counts exactly).
+    async fn delivered(&self, ledger: &Mutex<Ledger>, messages: usize) -> usize {
+        match self {
+            Self::Stdout => lock(ledger).prints.len(),
+            Self::Nats { client, .. } => natsd::stream_count(client, STREAM)
+                .await
+                .map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX)),
+            Self::Webhook(hook) => {
+                // Counting distinct messages reads every request: only once enough were
+                // taken to be worth it.
+                if hook.taken() < messages {
+                    return hook.taken().min(messages.saturating_sub(1));
+                }
+                let mut taken = HashSet::new();
+                for request in hook.requests() {
+                    if request.answer.took() {
+                        taken.insert(request.json["data"]["n"].as_str().map(str::to_owned));
+                    }
+                }
+                taken.len()
+            }
+        }
+    }
+
+    /// What the sink holds at the end, judged.
+    async fn verdict(
+        &self,
+        expected: &[Expected],
+        kill_snapshots: &[(u64, HashSet<String>)],
+    ) -> Result<SinkVerdict> {
+        let mut verdict = SinkVerdict::default();
+        match self {
+            Self::Stdout => {}
+            Self::Nats { client, server } => {
+                let stored = natsd::read_stream(client, STREAM)
+                    .await
+                    .map_err(|e| format!("{e}\nnats-server log:\n{}", server.log_tail()))?;
+                let mut keys: HashMap<String, usize> = HashMap::new();
+                for message in &stored {
+                    let Some((n, persistent_id)) = delivered(&message.json, expected) else {
+                        verdict.unexpected.push(format!(
+                            "{} {:?}: {}",
+                            message.subject, message.msg_id, message.json
+                        ));
+                        continue;
+                    };
+                    let app = &expected[n].app;
+                    let key = format!("{app}:{persistent_id}");
+                    if message.msg_id.as_deref() != Some(key.as_str()) {
+                        verdict.key_mismatches.push(format!(
+                            "message {n}: Nats-Msg-Id {:?}, payload {key}",
+                            message.msg_id
+                        ));
+                    }
+                    if message.subject != format!("soak.{app}") {
+                        verdict
+                            .unexpected
+                            .push(format!("message {n} on subject {}", message.subject));
+                    }
+                    *keys.entry(key).or_default() += 1;
+                    verdict.by_n.entry(n).or_default().push(persistent_id);
+                }
+                verdict.duplicate_keys = keys.values().map(|c| c - 1).sum();
+                verdict.duplicates = verdict
+                    .by_n
+                    .values()
+                    .map(|ids| ids.len().saturating_sub(1))
+                    .sum();
+                verdict.taken_n = verdict.by_n.keys().copied().collect();
+                // Messages the stream held at a kill while the FCM server still waited
+                // for their acknowledgement: each came back after the restart (unless
+                // the listener's stored ids covered it), and only its Nats-Msg-Id kept
+                // it from being stored twice.
+                let stored_unacked_at_kills: usize = kill_snapshots
+                    .iter()
+                    .map(|(last, outstanding)| {
+                        stored
+                            .iter()
+                            .filter(|m| {
+                                m.sequence <= *last
+                                    && m.json["persistent_id"]
+                                        .as_str()
+                                        .is_some_and(|id| outstanding.contains(id))
+                            })
+                            .count()
+                    })
+                    .sum();
+                verdict.extra = json!({
+                    "stream": STREAM,
+                    "stream_messages": stored.len(),
+                    "duplicate_window_s": DUPLICATE_WINDOW.as_secs(),
+                    "stored_unacked_at_kills": stored_unacked_at_kills,
+                });
+            }
+            Self::Webhook(hook) => {
+                let requests = hook.requests();
+                let mut answers: BTreeMap<&str, usize> = BTreeMap::new();
+                // Per message: its keys, requests and takes.
+                let mut seen: HashMap<usize, (HashSet<Option<String>>, usize, usize)> =
+                    HashMap::new();
+                for request in &requests {
+                    *answers.entry(answer_name(request.answer)).or_default() += 1;
+                    let Some((n, persistent_id)) = delivered(&request.json, expected) else {
+                        verdict
+                            .unexpected
+                            .push(format!("{:?}: {}", request.key, request.json));
+                        continue;
+                    };
+                    let key = format!("{}:{persistent_id}", expected[n].app);
+                    if request.key.as_deref() != Some(key.as_str()) {
+                        verdict.key_mismatches.push(format!(
+                            "message {n}: Idempotency-Key {:?}, payload {key}",
+                            request.key
+                        ));
+                    }
+                    let entry = seen.entry(n).or_default();
+                    entry.0.insert(request.key.clone());
+                    entry.1 += 1;
+                    if request.answer.took() {
+                        entry.2 += 1;
+                        verdict.by_n.entry(n).or_default().push(persistent_id);
+                    }
+                }
+                for (n, (keys, requests, takes)) in &seen {
+                    if keys.len() > 1 {
+                        verdict
+                            .key_mismatches
+                            .push(format!("message {n} came with keys {keys:?}"));
+                    }
+                    verdict.repeats += requests - 1;
+                    verdict.duplicates += takes.saturating_sub(1);
+                }
+                verdict.taken_n = verdict.by_n.keys().copied().collect();
+                verdict.extra = json!({
+                    "requests": requests.len(),
+                    "answers": answers,
+                    "connections": hook.connections(),
+                    "received": hook.received(),
+                });
+            }
+        }
+        Ok(verdict)
+    }
+}
+
+fn answer_name(answer: Answer) -> &'static str {
+    match answer {
+        Answer::Taken => "200",
+        Answer::Unavailable => "503",
+        Answer::Hung => "hung_then_closed",
+        Answer::TakenThenClosed => "taken_then_closed",
+    }
+}
+
+/// What the sink held at the end.
+#[derive(Default)]
+struct SinkVerdict {
+    /// Per message number, the persistent ids it was taken with (the stream's messages,
+    /// or the webhook requests that took it).
+    by_n: HashMap<usize, Vec<String>>,
+    taken_n: HashSet<usize>,
+    /// Takes beyond a message's first (in the stream: must be none).
+    duplicates: usize,
+    /// Stream messages beyond the first of a `Nats-Msg-Id`.
+    duplicate_keys: usize,
+    /// Webhook requests beyond a message's first.
+    repeats: usize,
+    /// A `Nats-Msg-Id` or `Idempotency-Key` that is not the message's `<app>:<id>`, or one
+    /// message under several keys.
+    key_mismatches: Vec<String>,
+    /// Deliveries that are no message of this run, or went to the wrong place.
+    unexpected: Vec<String>,
+    extra: Value,
+}
+
+/// Everything the sink soak's verdict looks at.
+struct SinkRun<'a> {
+    settings: &'a Settings,
+    started: Instant,
+    sending_seconds: f64,
+    verdict: SinkVerdict,
+    ledger: &'a Ledger,
+    sink_faults: BTreeMap<&'static str, usize>,
+    planned_sink_faults: usize,
+    kills: usize,
+    instance_count: usize,
+    /// Listeners that exited by themselves (and were started again).
+    self_exits: usize,
+    faults: usize,
+    faults_by_kind: BTreeMap<&'static str, usize>,
+    stored_max: usize,
+    stored_end: BTreeMap<String, usize>,
+    acked: bool,
+    clean_exit: bool,
+    rss: Rss,
+    sent_kinds: BTreeMap<&'static str, usize>,
+}
+
+/// The verdict of a soak through a sink: the JSON summary, and an error when any check
+/// failed.
+fn finish_sink(run: SinkRun<'_>) -> Result {
+    let settings = run.settings;
+    let verdict = &run.verdict;
+    let ledger = run.ledger;
+    let mut failures: Vec<String> = Vec::new();
+    let first = |list: &[String]| list[..list.len().min(5)].to_vec();
+    let missing: Vec<usize> = (0..settings.messages)
+        .filter(|n| !verdict.taken_n.contains(n))
+        .collect();
+    if !missing.is_empty() {
+        failures.push(format!(
+            "{} messages never reached the sink (first: {:?})",
+            missing.len(),
+            &missing[..missing.len().min(10)]
+        ));
+    }
+    if settings.sink == SinkKind::Nats && (verdict.duplicates > 0 || verdict.duplicate_keys > 0) {
+        let twice: Vec<String> = verdict
+            .by_n
+            .iter()
+            .filter(|(_, ids)| ids.len() > 1)
+            .take(5)
+            .map(|(n, ids)| format!("message {n}: {ids:?}"))
+            .collect();
+        failures.push(format!(
+            "the stream holds {} duplicates ({} by Nats-Msg-Id): {twice:?}",
+            verdict.duplicates, verdict.duplicate_keys
+        ));
+    }
+    if !verdict.key_mismatches.is_empty() {
+        failures.push(format!(
+            "{} deliveries with the wrong key: {:?}",
+            verdict.key_mismatches.len(),
+            first(&verdict.key_mismatches)
+        ));
+    }
+    if !verdict.unexpected.is_empty() {
+        failures.push(format!(
+            "{} unexpected deliveries: {:?}",
+            verdict.unexpected.len(),
+            first(&verdict.unexpected)
+        ));
+    }
+    if !ledger.unexpected.is_empty() {
+        failures.push(format!(
+            "the listener printed on stdout: {:?}",
+            first(&ledger.unexpected)
+        ));
+    }
+    if !ledger.problems.is_empty() {
+        failures.push(format!(
+            "the listener reported problems: {:?}",
+            first(&ledger.problems)
+        ));
+    }
+    if run.stored_max > STORED_IDS_BOUND {
+        failures.push(format!(
+            "an acknowledgement file held {} ids (bound {STORED_IDS_BOUND})",
+            run.stored_max
+        ));
+    }
+    if !run.acked {
+        failures.push("the server still holds unacknowledged messages".into());
+    }
+    if !run.clean_exit {
+        failures.push("the last listener did not exit cleanly on SIGTERM".into());
+    }
+    if run.kills < settings.kills {
+        failures.push(format!(
+            "only {} of {} kills happened",
+            run.kills, settings.kills
+        ));
+    }
+    if run.faults < settings.faults {
+        failures.push(format!(
+            "only {} of {} MCS faults were injected",
+            run.faults, settings.faults
+        ));
+    }
+    let sink_fault_count: usize = run.sink_faults.values().sum();
+    if sink_fault_count < run.planned_sink_faults {
+        failures.push(format!(
+            "only {sink_fault_count} of {} sink faults were injected",
+            run.planned_sink_faults
+        ));
+    }
+    let (rss_summary, rss_failures) = run.rss.summary();
+    failures.extend(rss_failures);
+    let mut summary = json!({
+        "soak": if settings.full { "full" } else { "short" },
+        "sink": settings.sink.name(),
+        "ok": failures.is_empty(),
+        "seed": settings.seed,
+        "messages": settings.messages,
+        "sent_by_kind": run.sent_kinds,
+        "apps": settings.apps,
+        "delivered": verdict.taken_n.len(),
+        "missing": missing.len(),
+        "duplicates": verdict.duplicates,
+        "kills": run.kills,
+        "listener_instances": run.instance_count,
+        "listener_exits": run.self_exits,
+        "listener_exits_sink_unreachable": ledger.sink_unreachable_at_start,
+        "sink_faults": run.sink_faults,
+        "sink_failures_reported": ledger.sink_failures,
+        "faults": run.faults,
+        "faults_by_kind": run.faults_by_kind,
+        "listener_connects": ledger.connects,
+        "stored_ids_max": run.stored_max,
+        "stored_ids_end": run.stored_end,
+        "server_all_acked": run.acked,
+        "clean_exit_on_sigterm": run.clean_exit,
+        "rss": rss_summary,
+        "sending_seconds": (run.sending_seconds * 10.0).round() / 10.0,
+        "seconds": (run.started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+        "failures": failures,
+    });
+    match settings.sink {
+        SinkKind::Webhook => {
+            summary["repeats"] = json!(verdict.repeats);
+            summary["key_mismatches"] = json!(verdict.key_mismatches.len());
+            summary["webhook"] = verdict.extra.clone();
+        }
+        _ => {
+            summary["duplicate_msg_ids"] = json!(verdict.duplicate_keys);
+            summary["nats"] = verdict.extra.clone();
+        }
+    }
+    println!("{summary}");
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "soak failed (seed {}); last listener output:\n{}",
+            settings.seed,
+            ledger.stderr_tail.join("\n")
+        ))
+    }
 }
