@@ -43,4 +43,4 @@ pub use lease::{
 pub use schema::{Migrated, SCHEMA_VERSION, check_schema, migrate, migrate_to, schema_version};
 pub use status::{ConsumerStatus, FleetStatus, IdentityStatus, WorkerStatus, status};
 pub use store::{CommitStats, FencedIdentity, FleetStore, NOTIFY_CHANNEL, NotificationRow};
-pub use worker::{Worker, WorkerBuilder};
+pub use worker::{Worker, WorkerBuilder, WorkerHandle};

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::StreamExt;
 use pullkin::{ConnectionState, Event, ListenerConfig, Pullkin, PullkinCore};
-use tokio::sync::broadcast;
+use tokio::sync::{Notify, broadcast};
 use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, info, warn};
 
@@ -26,6 +26,10 @@ use crate::identities::open_credentials;
 use crate::lease::{Balance, Lease, LeaseConfig, LeasePolicy, Leases, WorkerInfo};
 use crate::schema;
 use crate::store::{FleetStore, NotificationRow};
+
+/// How long a worker leaves an identity it could not start to the others before it
+/// tries again itself.
+const UNSTARTABLE_FOR: Duration = Duration::from_secs(60);
 
 /// How long a stop of one identity's listener may take before the worker goes on.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -121,7 +125,36 @@ impl WorkerBuilder {
             tls: self.tls,
             info,
             migrate: self.migrate,
+            handle: WorkerHandle {
+                events: broadcast::channel(1024).0,
+                probe: Arc::new(Notify::new()),
+            },
         })
+    }
+}
+
+/// A way into a running [`Worker`] from outside (`pullkin fleet worker` uses it for its
+/// `[name] connected` lines and SIGUSR1): the listener's events and a probe of every
+/// connection. Taken with [`Worker::handle`] before [`Worker::run`]; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct WorkerHandle {
+    events: broadcast::Sender<Event>,
+    probe: Arc<Notify>,
+}
+
+impl WorkerHandle {
+    /// The listener's events from now on, for every identity the worker holds (each
+    /// event's app is the identity's name).
+    #[must_use]
+    pub fn events(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// Checks every connection now, as `Pullkin::probe` does (a connected one pings, one
+    /// waiting to reconnect tries at once). Asked before the worker runs, it probes as
+    /// soon as it does.
+    pub fn probe(&self) {
+        self.probe.notify_one();
     }
 }
 
@@ -135,6 +168,7 @@ pub struct Worker {
     tls: Option<Arc<rustls::ClientConfig>>,
     info: WorkerInfo,
     migrate: bool,
+    handle: WorkerHandle,
 }
 
 impl std::fmt::Debug for Worker {
@@ -173,6 +207,12 @@ impl Worker {
     #[must_use]
     pub fn id(&self) -> &str {
         &self.info.id
+    }
+
+    /// The way into this worker while it runs: its events, a probe.
+    #[must_use]
+    pub fn handle(&self) -> WorkerHandle {
+        self.handle.clone()
     }
 
     /// Runs until `shutdown` completes, then hands every identity off (stop, flush,
@@ -218,9 +258,10 @@ impl Worker {
             policy: LeasePolicy::new(self.lease.clone()),
             running: HashMap::new(),
             names: HashMap::new(),
-            unstartable: HashSet::new(),
+            unstartable: HashMap::new(),
             dirty: HashSet::new(),
             states_written_at: None,
+            handle: self.handle.clone(),
         };
         let span = tracing::info_span!("worker", id = %self.info.id);
         turn.run(shutdown, fenced, events).instrument(span).await;
@@ -240,11 +281,14 @@ struct Turns {
     /// Identity by name, for the listener's events.
     names: HashMap<String, i64>,
     /// Identities this worker claimed but could not start (credentials that do not
-    /// open or parse): not claimed again by this worker.
-    unstartable: HashSet<i64>,
+    /// open or parse, a listener that failed for good), and until when this worker
+    /// leaves them to others.
+    unstartable: HashMap<i64, Instant>,
     /// Identities whose connection state changed since it was last written.
     dirty: HashSet<i64>,
     states_written_at: Option<Instant>,
+    /// Where the events go on to, and the probe requests come from.
+    handle: WorkerHandle,
 }
 
 impl Turns {
@@ -255,6 +299,7 @@ impl Turns {
         mut events: broadcast::Receiver<Event>,
     ) {
         let mut shutdown = std::pin::pin!(shutdown);
+        let probe = Arc::clone(&self.handle.probe);
         loop {
             self.turn().await;
             let timeout = self.policy.poll_timeout();
@@ -267,7 +312,14 @@ impl Turns {
                         self.drop_identity(refused.identity).await;
                     }
                 }
-                event = events.recv() => self.handle_event(event).await,
+                event = events.recv() => {
+                    if let Ok(event) = &event {
+                        // Nobody listening is no error.
+                        let _ = self.handle.events.send(event.clone());
+                    }
+                    self.handle_event(event).await;
+                }
+                () = probe.notified() => self.pullkin.probe(),
                 () = sleep_until(timeout) => {}
             }
         }
@@ -354,7 +406,9 @@ impl Turns {
     }
 
     async fn claim(&mut self, n: usize) {
-        let exclude: Vec<i64> = self.unstartable.iter().copied().collect();
+        let now = Instant::now();
+        self.unstartable.retain(|_, until| *until > now);
+        let exclude: Vec<i64> = self.unstartable.keys().copied().collect();
         let sent = Instant::now();
         let claimed = match self.leases.claim_excluding(n, &exclude).await {
             Ok(claimed) => claimed,
@@ -443,7 +497,8 @@ impl Turns {
     }
 
     async fn give_up_start(&mut self, lease: Lease) {
-        self.unstartable.insert(lease.identity);
+        self.unstartable
+            .insert(lease.identity, Instant::now() + UNSTARTABLE_FOR);
         self.policy.handle_released(lease.identity);
         let _ = self.leases.release(lease).await;
     }
@@ -524,7 +579,8 @@ impl Turns {
                         "the listener stopped for good ({error}): handing off"
                     );
                     self.hand_off(identity).await;
-                    self.unstartable.insert(identity);
+                    self.unstartable
+                        .insert(identity, Instant::now() + UNSTARTABLE_FOR);
                 }
             }
             Ok(_) => {}

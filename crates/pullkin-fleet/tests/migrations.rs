@@ -165,3 +165,37 @@ async fn sslmode_chooses_tls() {
     let secret = pullkin_fleet::Database::connect("postgres://u:hunter2@localhost/db").unwrap();
     assert!(!format!("{secret:?}").contains("hunter2"));
 }
+
+#[tokio::test]
+async fn a_worker_refuses_a_schema_newer_than_it_knows() {
+    let test = TestDb::migrated().await;
+    test.client()
+        .await
+        .execute(
+            "INSERT INTO pullkin.schema_migrations (version) VALUES ($1)",
+            &[&(SCHEMA_VERSION + 1)],
+        )
+        .await
+        .unwrap();
+    for migrate in [true, false] {
+        let worker = pullkin_fleet::Worker::builder(&test.db, crate::support::key())
+            .migrate(migrate)
+            .build()
+            .unwrap();
+        let error = worker.run(std::future::pending()).await.unwrap_err();
+        assert!(
+            matches!(error, FleetError::WrongSchema { database, build }
+                if database == SCHEMA_VERSION + 1 && build == SCHEMA_VERSION),
+            "{error:?}"
+        );
+    }
+    // Nor does it register itself.
+    let workers: i64 = test
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM pullkin.workers", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(workers, 0);
+}
