@@ -55,7 +55,7 @@ pub enum FleetError {
         epoch: i64,
     },
     /// A statement failed.
-    #[error("database: {0}")]
+    #[error("database: {}", one_line(.0))]
     Database(#[from] tokio_postgres::Error),
     /// Credentials do not parse, or do not serialize.
     #[error("credentials: {0}")]
@@ -127,5 +127,5 @@ pub(crate) fn one_line(error: &dyn std::error::Error) -> String {
         }
         source = cause.source();
     }
-    line.replace('\n', " ")
+    line.replace('\n', "; ")
 }

@@ -398,3 +398,44 @@ async fn a_worker_cut_off_from_the_database_stops_before_its_leases_expire() {
     a.shut_down().await;
     fleet.emulator.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_worker_s_identities_are_taken_over_once_its_leases_expire() {
+    let fleet = fleet(4).await;
+    let ttl = Duration::from_secs(2);
+    let a = start(&fleet.test.db, &fleet.key, &fleet.emulator, "A", ttl);
+    let b = start(&fleet.test.db, &fleet.key, &fleet.emulator, "B", ttl);
+    let split = fleet
+        .wait_connected_where(&["A", "B"], |holders| {
+            holders.values().filter(|h| *h == "A").count() == 2
+        })
+        .await;
+    fleet.send_round("1");
+    fleet.wait_stored(4).await;
+
+    // A dies: no hand-off, no release; its leases run out.
+    let died = std::time::Instant::now();
+    a.task.abort();
+    let _ = a.task.await;
+    // Sent while nobody listens for A's identities: they wait at the server.
+    fleet.send_round("2");
+    let holders = fleet.wait_all_connected(&["B"]).await;
+    let took = died.elapsed();
+    assert!(holders.values().all(|h| h == "B"));
+    assert!(
+        took < ttl + Duration::from_secs(2),
+        "took over after {took:?}"
+    );
+    let stored = fleet.wait_stored(8).await;
+    for (name, holder) in &split {
+        let n = format!("{name}/2");
+        assert_eq!(
+            stored.iter().filter(|(i, m)| i == name && *m == n).count(),
+            1,
+            "{n} (was on {holder})"
+        );
+    }
+    fleet.wait_acknowledged().await;
+    b.shut_down().await;
+    fleet.emulator.shutdown().await;
+}

@@ -199,3 +199,24 @@ async fn a_worker_refuses_a_schema_newer_than_it_knows() {
         .get(0);
     assert_eq!(workers, 0);
 }
+
+#[tokio::test]
+async fn a_database_error_is_one_line_with_its_detail() {
+    let test = TestDb::migrated().await;
+    let client = test.db.pool().get().await.unwrap();
+    let error: FleetError = client
+        .execute(
+            "INSERT INTO pullkin.consumers (name) VALUES ('a'), ('a')",
+            &[],
+        )
+        .await
+        .unwrap_err()
+        .into();
+    let text = error.to_string();
+    assert!(!text.contains('\n'), "{text:?}");
+    assert!(text.starts_with("database: "), "{text}");
+    assert!(
+        text.contains("already exists"),
+        "the detail is kept: {text}"
+    );
+}
