@@ -439,3 +439,53 @@ async fn a_dead_worker_s_identities_are_taken_over_once_its_leases_expire() {
     b.shut_down().await;
     fleet.emulator.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_database_is_down_nothing_is_acknowledged_and_nothing_is_lost() {
+    let fleet = fleet(2).await;
+    let proxy = Proxy::start().await;
+    let through_proxy = Database::builder(&proxy.url(&fleet.test))
+        .connect_timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    // Leases long enough to outlast the outage: the worker keeps its connections.
+    let a = start(
+        &through_proxy,
+        &fleet.key,
+        &fleet.emulator,
+        "A",
+        Duration::from_secs(20),
+    );
+    fleet.wait_all_connected(&["A"]).await;
+    fleet.send_round("1");
+    fleet.wait_stored(2).await;
+    fleet.wait_acknowledged().await;
+
+    proxy.take_down();
+    fleet.send_round("2");
+    fleet.send_round("3");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Received perhaps, but not acknowledged: the server still has every one of them.
+    for (name, (_, android_id)) in &fleet.devices {
+        let waiting = fleet.emulator.unacked_ids(*android_id).len()
+            + fleet.emulator.pending_ids(*android_id).len();
+        assert_eq!(waiting, 2, "{name}: acknowledged without being stored");
+    }
+    assert_eq!(fleet.stored().await.len(), 2);
+
+    proxy.bring_up();
+    let stored = fleet.wait_stored(6).await;
+    for name in fleet.devices.keys() {
+        for round in ["2", "3"] {
+            let n = format!("{name}/{round}");
+            assert_eq!(
+                stored.iter().filter(|(i, m)| i == name && *m == n).count(),
+                1,
+                "{n}"
+            );
+        }
+    }
+    fleet.wait_acknowledged().await;
+    a.shut_down().await;
+    fleet.emulator.shutdown().await;
+}
