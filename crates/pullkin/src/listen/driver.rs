@@ -243,7 +243,9 @@ impl Driver {
         let stop = self.stop.clone();
         let identity = tokio::select! {
             () = stop.cancelled() => return Err(Ended::Stopped),
-            identity = upkeep.prepare(&self.app) => identity?,
+            // Boxed: renewal (check-in, HTTP) is a large future, and it would otherwise be
+            // part of every idle connection's state.
+            identity = Box::pin(upkeep.prepare(&self.app)) => identity?,
         };
         if let Some(keys) = identity.keys {
             self.keys = Some(keys);
