@@ -39,11 +39,13 @@ impl ErrorKind {
 /// The exit statuses, for `pullkin --help` (the crate README has the same table).
 pub(crate) const EXIT_STATUS_HELP: &str = "Exit status:
   0   success; also a clean stop on SIGINT/SIGTERM (state stored) and `listen --count` done
-  1   a failure at run time: network, a refused request, every listener stopped
+  1   a failure at run time: network, a refused request, every listener stopped, the
+      fleet's database out of reach
   2   usage: an unknown flag, a missing or malformed argument, flags that do not fit together
   65  unusable stored state (EX_DATAERR): a corrupt or foreign file in the state directory
   78  configuration (EX_CONFIG): a bad flag value, an unreadable or invalid credentials or
-      CA file, an unusable state directory";
+      CA file, an unusable state directory; for `fleet`: no key, a bad or wrong key, a
+      schema of another version (run `pullkin fleet migrate`)";
 
 /// A failed command: what was being done, why it failed, and what kind of failure it is.
 #[derive(Debug)]

@@ -80,7 +80,7 @@ pub(crate) struct ListenArgs {
 }
 
 /// A positive number of seconds (fractions allowed), at most a day.
-fn parse_seconds(text: &str) -> std::result::Result<Duration, String> {
+pub(crate) fn parse_seconds(text: &str) -> std::result::Result<Duration, String> {
     let seconds: f64 = text
         .parse()
         .map_err(|_| format!("expected a number of seconds, got {text:?}"))?;
@@ -99,7 +99,7 @@ struct App {
 }
 
 /// The app name of a credentials file: its name without the extension.
-fn app_name(path: &Path) -> Result<String> {
+pub(crate) fn app_name(path: &Path) -> Result<String> {
     path.file_stem()
         .and_then(|s| s.to_str())
         .filter(|s| !s.is_empty())
@@ -171,23 +171,13 @@ pub(crate) async fn run(args: ListenArgs) -> Result<ExitCode> {
             .error_kind(kind)?;
     }
 
-    let mut config = ListenerConfig::default();
-    config.proxy = args.net.proxy().config_error()?;
-    if let Some(mcs) = &args.mcs {
-        config.mcs_addr.clone_from(mcs);
-    }
-    if let Some(interval) = args.heartbeat {
-        config.heartbeat_interval = interval;
-        config.heartbeat_timeout = interval;
-    }
-    if let Some(max) = args.max_retry_delay {
-        // The default first delay is 1 s; a smaller cap lowers it too.
-        config.reconnect = config
-            .reconnect
-            .clone()
-            .with_initial_delay(Duration::from_secs(1).min(max))
-            .with_max_delay(max);
-    }
+    let config = listener_config(
+        &args.net,
+        args.mcs.as_deref(),
+        args.heartbeat,
+        args.max_retry_delay,
+    )
+    .config_error()?;
     let store: Arc<dyn Store> = Arc::new(store);
     // Unless told otherwise, keep the credentials alive while listening too: a check-in
     // before every connection, the Firebase token refreshed before it expires, a dead
@@ -323,6 +313,34 @@ pub(crate) async fn run(args: ListenArgs) -> Result<ExitCode> {
         format_args!("stopped; state kept in {}", args.state_dir.display()),
     );
     outcome
+}
+
+/// The listener's settings from the flags `listen` and `fleet worker` share: `--proxy`,
+/// `--mcs`, `--heartbeat`, `--max-retry-delay`.
+pub(crate) fn listener_config(
+    net: &NetArgs,
+    mcs: Option<&str>,
+    heartbeat: Option<Duration>,
+    max_retry_delay: Option<Duration>,
+) -> Result<ListenerConfig> {
+    let mut config = ListenerConfig::default();
+    config.proxy = net.proxy()?;
+    if let Some(mcs) = mcs {
+        mcs.clone_into(&mut config.mcs_addr);
+    }
+    if let Some(interval) = heartbeat {
+        config.heartbeat_interval = interval;
+        config.heartbeat_timeout = interval;
+    }
+    if let Some(max) = max_retry_delay {
+        // The default first delay is 1 s; a smaller cap lowers it too.
+        config.reconnect = config
+            .reconnect
+            .clone()
+            .with_initial_delay(Duration::from_secs(1).min(max))
+            .with_max_delay(max);
+    }
+    Ok(config)
 }
 
 /// The exit status for a store that failed: what is in it cannot be used (65), or it
@@ -503,7 +521,7 @@ async fn renew(core: &pullkin::PullkinCore, app: &mut App) {
 }
 
 /// Reports what the listener tells, one line on stderr (see [`log`]).
-fn report(event: &Event) {
+pub(crate) fn report(event: &Event) {
     match event {
         Event::State { app, state } => {
             let app = Some(app.as_str());

@@ -2,7 +2,8 @@
 //!
 //! `pullkin demo` shows the whole pipeline against a local emulator of Google's side;
 //! `register`, `listen`, `send`, `emulator` and `credentials` are the parts of it, one by
-//! one. See the crate README for an example session.
+//! one; `fleet` runs many identities across worker processes on PostgreSQL. See the crate
+//! README for an example session.
 #![forbid(unsafe_code)]
 // A command line prints on purpose.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -12,6 +13,7 @@ mod credentials;
 mod demo;
 mod emulator;
 mod error;
+mod fleet;
 mod listen;
 mod log;
 mod notify;
@@ -94,6 +96,10 @@ enum Command {
     /// Work with credentials files: import those of the Python libraries, show one.
     #[command(subcommand)]
     Credentials(credentials::CredentialsCommand),
+    /// Many identities across worker processes on PostgreSQL: migrate, register, add,
+    /// remove, worker, status, tail, prune, rotate-key, generate-key.
+    #[command(subcommand, after_help = fleet::EXAMPLES)]
+    Fleet(fleet::FleetCommand),
 }
 
 fn main() -> ExitCode {
@@ -126,6 +132,7 @@ fn run(command: Command) -> Result<ExitCode> {
             Command::Send(args) => send::run(args).await,
             Command::Emulator(args) => emulator::run(args).await,
             Command::Credentials(command) => credentials::run(command),
+            Command::Fleet(command) => fleet::run(command).await,
         }
     })
 }

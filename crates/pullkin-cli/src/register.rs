@@ -29,6 +29,22 @@ is written atomically with mode 0600 and holds private keys: keep it private.";
 /// Arguments of `pullkin register` (the seed's `register`).
 #[derive(Debug, Args)]
 pub(crate) struct RegisterArgs {
+    #[command(flatten)]
+    device: DeviceArgs,
+    /// Where to write the credentials (JSON, mode 0600).
+    #[arg(long, short, value_name = "FILE")]
+    out: PathBuf,
+    /// Replace the file if it exists (its registration is then lost).
+    #[arg(long)]
+    force: bool,
+    #[command(flatten)]
+    net: NetArgs,
+}
+
+/// What a registration is made as: the Firebase app and the persona (Android, or Chrome
+/// with `--web`), as `pullkin register` and `pullkin fleet register` take them.
+#[derive(Debug, Args)]
+pub(crate) struct DeviceArgs {
     /// The sender id: the Firebase project number.
     #[arg(long, value_name = "ID")]
     sender_id: String,
@@ -61,21 +77,19 @@ pub(crate) struct RegisterArgs {
     /// The sender's VAPID public key (base64url); Chrome's own key by default.
     #[arg(long, value_name = "KEY", requires = "web", allow_hyphen_values = true)]
     vapid_key: Option<String>,
-    /// Where to write the credentials (JSON, mode 0600).
-    #[arg(long, short, value_name = "FILE")]
-    out: PathBuf,
-    /// Replace the file if it exists (its registration is then lost).
-    #[arg(long)]
-    force: bool,
     /// Attempts per registration step.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_RETRIES)]
-    retries: u32,
-    #[command(flatten)]
-    net: NetArgs,
+    pub(crate) retries: u32,
 }
 
-impl RegisterArgs {
-    fn params(&self) -> RegisterParams {
+impl DeviceArgs {
+    /// `web` or `Android`, for messages.
+    pub(crate) fn persona(&self) -> &'static str {
+        if self.web { "web" } else { "Android" }
+    }
+
+    /// What to register.
+    pub(crate) fn params(&self) -> RegisterParams {
         if self.web {
             let mut params = RegisterParams::web(
                 &*self.sender_id,
@@ -110,10 +124,10 @@ pub(crate) async fn run(args: RegisterArgs) -> Result<ExitCode> {
             args.out.display()
         )));
     }
-    let core = args.net.core(Some(args.retries)).config_error()?;
-    let persona = if args.web { "web" } else { "Android" };
+    let core = args.net.core(Some(args.device.retries)).config_error()?;
+    let persona = args.device.persona();
     let credentials = core
-        .register(&args.params())
+        .register(&args.device.params())
         .await
         .with_context(|| format!("registering the {persona} device"))?;
     common::write_credentials(&args.out, &credentials, args.force)?;

@@ -20,7 +20,7 @@ use common::mode;
 use common::{WAIT, pullkin, run, text};
 
 /// Runs the binary and expects success; returns stdout.
-fn run_ok(args: &[&str]) -> String {
+pub(crate) fn run_ok(args: &[&str]) -> String {
     let output = run(args);
     assert!(
         output.status.success(),
@@ -32,8 +32,8 @@ fn run_ok(args: &[&str]) -> String {
 }
 
 /// A running child whose output lines arrive on channels (and are kept for reports).
-struct Proc {
-    child: Child,
+pub(crate) struct Proc {
+    pub(crate) child: Child,
     out: Receiver<String>,
     err: Receiver<String>,
     err_log: Arc<Mutex<Vec<String>>>,
@@ -59,9 +59,15 @@ fn forward(
 }
 
 impl Proc {
-    fn spawn(args: &[&str]) -> Self {
-        let mut child = pullkin()
-            .args(args)
+    pub(crate) fn spawn(args: &[&str]) -> Self {
+        let mut command = pullkin();
+        command.args(args);
+        Self::spawn_command(command)
+    }
+
+    /// Runs this command (the binary with its arguments and environment).
+    pub(crate) fn spawn_command(mut command: Command) -> Self {
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -77,12 +83,12 @@ impl Proc {
         }
     }
 
-    fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         self.err_log.lock().unwrap().join("\n")
     }
 
     /// The next stdout line.
-    fn next_line(&self, what: &str) -> String {
+    pub(crate) fn next_line(&self, what: &str) -> String {
         match self.out.recv_timeout(WAIT) {
             Ok(line) => line,
             Err(RecvTimeoutError::Timeout) => {
@@ -98,7 +104,7 @@ impl Proc {
     }
 
     /// Reads stderr until a line contains each of `needles`.
-    fn wait_stderr(&self, needles: &[&str]) {
+    pub(crate) fn wait_stderr(&self, needles: &[&str]) {
         let mut missing: HashSet<&str> = needles.iter().copied().collect();
         let deadline = Instant::now() + WAIT;
         while !missing.is_empty() {
@@ -114,7 +120,7 @@ impl Proc {
     }
 
     /// Sends a signal (`kill -<name>`).
-    fn signal(&self, name: &str) {
+    pub(crate) fn signal(&self, name: &str) {
         let pid = self.child.id().to_string();
         let sent = Command::new("kill")
             .args([&format!("-{name}"), pid.as_str()])
@@ -124,7 +130,7 @@ impl Proc {
     }
 
     /// Sends SIGTERM and waits for the exit.
-    fn terminate(mut self) -> (ExitStatus, String) {
+    pub(crate) fn terminate(mut self) -> (ExitStatus, String) {
         self.signal("TERM");
         let deadline = Instant::now() + WAIT;
         loop {
@@ -153,15 +159,15 @@ impl Drop for Proc {
 }
 
 /// `pullkin emulator` as its own process.
-struct EmulatorProc {
+pub(crate) struct EmulatorProc {
     _proc: Proc,
-    endpoints: String,
-    mcs: String,
-    ca: String,
+    pub(crate) endpoints: String,
+    pub(crate) mcs: String,
+    pub(crate) ca: String,
 }
 
 impl EmulatorProc {
-    fn start(dir: &Path) -> Self {
+    pub(crate) fn start(dir: &Path) -> Self {
         let ca = dir.join("ca.pem");
         let proc = Proc::spawn(&["emulator", "--ca-out", ca.to_str().unwrap()]);
         let mut values = HashMap::new();
@@ -186,7 +192,7 @@ impl EmulatorProc {
     }
 
     /// `--endpoints … --ca …`.
-    fn net(&self) -> Vec<&str> {
+    pub(crate) fn net(&self) -> Vec<&str> {
         vec!["--endpoints", &self.endpoints, "--ca", &self.ca]
     }
 
@@ -250,7 +256,7 @@ impl EmulatorProc {
     }
 
     /// `pullkin send --token` through the emulator's send API.
-    fn send_token(&self, token: &str, kind: &str) {
+    pub(crate) fn send_token(&self, token: &str, kind: &str) {
         let data = format!("kind={kind}");
         let mut args = vec!["send", "--token", token, "--data", &data, "--title", "hi"];
         args.extend(self.net());
@@ -368,7 +374,7 @@ fn register_send_and_listen_through_an_http_proxy() {
     );
 }
 
-fn json(line: &str) -> Value {
+pub(crate) fn json(line: &str) -> Value {
     serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
 }
 
@@ -559,7 +565,7 @@ fn assert_fails(args: &[&str], needles: &[&str]) {
 
 /// Asserts a failure with this exit code (78: configuration, 2: usage) and one `error: …`
 /// line containing each needle.
-fn assert_fails_with(code: i32, args: &[&str], needles: &[&str]) {
+pub(crate) fn assert_fails_with(code: i32, args: &[&str], needles: &[&str]) {
     let output = run(args);
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(code), "{args:?}: {stderr}");

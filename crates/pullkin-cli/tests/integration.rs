@@ -3,5 +3,6 @@
 
 mod cli;
 mod common;
+mod fleet;
 mod hostile;
 mod service;

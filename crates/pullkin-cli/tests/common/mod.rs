@@ -22,6 +22,8 @@ pub(crate) fn pullkin() -> Command {
         "PULLKIN_ACCESS_TOKEN",
         "PULLKIN_PROXY",
         "PULLKIN_LOG_FORMAT",
+        "PULLKIN_DATABASE_URL",
+        "PULLKIN_FLEET_KEY_FILE",
         "NOTIFY_SOCKET",
         "RUST_LOG",
     ] {
