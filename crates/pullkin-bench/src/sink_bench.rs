@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use pullkin::{DirStore, ForwardConfig, Incoming, Outcome, Pullkin, Sink, SinkFuture, Store};
+use pullkin::{DirStore, ForwardConfig, Outcome, Pullkin, Sink, SinkFuture, SinkMessage, Store};
 use pullkin_sink::{NatsConfig, NatsSink, WebhookConfig, WebhookSink};
 use serde_json::json;
 use tokio::sync::Notify;
@@ -95,17 +95,15 @@ impl Sink for Measured {
         self.inner.name()
     }
 
-    fn deliver<'a>(&'a self, batch: &'a [Incoming]) -> SinkFuture<'a, Vec<Outcome>> {
+    fn deliver<'a>(&'a self, batch: &'a [SinkMessage]) -> SinkFuture<'a, Vec<Outcome>> {
         Box::pin(async move {
             let outcomes = self.inner.deliver(batch).await?;
             if let Some((epoch, samples)) = &self.latency {
                 let now = epoch.elapsed().as_micros();
                 let mut samples = samples.lock().unwrap_or_else(PoisonError::into_inner);
                 for incoming in batch {
-                    let sent: u128 = incoming
-                        .message
-                        .data
-                        .get("t")
+                    let sent: u128 = incoming.line["data"]["t"]
+                        .as_str()
                         .and_then(|t| t.parse().ok())
                         .unwrap_or(now);
                     samples.push(now.saturating_sub(sent));

@@ -4,11 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use pullkin::{Incoming, Outcome, Sink, SinkError, SinkFuture};
+use pullkin::{Outcome, Sink, SinkError, SinkFuture, SinkMessage};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
 
-/// Appends each message as one JSON line ([`Incoming::to_json`], plus its `key`) to a
+/// Appends each message as one JSON line ([`SinkMessage::line`], plus its `key`) to a
 /// file, created with mode 0600 if missing, and syncs it before returning. Lines of one
 /// batch are written in one write; batches are written one at a time.
 #[derive(Debug, Clone)]
@@ -42,12 +42,14 @@ impl Sink for FileSink {
         &self.name
     }
 
-    fn deliver<'a>(&'a self, batch: &'a [Incoming]) -> SinkFuture<'a, Vec<Outcome>> {
+    fn deliver<'a>(&'a self, batch: &'a [SinkMessage]) -> SinkFuture<'a, Vec<Outcome>> {
         Box::pin(async move {
             let mut lines = Vec::new();
-            for incoming in batch {
-                let mut line = incoming.to_json();
-                line["key"] = incoming.key().into();
+            for msg in batch {
+                let mut line = msg.line.clone();
+                if let Some(object) = line.as_object_mut() {
+                    object.insert("key".to_owned(), msg.key.clone().into());
+                }
                 lines.extend_from_slice(line.to_string().as_bytes());
                 lines.push(b'\n');
             }

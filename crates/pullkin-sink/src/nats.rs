@@ -35,7 +35,7 @@ use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
 use async_nats::jetstream::{self, ErrorCode, stream};
 use async_nats::{ConnectOptions, HeaderMap, HeaderValue, header::NATS_MESSAGE_ID};
 use bytes::Bytes;
-use pullkin::{Incoming, Outcome, Sink, SinkError, SinkFuture};
+use pullkin::{Outcome, Sink, SinkError, SinkFuture, SinkMessage};
 use tokio::sync::Semaphore;
 use url::Url;
 
@@ -379,7 +379,7 @@ impl NatsSink {
     }
 
     /// Publishes a window of messages, then awaits their PubAcks.
-    async fn deliver_window(&self, window: &[Incoming]) -> Result<Vec<Outcome>, SinkError> {
+    async fn deliver_window(&self, window: &[SinkMessage]) -> Result<Vec<Outcome>, SinkError> {
         let permits = u32::try_from(window.len()).unwrap_or(u32::MAX);
         let _permits = self
             .in_flight
@@ -387,8 +387,8 @@ impl NatsSink {
             .await
             .map_err(|e| SinkError::unavailable(&self.name, e))?;
         let mut pending = Vec::with_capacity(window.len());
-        for incoming in window {
-            pending.push(match self.publish(incoming).await {
+        for msg in window {
+            pending.push(match self.publish(msg).await {
                 Ok(ack) => Pending::Ack(ack),
                 Err(Failure::Rejected(reason)) => Pending::Done(Outcome::Rejected(reason)),
                 Err(Failure::Unavailable(error)) => return Err(error),
@@ -402,33 +402,33 @@ impl NatsSink {
         }))
         .await;
         let mut outcomes = Vec::with_capacity(window.len());
-        for (incoming, answer) in window.iter().zip(answers) {
+        for (msg, answer) in window.iter().zip(answers) {
             outcomes.push(match answer {
                 Ok(outcome) => outcome,
                 Err(e) if is_permanent(&e) => Outcome::Rejected(e.to_string()),
-                Err(e) => return Err(self.unavailable(incoming, &e)),
+                Err(e) => return Err(self.unavailable(msg, &e)),
             });
         }
         Ok(outcomes)
     }
 
     /// Sends one message; the future of its PubAck.
-    async fn publish(&self, incoming: &Incoming) -> Result<PublishAckFuture, Failure> {
-        let subject = self.template.replace(APP, &incoming.app);
+    async fn publish(&self, msg: &SinkMessage) -> Result<PublishAckFuture, Failure> {
+        let subject = self.template.replace(APP, &msg.app);
         if let Some(problem) = subject_problem(&subject) {
             return Err(Failure::Rejected(format!(
                 "subject {subject:?} (app {:?}): {problem}",
-                incoming.app
+                msg.app
             )));
         }
         let mut headers = HeaderMap::new();
-        if let Some(key) = incoming.key() {
+        if let Some(key) = &msg.key {
             let value: HeaderValue = key.parse().map_err(|_| {
                 Failure::Rejected(format!("key {key:?} cannot be a Nats-Msg-Id header"))
             })?;
             headers.insert(NATS_MESSAGE_ID, value);
         }
-        let payload = Bytes::from(incoming.to_json().to_string());
+        let payload = Bytes::from(msg.line.to_string());
         match self
             .jetstream
             .publish_with_headers(subject, headers, payload)
@@ -436,12 +436,12 @@ impl NatsSink {
         {
             Ok(ack) => Ok(ack),
             Err(e) if is_permanent(&e) => Err(Failure::Rejected(e.to_string())),
-            Err(e) => Err(Failure::Unavailable(self.unavailable(incoming, &e))),
+            Err(e) => Err(Failure::Unavailable(self.unavailable(msg, &e))),
         }
     }
 
-    fn unavailable(&self, incoming: &Incoming, error: &impl fmt::Display) -> SinkError {
-        let what = incoming.key().unwrap_or_else(|| incoming.app.clone());
+    fn unavailable(&self, msg: &SinkMessage, error: &impl fmt::Display) -> SinkError {
+        let what = msg.key.clone().unwrap_or_else(|| msg.app.clone());
         SinkError::unavailable(&self.name, format!("{what}: {error}"))
     }
 }
@@ -481,7 +481,7 @@ impl Sink for NatsSink {
         &self.name
     }
 
-    fn deliver<'a>(&'a self, batch: &'a [Incoming]) -> SinkFuture<'a, Vec<Outcome>> {
+    fn deliver<'a>(&'a self, batch: &'a [SinkMessage]) -> SinkFuture<'a, Vec<Outcome>> {
         Box::pin(async move {
             let mut outcomes = Vec::with_capacity(batch.len());
             for window in batch.chunks(WINDOW) {

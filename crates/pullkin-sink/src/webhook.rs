@@ -28,7 +28,7 @@ use fcm_http::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri};
 use fcm_http::{Client, HttpClient, Secret};
 use futures_util::StreamExt;
 use hmac::{Hmac, Mac};
-use pullkin::{Incoming, Outcome, Sink, SinkError, SinkFuture};
+use pullkin::{Outcome, Sink, SinkError, SinkFuture, SinkMessage};
 use sha2::Sha256;
 use tokio::sync::Semaphore;
 use url::Url;
@@ -38,7 +38,7 @@ use crate::Error;
 /// The default [`WebhookConfig::signature_header`].
 const DEFAULT_SIGNATURE_HEADER: &str = "X-Pullkin-Signature";
 
-/// The header carrying [`Incoming::key`].
+/// The header carrying [`SinkMessage::key`].
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// Settings of a [`WebhookSink`].
@@ -106,9 +106,9 @@ impl fmt::Debug for WebhookConfig {
 /// ## Requests
 ///
 /// One `POST` per message to the URL as given (query included), with
-/// - the body [`Incoming::to_json`], one JSON object, and `Content-Type:
+/// - the body [`SinkMessage::line`], one JSON object, and `Content-Type:
 ///   application/json`;
-/// - `Idempotency-Key: <app>:<persistent_id>` ([`Incoming::key`]; absent for the rare
+/// - `Idempotency-Key: <app>:<persistent_id>` ([`SinkMessage::key`]; absent for the rare
 ///   message without a persistent id, which the server never redelivers);
 /// - with [`WebhookConfig::secret`] set, the signature header (default
 ///   `X-Pullkin-Signature`): `sha256=<lowercase hex of HMAC-SHA256(secret, body)>`,
@@ -283,14 +283,14 @@ impl WebhookSink {
     }
 
     /// POSTs one message; its outcome, or why the batch must come again.
-    async fn post(&self, incoming: &Incoming) -> Result<Outcome, SinkError> {
-        let body = match serde_json::to_vec(&incoming.to_json()) {
+    async fn post(&self, msg: &SinkMessage) -> Result<Outcome, SinkError> {
+        let body = match serde_json::to_vec(&msg.line) {
             Ok(body) => Bytes::from(body),
             Err(e) => return Err(SinkError::unavailable(&self.name, e)),
         };
         let mut headers = self.headers.clone();
-        if let Some(key) = incoming.key() {
-            match HeaderValue::from_str(&key) {
+        if let Some(key) = &msg.key {
+            match HeaderValue::from_str(key) {
                 Ok(value) => {
                     headers.insert(HeaderName::from_static(IDEMPOTENCY_KEY), value);
                 }
@@ -329,7 +329,7 @@ impl WebhookSink {
             } else {
                 format!("HTTP {status}: {excerpt}")
             };
-            tracing::debug!(sink = %self.name, key = ?incoming.key(), "rejected: {reason}");
+            tracing::debug!(sink = %self.name, key = ?msg.key, "rejected: {reason}");
             return Ok(Outcome::Rejected(reason));
         }
         Err(SinkError::Unavailable {
@@ -345,7 +345,7 @@ impl Sink for WebhookSink {
         &self.name
     }
 
-    fn deliver<'a>(&'a self, batch: &'a [Incoming]) -> SinkFuture<'a, Vec<Outcome>> {
+    fn deliver<'a>(&'a self, batch: &'a [SinkMessage]) -> SinkFuture<'a, Vec<Outcome>> {
         Box::pin(async move {
             // `buffered` answers in the batch's order; the first failure ends the batch
             // (dropping the requests still in flight: the whole batch comes again).
@@ -353,7 +353,7 @@ impl Sink for WebhookSink {
             // (Collected first: a closure in the stream's type trips the `Send` check.)
             let requests: Vec<SinkFuture<'a, Outcome>> = batch
                 .iter()
-                .map(|incoming| -> SinkFuture<'a, Outcome> { Box::pin(self.post(incoming)) })
+                .map(|msg| -> SinkFuture<'a, Outcome> { Box::pin(self.post(msg)) })
                 .collect();
             let mut answers = futures_util::stream::iter(requests).buffered(self.window);
             let mut outcomes = Vec::with_capacity(batch.len());

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use async_nats::jetstream::{self, consumer::pull, stream};
 use fcm_emulator::{Emulator, SendMessage};
 use futures_util::StreamExt;
-use pullkin::{Event, ForwardConfig, Incoming, ListenerConfig, Outcome, Pullkin, Sink};
+use pullkin::{Event, ForwardConfig, ListenerConfig, Outcome, Pullkin, Sink, SinkMessage};
 use pullkin_sink::{Error, FileSink, NatsConfig, NatsSink};
 use pullkin_test_support::devices::{Device, android_device, web_device};
 use pullkin_test_support::nats::{NatsServer, free_port};
@@ -188,19 +188,19 @@ fn drain(events: &mut tokio::sync::broadcast::Receiver<Event>) -> Vec<Event> {
     }
 }
 
-/// `n` messages from the listener's app, once the emulator sent them.
-async fn take(pullkin: &Pullkin, app: &str, n: usize) -> Vec<Incoming> {
-    let mut stream = Box::pin(pullkin.listen(app).unwrap());
-    let mut out = Vec::new();
-    while out.len() < n {
-        out.push(
-            tokio::time::timeout(WAIT, stream.next())
-                .await
-                .unwrap()
-                .unwrap(),
-        );
-    }
-    out
+/// Records of `n` messages of `app` (data `i` = 0..n), built directly.
+fn records(app: &str, n: usize) -> Vec<SinkMessage> {
+    (0..n)
+        .map(|i| {
+            let id = format!("0:direct-{i}");
+            let line = serde_json::json!({
+                "app": app,
+                "persistent_id": id,
+                "data": { "i": i.to_string() },
+            });
+            SinkMessage::new(app, Some(format!("{app}:{id}")), Some(id), line)
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -293,14 +293,7 @@ async fn nats_forwards_every_encoding_once_and_acknowledges_all() {
 async fn nats_drops_a_redelivered_batch_by_its_message_ids() {
     let server = NatsServer::start().await;
     let client = server.client().await;
-    let emulator = Emulator::start().await.unwrap();
-    let android = android_device(&emulator);
-    let pullkin = listener(&emulator, &[("android", &android)]);
-    for i in 0..5 {
-        let message = SendMessage::new().data("i", i.to_string());
-        emulator.send(&android.token, &message).unwrap();
-    }
-    let batch = take(&pullkin, "android", 5).await;
+    let batch = records("android", 5);
 
     let first = sink(&server, NatsConfig::default()).await;
     assert_eq!(
@@ -320,13 +313,10 @@ async fn nats_drops_a_redelivered_batch_by_its_message_ids() {
 
     assert_eq!(count(&client, STREAM).await, Some(5));
     let stored = by_persistent_id(stored(&client, STREAM).await);
-    for incoming in &batch {
-        let id = incoming.message.persistent_id.as_ref().unwrap();
-        assert_eq!(stored[id].json["data"], incoming.to_json()["data"]);
+    for message in &batch {
+        let id = message.persistent_id.as_ref().unwrap();
+        assert_eq!(stored[id].json["data"], message.line["data"]);
     }
-    drop(batch);
-    pullkin.shutdown().await;
-    emulator.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -583,14 +573,7 @@ async fn nats_bad_urls_and_unreachable_servers_are_one_line_errors_naming_the_si
 async fn nats_without_a_stream_is_unavailable_and_then_takes_the_batch() {
     let server = NatsServer::start().await;
     let client = server.client().await;
-    let emulator = Emulator::start().await.unwrap();
-    let android = android_device(&emulator);
-    let pullkin = listener(&emulator, &[("android", &android)]);
-    for i in 0..3 {
-        let message = SendMessage::new().data("i", i.to_string());
-        emulator.send(&android.token, &message).unwrap();
-    }
-    let batch = take(&pullkin, "android", 3).await;
+    let batch = records("android", 3);
     let sink = NatsSink::connect(&server.url("pullkin.{app}"), NatsConfig::default())
         .await
         .unwrap();
@@ -610,8 +593,5 @@ async fn nats_without_a_stream_is_unavailable_and_then_takes_the_batch() {
         .into_iter()
         .map(|m| m.msg_id)
         .collect();
-    assert_eq!(keys, batch.iter().map(Incoming::key).collect());
-    drop(batch);
-    pullkin.shutdown().await;
-    emulator.shutdown().await;
+    assert_eq!(keys, batch.iter().map(|m| m.key.clone()).collect());
 }

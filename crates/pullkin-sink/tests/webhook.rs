@@ -5,7 +5,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,7 +13,6 @@ use bytes::Bytes;
 use fcm_emulator::{Emulator, SendMessage};
 use fcm_http::RetryPolicy;
 use fcm_http::http::{HeaderMap, Request, Response};
-use futures_util::{Stream, StreamExt};
 use hmac::{Hmac, Mac};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming as HyperBody;
@@ -22,7 +20,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use pullkin::{
-    Event, ForwardConfig, Incoming, ListenerConfig, Outcome, Pullkin, Secret, Sink, SinkError,
+    Event, ForwardConfig, ListenerConfig, Outcome, Pullkin, Secret, Sink, SinkError, SinkMessage,
 };
 use pullkin_sink::{Error, FileSink, WebhookConfig, WebhookSink};
 use pullkin_test_support::devices::{Device, android_device, wait_acked};
@@ -644,39 +642,32 @@ async fn a_400_is_reported_parked_and_the_listener_goes_on() {
 
 // ---- deliver, directly ----
 
-/// A listener's stream of [`APP`]'s messages, to hand batches to `deliver` by hand.
+/// Records of [`APP`]'s messages, built directly, to hand batches to `deliver` by hand.
+#[derive(Default)]
 struct Batches {
-    emulator: Emulator,
-    device: Device,
-    pullkin: Arc<Pullkin>,
-    stream: Pin<Box<dyn Stream<Item = Incoming> + Send>>,
+    sent: usize,
 }
 
 impl Batches {
-    async fn new() -> Self {
-        let (emulator, device, pullkin) = fcm_side().await;
-        pullkin.add_app(APP, &device.credentials, []).unwrap();
-        let stream = Box::pin(pullkin.listen(APP).unwrap());
-        Self {
-            emulator,
-            device,
-            pullkin,
-            stream,
-        }
+    fn new() -> Self {
+        Self::default()
     }
 
-    /// Sends messages with these `n` values and returns them as received (not yet
-    /// acknowledged: that happens when they are dropped).
-    async fn messages(&mut self, values: &[&str]) -> Vec<Incoming> {
-        for n in values {
-            send(&self.emulator, &self.device, n);
-        }
-        let mut batch = Vec::new();
-        while batch.len() < values.len() {
-            let next = tokio::time::timeout(WAIT, self.stream.next()).await;
-            batch.push(next.expect("a message").expect("the stream goes on"));
-        }
-        batch
+    /// Records of messages with these `n` values (each with a fresh persistent id).
+    fn messages(&mut self, values: &[&str]) -> Vec<SinkMessage> {
+        values
+            .iter()
+            .map(|n| {
+                self.sent += 1;
+                let id = format!("0:direct-{}", self.sent);
+                let line = serde_json::json!({
+                    "app": APP,
+                    "persistent_id": id,
+                    "data": { "n": n },
+                });
+                SinkMessage::new(APP, Some(format!("{APP}:{id}")), Some(id), line)
+            })
+            .collect()
     }
 }
 
@@ -698,12 +689,12 @@ fn unavailable(result: Result<Vec<Outcome>, SinkError>, name: &str) -> SinkError
 async fn statuses_map_to_outcomes_and_failures() {
     let hook = Hook::start().await;
     let sink = hook.sink(hook.config());
-    let mut batches = Batches::new().await;
+    let mut batches = Batches::new();
     let name = hook.url();
     assert_eq!(sink.name(), name);
 
     // Outcomes in the batch's order, a rejection among them.
-    let batch = batches.messages(&["a", MARKER, "c"]).await;
+    let batch = batches.messages(&["a", MARKER, "c"]);
     let outcomes = sink.deliver(&batch).await.unwrap();
     assert_eq!(
         outcomes,
@@ -715,7 +706,7 @@ async fn statuses_map_to_outcomes_and_failures() {
     );
 
     // 503, 429, 408, 500 fail the batch, with the server's Retry-After.
-    let batch = batches.messages(&["d"]).await;
+    let batch = batches.messages(&["d"]);
     for (status, retry_after, expected) in [
         (503, Some("7"), Some(Duration::from_secs(7))),
         (429, Some("2"), Some(Duration::from_secs(2))),
@@ -758,34 +749,31 @@ async fn statuses_map_to_outcomes_and_failures() {
         .collect();
     assert_eq!(keys.len(), 1);
     check_requests(&requests);
-    drop(batch);
-    batches.pullkin.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_window_bounds_requests_in_flight() {
     let hook = Hook::start().await;
     hook.control.delay_ms.store(50, Ordering::SeqCst);
-    let mut batches = Batches::new().await;
+    let mut batches = Batches::new();
     let values: Vec<String> = (0..12).map(|i| i.to_string()).collect();
     let values: Vec<&str> = values.iter().map(String::as_str).collect();
 
     let mut config = hook.config();
     config.window = 4;
     let sink = hook.sink(config);
-    let batch = batches.messages(&values).await;
+    let batch = batches.messages(&values);
     let outcomes = sink.deliver(&batch).await.unwrap();
     assert_eq!(outcomes, vec![Outcome::Taken; 12]);
     let max = hook.max_in_flight();
     assert!((2..=4).contains(&max), "at most 4, and overlapping: {max}");
-    drop(batch);
 
     // A window of 1: one at a time, in order.
     let hook = Hook::start().await;
     let mut config = hook.config();
     config.window = 1;
     let sink = hook.sink(config);
-    let batch = batches.messages(&values).await;
+    let batch = batches.messages(&values);
     assert_eq!(
         sink.deliver(&batch).await.unwrap(),
         vec![Outcome::Taken; 12]
@@ -793,14 +781,12 @@ async fn the_window_bounds_requests_in_flight() {
     assert_eq!(hook.max_in_flight(), 1);
     let order: Vec<String> = hook.requests().iter().map(Recorded::n).collect();
     assert_eq!(order, values);
-    drop(batch);
-    batches.pullkin.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn headers_credentials_and_query_go_out_but_not_into_the_name() {
     let hook = Hook::start().await;
-    let mut batches = Batches::new().await;
+    let mut batches = Batches::new();
     let mut config = hook.config();
     config.secret = None;
     config.headers = vec![("X-Tenant".into(), "blue".into())];
@@ -811,7 +797,7 @@ async fn headers_credentials_and_query_go_out_but_not_into_the_name() {
     let sink = WebhookSink::new(&url, config).unwrap();
     assert_eq!(sink.name(), hook.url());
     assert!(!format!("{sink:?}").contains("s3cret"));
-    let batch = batches.messages(&["x"]).await;
+    let batch = batches.messages(&["x"]);
     assert_eq!(sink.deliver(&batch).await.unwrap(), vec![Outcome::Taken]);
     let request = &hook.requests()[0];
     assert_eq!(request.path_and_query, "/hook?token=s3cret");
@@ -836,7 +822,7 @@ async fn headers_credentials_and_query_go_out_but_not_into_the_name() {
     config.signature_header = "X-Hub-Signature-256".into();
     config.headers = vec![("Authorization".into(), "Bearer t0ken".into())];
     let sink = hook.sink(config);
-    let batch2 = batches.messages(&["y"]).await;
+    let batch2 = batches.messages(&["y"]);
     assert_eq!(sink.deliver(&batch2).await.unwrap(), vec![Outcome::Taken]);
     let mut request = hook.requests()[1].clone();
     assert_eq!(
@@ -846,16 +832,14 @@ async fn headers_credentials_and_query_go_out_but_not_into_the_name() {
     let signature = request.headers.remove("x-hub-signature-256").unwrap();
     request.headers.insert("x-pullkin-signature", signature);
     assert!(signature_verifies(&request));
-    drop((batch, batch2));
-    batches.pullkin.shutdown().await;
 }
 
 // ---- 4. errors ----
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn unreachable_untrusted_and_unresolvable_servers_fail_the_batch_naming_the_sink() {
-    let mut batches = Batches::new().await;
-    let batch = batches.messages(&["z"]).await;
+    let mut batches = Batches::new();
+    let batch = batches.messages(&["z"]);
 
     // A closed port.
     let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -886,8 +870,6 @@ async fn unreachable_untrusted_and_unresolvable_servers_fail_the_batch_naming_th
     let url = "https://webhook.invalid/hook";
     let sink = WebhookSink::new(url, config).unwrap();
     unavailable(sink.deliver(&batch).await, url);
-    drop(batch);
-    batches.pullkin.shutdown().await;
 }
 
 #[test]

@@ -39,7 +39,7 @@ pub use event::{ConnectionState, Event, Health};
 pub use fcm_http::Secret;
 pub use listen::{
     ForwardConfig, GOOGLE_MCS_ADDR, HandlerResult, Incoming, ListenerConfig, Outcome, Pullkin,
-    PullkinBuilder, Sink, SinkFuture,
+    PullkinBuilder, Sink, SinkEvent, SinkFuture, SinkMessage, deliver_batch,
 };
 pub use message::{Message, Notification, Stanza};
 pub use registration::{

@@ -871,7 +871,7 @@ impl pullkin::Sink for TestSink {
 
     fn deliver<'a>(
         &'a self,
-        batch: &'a [Incoming],
+        batch: &'a [pullkin::SinkMessage],
     ) -> pullkin::SinkFuture<'a, Vec<pullkin::Outcome>> {
         Box::pin(async move {
             let call = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -882,13 +882,14 @@ impl pullkin::Sink for TestSink {
                 return Err(pullkin::SinkError::unavailable("test", "down"));
             }
             let mut outcomes = Vec::new();
-            for incoming in batch {
-                let n = incoming.message.data["n"].clone();
+            for message in batch {
+                let n = message.line["data"]["n"].as_str().unwrap().to_owned();
                 if self.reject.contains(&n) {
                     outcomes.push(pullkin::Outcome::Rejected(format!("no {n}")));
                 } else {
-                    assert!(incoming.key().unwrap().starts_with("app:"));
-                    assert_eq!(incoming.to_json()["data"]["n"], n.as_str());
+                    assert!(message.key.as_ref().unwrap().starts_with("app:"));
+                    assert_eq!(message.app, "app");
+                    assert!(message.persistent_id.is_some());
                     self.taken.lock().unwrap().push(n);
                     outcomes.push(pullkin::Outcome::Taken);
                 }

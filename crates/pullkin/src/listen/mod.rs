@@ -28,7 +28,7 @@ mod sink;
 pub use config::{GOOGLE_MCS_ADDR, ListenerConfig};
 pub use delivery::Incoming;
 pub use dispatch::HandlerResult;
-pub use sink::{ForwardConfig, Outcome, Sink, SinkFuture};
+pub use sink::{ForwardConfig, Outcome, Sink, SinkEvent, SinkFuture, SinkMessage, deliver_batch};
 
 use std::collections::HashMap;
 use std::future::Future;

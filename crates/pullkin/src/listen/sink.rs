@@ -1,14 +1,26 @@
-//! Handing messages onward durably: the [`Sink`] trait and [`Pullkin::forward`], which
-//! acknowledges a message to Google only once a sink has durably taken it.
+//! Handing messages onward durably: the [`Sink`] trait, [`deliver_batch`] (the retry and
+//! park loop) and [`Pullkin::forward`], which acknowledges a message to Google only once
+//! a sink has durably taken it.
+//!
+//! A sink takes plain records, [`SinkMessage`]s (the app, the idempotency key, the
+//! persistent id and the JSON line), not live [`Incoming`]s: anything that holds
+//! messages — the listener, or a reader of messages stored elsewhere, such as the
+//! fleet's consumers — can hand them to the same sinks.
+//!
+//! [`deliver_batch`] calls [`Sink::deliver`] until the sink answers for every message of
+//! the batch: while it fails, the batch is retried with backoff (each failure reported
+//! as [`SinkEvent::Failed`]); a message the sink rejects for good is reported as
+//! [`SinkEvent::Rejected`] and parked in [`ForwardConfig::park`] (a dead-letter sink):
+//! never dropped silently, never retried forever. Only once it returns may the caller
+//! count the batch as handed on (acknowledge it, commit a cursor).
 //!
 //! The forwarder takes each app's messages in batches (whatever arrived, up to
-//! [`ForwardConfig::batch`]) and calls [`Sink::deliver`]. Only when it returns are the
-//! messages released — and releasing is what lets the listener store their ids and
-//! acknowledge them. While a sink fails, the batch is held and retried with backoff:
-//! the app's queue fills, its connection stops reading, and nothing is acknowledged, so
-//! the messages stay with Google. A message the sink rejects for good is reported as
-//! [`Event::SinkRejected`] and parked in [`ForwardConfig::park`] (a dead-letter sink)
-//! before it is released: never dropped silently, never retried forever.
+//! [`ForwardConfig::batch`]) and hands their records to [`deliver_batch`], holding the
+//! [`Incoming`]s meanwhile. Only when it returns are the messages released — and
+//! releasing is what lets the listener store their ids and acknowledge them. While a
+//! sink fails, the batch is held: the app's queue fills, its connection stops reading,
+//! and nothing is acknowledged, so the messages stay with Google. The events become
+//! [`Event::SinkFailed`] and [`Event::SinkRejected`].
 //!
 //! Order: batches of one app go to the sink one after the other, in the order the
 //! server sent them; apps are forwarded side by side. A sink that keeps several
@@ -44,17 +56,91 @@ pub enum Outcome {
     Rejected(String),
 }
 
+/// One message as a [`Sink`] takes it: a plain record, built from a live [`Incoming`]
+/// (`From<&Incoming>`) or from a message stored elsewhere ([`SinkMessage::new`]).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct SinkMessage {
+    /// The app (the identity) the message came to.
+    pub app: String,
+    /// The idempotency key, `<app>:<persistent_id>` ([`Incoming::key`]); `None` for the
+    /// rare message without a persistent id.
+    pub key: Option<String>,
+    /// The message's persistent id.
+    pub persistent_id: Option<String>,
+    /// The message as one JSON line ([`Incoming::to_json`], as `pullkin listen` prints it).
+    pub line: serde_json::Value,
+}
+
+impl SinkMessage {
+    /// A record of a message.
+    #[must_use]
+    pub fn new(
+        app: impl Into<String>,
+        key: Option<String>,
+        persistent_id: Option<String>,
+        line: serde_json::Value,
+    ) -> Self {
+        Self {
+            app: app.into(),
+            key,
+            persistent_id,
+            line,
+        }
+    }
+}
+
+impl From<&Incoming> for SinkMessage {
+    fn from(incoming: &Incoming) -> Self {
+        Self {
+            app: incoming.app.clone(),
+            key: incoming.key(),
+            persistent_id: incoming.message.persistent_id.clone(),
+            line: incoming.to_json(),
+        }
+    }
+}
+
 /// A destination that takes messages durably: a broker, a webhook, a file, a database.
 pub trait Sink: Send + Sync + fmt::Debug {
     /// The sink's name, for events and logs (e.g. its URL without credentials).
     fn name(&self) -> &str;
 
-    /// Takes a batch of messages (one app's, in order); returns only once the
-    /// destination has durably taken them, with one [`Outcome`] per message, in order.
-    /// An `Err` means nothing is known to be taken: the batch comes again, so a sink
-    /// should make redeliveries harmless (each message has an
-    /// [`idempotency key`](Incoming::key)).
-    fn deliver<'a>(&'a self, batch: &'a [Incoming]) -> SinkFuture<'a, Vec<Outcome>>;
+    /// Takes a batch of messages (in order; from [`Pullkin::forward`], one app's);
+    /// returns only once the destination has durably taken them, with one [`Outcome`]
+    /// per message, in order. An `Err` means nothing is known to be taken: the batch
+    /// comes again, so a sink should make redeliveries harmless (each message has an
+    /// [`idempotency key`](SinkMessage::key)).
+    fn deliver<'a>(&'a self, batch: &'a [SinkMessage]) -> SinkFuture<'a, Vec<Outcome>>;
+}
+
+/// What [`deliver_batch`] reports while it delivers.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum SinkEvent {
+    /// A sink (the main one or the park) failed to take a batch; it is retried.
+    Failed {
+        /// The sink's name.
+        sink: String,
+        /// Why.
+        error: Arc<SinkError>,
+        /// How many attempts of this batch failed so far.
+        failures: u32,
+    },
+    /// The sink rejected a message for good; it is parked next (when a park is
+    /// configured).
+    Rejected {
+        /// The sink's name.
+        sink: String,
+        /// The message's app.
+        app: String,
+        /// The message's idempotency key.
+        key: Option<String>,
+        /// The message's persistent id.
+        persistent_id: Option<String>,
+        /// The sink's reason.
+        reason: String,
+    },
 }
 
 /// How [`Pullkin::forward`] batches and retries.
@@ -131,35 +217,82 @@ async fn forward_app(
                 _ => break,
             }
         }
-        let outcomes = deliver_until_taken(&app, &*sink, &batch, &config.retry, &events).await;
-        for (incoming, outcome) in batch.iter().zip(&outcomes) {
-            if let Outcome::Rejected(reason) = outcome {
-                warn!(%app, sink = sink.name(), key = ?incoming.key(), "rejected for good: {reason}");
-                let _ = events.send(Event::SinkRejected {
+        let records: Vec<SinkMessage> = batch.iter().map(SinkMessage::from).collect();
+        deliver_batch(&*sink, &records, &config, |event| {
+            let _ = events.send(match event {
+                SinkEvent::Failed {
+                    sink,
+                    error,
+                    failures,
+                } => Event::SinkFailed {
                     app: app.clone(),
-                    sink: sink.name().to_owned(),
-                    persistent_id: incoming.message.persistent_id.clone(),
-                    reason: reason.clone(),
-                });
-                if let Some(park) = &config.park {
-                    let single = std::slice::from_ref(incoming);
-                    deliver_until_taken(&app, &**park, single, &config.retry, &events).await;
-                }
-            }
-        }
+                    sink,
+                    error,
+                    failures,
+                },
+                SinkEvent::Rejected {
+                    sink,
+                    persistent_id,
+                    reason,
+                    ..
+                } => Event::SinkRejected {
+                    app: app.clone(),
+                    sink,
+                    persistent_id,
+                    reason,
+                },
+            });
+        })
+        .await;
         // Released: the listener may now store the ids and acknowledge them.
         drop(batch);
     }
 }
 
+/// Delivers `batch` to `sink` with the semantics of [`Pullkin::forward`]: retries with
+/// backoff ([`ForwardConfig::retry`], and a destination's `Retry-After`) until the sink
+/// answers for every message, reporting each failure as [`SinkEvent::Failed`]; then
+/// reports each message rejected for good as [`SinkEvent::Rejected`] and parks it in
+/// [`ForwardConfig::park`] (retried likewise). Returns the sink's outcomes, one per
+/// message; once it returns, every message is taken or rejected and parked, so the
+/// caller may count the batch as handed on (acknowledge it, commit a cursor).
+/// [`ForwardConfig::batch`] is not used: the caller sizes the batch.
+///
+/// It never gives up: drop the future to stop (nothing is then known to be taken).
+pub async fn deliver_batch(
+    sink: &dyn Sink,
+    batch: &[SinkMessage],
+    config: &ForwardConfig,
+    on_event: impl Fn(SinkEvent),
+) -> Vec<Outcome> {
+    let outcomes = deliver_until_taken(sink, batch, &config.retry, &on_event).await;
+    for (message, outcome) in batch.iter().zip(&outcomes) {
+        if let Outcome::Rejected(reason) = outcome {
+            warn!(app = %message.app, sink = sink.name(), key = ?message.key, "rejected for good: {reason}");
+            on_event(SinkEvent::Rejected {
+                sink: sink.name().to_owned(),
+                app: message.app.clone(),
+                key: message.key.clone(),
+                persistent_id: message.persistent_id.clone(),
+                reason: reason.clone(),
+            });
+            if let Some(park) = &config.park {
+                let single = std::slice::from_ref(message);
+                deliver_until_taken(&**park, single, &config.retry, &on_event).await;
+            }
+        }
+    }
+    outcomes
+}
+
 /// Delivers a batch, retrying with backoff until the sink answers for every message.
 async fn deliver_until_taken(
-    app: &str,
     sink: &dyn Sink,
-    batch: &[Incoming],
+    batch: &[SinkMessage],
     retry: &RetryPolicy,
-    events: &broadcast::Sender<Event>,
+    on_event: &impl Fn(SinkEvent),
 ) -> Vec<Outcome> {
+    let app = batch.first().map_or("", |message| message.app.as_str());
     let mut failures: u32 = 0;
     loop {
         let error = match sink.deliver(batch).await {
@@ -180,8 +313,7 @@ async fn deliver_until_taken(
             .retry_after()
             .map_or(backoff, |asked| asked.min(retry.max_delay()).max(backoff));
         warn!(%app, sink = sink.name(), failures, ?delay, "sink failed: {error}; retrying");
-        let _ = events.send(Event::SinkFailed {
-            app: app.to_owned(),
+        on_event(SinkEvent::Failed {
             sink: sink.name().to_owned(),
             error: Arc::new(error),
             failures,
