@@ -1,6 +1,8 @@
-//! `--sink` and `--park` of `pullkin listen`: where each app's messages go. Stdout is the
-//! default; a sink (NATS JetStream, a webhook, a file) takes them durably before they
-//! are acknowledged to FCM (`pullkin::Pullkin::forward`).
+//! `--sink` and `--park` of `pullkin listen` and `pullkin fleet tail`: where messages go.
+//! Stdout is the default; a sink (NATS JetStream, a webhook, a file) takes them durably
+//! before they are acknowledged to FCM (`pullkin::Pullkin::forward`) or before the
+//! fleet consumer's cursor is committed (`pullkin::deliver_batch`). Both commands open
+//! their sinks with [`Opener`], from the same URLs and [`SinkOptions`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -25,6 +27,13 @@ pub(crate) struct SinkArgs {
     /// `file:<state dir>/rejected.jsonl`).
     #[arg(long, env = "PULLKIN_PARK", value_name = "URL")]
     park: Option<String>,
+    #[command(flatten)]
+    options: SinkOptions,
+}
+
+/// What every sink of a command shares.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct SinkOptions {
     /// Create this JetStream stream on first use when it is missing (its subjects: those
     /// of the NATS sinks).
     #[arg(long, value_name = "NAME")]
@@ -33,6 +42,34 @@ pub(crate) struct SinkArgs {
     /// `X-Pullkin-Signature: sha256=<hex>`).
     #[arg(long, env = "PULLKIN_SINK_SECRET_FILE", value_name = "FILE")]
     sink_secret_file: Option<PathBuf>,
+}
+
+impl SinkOptions {
+    /// Reads the webhook secret (a configuration error when it cannot be read).
+    pub(crate) fn opener<'a>(&'a self, ca_pem: Option<&'a [u8]>) -> Result<Opener<'a>> {
+        let secret = self
+            .sink_secret_file
+            .as_ref()
+            .map(|path| {
+                std::fs::read_to_string(path)
+                    .map(|s| s.trim_end().to_owned())
+                    .with_context(|| format!("reading the sink secret {}", path.display()))
+            })
+            .transpose()
+            .config_error()?;
+        Ok(Opener {
+            create_stream: self.create_stream.as_deref(),
+            secret,
+            ca_pem,
+        })
+    }
+}
+
+/// Opens sinks from their URLs, with a command's [`SinkOptions`].
+pub(crate) struct Opener<'a> {
+    create_stream: Option<&'a str>,
+    secret: Option<String>,
+    ca_pem: Option<&'a [u8]>,
 }
 
 /// Which apps go where.
@@ -78,16 +115,7 @@ impl SinkArgs {
                 (None, url) => url.clone_into(&mut default),
             }
         }
-        let secret = self
-            .sink_secret_file
-            .as_ref()
-            .map(|path| {
-                std::fs::read_to_string(path)
-                    .map(|s| s.trim_end().to_owned())
-                    .with_context(|| format!("reading the sink secret {}", path.display()))
-            })
-            .transpose()
-            .config_error()?;
+        let opener = self.options.opener(ca_pem)?;
         let mut opened: BTreeMap<&str, Arc<dyn Sink>> = BTreeMap::new();
         let mut routes = Routes {
             stdout: Vec::new(),
@@ -107,7 +135,7 @@ impl SinkArgs {
             let sink = match opened.get(url) {
                 Some(sink) => Arc::clone(sink),
                 None => {
-                    let sink = self.open_one(url, ca_pem, secret.as_deref()).await?;
+                    let sink = opener.open(url).await?;
                     opened.insert(url, Arc::clone(&sink));
                     sink
                 }
@@ -115,37 +143,40 @@ impl SinkArgs {
             routes.forwards.push((sink, apps));
         }
         if let Some(park) = &self.park {
-            if is_stdout(park) {
-                return Err(CliError::usage(
-                    "--park -: rejected messages must be kept somewhere durable (a file, NATS \
-                     or a webhook)",
-                ));
-            }
-            routes.park = self.open_one(park, ca_pem, secret.as_deref()).await?;
+            routes.park = opener.open_park(park).await?;
         }
         Ok(routes)
     }
+}
 
-    async fn open_one(
-        &self,
-        url: &str,
-        ca_pem: Option<&[u8]>,
-        secret: Option<&str>,
-    ) -> Result<Arc<dyn Sink>> {
+impl Opener<'_> {
+    /// The park `--park URL` names: anything but stdout.
+    pub(crate) async fn open_park(&self, url: &str) -> Result<Arc<dyn Sink>> {
+        if is_stdout(url) {
+            return Err(CliError::usage(
+                "--park -: rejected messages must be kept somewhere durable (a file, NATS or \
+                 a webhook)",
+            ));
+        }
+        self.open(url).await
+    }
+
+    /// The sink a URL names (connecting to a NATS server now); not stdout.
+    pub(crate) async fn open(&self, url: &str) -> Result<Arc<dyn Sink>> {
         if url.starts_with("nats://") || url.starts_with("tls://") {
             let mut config = NatsConfig::default();
-            if let Some(stream) = &self.create_stream {
-                config = config.with_stream(stream.clone());
+            if let Some(stream) = self.create_stream {
+                config = config.with_stream(stream.to_owned());
             }
             let sink = NatsSink::connect(url, config).await.map_err(sink_error)?;
             return Ok(Arc::new(sink));
         }
         if url.starts_with("https://") || url.starts_with("http://") {
             let mut config = WebhookConfig::default();
-            if let Some(pem) = ca_pem {
+            if let Some(pem) = self.ca_pem {
                 config.root_certificates_pem.push(pem.to_vec());
             }
-            config.secret = secret.map(|s| fcm_http::Secret::new(s.to_owned()));
+            config.secret = self.secret.clone().map(fcm_http::Secret::new);
             let sink = WebhookSink::new(url, config).map_err(sink_error)?;
             return Ok(Arc::new(sink));
         }
@@ -158,7 +189,7 @@ impl SinkArgs {
     }
 }
 
-fn is_stdout(url: &str) -> bool {
+pub(crate) fn is_stdout(url: &str) -> bool {
     url == "-" || url == "stdout"
 }
 

@@ -126,6 +126,8 @@ pub enum SinkEvent {
         error: Arc<SinkError>,
         /// How many attempts of this batch failed so far.
         failures: u32,
+        /// How long until the next attempt.
+        delay: Duration,
     },
     /// The sink rejected a message for good; it is parked next (when a park is
     /// configured).
@@ -224,23 +226,31 @@ async fn forward_app(
                     sink,
                     error,
                     failures,
-                } => Event::SinkFailed {
-                    app: app.clone(),
-                    sink,
-                    error,
-                    failures,
-                },
+                    delay,
+                } => {
+                    warn!(%app, %sink, failures, ?delay, "sink failed: {error}; retrying");
+                    Event::SinkFailed {
+                        app: app.clone(),
+                        sink,
+                        error,
+                        failures,
+                    }
+                }
                 SinkEvent::Rejected {
                     sink,
+                    key,
                     persistent_id,
                     reason,
                     ..
-                } => Event::SinkRejected {
-                    app: app.clone(),
-                    sink,
-                    persistent_id,
-                    reason,
-                },
+                } => {
+                    warn!(%app, %sink, ?key, "rejected for good: {reason}");
+                    Event::SinkRejected {
+                        app: app.clone(),
+                        sink,
+                        persistent_id,
+                        reason,
+                    }
+                }
             });
         })
         .await;
@@ -255,7 +265,8 @@ async fn forward_app(
 /// reports each message rejected for good as [`SinkEvent::Rejected`] and parks it in
 /// [`ForwardConfig::park`] (retried likewise). Returns the sink's outcomes, one per
 /// message; once it returns, every message is taken or rejected and parked, so the
-/// caller may count the batch as handed on (acknowledge it, commit a cursor).
+/// caller may count the batch as handed on (acknowledge it, commit a cursor). It logs
+/// nothing itself: `on_event` reports (as [`Pullkin::forward`] does, with `tracing`).
 /// [`ForwardConfig::batch`] is not used: the caller sizes the batch.
 ///
 /// It never gives up: drop the future to stop (nothing is then known to be taken).
@@ -268,7 +279,6 @@ pub async fn deliver_batch(
     let outcomes = deliver_until_taken(sink, batch, &config.retry, &on_event).await;
     for (message, outcome) in batch.iter().zip(&outcomes) {
         if let Outcome::Rejected(reason) = outcome {
-            warn!(app = %message.app, sink = sink.name(), key = ?message.key, "rejected for good: {reason}");
             on_event(SinkEvent::Rejected {
                 sink: sink.name().to_owned(),
                 app: message.app.clone(),
@@ -292,7 +302,6 @@ async fn deliver_until_taken(
     retry: &RetryPolicy,
     on_event: &impl Fn(SinkEvent),
 ) -> Vec<Outcome> {
-    let app = batch.first().map_or("", |message| message.app.as_str());
     let mut failures: u32 = 0;
     loop {
         let error = match sink.deliver(batch).await {
@@ -312,11 +321,11 @@ async fn deliver_until_taken(
         let delay = error
             .retry_after()
             .map_or(backoff, |asked| asked.min(retry.max_delay()).max(backoff));
-        warn!(%app, sink = sink.name(), failures, ?delay, "sink failed: {error}; retrying");
         on_event(SinkEvent::Failed {
             sink: sink.name().to_owned(),
             error: Arc::new(error),
             failures,
+            delay,
         });
         tokio::time::sleep(delay).await;
     }
