@@ -48,7 +48,7 @@ pub(crate) struct RegisterArgs {
     /// How many devices to register.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
     count: u32,
-    /// Names are <PREFIX>-<n>.
+    /// Names are `<PREFIX>-<n>`.
     #[arg(long, value_name = "PREFIX", default_value = "device", value_parser = parse_prefix)]
     prefix: String,
     /// Registrations in flight at once.

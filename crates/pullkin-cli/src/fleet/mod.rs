@@ -51,7 +51,7 @@ pub(crate) enum FleetCommand {
     #[command(after_help = admin::MIGRATE_EXAMPLES)]
     Migrate(admin::MigrateArgs),
     /// Register N devices (Android persona, or Chrome with --web) straight into the
-    /// database, named <prefix>-<n>; prints `<name> <FCM token>` for each.
+    /// database, named `<prefix>-<n>`; prints `<name> <FCM token>` for each.
     #[command(after_help = identities::REGISTER_EXAMPLES)]
     Register(identities::RegisterArgs),
     /// Add identities from credentials files (pullkin's, or the Python `pullkin` and
