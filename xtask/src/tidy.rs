@@ -50,7 +50,7 @@ const OUTSIDE_REFERENCES: &[&str] = &[
     concat!("PROTOCOL", ".md"),
     concat!("DESIGN", ".md"),
     concat!("FLEET", ".md"),
-    concat!("SEED-API", ".md"),
+    concat!("SEED", "-API", ".md"),
     concat!("..", "/shared"),
     concat!("shared", "/vectors"),
     concat!("shared", "/hooks"),
