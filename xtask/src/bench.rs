@@ -6,9 +6,16 @@
 //!   offered rate, idle connections (RSS and CPU), recovery after cuts and stalls, and
 //!   the durable sinks (`Pullkin::forward` into NATS JetStream and a webhook: messages/s,
 //!   and latency to the PubAck at a fixed rate; these start a `nats-server`, found or
-//!   installed as for the tests).
+//!   installed as for the tests);
+//! - `pullkin-bench fleet-*`: `pullkin-fleet` on PostgreSQL (the server the tests use,
+//!   found or started as for them; each run in a scratch database of its own): messages/s
+//!   committed into `pullkin.notifications` by one worker, RSS per identity and the lease
+//!   renewal with 10 000 identities held by one worker, takeover after a SIGKILL, and the
+//!   `Follower`'s latency from commit to delivery.
 //!
-//! `--quick` runs smaller sizes (1 000 idle connections only, fewer messages).
+//! `--quick` runs smaller sizes (1 000 idle connections only, 2 000 fleet identities,
+//! fewer messages); `--fleet` runs the fleet's rows alone (report
+//! `target/bench-report-fleet.json`).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -183,6 +190,23 @@ pub(crate) fn bench(rest: &[&str]) -> Result {
     let quick = rest.contains(&"--quick");
     let cargo = cargo();
     let root = root();
+    if rest.contains(&"--fleet") {
+        // The fleet's rows alone.
+        run(
+            &cargo,
+            &["build", "--release", "--locked", "-p", "pullkin-bench"],
+            &[],
+        )?;
+        let mut rows = Vec::new();
+        let mut raw = serde_json::Map::new();
+        fleet(
+            &root.join("target/release/pullkin-bench"),
+            quick,
+            &mut rows,
+            &mut raw,
+        )?;
+        return write_report(&root.join("target/bench-report-fleet.json"), &rows, raw);
+    }
     let criterion_dir = root.join("target/criterion");
     let _ = fs::remove_dir_all(&criterion_dir);
     run(
@@ -446,10 +470,18 @@ pub(crate) fn bench(rest: &[&str]) -> Result {
         raw.insert("recovery".into(), report);
     }
 
+    // 8. The fleet on PostgreSQL (pullkin-fleet, one scratch database per run).
+    fleet(&binary, quick, &mut rows, &mut raw)?;
+
+    write_report(&root.join("target/bench-report.json"), &rows, raw)
+}
+
+/// Prints the table and writes the JSON report to `path`.
+fn write_report(path: &Path, rows: &[Row], raw: serde_json::Map<String, Value>) -> Result {
     println!();
     println!("| measurement | value | unit | target | |");
     println!("|---|---|---|---|---|");
-    for row in &rows {
+    for row in rows {
         println!(
             "| {} | {} | {} | {} | {} |",
             row.what,
@@ -466,12 +498,149 @@ pub(crate) fn bench(rest: &[&str]) -> Result {
         })).collect::<Vec<_>>(),
         "raw": raw,
     });
-    let path = root.join("target/bench-report.json");
     fs::write(
-        &path,
+        path,
         serde_json::to_vec_pretty(&report).map_err(|e| e.to_string())?,
     )
     .map_err(|e| format!("{}: {e}", path.display()))?;
     println!("\nreport written to {}", path.display());
+    Ok(())
+}
+
+/// The fleet's rows: `pullkin-bench fleet-*` against the PostgreSQL the tests use.
+fn fleet(
+    binary: &Path,
+    quick: bool,
+    rows: &mut Vec<Row>,
+    raw: &mut serde_json::Map<String, Value>,
+) -> Result {
+    // Stopped (when this started it) at the end of the function.
+    let postgres = crate::services::postgres(&crate::target_dir())?;
+    let env = [("PULLKIN_TEST_DATABASE_URL", postgres.url.as_str())];
+
+    // Plain messages over 100 identities from a line-rate peer, into one worker; each
+    // acknowledged only after the transaction that stored it committed.
+    let messages = if quick { "50000" } else { "100000" };
+    let (median, runs) = median_of_runs_with(
+        binary,
+        &[
+            "fleet-throughput",
+            "--identities",
+            "100",
+            "--messages",
+            messages,
+        ],
+        "messages_per_second",
+        &env,
+    )?;
+    rows.push(
+        Row::new(
+            "fleet: plain msg/s committed into notifications, 1 worker, 100 identities, \
+             ack after commit (median of 3)",
+            field(&median, "messages_per_second"),
+            "msg/s",
+        )
+        .at_least(20_000.0),
+    );
+    raw.insert("fleet-throughput".into(), json!(runs));
+
+    // Many identities held by one worker, connected to the idle server.
+    let held = if quick { "2000" } else { "10000" };
+    for report in pipeline_with(binary, &["fleet-idle", "--identities", held], &env)? {
+        rows.push(
+            Row::new(
+                format!("fleet: RSS per identity, {held} held by one worker"),
+                field(&report, "rss_per_identity_kib"),
+                "KiB",
+            )
+            .at_most(20.0),
+        );
+        rows.push(
+            Row::new(
+                format!("fleet: lease renewal of {held}, database time (EXPLAIN ANALYZE, median)"),
+                field(&report, "renew_server_ms_median"),
+                "ms",
+            )
+            .at_most(100.0),
+        );
+        rows.push(Row::new(
+            format!("fleet: lease renewal of {held}, round trip from the worker (median)"),
+            field(&report, "renew_round_trip_ms_median"),
+            "ms",
+        ));
+        rows.push(Row::new(
+            format!("fleet: {held} identities claimed and connected by one worker"),
+            field(&report, "all_connected_seconds"),
+            "s",
+        ));
+        rows.push(Row::new(
+            format!("fleet: graceful shutdown (hand-off) of {held} identities"),
+            field(&report, "graceful_shutdown_seconds"),
+            "s",
+        ));
+        raw.insert(format!("fleet-idle/{held}"), report);
+    }
+
+    // Two worker processes of 1 000 identities each; one SIGKILLed.
+    for report in pipeline_with(
+        binary,
+        &[
+            "fleet-takeover",
+            "--identities",
+            "2000",
+            "--lease-ttl",
+            "15",
+        ],
+        &env,
+    )? {
+        let ttl = field(&report, "lease_ttl_s");
+        rows.push(
+            Row::new(
+                "fleet: takeover after SIGKILL of a worker holding 1000, slowest identity \
+                 (lease TTL 15 s)",
+                field(&report, "takeover_ms_max") / 1000.0,
+                "s",
+            )
+            .at_most(ttl + 5.0),
+        );
+        rows.push(Row::new(
+            "fleet: takeover after SIGKILL, median identity",
+            field(&report, "takeover_ms_p50") / 1000.0,
+            "s",
+        ));
+        rows.push(
+            Row::new(
+                "fleet: identities reconnected elsewhere within TTL + 5 s",
+                field(&report, "reconnected_within_ttl_plus_5s"),
+                "identities",
+            )
+            .at_least(field(&report, "killed_worker_held")),
+        );
+        raw.insert("fleet-takeover".into(), report);
+    }
+
+    // Follower (`pullkin fleet tail --follow`): commit -> delivery, 1 000 commits/s.
+    let follow_n = if quick { "5000" } else { "10000" };
+    let (report, runs) = median_of_runs_with(
+        binary,
+        &["fleet-follow", "--rate", "1000", "--messages", follow_n],
+        "p99_ms",
+        &env,
+    )?;
+    rows.push(Row::new(
+        "fleet: Follower latency p50, commit start -> delivered (run of the median p99)",
+        field(&report, "p50_ms"),
+        "ms",
+    ));
+    rows.push(
+        Row::new(
+            "fleet: Follower latency p99, commit start -> delivered, 1k/s (median of 3)",
+            field(&report, "p99_ms"),
+            "ms",
+        )
+        .at_most(50.0),
+    );
+    raw.insert("fleet-follow".into(), json!(runs));
+    drop(postgres);
     Ok(())
 }

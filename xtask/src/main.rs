@@ -6,10 +6,13 @@
 //! cargo xtask fuzz --smoke            every fuzz target for a short time
 //! cargo xtask fuzz --all --time S     every fuzz target for S seconds each
 //! cargo xtask fuzz TARGET [--time S]  one fuzz target
-//! cargo xtask bench [--quick]         every benchmark, as a table with targets
+//! cargo xtask bench [--quick] [--fleet]
+//!                                     every benchmark (or the fleet's), a table with targets
 //! cargo xtask demo                    the end-to-end demo against the local emulator
 //! cargo xtask soak [--full] [--debug] [--sink nats|webhook]
 //!                                     faults and SIGKILLs against `pullkin listen`
+//! cargo xtask soak --fleet [--full] [--debug]
+//!                                     failover of `pullkin fleet worker` on PostgreSQL
 //! ```
 #![forbid(unsafe_code)]
 #![allow(clippy::print_stdout)]
@@ -55,8 +58,8 @@ fn main() -> ExitCode {
 }
 
 const USAGE: &str = "usage: cargo xtask ci [--no-fuzz] | codegen [--check] | \
-fuzz (--smoke | --all [--time S] | TARGET [--time S]) | bench [--quick] | demo | \
-soak [--full] [--debug] [--sink nats|webhook] [pullkin-bench soak options]";
+fuzz (--smoke | --all [--time S] | TARGET [--time S]) | bench [--quick] [--fleet] | demo | \
+soak [--full] [--debug] [--sink nats|webhook | --fleet] [pullkin-bench soak options]";
 
 /// The workspace root (the parent of this crate's directory).
 fn root() -> PathBuf {
@@ -161,6 +164,10 @@ fn ci(rest: &[&str]) -> Result {
     soak(&["--debug"])?;
     soak(&["--debug", "--sink", "nats"])?;
     soak(&["--debug", "--sink", "webhook"])?;
+    // The fleet's failover soak (30 identities, 2 000 messages, three `pullkin fleet
+    // worker` processes: a SIGKILL, a SIGSTOP past the lease, a new worker, MCS faults
+    // and, with a throwaway PostgreSQL of its own, a database restart; about 40 s).
+    soak_with(&["--debug", "--fleet"], Some(postgres.url.as_str()))?;
     run(
         &cargo,
         &["doc", "--workspace", "--no-deps", "--locked"],
@@ -316,11 +323,35 @@ fn demo(rest: &[&str]) -> Result {
 /// `crates/pullkin-bench/src/soak.rs` for what it checks). Other arguments go to the
 /// driver. `--sink nats` needs `nats-server` (found or installed as for the tests, and
 /// handed over as `NATS_SERVER`).
+///
+/// `--fleet` runs the fleet's failover soak (`crates/pullkin-bench/src/fleet_soak.rs`)
+/// with `--postgres auto`: a throwaway PostgreSQL of its own, which it restarts mid-run,
+/// when `initdb` and `pg_ctl` are installed; otherwise a database of its own on the
+/// server the tests use (found or started as for them, as `PULLKIN_TEST_DATABASE_URL`),
+/// without the restart.
 fn soak(rest: &[&str]) -> Result {
+    soak_with(rest, None)
+}
+
+/// [`soak`], with the PostgreSQL `ci` found or started already (for `--fleet`).
+fn soak_with(rest: &[&str], database_url: Option<&str>) -> Result {
     let nats = if rest.windows(2).any(|w| w == ["--sink", "nats"]) {
         Some(services::nats_server()?.to_string_lossy().into_owned())
     } else {
         None
+    };
+    let fleet = rest.contains(&"--fleet");
+    // Stopped (when this started it) when this goes out of scope.
+    let mut postgres = None;
+    let database_url = match database_url {
+        Some(url) => Some(url.to_owned()),
+        None if fleet => {
+            let server = services::postgres(&target_dir())?;
+            let url = server.url.clone();
+            postgres = Some(server);
+            Some(url)
+        }
+        None => None,
     };
     let debug = rest.contains(&"--debug");
     let rest: Vec<&str> = rest.iter().copied().filter(|a| *a != "--debug").collect();
@@ -348,8 +379,16 @@ fn soak(rest: &[&str]) -> Result {
     };
     let mut args = vec!["soak", "--pullkin", pullkin];
     args.extend_from_slice(&rest);
-    let env: Vec<(&str, &str)> = nats.iter().map(|n| ("NATS_SERVER", n.as_str())).collect();
-    run(bench, &args, &env)
+    if fleet && !rest.contains(&"--postgres") {
+        args.extend_from_slice(&["--postgres", "auto"]);
+    }
+    let mut env: Vec<(&str, &str)> = nats.iter().map(|n| ("NATS_SERVER", n.as_str())).collect();
+    if let Some(url) = &database_url {
+        env.push(("PULLKIN_TEST_DATABASE_URL", url.as_str()));
+    }
+    let result = run(bench, &args, &env);
+    drop(postgres);
+    result
 }
 
 #[cfg(test)]

@@ -9,6 +9,10 @@
 //! pullkin-bench sink-latency [--rate R] [--messages N]
 //! pullkin-bench soak [--full] [--sink nats|webhook] [--pullkin PATH]  (faults and SIGKILLs;
 //!                                                                      see soak.rs)
+//! pullkin-bench soak --fleet [--full] [--postgres url|own]  (`pullkin fleet worker` failover;
+//!                                                           see fleet_soak.rs)
+//! pullkin-bench fleet-throughput|fleet-idle|fleet-takeover|fleet-follow [options]
+//!                                             (pullkin-fleet on PostgreSQL; see fleet_bench.rs)
 //! pullkin-bench idle-server --port P          (used by `idle`, in its own process)
 //! ```
 //!
@@ -19,6 +23,9 @@
 #![forbid(unsafe_code)]
 #![allow(clippy::print_stdout)]
 
+mod fleet_bench;
+mod fleet_pg;
+mod fleet_soak;
 mod hook;
 mod natsd;
 mod peer;
@@ -108,14 +115,16 @@ async fn run(args: &[String]) -> Result {
             let messages = flag(args, "--messages", 10_000usize)?;
             sink_bench::latency(rate, messages).await
         }
+        Some("soak") if args.iter().any(|a| a == "--fleet") => fleet_soak::run(&args[1..]).await,
         Some("soak") => soak::run(&args[1..]).await,
+        Some(command) if command.starts_with("fleet-") => fleet_bench::run(command, args).await,
         Some("idle-server") => {
             let port = flag(args, "--port", 0u16)?;
             peer::idle_server(port).await
         }
         _ => Err(
             "usage: pullkin-bench throughput|latency|idle|recovery|sink-throughput|sink-latency|soak \
-             [options]"
+             |fleet-throughput|fleet-idle|fleet-takeover|fleet-follow [options]"
                 .into(),
         ),
     }

@@ -58,7 +58,7 @@ fn app_data(pairs: &[(&str, String)]) -> Vec<AppData> {
 }
 
 /// A realistic data message of ~300–500 bytes.
-fn stanza(i: usize, payload: &(Vec<AppData>, Option<Bytes>)) -> DataMessageStanza {
+pub(crate) fn stanza(i: usize, payload: &(Vec<AppData>, Option<Bytes>)) -> DataMessageStanza {
     let mut app_data = payload.0.clone();
     if payload.1.is_none() {
         app_data.push(AppData {
@@ -80,7 +80,10 @@ fn stanza(i: usize, payload: &(Vec<AppData>, Option<Bytes>)) -> DataMessageStanz
 }
 
 /// The per-message parts that stay the same: app data and (encrypted) raw data.
-fn template(payload: Payload, keys: &ReceiverKeys) -> Result<(Vec<AppData>, Option<Bytes>)> {
+pub(crate) fn template(
+    payload: Payload,
+    keys: &ReceiverKeys,
+) -> Result<(Vec<AppData>, Option<Bytes>)> {
     let body = json!({
         "data": {"kind": payload.name(), "text": "x".repeat(160)},
         "from": "1234567890",
@@ -134,7 +137,7 @@ fn template(payload: Payload, keys: &ReceiverKeys) -> Result<(Vec<AppData>, Opti
     }
 }
 
-fn bare_codec() -> McsCodec {
+pub(crate) fn bare_codec() -> McsCodec {
     McsCodec::builder()
         .role(Role::Server)
         .version_exchange(false)
@@ -151,7 +154,7 @@ pub(crate) struct Peer {
     acks: Arc<AtomicUsize>,
 }
 
-fn bind() -> Result<(std::net::TcpListener, TlsAcceptor, String)> {
+pub(crate) fn bind() -> Result<(std::net::TcpListener, TlsAcceptor, String)> {
     let (config, ca_pem) =
         fcm_emulator::local_server_tls(&["localhost".to_owned()]).map_err(|e| e.to_string())?;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
@@ -161,7 +164,7 @@ fn bind() -> Result<(std::net::TcpListener, TlsAcceptor, String)> {
 
 /// Runs a peer on a thread and runtime of its own, so that it does not share the
 /// measured client's runtime workers (as a real server would not).
-fn serve<F, Fut>(listener: std::net::TcpListener, serve: F) -> Result
+pub(crate) fn serve<F, Fut>(listener: std::net::TcpListener, serve: F) -> Result
 where
     F: FnOnce(TcpListener) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()>,
@@ -184,11 +187,16 @@ where
     Ok(())
 }
 
-type ServerConnection = Framed<tokio_rustls::server::TlsStream<TcpStream>, McsCodec>;
+pub(crate) type ServerConnection = Framed<tokio_rustls::server::TlsStream<TcpStream>, McsCodec>;
 
 /// Accepts the TLS connection and answers the login.
 async fn login(listener: &TcpListener, acceptor: &TlsAcceptor) -> Result<ServerConnection> {
     let (tcp, _) = listener.accept().await.map_err(|e| e.to_string())?;
+    login_on(tcp, acceptor).await
+}
+
+/// Answers the login on an accepted connection.
+pub(crate) async fn login_on(tcp: TcpStream, acceptor: &TlsAcceptor) -> Result<ServerConnection> {
     let _ = tcp.set_nodelay(true);
     let tls = acceptor.accept(tcp).await.map_err(|e| e.to_string())?;
     let mut framed = Framed::new(tls, McsCodec::server());
@@ -213,7 +221,7 @@ async fn login(listener: &TcpListener, acceptor: &TlsAcceptor) -> Result<ServerC
 
 /// Counts the client's frames (the LoginRequest was its first) and StreamAcks (each
 /// preceded by one group-committed store write).
-async fn count_acks<R: tokio::io::AsyncRead + Unpin>(
+pub(crate) async fn count_acks<R: tokio::io::AsyncRead + Unpin>(
     reader: R,
     buffered: BytesMut,
     acks: Arc<AtomicUsize>,
@@ -237,19 +245,19 @@ async fn count_acks<R: tokio::io::AsyncRead + Unpin>(
 }
 
 /// The writing half of a served connection.
-type PeerWriter = tokio::io::WriteHalf<tokio_rustls::server::TlsStream<TcpStream>>;
+pub(crate) type PeerWriter = tokio::io::WriteHalf<tokio_rustls::server::TlsStream<TcpStream>>;
 
 /// Frames that tell the client which of its frames arrived, as Google's next frame would:
 /// they confirm the client's acknowledgements.
 #[derive(Default)]
-struct Confirmations {
+pub(crate) struct Confirmations {
     /// The client frames confirmed so far (its LoginRequest is confirmed by the login).
     confirmed: usize,
 }
 
 impl Confirmations {
     /// A confirmation, when the client sent frames since the last one.
-    fn due(&mut self, client_frames: &AtomicUsize) -> Option<Bytes> {
+    pub(crate) fn due(&mut self, client_frames: &AtomicUsize) -> Option<Bytes> {
         let seen = client_frames.load(Ordering::Relaxed);
         if seen <= self.confirmed.max(1) {
             return None;

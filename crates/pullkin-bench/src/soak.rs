@@ -96,7 +96,7 @@ const HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// A stall is cleared this long after it was armed: past the heartbeat deadline, so
 /// that the listener has to notice the silent connection and reconnect.
-const STALL_FOR: Duration = Duration::from_millis(2_600);
+pub(crate) const STALL_FOR: Duration = Duration::from_millis(2_600);
 
 /// Where the listener sends the messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,40 +182,40 @@ fn settings(args: &[String]) -> Result<Settings> {
 }
 
 /// A small deterministic generator (xorshift64*), so that a seed replays a run's choices.
-struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
-    fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         Self(seed.max(1))
     }
 
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
 
-    fn below(&mut self, n: usize) -> usize {
+    pub(crate) fn below(&mut self, n: usize) -> usize {
         (self.next() % n.max(1) as u64) as usize
     }
 
     /// Uniform in `[low, high)`.
-    fn between(&mut self, low: Duration, high: Duration) -> Duration {
+    pub(crate) fn between(&mut self, low: Duration, high: Duration) -> Duration {
         let span = high.saturating_sub(low).as_micros().max(1) as u64;
         low + Duration::from_micros(self.next() % span)
     }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-enum Kind {
+pub(crate) enum Kind {
     Plain,
     Aesgcm,
     Aes128gcm,
 }
 
 impl Kind {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Plain => "plain",
             Self::Aesgcm => "aesgcm",
@@ -224,7 +224,7 @@ impl Kind {
     }
 
     /// The `encoding` the listener prints for this kind.
-    fn encoding(self) -> Value {
+    pub(crate) fn encoding(self) -> Value {
         match self {
             Self::Plain => Value::Null,
             Self::Aesgcm => json!("aesgcm"),
@@ -233,13 +233,13 @@ impl Kind {
     }
 }
 
-struct App {
-    name: String,
-    android_id: u64,
+pub(crate) struct App {
+    pub(crate) name: String,
+    pub(crate) android_id: u64,
     /// GCM token (Android persona) or FCM token (web persona).
-    token: String,
+    pub(crate) token: String,
     /// Web persona: where `aes128gcm` messages are encrypted to.
-    subscription: Option<webpush_ece::SubscriptionKeys>,
+    pub(crate) subscription: Option<webpush_ece::SubscriptionKeys>,
 }
 
 /// Registers K devices in the emulator and writes their credentials files.
@@ -247,71 +247,112 @@ fn make_apps(emulator: &Emulator, count: usize, dir: &Path) -> Result<(Vec<App>,
     let mut apps = Vec::new();
     let mut files = Vec::new();
     for i in 0..count {
-        let device = emulator.create_device();
-        let keys = ReceiverKeys::generate();
         // The first app is Android, the others web, so that every kind has a target.
-        let android = i == 0;
-        let (name, token, gcm_token, app_id, fcm, subscription) = if android {
-            let gcm = emulator
-                .register_gcm(device.android_id, "com.example.soak", None, "1234567890")
-                .map_err(|e| e.to_string())?;
-            (
-                format!("android{i}"),
-                gcm.token.clone(),
-                gcm.token,
-                "com.example.soak".to_owned(),
-                AppCredentialsFcm::default(),
-                None,
-            )
-        } else {
-            let fcm = emulator
-                .subscribe_web(
-                    device.android_id,
-                    &keys.public_key_base64(),
-                    &keys.auth_secret_base64(),
-                )
-                .map_err(|e| e.to_string())?;
-            let registration = fcm_install::FcmRegistration::new(
-                format!("projects/soak/registrations/{}", fcm.token),
-                fcm_install::FcmToken::new(fcm.token.clone()),
-            );
-            (
-                format!("web{i}"),
-                fcm.token.clone(),
-                fcm.gcm_token.clone(),
-                "org.chromium.linux".to_owned(),
-                AppCredentialsFcm {
-                    registration: Some(registration),
-                    error: None,
-                },
-                Some(keys.subscription_keys()),
-            )
-        };
-        let credentials = AppCredentials {
-            gcm: AppCredentialsGcm {
-                token: GcmToken::new(gcm_token),
-                app_id,
-                android_id: device.android_id,
-                security_token: SecurityToken::new(device.security_token),
-                installation: None,
-            },
-            fcm,
-            keys: AppCredentialsKeys::from_keys(&keys).map_err(|e| e.to_string())?,
-            config: None,
-        };
-        let path = dir.join(format!("{name}.json"));
+        let (app, credentials) = make_device(emulator, i, i == 0)?;
+        let path = dir.join(format!("{}.json", app.name));
         let json = credentials.to_json().map_err(|e| e.to_string())?;
         pullkin::write_private_file(&path, json.as_bytes())
             .map_err(|e| format!("{}: {e}", path.display()))?;
         files.push(path);
-        apps.push(App {
-            name,
-            android_id: device.android_id,
-            token,
-            subscription,
-        });
+        apps.push(app);
     }
     Ok((apps, files))
+}
+
+/// Registers one device in the emulator, of the Android persona (`android{i}`) or the
+/// web one (`web{i}`), and returns it with its credentials.
+pub(crate) fn make_device(
+    emulator: &Emulator,
+    i: usize,
+    android: bool,
+) -> Result<(App, AppCredentials)> {
+    let device = emulator.create_device();
+    let keys = ReceiverKeys::generate();
+    let (name, token, gcm_token, app_id, fcm, subscription) = if android {
+        let gcm = emulator
+            .register_gcm(device.android_id, "com.example.soak", None, "1234567890")
+            .map_err(|e| e.to_string())?;
+        (
+            format!("android{i}"),
+            gcm.token.clone(),
+            gcm.token,
+            "com.example.soak".to_owned(),
+            AppCredentialsFcm::default(),
+            None,
+        )
+    } else {
+        let fcm = emulator
+            .subscribe_web(
+                device.android_id,
+                &keys.public_key_base64(),
+                &keys.auth_secret_base64(),
+            )
+            .map_err(|e| e.to_string())?;
+        let registration = fcm_install::FcmRegistration::new(
+            format!("projects/soak/registrations/{}", fcm.token),
+            fcm_install::FcmToken::new(fcm.token.clone()),
+        );
+        (
+            format!("web{i}"),
+            fcm.token.clone(),
+            fcm.gcm_token.clone(),
+            "org.chromium.linux".to_owned(),
+            AppCredentialsFcm {
+                registration: Some(registration),
+                error: None,
+            },
+            Some(keys.subscription_keys()),
+        )
+    };
+    let credentials = AppCredentials {
+        gcm: AppCredentialsGcm {
+            token: GcmToken::new(gcm_token),
+            app_id,
+            android_id: device.android_id,
+            security_token: SecurityToken::new(device.security_token),
+            installation: None,
+        },
+        fcm,
+        keys: AppCredentialsKeys::from_keys(&keys).map_err(|e| e.to_string())?,
+        config: None,
+    };
+    let app = App {
+        name,
+        android_id: device.android_id,
+        token,
+        subscription,
+    };
+    Ok((app, credentials))
+}
+
+/// Sends message number `n` of `kind` to `app` (data keys `n` and `kind`): plain and
+/// `aesgcm` through the send API (encrypted for a web registration), `aes128gcm`
+/// encrypted here and posted as Web Push.
+pub(crate) fn send_message(
+    emulator: &Emulator,
+    app: &App,
+    kind: Kind,
+    n: usize,
+) -> Result<fcm_emulator::Sent> {
+    let n = n.to_string();
+    let result = match kind {
+        Kind::Plain | Kind::Aesgcm => emulator.send(
+            &app.token,
+            &SendMessage::new().data("n", &n).data("kind", kind.name()),
+        ),
+        Kind::Aes128gcm => {
+            let body = json!({ "data": { "n": n, "kind": kind.name() } }).to_string();
+            let subscription = app.subscription.as_ref().ok_or("no subscription")?;
+            let encrypted = webpush_ece::aes128gcm::encrypt(
+                subscription,
+                body.as_bytes(),
+                &EncryptOptions::new(),
+            )
+            .map_err(|e| e.to_string())?;
+            emulator.send_webpush(&app.token, encrypted)
+        }
+    };
+    result.map_err(|e| format!("sending message {n}: {e}"))
 }
 
 /// One print of a message by a listener instance.
@@ -574,7 +615,7 @@ async fn terminate(instance: &mut Instance) -> Result<bool> {
 }
 
 /// The faults of the MCS server, by name.
-const FAULTS: &[&str] = &[
+pub(crate) const FAULTS: &[&str] = &[
     "drop_mid_frame",
     "drop_after_frames",
     "stall",
@@ -586,7 +627,7 @@ const FAULTS: &[&str] = &[
 ];
 
 /// Bytes that can never be a valid frame, written between frames.
-fn garbage(rng: &mut Rng) -> Bytes {
+pub(crate) fn garbage(rng: &mut Rng) -> Bytes {
     let variants: [&[u8]; 4] = [
         // A DataMessageStanza tag with a size far beyond the frame limit.
         &[8, 0xff, 0xff, 0xff, 0x7f],
@@ -886,26 +927,7 @@ pub(crate) async fn run(args: &[String]) -> Result {
                 );
             }
             let (app, kind) = plan[sent];
-            let app = &apps[app];
-            let n = sent.to_string();
-            let result = match kind {
-                Kind::Plain | Kind::Aesgcm => emulator.send(
-                    &app.token,
-                    &SendMessage::new().data("n", &n).data("kind", kind.name()),
-                ),
-                Kind::Aes128gcm => {
-                    let body = json!({ "data": { "n": n, "kind": kind.name() } }).to_string();
-                    let subscription = app.subscription.as_ref().ok_or("no subscription")?;
-                    let encrypted = webpush_ece::aes128gcm::encrypt(
-                        subscription,
-                        body.as_bytes(),
-                        &EncryptOptions::new(),
-                    )
-                    .map_err(|e| e.to_string())?;
-                    emulator.send_webpush(&app.token, encrypted)
-                }
-            };
-            result.map_err(|e| format!("sending message {n}: {e}"))?;
+            send_message(&emulator, &apps[app], kind, sent)?;
             *sent_kinds.entry(kind.name()).or_default() += 1;
             sent += 1;
         }
