@@ -43,14 +43,17 @@
 //!   is the lease at commit: the store's transaction holds it `FOR KEY SHARE`, which a
 //!   claim conflicts with. Every write must come from the lease's holder, and every
 //!   ack-state write carry the lease's current epoch. (The fenced refusals and the
-//!   self-fencing the workers log are counted and reported.)
+//!   self-fencing the workers log are counted and reported, and so are the writes that
+//!   committed on a lease already expired in database time but not yet claimed by
+//!   anyone — allowed, fencing goes by epoch — by writer and time.)
 //! - **Takeover**: every identity of the killed and of the stopped worker logs in again
 //!   (the emulator's login history: the time from the signal to the next login is its
 //!   takeover time, reported per identity).
 //! - **Overlap**: the emulator's account of how long two connections of one device were
-//!   logged in at once is reported, split into overlaps inside a takeover window (the
-//!   frozen worker's connections stay open until it wakes) and outside of one; any
-//!   overlap outside a takeover window fails the run.
+//!   logged in at once is reported, split into overlaps while a stopped worker was
+//!   frozen (its connections stay open until it wakes: expected), in the other
+//!   takeovers (after a kill, around a database restart) and outside any takeover; any
+//!   overlap but the first kind fails the run (the old holder must have stopped first).
 //! - The tail printed every message, none twice but the last batch of an instance that
 //!   exited (it is started again as a supervisor would; its exits are reported); the
 //!   workers left at the end exit 0 on SIGTERM; none panicked or exited by itself;
@@ -230,7 +233,10 @@ impl Launcher {
                 fleet_pg::with_param(&self.database_url, "application_name", application),
             )
             .env("PULLKIN_FLEET_KEY_FILE", &self.key_file)
-            .env("RUST_LOG", "warn,pullkin_fleet=info")
+            .env(
+                "RUST_LOG",
+                "warn,pullkin_fleet=info,pullkin::listen::driver=info",
+            )
             .stdin(Stdio::null())
             .kill_on_drop(true);
         command
@@ -1094,6 +1100,47 @@ async fn soak(
             &[],
         )
         .await?;
+    // Writes on a lease that had expired (in database time) and nobody had claimed yet:
+    // by whom and when (seconds on the emulator's clock, as the steps), in runs of
+    // writes no more than a second apart.
+    let emulator_epoch = std::time::SystemTime::now()
+        .checked_sub(emulator.elapsed())
+        .unwrap_or(std::time::UNIX_EPOCH);
+    let expired_rows = probe
+        .query(
+            "SELECT writer, at FROM soak_audit.rows WHERE lease_expired
+             UNION ALL SELECT writer, at FROM soak_audit.acks WHERE lease_expired
+             ORDER BY 1, 2",
+            &[],
+        )
+        .await?;
+    let mut expired_runs: Vec<(String, f64, f64, usize)> = Vec::new();
+    for row in &expired_rows {
+        let writer: Option<String> = row.get(0);
+        let writer = writer.unwrap_or_default();
+        let at: std::time::SystemTime = row.get(1);
+        let at = at
+            .duration_since(emulator_epoch)
+            .map_or(0.0, |d| d.as_secs_f64());
+        match expired_runs.last_mut() {
+            Some(run) if run.0 == writer && at - run.2 <= 1.0 => {
+                run.2 = at;
+                run.3 += 1;
+            }
+            _ => expired_runs.push((writer, at, at, 1)),
+        }
+    }
+    let expired_runs: Vec<Value> = expired_runs
+        .iter()
+        .map(|(writer, from, to, count)| {
+            json!({
+                "writer": writer,
+                "writes": count,
+                "from_s": (from * 10.0).round() / 10.0,
+                "to_s": (to * 10.0).round() / 10.0,
+            })
+        })
+        .collect();
     let stale_examples = probe
         .query(
             "(SELECT 'row seq ' || seq || ' of identity ' || identity_id || ' written by ' ||
@@ -1126,8 +1173,30 @@ async fn soak(
     // What the workers logged.
     let mut logged: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut panics: Vec<String> = Vec::new();
+    // Self-fencing in bursts (lines of one worker less than 2 s apart): how many
+    // identities, and how long from the first stop to the last (each is logged just
+    // before its connection is stopped, one after another).
+    let mut fence_bursts: Vec<Value> = Vec::new();
     for worker in &workers {
         let text = std::fs::read_to_string(&worker.log).unwrap_or_default();
+        let mut burst: Option<(f64, f64, usize)> = None;
+        for line in text
+            .lines()
+            .filter(|l| l.contains("could not renew the lease in time"))
+        {
+            let Some(at) = log_time(line) else { continue };
+            burst = match burst {
+                Some((first, last, n)) if at - last < 2.0 => Some((first, at, n + 1)),
+                Some((first, last, n)) => {
+                    fence_bursts.push(json!({"worker": worker.name, "identities": n, "span_ms": ((last - first) * 1000.0).round()}));
+                    Some((at, at, 1))
+                }
+                None => Some((at, at, 1)),
+            };
+        }
+        if let Some((first, last, n)) = burst {
+            fence_bursts.push(json!({"worker": worker.name, "identities": n, "span_ms": ((last - first) * 1000.0).round()}));
+        }
         for line in text.lines() {
             for (pattern, name) in [
                 ("writes refused", "fenced_writes_refused"),
@@ -1231,13 +1300,20 @@ async fn soak(
         failures.push("no worker was killed or stopped".into());
     }
 
-    // Overlaps: inside a takeover window of an identity the signalled worker held, or not.
+    // Overlaps, by what explains them. A frozen worker cannot close its connections: an
+    // overlap that starts while it is frozen (or just after it woke) on one of its
+    // identities is expected. After a kill (the kernel closes the sockets) and around a
+    // database restart (the old holder stops its connections before its leases can
+    // expire) the old connection should be gone before the new login: an overlap there
+    // breaks "one holder per identity", as does one outside any takeover.
     let mut overlap_total = Duration::ZERO;
     let mut overlap_max_identity = Duration::ZERO;
     let mut overlapping = 0usize;
-    let mut inside = (0usize, Duration::ZERO, Duration::ZERO);
+    // (intervals, total, longest)
+    let mut frozen = (0usize, Duration::ZERO, Duration::ZERO);
+    let mut other_takeover = (0usize, Duration::ZERO, Duration::ZERO);
     let mut outside = (0usize, Duration::ZERO, Duration::ZERO);
-    let mut outside_examples = Vec::new();
+    let mut examples = Vec::new();
     let by_android: HashMap<u64, &Identity> =
         identities.iter().map(|i| (i.app.android_id, i)).collect();
     for (android_id, overlap) in emulator.overlap_report() {
@@ -1250,22 +1326,39 @@ async fn soak(
         let identity = by_android.get(&android_id);
         for (start, end) in &overlap.intervals {
             let length = end.saturating_sub(*start);
-            let in_takeover = identity.is_some_and(|identity| {
-                takeovers.iter().any(|t| {
-                    t.held.contains(&identity.id) && *start >= t.at && *start <= t.window_end()
-                })
+            let held_in = |t: &&Takeover| {
+                identity.is_some_and(|i| t.held.contains(&i.id))
+                    && *start >= t.at
+                    && *start <= t.window_end()
+            };
+            let while_frozen = takeovers
+                .iter()
+                .filter(|t| t.woke.is_some())
+                .any(|t| held_in(&t));
+            let after_kill = takeovers
+                .iter()
+                .filter(|t| t.woke.is_none())
+                .any(|t| held_in(&t));
+            let around_restart = restarts.iter().any(|r| {
+                *start >= r.down_at
+                    && r.up_at
+                        .is_none_or(|up| *start <= up + LEASE_TTL + TAKEOVER_GRACE)
             });
-            let bucket = if in_takeover {
-                &mut inside
+            let (bucket, what) = if while_frozen {
+                (&mut frozen, "")
+            } else if after_kill {
+                (&mut other_takeover, "after a SIGKILL")
+            } else if around_restart {
+                (&mut other_takeover, "around a database restart")
             } else {
-                &mut outside
+                (&mut outside, "outside any takeover")
             };
             bucket.0 += 1;
             bucket.1 += length;
             bucket.2 = bucket.2.max(length);
-            if !in_takeover && outside_examples.len() < 5 {
-                outside_examples.push(format!(
-                    "{} at {:.3} s for {:.1} ms",
+            if !while_frozen && examples.len() < 5 {
+                examples.push(format!(
+                    "{} at {:.3} s for {:.1} ms ({what})",
                     identity.map_or("?", |i| i.app.name.as_str()),
                     start.as_secs_f64(),
                     ms(length)
@@ -1273,11 +1366,11 @@ async fn soak(
             }
         }
     }
-    if outside.0 > 0 {
+    if other_takeover.0 + outside.0 > 0 {
         failures.push(format!(
-            "{} overlaps outside a takeover (two connections of one identity logged in at \
-             once): {outside_examples:?}",
-            outside.0
+            "{} times two connections of one identity were logged in at once while no worker \
+             was frozen (the old holder should have stopped first): {examples:?}",
+            other_takeover.0 + outside.0
         ));
     }
 
@@ -1357,7 +1450,10 @@ async fn soak(
             "rows_by_non_holder": stale_rows,
             "acks_by_non_holder_or_stale_epoch": stale_acks,
             "credentials_by_non_holder": stale_credentials,
+            "self_fencing_bursts": fence_bursts,
+            "self_fencing_margin_ms": (LEASE_TTL / 5).as_millis(),
             "writes_on_expired_unclaimed_lease": get(&audit_rows, 2) + get(&audit_acks, 3),
+            "expired_lease_writes": expired_runs,
             "logged": logged,
         },
         "takeovers": takeover_summary,
@@ -1365,9 +1461,11 @@ async fn soak(
             "identities_with_overlap": overlapping,
             "total_ms": ms(overlap_total),
             "max_per_identity_ms": ms(overlap_max_identity),
-            "in_takeovers": {"intervals": inside.0, "total_ms": ms(inside.1), "max_ms": ms(inside.2)},
+            "while_a_worker_was_frozen": {"intervals": frozen.0, "total_ms": ms(frozen.1), "max_ms": ms(frozen.2)},
+            "in_other_takeovers": {"intervals": other_takeover.0, "total_ms": ms(other_takeover.1), "max_ms": ms(other_takeover.2)},
             "outside_takeovers": {"intervals": outside.0, "total_ms": ms(outside.1), "max_ms": ms(outside.2)},
             "any_outside_takeover": outside.0 > 0,
+            "examples": examples,
         },
         "postgres": postgres,
         "steps": step_log,
@@ -1405,12 +1503,34 @@ async fn soak(
     if failures.is_empty() {
         Ok(())
     } else {
+        // The logs outlive the run's directory, for a look at what happened.
+        let kept = std::env::temp_dir().join(format!("pullkin-fleet-soak-{}", settings.seed));
+        let _ = std::fs::create_dir_all(&kept);
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "log")
+                && let Some(name) = path.file_name()
+            {
+                let _ = std::fs::copy(&path, kept.join(name));
+            }
+        }
         Err(format!(
-            "fleet soak failed (seed {}); {}",
+            "fleet soak failed (seed {}; the logs are in {}); {}",
             settings.seed,
+            kept.display(),
             log_tails(&workers)
         ))
     }
+}
+
+/// The seconds of the day of a tracing line (`2026-01-01T10:01:11.820958Z  WARN …`).
+fn log_time(line: &str) -> Option<f64> {
+    let time = line.get(11..26)?;
+    let mut parts = time.split(':');
+    let hours: f64 = parts.next()?.parse().ok()?;
+    let minutes: f64 = parts.next()?.parse().ok()?;
+    let seconds: f64 = parts.next()?.trim_end_matches('Z').parse().ok()?;
+    Some(hours * 3600.0 + minutes * 60.0 + seconds)
 }
 
 fn stop_in_background(server: &OwnServer) -> JoinHandle<Result> {
