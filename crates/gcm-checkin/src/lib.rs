@@ -24,5 +24,6 @@ pub use proto::chrome_build_proto::{Channel, Platform};
 pub use register::{
     AndroidRegistration, CHROME_APP, CHROME_VAPID_KEY, DEFAULT_ANDROID_CERT,
     DEFAULT_FIREBASE_APP_NAME, DEFAULT_WEB_BUNDLE, InstallationAuth, Persona, RegisterRequest,
-    WebRegistration, firebase_app_name_hash, parse_register_response, register, register_with,
+    TOPIC_PREFIX, WebRegistration, firebase_app_name_hash, is_valid_topic_name,
+    parse_delete_response, parse_register_response, register, register_with, unregister,
 };

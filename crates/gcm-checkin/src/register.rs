@@ -1,6 +1,7 @@
 //! GCM register3 (docs/protocol.md §2.2): a form `POST` authorised with `AidLogin`,
 //! answered by `token=<token>` or `Error=<CODE>` — both with HTTP 200 — or by other
-//! shapes that are all typed here.
+//! shapes that are all typed here. The same endpoint subscribes the Android persona to
+//! topics, unsubscribes it and deletes its token (docs/protocol.md §7.1).
 
 use std::fmt;
 
@@ -115,12 +116,32 @@ impl fmt::Debug for InstallationAuth {
     }
 }
 
+/// The prefix of a topic's scope and of the `from` of messages sent to a topic.
+pub const TOPIC_PREFIX: &str = "/topics/";
+
+/// Whether `name` is a topic name register3 accepts: `[a-zA-Z0-9-_.~%]{1,900}`
+/// (docs/protocol.md §7.1), without the `/topics/` prefix.
+///
+/// ```
+/// assert!(gcm_checkin::is_valid_topic_name("news-2024_eu.~%20"));
+/// assert!(!gcm_checkin::is_valid_topic_name("news/eu"));
+/// assert!(!gcm_checkin::is_valid_topic_name(""));
+/// ```
+pub fn is_valid_topic_name(name: &str) -> bool {
+    (1..=900).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.~%".contains(&b))
+}
+
 /// The Android-app persona (that of the Python `pullkin` library): every field an FCM
 /// Android client sends. The defaults are those of docs/protocol.md §2.2.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct AndroidRegistration {
-    /// `sender` and `X-subtype`: the sender id (project number).
+    /// `sender` and `X-subtype`: the sender id (project number), several joined by `,`
+    /// (docs/protocol.md §7.1); for a topic request, the app's current token (see
+    /// [`for_topic`](Self::for_topic)).
     pub sender_id: String,
     /// `app` (form and header): the Android package name.
     pub package: String,
@@ -149,6 +170,10 @@ pub struct AndroidRegistration {
     pub target_ver: String,
     /// `User-Agent`; default `Android-GCM/1.5`.
     pub user_agent: String,
+    /// `X-scope`: `*` for the token itself (the default), `/topics/<T>` for a topic.
+    pub scope: String,
+    /// `X-gcm.topic`: `/topics/<T>` for a topic request, else not sent.
+    pub gcm_topic: Option<String>,
 }
 
 impl AndroidRegistration {
@@ -168,7 +193,22 @@ impl AndroidRegistration {
             gmsv: "231114044".to_owned(),
             target_ver: "28".to_owned(),
             user_agent: "Android-GCM/1.5".to_owned(),
+            scope: "*".to_owned(),
+            gcm_topic: None,
         }
+    }
+
+    /// The same persona's request about topic `topic` (a name without the `/topics/`
+    /// prefix) for the app's current `token` (docs/protocol.md §7.1): `sender` and
+    /// `X-subtype` become the token, `X-scope` and `X-gcm.topic` become `/topics/<topic>`.
+    /// As it is, the request subscribes; [`RegisterRequest::deleting`] makes it
+    /// unsubscribe. The name is not checked here: see [`is_valid_topic_name`].
+    pub fn for_topic(mut self, token: &GcmToken, topic: &str) -> Self {
+        let scope = format!("{TOPIC_PREFIX}{topic}");
+        self.sender_id = token.as_str().to_owned();
+        self.gcm_topic = Some(scope.clone());
+        self.scope = scope;
+        self
     }
 
     /// With the signing-certificate SHA-1 (hex; lower-cased).
@@ -218,6 +258,8 @@ pub struct RegisterRequest {
     pub credentials: CheckinCredentials,
     /// The persona and its fields.
     pub persona: Persona,
+    /// Whether this deletes instead of registering: `delete=1` (docs/protocol.md §7.1).
+    pub delete: bool,
 }
 
 impl RegisterRequest {
@@ -226,6 +268,7 @@ impl RegisterRequest {
         Self {
             credentials,
             persona: Persona::Web(web),
+            delete: false,
         }
     }
 
@@ -234,12 +277,30 @@ impl RegisterRequest {
         Self {
             credentials,
             persona: Persona::Android(android),
+            delete: false,
         }
+    }
+
+    /// The same request as a delete (`delete=1`, docs/protocol.md §7.1): of the token
+    /// (an Android registration with scope `*`, or a web registration), or of a topic
+    /// subscription (see [`AndroidRegistration::for_topic`]). Send it with [`unregister`].
+    #[must_use]
+    pub fn deleting(mut self) -> Self {
+        self.delete = true;
+        self
     }
 
     /// The form fields, in the order they are sent.
     pub fn form_fields(&self) -> Vec<(&'static str, String)> {
         let device = self.credentials.android_id.to_string();
+        let mut fields = self.persona_fields(device);
+        if self.delete {
+            fields.push(("delete", "1".to_owned()));
+        }
+        fields
+    }
+
+    fn persona_fields(&self, device: String) -> Vec<(&'static str, String)> {
         match &self.persona {
             Persona::Web(web) => vec![
                 ("app", web.app.clone()),
@@ -260,7 +321,10 @@ impl RegisterRequest {
                 if let Some(fis) = fis {
                     fields.push(("X-appid", fis.fid.clone()));
                 }
-                fields.push(("X-scope", "*".to_owned()));
+                fields.push(("X-scope", a.scope.clone()));
+                if let Some(topic) = &a.gcm_topic {
+                    fields.push(("X-gcm.topic", topic.clone()));
+                }
                 if let Some(fis) = fis {
                     fields.push(("X-Goog-Firebase-Installations-Auth", fis.auth_token.clone()));
                 }
@@ -334,6 +398,7 @@ pub fn parse_register_response(response: &Response<Bytes>) -> Result<GcmToken, E
         return Err(Error::Register3 {
             code: Register3Code::parse(code),
             status,
+            retry_after: fcm_http::retry_after(response.headers(), std::time::SystemTime::now()),
         });
     }
     if is_html(response) {
@@ -349,6 +414,36 @@ pub fn parse_register_response(response: &Response<Bytes>) -> Result<GcmToken, E
         Ok(Some("")) => Err(Error::EmptyToken),
         Ok(Some(token)) if token.bytes().all(is_token_byte) => Ok(GcmToken::new(token)),
         _ => Err(unexpected()),
+    }
+}
+
+/// Parses the answer to a delete ([`RegisterRequest::deleting`]): `deleted=<app>`, or
+/// `token=<app>` as microG also accepts (docs/protocol.md §7.1); returns what follows
+/// the `=`. `Error=<CODE>`, HTML pages and error statuses are typed as by
+/// [`parse_register_response`]; any other body is [`Error::UnexpectedDeleteResponse`].
+pub fn parse_delete_response(response: &Response<Bytes>) -> Result<String, Error> {
+    let unexpected = || Error::UnexpectedDeleteResponse {
+        status: response.status(),
+        body_excerpt: excerpt(response.body()),
+    };
+    let text = std::str::from_utf8(response.body()).map(str::trim);
+    if response.status().is_success()
+        && let Ok(text) = text
+        && let Some(what) = text
+            .strip_prefix("deleted=")
+            .or_else(|| text.strip_prefix("token="))
+    {
+        return if what.bytes().all(is_token_byte) {
+            Ok(what.to_owned())
+        } else {
+            Err(unexpected())
+        };
+    }
+    match parse_register_response(response) {
+        Err(Error::UnexpectedResponse { .. } | Error::EmptyToken) => Err(unexpected()),
+        Err(error) => Err(error),
+        // Unreachable: a 2xx `token=` body was taken above.
+        Ok(_) => Err(unexpected()),
     }
 }
 
@@ -375,6 +470,27 @@ pub async fn register<C: HttpClient + ?Sized>(
     retry: &RetryPolicy,
 ) -> Result<GcmToken, Error> {
     register_with(client, endpoints, request, retry, Error::is_transient).await
+}
+
+/// Sends a delete (the request is sent as [`RegisterRequest::deleting`] makes it, whether
+/// or not it was): the token's (unregister) or a topic subscription's (unsubscribe). The
+/// answer is parsed by [`parse_delete_response`]; [`Error::is_transient`] failures are
+/// retried as `retry` allows, never sooner than a `Retry-After` asks.
+pub async fn unregister<C: HttpClient + ?Sized>(
+    client: &C,
+    endpoints: &Endpoints,
+    request: &RegisterRequest,
+    retry: &RetryPolicy,
+) -> Result<String, Error> {
+    let http_request = request.clone().deleting().build_request(endpoints)?;
+    send_with_retry(
+        client,
+        http_request,
+        retry,
+        Error::is_transient,
+        parse_delete_response,
+    )
+    .await
 }
 
 /// [`register`] with the caller's choice of retryable errors.

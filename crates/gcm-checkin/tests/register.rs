@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use fcm_http::RetryPolicy;
 use gcm_checkin::{
-    AndroidRegistration, CHROME_VAPID_KEY, CheckinCredentials, Error, InstallationAuth,
-    Register3Code, RegisterRequest, WebRegistration, register, register_with,
+    AndroidRegistration, CHROME_VAPID_KEY, CheckinCredentials, Error, GcmToken, InstallationAuth,
+    Register3Code, RegisterRequest, WebRegistration, register, register_with, unregister,
 };
 use pullkin_test_support::{self as support, Sent, client, endpoints, fast_retry, last_request};
 use wiremock::{MockServer, ResponseTemplate};
@@ -224,7 +224,9 @@ async fn error_codes_with_http_200_are_typed_and_permanent_ones_not_retried() {
     for (body, code) in cases {
         let err = web_error(text(200, &format!("Error={body}"))).await;
         match &err {
-            Error::Register3 { code: c, status } => {
+            Error::Register3 {
+                code: c, status, ..
+            } => {
                 assert_eq!(c, &code);
                 assert_eq!(status.as_u16(), 200);
             }
@@ -336,7 +338,7 @@ async fn client_error_statuses_are_not_retried() {
 async fn error_code_with_an_error_status_is_still_the_code() {
     let err = web_error(text(401, "Error=AUTHENTICATION_FAILED")).await;
     assert!(
-        matches!(&err, Error::Register3 { code: Register3Code::AuthenticationFailed, status } if status.as_u16() == 401),
+        matches!(&err, Error::Register3 { code: Register3Code::AuthenticationFailed, status, .. } if status.as_u16() == 401),
         "{err:?}"
     );
 }
@@ -380,4 +382,157 @@ async fn slow_server_times_out() {
         .await
         .unwrap_err();
     assert!(matches!(&err, Error::Http(e) if e.is_timeout()), "{err:?}");
+}
+
+/// The Android persona of the topic and delete tests, with an installation.
+fn android_app() -> AndroidRegistration {
+    AndroidRegistration::new("123456789012", "com.example.app")
+        .with_gmp_app_id("1:123456789012:android:abcdef")
+        .with_installation(InstallationAuth::new(
+            "cAAAAAAAAAAAAAAAAAAAAA",
+            "eyJ.fis.token",
+        ))
+}
+
+#[tokio::test]
+async fn a_topic_subscription_names_the_token_as_sender_and_the_topic_as_scope() {
+    let server = server_answering(text(200, "token=topic-token"), 1).await;
+    let token = GcmToken::new("cXk:APA91bAppToken");
+    let request = RegisterRequest::android(DEVICE, android_app().for_topic(&token, "news"));
+    assert_eq!(
+        run(&server, &request, &fast_retry(1)).await.unwrap(),
+        "topic-token"
+    );
+    assert_eq!(
+        sent(&server).await.form(),
+        pairs(&[
+            ("X-subtype", "cXk:APA91bAppToken"),
+            ("sender", "cXk:APA91bAppToken"),
+            ("X-app_ver", "1111"),
+            ("X-osv", "25"),
+            ("X-cliv", "fcm-23.1.1"),
+            ("X-gmsv", "231114044"),
+            ("X-appid", "cAAAAAAAAAAAAAAAAAAAAA"),
+            ("X-scope", "/topics/news"),
+            ("X-gcm.topic", "/topics/news"),
+            ("X-Goog-Firebase-Installations-Auth", "eyJ.fis.token"),
+            ("X-gmp_app_id", "1:123456789012:android:abcdef"),
+            ("X-firebase-app-name-hash", "R1dAH9Ui7M-ynoznwBdw01tLxhI"),
+            ("X-app_ver_name", "1.1.1.1"),
+            ("app", "com.example.app"),
+            ("device", "4242424242424242424"),
+            ("app_ver", "1111"),
+            ("gcm_ver", "231114044"),
+            ("plat", "0"),
+            ("cert", gcm_checkin::DEFAULT_ANDROID_CERT),
+            ("target_ver", "28"),
+        ])
+    );
+}
+
+#[tokio::test]
+async fn an_unsubscription_is_the_subscription_plus_delete() {
+    let server = server_answering(text(200, "deleted=com.example.app"), 1).await;
+    let token = GcmToken::new("cXk:APA91bAppToken");
+    let request = RegisterRequest::android(DEVICE, android_app().for_topic(&token, "news"));
+    let deleted = unregister(&client(), &endpoints(&server), &request, &fast_retry(1))
+        .await
+        .unwrap();
+    assert_eq!(deleted, "com.example.app");
+    let mut expected = request.form_fields();
+    expected.push(("delete", "1".to_owned()));
+    let expected: Vec<(String, String)> = expected
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+    assert_eq!(sent(&server).await.form(), expected);
+}
+
+#[tokio::test]
+async fn unregistering_sends_delete_scope_star_and_the_sender_id() {
+    let server = server_answering(text(200, "token=com.example.app"), 1).await;
+    let senders = AndroidRegistration::new("123456789012,998877", "com.example.app");
+    let request = RegisterRequest::android(DEVICE, senders);
+    let deleted = unregister(&client(), &endpoints(&server), &request, &fast_retry(1))
+        .await
+        .unwrap();
+    // microG's `token=<package>` is a success too.
+    assert_eq!(deleted, "com.example.app");
+    let form = sent(&server).await.form();
+    for field in [
+        ("sender", "123456789012,998877"),
+        ("X-subtype", "123456789012,998877"),
+        ("X-scope", "*"),
+        ("delete", "1"),
+    ] {
+        assert!(
+            form.contains(&(field.0.to_owned(), field.1.to_owned())),
+            "{field:?} not in {form:?}"
+        );
+    }
+    assert!(!form.iter().any(|(k, _)| k == "X-gcm.topic"));
+}
+
+#[tokio::test]
+async fn delete_answers_of_other_shapes_are_typed() {
+    for (answer, check) in [
+        (
+            text(200, "Error=RST"),
+            (|e: &Error| e.is_instance_id_reset()) as fn(&Error) -> bool,
+        ),
+        (text(200, "nothing=here"), |e| {
+            matches!(e, Error::UnexpectedDeleteResponse { .. })
+        }),
+        (text(200, "deleted=a b"), |e| {
+            matches!(e, Error::UnexpectedDeleteResponse { .. })
+        }),
+        (text(403, "deleted=x"), |e| matches!(e, Error::Http(_))),
+    ] {
+        let server = server_answering(answer, 1).await;
+        let request = RegisterRequest::android(DEVICE, android_app());
+        let error = unregister(&client(), &endpoints(&server), &request, &fast_retry(3))
+            .await
+            .unwrap_err();
+        assert!(check(&error), "{error:?}");
+        assert!(!error.is_transient());
+    }
+}
+
+#[tokio::test]
+async fn too_many_subscribers_is_retried_and_rst_is_not() {
+    let server = failing_twice_then(
+        text(200, "Error=TOO_MANY_SUBSCRIBERS"),
+        text(200, "token=at-last"),
+    )
+    .await;
+    let token = GcmToken::new("t");
+    let request = RegisterRequest::android(DEVICE, android_app().for_topic(&token, "busy"));
+    assert_eq!(
+        run(&server, &request, &fast_retry(5)).await.unwrap(),
+        "at-last"
+    );
+
+    let server = server_answering(text(200, "Error=RST"), 1).await;
+    let error = run(&server, &request, &fast_retry(5)).await.unwrap_err();
+    assert!(error.is_instance_id_reset(), "{error:?}");
+    assert_eq!(
+        error.register3_code(),
+        Some(&Register3Code::InstanceIdReset)
+    );
+    assert!(error.to_string().contains("Error=RST"), "{error}");
+}
+
+#[tokio::test]
+async fn an_error_answer_keeps_its_retry_after_in_seconds() {
+    let answer = text(200, "Error=SERVICE_NOT_AVAILABLE").insert_header("retry-after", "7");
+    let server = server_answering(answer, 1).await;
+    let error = run(&server, &web_request(), &fast_retry(1))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.register3_code(),
+        Some(&Register3Code::ServiceNotAvailable)
+    );
+    assert!(error.is_transient());
+    assert_eq!(error.retry_after(), Some(Duration::from_secs(7)));
 }
