@@ -1,6 +1,6 @@
-//! Firebase Installations (docs/protocol.md §2.3): create an installation and refresh
-//! its auth token (`authTokens:generate`, which the auth token's 7-day life makes
-//! necessary).
+//! Firebase Installations (docs/protocol.md §2.3): create an installation, refresh its
+//! auth token (`authTokens:generate`, which the auth token's 7-day life makes necessary)
+//! and delete it (docs/protocol.md §7.1).
 
 use std::time::{Duration, SystemTime};
 
@@ -97,10 +97,10 @@ impl FirebaseApp {
         }
     }
 
-    /// A POST with the headers every Firebase Installations request carries.
-    fn fis_request(&self, url: &url::Url) -> Result<http::request::Builder, Error> {
+    /// A request with the headers every Firebase Installations request carries.
+    fn fis_request(&self, method: Method, url: &url::Url) -> Result<http::request::Builder, Error> {
         let mut builder = Request::builder()
-            .method(Method::POST)
+            .method(method)
             .uri(to_uri(url)?)
             .header("x-goog-api-key", &self.api_key)
             .header(CONTENT_TYPE, JSON)
@@ -218,7 +218,7 @@ pub fn create_installation_request(
         auth_version: "FIS_v2",
         sdk_version: &app.sdk_version,
     })?;
-    app.fis_request(&installations_url(endpoints, app)?)?
+    app.fis_request(Method::POST, &installations_url(endpoints, app)?)?
         .body(body)
         .map_err(|e| fcm_http::Error::InvalidRequest(e.to_string()).into())
 }
@@ -271,10 +271,36 @@ pub fn refresh_auth_token_request(
             app_id: &app.app_id,
         },
     })?;
-    app.fis_request(&url)?
+    app.fis_request(Method::POST, &url)?
         .header(AUTHORIZATION, format!("FIS_v2 {}", refresh_token.as_str()))
         .body(body)
         .map_err(|e| fcm_http::Error::InvalidRequest(e.to_string()).into())
+}
+
+/// `DELETE <installations>/projects/<project>/installations/<fid>`,
+/// `Authorization: FIS_v2 <refresh token>` and the persona's headers, no body
+/// (docs/protocol.md §7.1).
+pub fn delete_installation_request(
+    endpoints: &Endpoints,
+    app: &FirebaseApp,
+    fid: &str,
+    refresh_token: &RefreshToken,
+) -> Result<Request<Bytes>, Error> {
+    let url = join(&installations_url(endpoints, app)?, &[fid])?;
+    app.fis_request(Method::DELETE, &url)?
+        .header(AUTHORIZATION, format!("FIS_v2 {}", refresh_token.as_str()))
+        .body(Bytes::new())
+        .map_err(|e| fcm_http::Error::InvalidRequest(e.to_string()).into())
+}
+
+/// Parses the answer to [`delete_installation_request`]: any 2xx is success, else
+/// Google's JSON error ([`Error::Api`]; a 404 means the installation was gone already).
+pub fn parse_delete_installation_response(response: &Response<Bytes>) -> Result<(), Error> {
+    if response.status().is_success() {
+        Ok(())
+    } else {
+        Err(error_response(response))
+    }
 }
 
 /// Parses the answer to [`refresh_auth_token_request`]: `{"token", "expiresIn"}`.
@@ -369,4 +395,18 @@ pub async fn refresh_auth_token<C: HttpClient + ?Sized>(
         parse_auth_token_response(response, SystemTime::now())
     })
     .await
+}
+
+/// Deletes an installation (and with it every FCM registration and auth token it holds),
+/// retrying [`Error::is_transient`] failures as `retry` allows.
+pub async fn delete_installation<C: HttpClient + ?Sized>(
+    client: &C,
+    endpoints: &Endpoints,
+    app: &FirebaseApp,
+    fid: &str,
+    refresh_token: &RefreshToken,
+    retry: &RetryPolicy,
+) -> Result<(), Error> {
+    let request = delete_installation_request(endpoints, app, fid, refresh_token)?;
+    crate::send_with_retry(client, request, retry, parse_delete_installation_response).await
 }

@@ -40,8 +40,9 @@ pub use error::{Error, GoogleApiError};
 pub use fid::{fid_from_bytes, generate_fid, is_valid_fid};
 pub use installations::{
     ANDROID_SDK_VERSION, DEFAULT_FIREBASE_CLIENT, FirebaseApp, Installation, Persona,
-    WEB_SDK_VERSION, create_installation, create_installation_request, firebase_client_header,
-    parse_auth_token_response, parse_create_installation_response, parse_google_duration,
+    WEB_SDK_VERSION, create_installation, create_installation_request, delete_installation,
+    delete_installation_request, firebase_client_header, parse_auth_token_response,
+    parse_create_installation_response, parse_delete_installation_response, parse_google_duration,
     refresh_auth_token, refresh_auth_token_request,
 };
 pub use registrations::{

@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime};
 
 use fcm_http::RetryPolicy;
 use fcm_install::{
-    Error, FirebaseApp, Installation, RefreshToken, create_installation, generate_fid,
-    is_valid_fid, refresh_auth_token,
+    Error, FirebaseApp, Installation, RefreshToken, create_installation, delete_installation,
+    generate_fid, is_valid_fid, refresh_auth_token,
 };
 use pullkin_test_support::{
     Sent, client, endpoints, failing_then_answering, fast_retry, last_request, server_answering,
@@ -325,4 +325,60 @@ async fn slow_server_times_out() {
         .unwrap_err();
     assert!(matches!(&err, Error::Http(e) if e.is_timeout()), "{err:?}");
     assert!(err.is_transient());
+}
+
+#[tokio::test]
+async fn delete_installation_request_and_answer() {
+    let route = format!("{INSTALLATIONS}/{FID}");
+    let server = server_answering("DELETE", &route, ResponseTemplate::new(200), 1).await;
+    delete_installation(
+        &client(),
+        &endpoints(&server),
+        &android_app(),
+        FID,
+        &RefreshToken::new("2_refresh"),
+        &fast_retry(3),
+    )
+    .await
+    .unwrap();
+    let sent = last_request(&server).await;
+    assert_eq!(sent.method, "DELETE");
+    assert_eq!(sent.path, route);
+    assert_eq!(sent.header("authorization"), Some("FIS_v2 2_refresh"));
+    assert_eq!(sent.header("x-goog-api-key"), Some("AIzaAndroidKey"));
+    assert_eq!(sent.header("x-android-package"), Some("com.example.app"));
+    assert!(sent.body.is_empty());
+}
+
+#[tokio::test]
+async fn a_gone_installation_is_a_typed_404_and_server_errors_are_retried() {
+    let route = format!("{INSTALLATIONS}/{FID}");
+    let server = server_answering("DELETE", &route, google_error(404, "NOT_FOUND"), 1).await;
+    let delete = |server: &MockServer| {
+        let endpoints = endpoints(server);
+        async move {
+            delete_installation(
+                &client(),
+                &endpoints,
+                &web_app(),
+                FID,
+                &RefreshToken::new("r"),
+                &fast_retry(3),
+            )
+            .await
+        }
+    };
+    let error = delete(&server).await.unwrap_err();
+    assert_eq!(error.status().map(|s| s.as_u16()), Some(404));
+    assert_eq!(error.api_error().unwrap().status, "NOT_FOUND");
+
+    let server = failing_then_answering(
+        "DELETE",
+        &route,
+        ResponseTemplate::new(503),
+        2,
+        ResponseTemplate::new(200),
+    )
+    .await;
+    delete(&server).await.unwrap();
 }
