@@ -9,7 +9,7 @@ use webpush_ece::{EncryptOptions, SubscriptionKeys, aesgcm};
 
 use crate::error::Error;
 use crate::ids::unix_ms;
-use crate::types::{FcmRegistration, GcmRegistration, SendMessage};
+use crate::types::{FcmRegistration, GcmRegistration, IidCommand, SendMessage};
 
 /// FCM's default time to live: four weeks.
 pub(crate) const DEFAULT_TTL: Duration = Duration::from_secs(2_419_200);
@@ -193,5 +193,19 @@ pub(crate) fn deleted_messages_stanza(gcm: &GcmRegistration, total: u32) -> Data
         .push(app_data("message_type", "deleted_messages"));
     out.app_data
         .push(app_data("total_deleted", total.to_string()));
+    out
+}
+
+/// The sender of Instance ID control messages (docs/protocol.md §7.5).
+pub(crate) const IID_FROM: &str = "google.com/iid";
+
+/// An Instance ID control message: `from = google.com/iid`, the registration's app as
+/// category, `app_data CMD=<command>` (and the subtype, when the registration has one).
+pub(crate) fn iid_stanza(gcm: &GcmRegistration, command: IidCommand) -> DataMessageStanza {
+    let mut out = stanza(gcm, IID_FROM, 0);
+    out.app_data.push(app_data("CMD", command.as_str()));
+    if let Some(subtype) = &gcm.subtype {
+        out.app_data.push(app_data("subtype", subtype.clone()));
+    }
     out
 }

@@ -19,11 +19,12 @@ use url::Url;
 use crate::accept::Bound;
 use crate::delivery::{self, WebPushEncoding};
 use crate::error::Error;
-use crate::shared::{Config, Shared};
+use crate::shared::{Audience, Config, Shared};
 use crate::state::{Action, WEB_APP};
+use crate::topics::{is_valid_topic_name, parse_condition};
 use crate::types::{
     DeviceCredentials, DeviceInfo, Endpoint, Fault, FcmRegistration, GcmRegistration, HttpFailure,
-    Installation, LoginRecord, Overlap, SendMessage, Sent, Target,
+    IidCommand, Installation, LoginRecord, Overlap, SendMessage, Sent, Target,
 };
 use crate::{http, mcs, tls};
 
@@ -355,7 +356,7 @@ impl Emulator {
         if !state.devices.contains_key(&android_id) {
             return Err(Error::UnknownDevice(android_id));
         }
-        Ok(state.register_gcm(android_id, app, subtype, sender))
+        Ok(state.register_gcm(android_id, app, subtype, sender, None))
     }
 
     /// Creates a web-persona GCM registration for a device and binds a web-push
@@ -374,7 +375,7 @@ impl Emulator {
             return Err(Error::UnknownDevice(android_id));
         }
         let subtype = format!("wp:receiver.push.com#{}", uuid::Uuid::new_v4());
-        let gcm = state.register_gcm(android_id, WEB_APP, Some(&subtype), CHROME_VAPID_KEY);
+        let gcm = state.register_gcm(android_id, WEB_APP, Some(&subtype), CHROME_VAPID_KEY, None);
         let installation = state.create_installation("fcm-emulator", None, "1:0:web:0");
         let endpoint = format!("{}/{}", self.webpush_endpoint_base(), gcm.token);
         Ok(state.create_fcm_registration(
@@ -398,13 +399,13 @@ impl Emulator {
             .collect()
     }
 
-    /// A snapshot of one device.
+    /// A snapshot of one device (messages whose time to live ran out are dropped first).
     pub fn device(&self, android_id: u64) -> Option<DeviceInfo> {
-        self.shared
-            .lock()
-            .devices
-            .get(&android_id)
-            .map(|d| d.info())
+        let now = self.shared.clock();
+        let mut state = self.shared.lock();
+        let device = state.devices.get_mut(&android_id)?;
+        device.purge_expired(now, false);
+        Some(device.info())
     }
 
     /// Persistent ids queued for a device and not yet sent on its current connection.
@@ -622,6 +623,123 @@ impl Emulator {
             .into_iter()
             .map(|device| device.disconnect_all())
             .sum()
+    }
+}
+
+/// Topics, Instance ID resets and the clock (docs/protocol.md §7.1, §7.5).
+///
+/// register3 keeps the topic subscriptions (`X-gcm.topic=/topics/T` with the token as
+/// `sender` and `X-subtype`, `delete=1` to unsubscribe) and the send API's `topic` and
+/// `condition` reach them; these methods do the same from a test, and inspect the
+/// result. Topic names are given without the `/topics/` prefix.
+impl Emulator {
+    /// The topics a registration (by GCM or FCM token) is subscribed to, sorted.
+    pub fn topics(&self, token: &str) -> Vec<String> {
+        let state = self.shared.lock();
+        state
+            .gcm_token_of(token)
+            .and_then(|t| state.token_topics.get(&t))
+            .map(|topics| topics.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The GCM tokens subscribed to a topic, sorted.
+    pub fn topic_subscribers(&self, topic: &str) -> Vec<String> {
+        self.shared.audience(&Audience::Topic(topic.to_owned()))
+    }
+
+    /// Subscribes a registration (by GCM or FCM token) to a topic, as register3 would.
+    pub fn subscribe_topic(&self, token: &str, topic: &str) -> Result<(), Error> {
+        if !is_valid_topic_name(topic) {
+            return Err(Error::InvalidInput(format!("invalid topic name {topic:?}")));
+        }
+        let mut state = self.shared.lock();
+        let gcm = state
+            .gcm_token_of(token)
+            .ok_or_else(|| Error::UnknownToken(token.to_owned()))?;
+        state.subscribe_topic(&gcm, topic);
+        Ok(())
+    }
+
+    /// Unsubscribes a registration from a topic; returns whether it was subscribed.
+    pub fn unsubscribe_topic(&self, token: &str, topic: &str) -> Result<bool, Error> {
+        let mut state = self.shared.lock();
+        let gcm = state
+            .gcm_token_of(token)
+            .ok_or_else(|| Error::UnknownToken(token.to_owned()))?;
+        Ok(state.unsubscribe_topic(&gcm, topic))
+    }
+
+    /// Sends a message to every registration subscribed to `topic`, as `messages:send`
+    /// with `"topic"` does: each gets it with `from = /topics/<topic>`. Returns one
+    /// [`Sent`] per registration (empty when nobody is subscribed).
+    pub fn send_to_topic(&self, topic: &str, message: &SendMessage) -> Result<Vec<Sent>, Error> {
+        let name = topic.strip_prefix("/topics/").unwrap_or(topic);
+        if !is_valid_topic_name(name) {
+            return Err(Error::InvalidInput(format!("invalid topic name {name:?}")));
+        }
+        self.shared
+            .send_to_audience(&Audience::Topic(name.to_owned()), message)
+    }
+
+    /// Sends a message to every registration whose topics satisfy `condition` (e.g.
+    /// `'a' in topics && !('b' in topics)`, at most five topics), as `messages:send` with
+    /// `"condition"` does; `from` is the message's `from`, as for a token. Only
+    /// registrations subscribed to at least one topic are considered.
+    pub fn send_to_condition(
+        &self,
+        condition: &str,
+        message: &SendMessage,
+    ) -> Result<Vec<Sent>, Error> {
+        let parsed = parse_condition(condition)?;
+        self.shared
+            .send_to_audience(&Audience::Condition(parsed), message)
+    }
+
+    /// Invalidates the instance behind a GCM or FCM token, as Google does to a wiped or
+    /// duplicated instance id: the registration is deleted (sends to it answer
+    /// `UNREGISTERED`, its topics are gone) and every later register3 of the same device
+    /// and app answers `Error=RST` — unless it carries an `X-appid` other than the FID
+    /// the registration was made with, or comes from another device (a new check-in).
+    /// Deletes (`delete=1`) are still answered. Returns the deleted registration.
+    ///
+    /// For a one-off `Error=RST` instead, use [`Emulator::fail_register3`]`(1, "RST")`.
+    pub fn invalidate_instance(&self, token: &str) -> Result<GcmRegistration, Error> {
+        let mut state = self.shared.lock();
+        let gcm = state
+            .gcm_token_of(token)
+            .ok_or_else(|| Error::UnknownToken(token.to_owned()))?;
+        let registration = state
+            .remove_gcm(&gcm)
+            .ok_or_else(|| Error::UnknownToken(token.to_owned()))?;
+        state.invalidated.insert(
+            (registration.android_id, registration.app.clone()),
+            registration.fid.clone(),
+        );
+        tracing::info!(android_id = registration.android_id, app = %registration.app, "instance invalidated");
+        Ok(registration)
+    }
+
+    /// Queues an Instance ID control message (`RST`, `RST_FULL` or `SYNC`) for the device
+    /// behind a GCM or FCM token: a DataMessageStanza `from = "google.com/iid"`, category
+    /// the registration's app, `app_data` `CMD=<command>` (and `subtype` when the
+    /// registration has one), delivered and acknowledged like any message. It changes
+    /// nothing on the server side; pair it with [`Emulator::invalidate_instance`] to make
+    /// the old identity fail too.
+    pub fn send_iid_command(&self, token: &str, command: IidCommand) -> Result<Sent, Error> {
+        self.shared.send_iid_command(token, command)
+    }
+
+    /// Moves the emulator's clock forward by `by`: times to live run out (messages past
+    /// theirs are dropped instead of delivered, docs/protocol.md §7.5) and VAPID `exp`
+    /// claims are judged against the moved clock. The clock of [`Emulator::elapsed`]
+    /// (logins, overlaps) is not moved.
+    pub fn advance_clock(&self, by: Duration) {
+        self.shared.advance_clock(by);
+        let state = self.shared.lock();
+        for device in state.devices.values() {
+            device.wake();
+        }
     }
 }
 

@@ -36,6 +36,10 @@ pub enum Error {
     #[error("invalid input: {0}")]
     InvalidInput(String),
 
+    /// A send API condition that does not parse (docs/protocol.md §7.5).
+    #[error("invalid condition: {0}")]
+    Condition(#[from] crate::topics::ConditionError),
+
     /// The emulator has been shut down.
     #[error("the emulator has been shut down")]
     ShutDown,

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use rand::{Rng, RngCore};
 
 static SEQUENCE: AtomicU32 = AtomicU32::new(0);
@@ -64,6 +64,31 @@ pub(crate) fn is_valid_fid(fid: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-')
 }
 
+/// The FID to use for a FID a client sent (docs/protocol.md §7.5): the SDKs' shape (22
+/// url-safe characters, first `c`–`f`) as it is; 17 bytes with the high nibble `0111`
+/// written in base64 of another variant (the 24 characters of padded standard base64
+/// that some clients send, or 23 unpadded, in either alphabet) as the SDKs' shape of
+/// the same bytes; anything else is malformed (`None`).
+pub(crate) fn canonical_fid(fid: &str) -> Option<String> {
+    if is_valid_fid(fid) {
+        return Some(fid.to_owned());
+    }
+    if !(23..=24).contains(&fid.len()) {
+        return None;
+    }
+    let trimmed = fid.strip_suffix('=').unwrap_or(fid);
+    let bytes = URL_SAFE_NO_PAD
+        .decode(trimmed)
+        .or_else(|_| STANDARD_NO_PAD.decode(trimmed))
+        .ok()?;
+    if bytes.len() != 17 || bytes[0] >> 4 != 0b0111 {
+        return None;
+    }
+    let mut text = URL_SAFE_NO_PAD.encode(bytes);
+    text.truncate(22);
+    Some(text)
+}
+
 /// A GCM/FCM token: `<prefix>:APA91b<random>`, about 160 characters like Google's.
 pub(crate) fn registration_token(prefix: Option<&str>) -> String {
     let prefix = prefix.map_or_else(
@@ -96,6 +121,7 @@ pub(crate) fn refresh_token() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::engine::general_purpose::STANDARD;
 
     #[test]
     fn shapes() {
@@ -110,6 +136,28 @@ mod tests {
             assert!(random_id() > 0);
         }
         assert!(!is_valid_fid("aXXXXXXXXXXXXXXXXXXXXX"));
+        // Padded standard base64 of the same 17 bytes, with `+` and `/` in it.
+        let bytes = [
+            0x7f, 0xef, 0xbf, 0xfb, 0xef, 0xff, 0xfe, 0xfb, 0xbf, 0xfb, 0xff, 0xbe, 0xff, 0xef,
+            0xbf, 0xfb, 0xef,
+        ];
+        let padded = STANDARD.encode(bytes);
+        assert_eq!(padded.len(), 24);
+        assert!(padded.contains('+') || padded.contains('/'), "{padded}");
+        let canonical = canonical_fid(&padded).unwrap();
+        assert!(is_valid_fid(&canonical));
+        assert_eq!(&canonical, &URL_SAFE_NO_PAD.encode(bytes)[..22]);
+        assert_eq!(
+            canonical_fid(&canonical).as_deref(),
+            Some(canonical.as_str())
+        );
+        assert_eq!(canonical_fid(padded.trim_end_matches('=')), Some(canonical));
+        // Wrong nibble, wrong length, not base64.
+        let mut other = bytes;
+        other[0] = 0x8f;
+        assert_eq!(canonical_fid(&STANDARD.encode(other)), None);
+        assert_eq!(canonical_fid(&STANDARD.encode([0x70u8; 18])), None);
+        assert_eq!(canonical_fid("************************"), None);
         let t = registration_token(None);
         assert!(t.contains(":APA91b"));
         assert!(t.len() > 140);

@@ -17,15 +17,18 @@ mod proxy;
 mod shared;
 mod state;
 mod tls;
+mod topics;
 mod types;
 
 pub use emulator::{Emulator, EmulatorBuilder};
 pub use error::Error;
 pub use proxy::ConnectProxy;
 pub use tls::local_server_tls;
+pub use topics::{ConditionError, MAX_CONDITION_TOPICS, MAX_TOPIC_LEN, is_valid_topic_name};
 pub use types::{
     DeviceCredentials, DeviceInfo, Endpoint, Fault, FcmRegistration, GcmRegistration, HttpFailure,
-    Installation, LoginRecord, Notification, Overlap, Persona, SendMessage, Sent, Target,
+    IidCommand, Installation, LoginRecord, Notification, Overlap, Persona, SendMessage, Sent,
+    Target,
 };
 
 /// The MCS and checkin protobuf types the emulator's API uses, re-exported.

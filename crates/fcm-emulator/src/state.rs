@@ -47,6 +47,21 @@ pub(crate) struct Queued {
     pub(crate) stanza: DataMessageStanza,
     /// `(connection id, stream id)` once sent on a connection.
     pub(crate) sent: Option<(u64, i32)>,
+    /// When it expires, on the emulator's clock ([`crate::shared::Shared::clock`]);
+    /// `None`: never (docs/protocol.md §7.5).
+    pub(crate) expires: Option<Duration>,
+    /// TTL 0: delivered on the connection that was current when it was sent, or never.
+    pub(crate) now_or_never: bool,
+    /// A Web Push `Topic`: `(token, topic)`; a newer message with the same key replaces
+    /// this one while it is undelivered (docs/protocol.md §7.5).
+    pub(crate) replace_key: Option<(String, String)>,
+}
+
+impl Queued {
+    /// Whether it expired by `now` (emulator clock).
+    pub(crate) fn expired(&self, now: Duration) -> bool {
+        self.expires.is_some_and(|at| now >= at)
+    }
 }
 
 /// The link from a device to one of its logged-in connections.
@@ -130,6 +145,8 @@ pub(crate) struct Device {
     pub(crate) pings_received: u64,
     pub(crate) heartbeat_acks_received: u64,
     pub(crate) dropped_messages: u64,
+    /// Messages dropped because their time to live ran out (TTL 0 included).
+    pub(crate) expired_messages: u64,
 }
 
 impl Device {
@@ -151,7 +168,22 @@ impl Device {
             pings_received: 0,
             heartbeat_acks_received: 0,
             dropped_messages: 0,
+            expired_messages: 0,
         }
+    }
+
+    /// Drops the queued messages not sent on a connection whose time to live ran out by
+    /// `now`, and with `reconnect` also every TTL-0 message (its connection is gone) and
+    /// every expired one (docs/protocol.md §7.5). Returns how many.
+    pub(crate) fn purge_expired(&mut self, now: Duration, reconnect: bool) -> usize {
+        let before = self.queue.len();
+        self.queue.retain(|q| {
+            let unsent = q.sent.is_none() || reconnect;
+            !(unsent && (q.expired(now) || (reconnect && q.now_or_never)))
+        });
+        let n = before - self.queue.len();
+        self.expired_messages += n as u64;
+        n
     }
 
     /// The connection that gets deliveries and the device's actions: the newest logged-in
@@ -303,6 +335,7 @@ impl Device {
             pings_received: self.pings_received,
             heartbeat_acks_received: self.heartbeat_acks_received,
             dropped_messages: self.dropped_messages,
+            expired_messages: self.expired_messages,
         }
     }
 }
@@ -328,6 +361,14 @@ pub(crate) struct State {
     pub(crate) shut_down: bool,
     /// The devices that ever had two or more connections logged in at once.
     pub(crate) overlapping: BTreeSet<u64>,
+    /// Topic → the GCM tokens subscribed to it.
+    pub(crate) topics: HashMap<String, BTreeSet<String>>,
+    /// GCM token → its topics.
+    pub(crate) token_topics: HashMap<String, BTreeSet<String>>,
+    /// Instances invalidated by [`crate::Emulator::invalidate_instance`]: (android id,
+    /// app) → the FID they had. register3 answers `Error=RST` to them until the client
+    /// comes back with another FID or another device (docs/protocol.md §7.5).
+    pub(crate) invalidated: HashMap<(u64, String), Option<String>>,
 }
 
 impl State {
@@ -437,6 +478,7 @@ impl State {
         app: &str,
         subtype: Option<&str>,
         sender: &str,
+        fid: Option<&str>,
     ) -> GcmRegistration {
         let existing = self.devices.get(&android_id).and_then(|device| {
             device
@@ -460,6 +502,7 @@ impl State {
             subtype: subtype.map(str::to_owned),
             sender: sender.to_owned(),
             persona,
+            fid: fid.map(str::to_owned),
         };
         self.gcm
             .insert(registration.token.clone(), registration.clone());
@@ -469,30 +512,103 @@ impl State {
         registration
     }
 
-    /// Deletes a device's GCM registrations for (app, subtype), any sender, as register3
-    /// with `delete=true` does; returns how many.
+    /// Deletes a device's GCM registrations of `app`, as register3 with `delete=1` does
+    /// (docs/protocol.md §7.1): those with this `subtype` and this `sender` where they are
+    /// given. Their topic subscriptions go with them. Returns how many.
     pub(crate) fn unregister_gcm(
         &mut self,
         android_id: u64,
         app: &str,
         subtype: Option<&str>,
+        sender: Option<&str>,
     ) -> usize {
-        let Some(device) = self.devices.get_mut(&android_id) else {
+        let Some(device) = self.devices.get(&android_id) else {
             return 0;
         };
-        let gcm = &mut self.gcm;
-        let before = device.gcm_tokens.len();
-        device.gcm_tokens.retain(|token| {
-            let Some(g) = gcm.get(token) else {
-                return false;
-            };
-            let keep = !(g.app == app && g.subtype.as_deref() == subtype);
-            if !keep {
-                gcm.remove(token);
+        let doomed: Vec<String> = device
+            .gcm_tokens
+            .iter()
+            .filter(|token| {
+                self.gcm.get(*token).is_none_or(|g| {
+                    g.app == app
+                        && subtype.is_none_or(|s| g.subtype.as_deref() == Some(s))
+                        && sender.is_none_or(|s| g.sender == s)
+                })
+            })
+            .cloned()
+            .collect();
+        for token in &doomed {
+            self.remove_gcm(token);
+        }
+        doomed.len()
+    }
+
+    /// Removes one GCM registration with its topic subscriptions; returns it.
+    pub(crate) fn remove_gcm(&mut self, token: &str) -> Option<GcmRegistration> {
+        let registration = self.gcm.remove(token);
+        if let Some(device) = registration
+            .as_ref()
+            .and_then(|g| self.devices.get_mut(&g.android_id))
+        {
+            device.gcm_tokens.retain(|t| t != token);
+        }
+        for topic in self.token_topics.remove(token).unwrap_or_default() {
+            if let Some(tokens) = self.topics.get_mut(&topic) {
+                tokens.remove(token);
+                if tokens.is_empty() {
+                    self.topics.remove(&topic);
+                }
             }
-            keep
-        });
-        before - device.gcm_tokens.len()
+        }
+        registration
+    }
+
+    /// Subscribes a GCM token to a topic; false when it already was.
+    pub(crate) fn subscribe_topic(&mut self, token: &str, topic: &str) -> bool {
+        self.topics
+            .entry(topic.to_owned())
+            .or_default()
+            .insert(token.to_owned());
+        self.token_topics
+            .entry(token.to_owned())
+            .or_default()
+            .insert(topic.to_owned())
+    }
+
+    /// Unsubscribes a GCM token from a topic; false when it was not subscribed.
+    pub(crate) fn unsubscribe_topic(&mut self, token: &str, topic: &str) -> bool {
+        if let Some(tokens) = self.topics.get_mut(topic) {
+            tokens.remove(token);
+            if tokens.is_empty() {
+                self.topics.remove(topic);
+            }
+        }
+        let Some(topics) = self.token_topics.get_mut(token) else {
+            return false;
+        };
+        let removed = topics.remove(topic);
+        if topics.is_empty() {
+            self.token_topics.remove(token);
+        }
+        removed
+    }
+
+    /// The GCM token behind a GCM or FCM token.
+    pub(crate) fn gcm_token_of(&self, token: &str) -> Option<String> {
+        if self.gcm.contains_key(token) {
+            return Some(token.to_owned());
+        }
+        self.fcm
+            .get(token)
+            .map(|f| f.gcm_token.clone())
+            .filter(|t| self.gcm.contains_key(t))
+    }
+
+    /// Whether register3 must answer `Error=RST` to this device and app with this FID.
+    pub(crate) fn is_invalidated(&self, android_id: u64, app: &str, fid: Option<&str>) -> bool {
+        self.invalidated
+            .get(&(android_id, app.to_owned()))
+            .is_some_and(|old| fid.is_none() || old.as_deref() == fid)
     }
 
     /// A new Firebase installation with a first auth token.

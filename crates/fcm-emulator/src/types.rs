@@ -154,6 +154,9 @@ pub struct DeviceInfo {
     pub heartbeat_acks_received: u64,
     /// Messages dropped because its queue was full.
     pub dropped_messages: u64,
+    /// Messages dropped undelivered because their time to live ran out, TTL-0 messages
+    /// sent while it was not connected included (docs/protocol.md §7.5).
+    pub expired_messages: u64,
 }
 
 /// A GCM registration made through register3 (or the library).
@@ -172,6 +175,8 @@ pub struct GcmRegistration {
     pub sender: String,
     /// The persona, from `app` and `X-subtype`.
     pub persona: Persona,
+    /// The FID (`X-appid`) it was registered with, if any.
+    pub fid: Option<String>,
 }
 
 /// A Firebase installation.
@@ -361,4 +366,30 @@ pub struct LoginRecord {
     /// When the server ended the connection, since the emulator's start; `None` while it
     /// is still logged in.
     pub ended_at: Option<Duration>,
+}
+
+/// An Instance ID control message the server can send over MCS (docs/protocol.md §7.1,
+/// §7.5): a DataMessageStanza `from = "google.com/iid"` whose `app_data` has
+/// `CMD=<command>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum IidCommand {
+    /// `RST`: this identity is reset; the client makes a new one.
+    Rst,
+    /// `RST_FULL`: every identity of the app is reset.
+    RstFull,
+    /// `SYNC`: the client fetches its token again.
+    Sync,
+}
+
+impl IidCommand {
+    /// The `CMD` value on the wire.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Rst => "RST",
+            Self::RstFull => "RST_FULL",
+            Self::Sync => "SYNC",
+        }
+    }
 }

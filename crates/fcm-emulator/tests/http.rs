@@ -381,7 +381,7 @@ async fn send_api_validation() {
         serde_json::json!({"message": {"token": token, "data": {"a": 1}}}),
         serde_json::json!({"message": {"token": token, "bogus": 1}}),
         serde_json::json!({"message": {"token": token, "data": {"google.x": "y"}}}),
-        serde_json::json!({"message": {"topic": "news"}}),
+        serde_json::json!({"message": {"topic": "not a topic"}}),
         serde_json::json!({"message": {"token": token, "data": {"big": "x".repeat(5000)}}}),
     ] {
         let response = send(bad.clone(), true).await;

@@ -5,3 +5,4 @@ mod clients;
 mod common;
 mod http;
 mod mcs;
+mod topics;

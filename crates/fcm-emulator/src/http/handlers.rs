@@ -22,8 +22,10 @@ use super::respond::{api_error, google_error, ok_json, protobuf, status_name, te
 use crate::delivery::{self, MAX_PAYLOAD, WebPushEncoding};
 use crate::error::Error;
 use crate::ids::{self, unix_ms};
+use crate::shared::Audience;
 use crate::shared::Shared;
 use crate::state::WEB_APP;
+use crate::topics::{is_valid_topic_name, parse_condition};
 use crate::types::{DeviceCredentials, Notification, SendMessage};
 
 /// The lifetime of FIS auth tokens.
@@ -126,7 +128,13 @@ fn is_vapid_key(text: &str) -> bool {
     decode_b64(text).is_some_and(|k| k.len() == 65 && k[0] == 4)
 }
 
-/// `POST /c2dm/register3`: `token=<t>` or `Error=<CODE>`, both with HTTP 200.
+/// The most topics one registration may be subscribed to; beyond it register3 answers
+/// `Error=TOO_MANY_SUBSCRIBERS`.
+const MAX_TOPICS_PER_REGISTRATION: usize = 2000;
+
+/// `POST /c2dm/register3`: `token=<t>`, `deleted=<app>` or `Error=<CODE>`, all with HTTP
+/// 200 (docs/protocol.md §2.2, §7.1): a registration, a topic subscription (`X-gcm.topic`),
+/// a topic unsubscription or a token deletion (`delete=1`).
 pub(crate) fn register3(shared: &Shared, request: &Request<Bytes>) -> Response<Bytes> {
     let Some((android_id, security_token)) = aid_login(request.headers()) else {
         return register3_error("AUTHENTICATION_FAILED");
@@ -146,11 +154,31 @@ pub(crate) fn register3(shared: &Shared, request: &Request<Bytes>) -> Response<B
     let Some(app) = field("app") else {
         return register3_error("INVALID_PARAMETERS");
     };
+    if let Some(fis) = field("X-Goog-Firebase-Installations-Auth")
+        && !state.fis_tokens.contains_key(fis)
+    {
+        return register3_error("AUTHENTICATION_FAILED");
+    }
     let subtype = field("X-subtype");
-    if field("delete").is_some_and(|d| d == "true" || d == "1") {
-        let removed = state.unregister_gcm(android_id, app, subtype);
+    let fid = field("X-appid");
+    // The server reads both `delete` and `X-delete` (docs/protocol.md §7.1).
+    let delete = [field("delete"), field("X-delete")]
+        .into_iter()
+        .flatten()
+        .any(|d| d == "true" || d == "1");
+    let topic =
+        field("X-gcm.topic").or_else(|| field("X-scope").filter(|s| s.starts_with("/topics/")));
+    if let Some(topic) = topic {
+        return topic_request(&mut state, android_id, app, &field, topic, delete);
+    }
+    if delete {
+        let removed = state.unregister_gcm(android_id, app, subtype, field("sender"));
         tracing::info!(android_id, app, removed, "unregister");
         return text(StatusCode::OK, &format!("deleted={app}"));
+    }
+    if state.is_invalidated(android_id, app, fid) {
+        tracing::info!(android_id, app, "register3 of an invalidated instance: RST");
+        return register3_error("RST");
     }
     let Some(sender) = field("sender") else {
         return register3_error("INVALID_SENDER");
@@ -159,15 +187,10 @@ pub(crate) fn register3(shared: &Shared, request: &Request<Bytes>) -> Response<B
     if web && !is_vapid_key(sender) {
         return register3_error("INVALID_SENDER");
     }
-    if !(web || sender.bytes().all(|b| b.is_ascii_digit()) || is_vapid_key(sender)) {
+    if !(web || is_sender_list(sender) || is_vapid_key(sender)) {
         return register3_error("INVALID_SENDER");
     }
-    if let Some(fis) = field("X-Goog-Firebase-Installations-Auth")
-        && !state.fis_tokens.contains_key(fis)
-    {
-        return register3_error("AUTHENTICATION_FAILED");
-    }
-    let registration = state.register_gcm(android_id, app, subtype, sender);
+    let registration = state.register_gcm(android_id, app, subtype, sender, fid);
     tracing::info!(
         android_id,
         app,
@@ -175,6 +198,66 @@ pub(crate) fn register3(shared: &Shared, request: &Request<Bytes>) -> Response<B
         "register3"
     );
     text(StatusCode::OK, &format!("token={}", registration.token))
+}
+
+/// Numeric sender ids, one or several joined with `,` (docs/protocol.md §7.1).
+fn is_sender_list(sender: &str) -> bool {
+    sender
+        .split(',')
+        .all(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// A topic subscription or, with `delete`, unsubscription (docs/protocol.md §7.1):
+/// `sender` and `X-subtype` carry the token, `X-gcm.topic` and `X-scope` the topic
+/// `/topics/<name>`. Answers `token=<token>`.
+fn topic_request<'a>(
+    state: &mut crate::state::State,
+    android_id: u64,
+    app: &str,
+    field: &dyn Fn(&str) -> Option<&'a str>,
+    topic: &str,
+    delete: bool,
+) -> Response<Bytes> {
+    let scope = field("X-scope");
+    let Some(name) = topic.strip_prefix("/topics/") else {
+        return register3_error("INVALID_PARAMETERS");
+    };
+    if scope.is_some_and(|s| s != topic) || !is_valid_topic_name(name) {
+        return register3_error("INVALID_PARAMETERS");
+    }
+    let Some(token) = field("sender") else {
+        return register3_error("INVALID_SENDER");
+    };
+    if field("X-subtype").is_some_and(|s| s != token) {
+        return register3_error("INVALID_PARAMETERS");
+    }
+    if state.is_invalidated(android_id, app, field("X-appid")) {
+        return register3_error("RST");
+    }
+    let Some(gcm_token) = state.gcm_token_of(token).filter(|t| {
+        state
+            .gcm
+            .get(t)
+            .is_some_and(|g| g.android_id == android_id && g.app == app)
+    }) else {
+        return register3_error("INVALID_PARAMETERS");
+    };
+    if delete {
+        let was = state.unsubscribe_topic(&gcm_token, name);
+        tracing::info!(android_id, app, topic = name, was, "topic unsubscribed");
+    } else {
+        let count = state.token_topics.get(&gcm_token).map_or(0, |t| t.len());
+        let known = state
+            .token_topics
+            .get(&gcm_token)
+            .is_some_and(|t| t.contains(name));
+        if !known && count >= MAX_TOPICS_PER_REGISTRATION {
+            return register3_error("TOO_MANY_SUBSCRIBERS");
+        }
+        state.subscribe_topic(&gcm_token, name);
+        tracing::info!(android_id, app, topic = name, "topic subscribed");
+    }
+    text(StatusCode::OK, &format!("token={token}"))
 }
 
 // ---------------------------------------------------------------- Firebase Installations
@@ -224,15 +307,21 @@ pub(crate) fn create_installation(
     if body.auth_version.as_deref().is_some_and(|v| v != "FIS_v2") {
         return api_error(StatusCode::BAD_REQUEST, "Unsupported authVersion.");
     }
-    let fid = body.fid.filter(|f| !f.is_empty());
-    if let Some(fid) = &fid
-        && !ids::is_valid_fid(fid)
-    {
-        return api_error(
-            StatusCode::BAD_REQUEST,
-            "Invalid value at 'installation.fid': the FID is malformed.",
-        );
-    }
+    // The SDKs' 22 url-safe characters, or the 24 of padded standard base64 other
+    // clients send; either way the answer's `fid` is the one to use (docs/protocol.md
+    // §7.5).
+    let fid = match body.fid.filter(|f| !f.is_empty()) {
+        None => None,
+        Some(given) => match ids::canonical_fid(&given) {
+            Some(fid) => Some(fid),
+            None => {
+                return api_error(
+                    StatusCode::BAD_REQUEST,
+                    "Invalid value at 'installation.fid': the FID is malformed.",
+                );
+            }
+        },
+    };
     let installation = shared
         .lock()
         .create_installation(project, fid.as_deref(), &app_id);
@@ -496,19 +585,49 @@ pub(crate) fn send(shared: &Shared, request: &Request<Bytes>, project: &str) -> 
             "INVALID_ARGUMENT",
         );
     };
-    if message.topic.is_some() || message.condition.is_some() {
-        return send_error(
-            StatusCode::BAD_REQUEST,
-            "Topic and condition messages are not supported by the emulator.",
-            "INVALID_ARGUMENT",
-        );
-    }
-    let Some(token) = message.token.filter(|t| !t.is_empty()) else {
-        return send_error(
-            StatusCode::BAD_REQUEST,
-            "Recipient of the message is not set.",
-            "INVALID_ARGUMENT",
-        );
+    let target = match (
+        message.token.filter(|t| !t.is_empty()),
+        message.topic.filter(|t| !t.is_empty()),
+        message.condition.filter(|c| !c.is_empty()),
+    ) {
+        (Some(token), None, None) => Target::Token(token),
+        (None, Some(topic), None) => {
+            let name = topic.strip_prefix("/topics/").unwrap_or(&topic);
+            if !is_valid_topic_name(name) {
+                return send_error(
+                    StatusCode::BAD_REQUEST,
+                    &format!(
+                        "Invalid topic name {name:?}: it must match [a-zA-Z0-9-_.~%]{{1,900}}."
+                    ),
+                    "INVALID_ARGUMENT",
+                );
+            }
+            Target::Audience(Audience::Topic(name.to_owned()))
+        }
+        (None, None, Some(condition)) => match parse_condition(&condition) {
+            Ok(parsed) => Target::Audience(Audience::Condition(parsed)),
+            Err(e) => {
+                return send_error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("Invalid condition: {e}."),
+                    "INVALID_ARGUMENT",
+                );
+            }
+        },
+        (None, None, None) => {
+            return send_error(
+                StatusCode::BAD_REQUEST,
+                "Recipient of the message is not set.",
+                "INVALID_ARGUMENT",
+            );
+        }
+        _ => {
+            return send_error(
+                StatusCode::BAD_REQUEST,
+                "Exactly one of message.token, message.topic and message.condition may be set.",
+                "INVALID_ARGUMENT",
+            );
+        }
     };
     let data = message.data.unwrap_or_default();
     if let Some(key) = data.keys().find(|k| is_reserved_data_key(k)) {
@@ -549,11 +668,28 @@ pub(crate) fn send(shared: &Shared, request: &Request<Bytes>, project: &str) -> 
         collapse_key: android_field("collapse_key").map(str::to_owned),
         ttl,
     };
+    let token = match target {
+        Target::Token(token) => token,
+        Target::Audience(audience) => {
+            if body.validate_only {
+                return ok_json(
+                    &json!({ "name": format!("projects/{project}/messages/fake_message_id") }),
+                );
+            }
+            // Topic messages are named by a number (docs/protocol.md §7.5).
+            return match shared.send_to_audience(&audience, &to_send) {
+                Ok(_) => ok_json(&json!({
+                    "name": format!("projects/{project}/messages/{}", ids::random_id()),
+                })),
+                Err(e) => send_failure(&e),
+            };
+        }
+    };
     match shared.prepare_message(&token, &to_send) {
         Ok(_) if body.validate_only => {
             ok_json(&json!({ "name": format!("projects/{project}/messages/fake_message_id") }))
         }
-        Ok((android_id, stanza, _)) => match shared.enqueue(android_id, stanza) {
+        Ok((android_id, stanza, _)) => match shared.enqueue_message(android_id, stanza, &to_send) {
             Ok(persistent_id) => {
                 ok_json(&json!({ "name": format!("projects/{project}/messages/{persistent_id}") }))
             }
@@ -561,6 +697,12 @@ pub(crate) fn send(shared: &Shared, request: &Request<Bytes>, project: &str) -> 
         },
         Err(e) => send_failure(&e),
     }
+}
+
+/// Whom a `messages:send` addresses.
+enum Target {
+    Token(String),
+    Audience(Audience),
 }
 
 fn send_failure(e: &Error) -> Response<Bytes> {

@@ -206,6 +206,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 
     /// Decides under the lock what to send now.
     fn plan(&mut self) -> Result<Plan, End> {
+        let now = self.shared.clock();
         let mut state = self.shared.lock();
         let globals = state.pending_global_faults(&self.applied_global);
         let global_stall = state.global_stall;
@@ -242,6 +243,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 Action::Ping => plan.pings += 1,
             }
         }
+        // Past their time to live: dropped, not delivered (docs/protocol.md §7.5).
+        device.purge_expired(now, false);
         let mut unsent = device.queue.iter().filter(|q| q.sent.is_none());
         for queued in unsent.by_ref().take(BATCH) {
             plan.messages

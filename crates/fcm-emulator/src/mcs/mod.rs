@@ -105,6 +105,7 @@ async fn handle(tls: Tls, shared: Arc<Shared>, mut shutdown: watch::Receiver<boo
 /// `close_superseded` is off), applies `received_persistent_id` and schedules every
 /// unacknowledged message for redelivery.
 fn login(shared: &Shared, request: &LoginRequest) -> Option<(u64, ConnLink)> {
+    let now = shared.clock();
     let mut state = shared.lock();
     state.last_login = Some(request.clone());
     let android_id = request.user.trim().parse::<u64>().ok();
@@ -132,6 +133,9 @@ fn login(shared: &Shared, request: &LoginRequest) -> Option<(u64, ConnLink)> {
         .map(String::as_str)
         .collect();
     let acked = device.ack_where(|q| received.contains(q.persistent_id.as_str()));
+    // Nothing past its time to live is redelivered, and a TTL-0 message was for the
+    // connection that is gone (docs/protocol.md §7.5).
+    device.purge_expired(now, true);
     for queued in &mut device.queue {
         queued.sent = None;
     }
