@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use mcs_codec::McsError;
 
-use crate::registration::CredentialsError;
+use crate::registration::{CredentialsError, ParamsError, TopicError};
 use crate::session::Disconnect;
 use crate::store::StoreError;
 
@@ -37,6 +37,21 @@ pub enum PullkinError {
     /// The app's messages already go to another stream or `run`.
     #[error("app {0:?} already has a consumer")]
     AlreadyListening(String),
+    /// The registration parameters are malformed; found before any request.
+    #[error(transparent)]
+    InvalidParams(#[from] ParamsError),
+    /// A topic request cannot be made (a malformed name, or the web persona).
+    #[error(transparent)]
+    Topic(#[from] TopicError),
+    /// register3 answered `Error=RST`: Google declared this identity invalid (a
+    /// duplicate, or wiped). Retrying cannot help: make a new identity with
+    /// [`PullkinCore::reset_identity`](crate::PullkinCore::reset_identity)
+    /// (docs/protocol.md §7.1).
+    #[error(
+        "Google reset this device identity (register3 Error=RST): make a new one \
+         (PullkinCore::reset_identity; `pullkin register` again on the command line)"
+    )]
+    IdentityReset(#[source] gcm_checkin::Error),
     /// Check-in or GCM registration failed.
     #[error(transparent)]
     Checkin(#[from] gcm_checkin::Error),
@@ -56,7 +71,7 @@ impl PullkinError {
     #[must_use]
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            PullkinError::Checkin(e) => e.retry_after(),
+            PullkinError::Checkin(e) | PullkinError::IdentityReset(e) => e.retry_after(),
             PullkinError::Install(e) => e.retry_after(),
             PullkinError::Http(e) => e.retry_after(),
             _ => None,

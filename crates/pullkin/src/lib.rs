@@ -9,7 +9,7 @@
 //! | module | what lives there |
 //! |---|---|
 //! | `listen/` | [`Pullkin`] and its builder: apps, handlers, streams; the driver task of each connection, the hand-off queue, the credential upkeep, the resume watch |
-//! | `registration/` | [`PullkinCore`] and its builder: check-in, register3, installations, FCM registration, renewal, the credentials and their import from the Python libraries |
+//! | `registration/` | [`PullkinCore`] and its builder: check-in, register3, installations, FCM registration, renewal, topics, unregistering, identity resets, the parameter checks, the credentials and their import from the Python libraries |
 //! | [`session`] | the MCS protocol as sans-IO state driven by `now`: logins, stream ids, acknowledgements, heartbeats, store turns, the reconnect policy |
 //! | `net/` | sockets: dialling, HTTP proxy tunnels, TLS |
 //! | `store`, `message`, `event`, `error` | the [`Store`] trait and its two stores; [`Message`] and [`Stanza`]; [`Event`] and [`ConnectionState`]; the error types |
@@ -45,6 +45,7 @@ pub use message::{Message, Notification, Stanza};
 pub use registration::{
     AppCredentials, AppCredentialsFcm, AppCredentialsGcm, AppCredentialsKeys, CredentialsError,
     DEFAULT_APP_NAME, DEFAULT_REFRESH_MARGIN, DEFAULT_RETRIES, FcmRegisterParams, FirebaseConfig,
-    Persona, PullkinCore, PullkinCoreBuilder, RegisterParams, Renewal,
+    ImportConfig, ParamsError, Persona, PullkinCore, PullkinCoreBuilder, RegisterParams, Renewal,
+    TopicError, Unregistration,
 };
 pub use store::{DirStore, MemoryStore, Store, StoreError, StoreFuture, write_private_file};

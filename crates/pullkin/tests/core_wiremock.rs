@@ -336,7 +336,7 @@ async fn web_registration_defaults_to_chromes_vapid_key() {
         "fcm-token-3",
     )
     .await;
-    let params = RegisterParams::web(SENDER, "1:1:web:1", API_KEY, PROJECT);
+    let params = RegisterParams::web(SENDER, "1:123456789012:web:1", API_KEY, PROJECT);
     core(&server).register(&params).await.unwrap();
     let register = requests_to(&server, "/c2dm/register3").await;
     let fields = form(&register[0]);

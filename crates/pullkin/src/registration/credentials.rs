@@ -5,6 +5,8 @@
 //! `pullkin` and `firebase-messaging` libraries can be read with
 //! [`AppCredentials::from_python_json`].
 
+use std::collections::BTreeSet;
+
 use fcm_install::{FcmRegistration, Installation};
 use gcm_checkin::{CheckinCredentials, GcmToken, SecurityToken};
 use serde::{Deserialize, Serialize};
@@ -26,6 +28,17 @@ pub enum CredentialsError {
     /// The JSON itself is malformed.
     #[error("malformed credentials JSON: {0}")]
     Json(#[from] serde_json::Error),
+    /// An import was given part of the Firebase config, and the file does not hold the
+    /// rest.
+    #[error(
+        "the Firebase config is incomplete: the {} missing (give them too: --app-id, \
+         --api-key, --project-id)",
+        missing.join(", ")
+    )]
+    IncompleteConfig {
+        /// What is missing: `"app id"`, `"API key"`, `"project id"`.
+        missing: Vec<&'static str>,
+    },
 }
 
 /// How the device was registered (the Python `pullkin` library's personas).
@@ -47,10 +60,12 @@ pub enum Persona {
     },
 }
 
-/// What the registration was made with, kept for re-registration.
+/// What the registration was made with, kept for re-registration, and the topics it is
+/// subscribed to, kept to subscribe a new identity again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FirebaseConfig {
-    /// The sender id (project number), or the VAPID key of a web sender.
+    /// The sender id (the project number); several joined by `,` when the Android
+    /// registration is for several senders (docs/protocol.md §7.1).
     pub sender_id: String,
     /// The Firebase app id.
     pub app_id: String,
@@ -63,6 +78,21 @@ pub struct FirebaseConfig {
     /// The sender's VAPID public key, when not Chrome's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vapid_key: Option<String>,
+    /// The topics the Android registration is subscribed to (names without the
+    /// `/topics/` prefix), as [`PullkinCore::subscribe_topic`](crate::PullkinCore::subscribe_topic)
+    /// and [`PullkinCore::unsubscribe_topic`](crate::PullkinCore::unsubscribe_topic)
+    /// left them; a new identity is subscribed to them again. Absent from files written
+    /// before topics existed (read as none).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub topics: BTreeSet<String>,
+}
+
+impl FirebaseConfig {
+    /// The sender ids of [`sender_id`](Self::sender_id), split at `,`, without empty
+    /// parts and repeats, in their order.
+    pub fn sender_ids(&self) -> Vec<&str> {
+        super::params::split_senders(&self.sender_id)
+    }
 }
 
 /// The GCM half: the checked-in device and its GCM token.
@@ -198,6 +228,14 @@ impl AppCredentials {
             return Ok(native);
         }
         Self::from_python_value(&value)
+    }
+
+    /// The topics the registration is subscribed to (see [`FirebaseConfig::topics`]);
+    /// none without a config.
+    pub fn topics(&self) -> impl Iterator<Item = &str> {
+        self.config
+            .iter()
+            .flat_map(|config| config.topics.iter().map(String::as_str))
     }
 
     /// The credentials as pretty JSON in this crate's format.

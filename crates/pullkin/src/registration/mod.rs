@@ -15,12 +15,32 @@
 //! caller when the credentials changed so that it can store them and pass the new FCM
 //! token to its senders.
 //!
+//! The Android persona also does what an app does with its registration
+//! (docs/protocol.md §7.1): [`PullkinCore::subscribe_topic`] and
+//! [`PullkinCore::unsubscribe_topic`] (the topics are kept in the credentials),
+//! [`PullkinCore::unregister`], several senders on one registration
+//! ([`RegisterParams`] takes their ids joined by `,`, [`PullkinCore::set_senders`]
+//! registers again when the set changes).
+//!
+//! **Identity resets.** Google may declare an identity invalid: register3 answers
+//! `Error=RST`, which every call here reports as [`PullkinError::IdentityReset`], and
+//! the MCS connection may carry the IID control messages `RST`, `RST_FULL` and `SYNC`
+//! (docs/protocol.md §7.1). The answers are: for `Error=RST`, `RST` and `RST_FULL`,
+//! [`PullkinCore::reset_identity`] (a new device identity, registered from the stored
+//! config, subscribed to the stored topics again); for `SYNC`,
+//! [`PullkinCore::sync_token`] (register3 again on the same identity). Both return a
+//! [`Renewal`]: store its credentials when `changed`, log the connection in again when
+//! `identity_changed`, hand a new FCM token to the senders, and retry the topics in
+//! `topics_failed` later. Messages received before the reset stay received: the
+//! listener's store is not touched here.
 //!
 //! What lives here: this file (the core and its pipeline), `builder` (its settings),
-//! `params` (what to register), `renewal` (`renew`), `credentials` (what a registration
-//! produces) and `python` (reading the Python libraries' files). It uses the protocol
-//! crates (`gcm-checkin`, `fcm-install`, `fcm-http`, `webpush-ece`) and nothing of this
-//! crate but the error type; `listen` uses it for credential upkeep.
+//! `params` (what to register), `check` (the parameters' shapes), `renewal` (`renew`),
+//! `identity` (resets, token sync, senders), `topics` (topics and unregistering),
+//! `credentials` (what a registration produces) and `python` (reading the Python
+//! libraries' files). It uses the protocol crates (`gcm-checkin`, `fcm-install`,
+//! `fcm-http`, `webpush-ece`) and nothing of this crate but the error type; `listen`
+//! uses it for credential upkeep.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), pullkin::PullkinError> {
@@ -38,10 +58,13 @@
 //! ```
 
 mod builder;
+mod check;
 mod credentials;
+mod identity;
 mod params;
 mod python;
 mod renewal;
+mod topics;
 
 use std::fmt;
 use std::sync::Arc;
@@ -59,12 +82,15 @@ use webpush_ece::ReceiverKeys;
 use crate::PullkinError;
 
 pub use builder::PullkinCoreBuilder;
+pub use check::ParamsError;
 pub use credentials::{
     AppCredentials, AppCredentialsFcm, AppCredentialsGcm, AppCredentialsKeys, CredentialsError,
     FirebaseConfig, Persona,
 };
 pub use params::{FcmRegisterParams, RegisterParams};
+pub use python::ImportConfig;
 pub use renewal::Renewal;
+pub use topics::{TopicError, Unregistration};
 
 /// The package the Android persona registers as unless told otherwise (the default `app_name`
 /// of the Python `pullkin` library).
@@ -171,6 +197,7 @@ impl PullkinCore {
         &self,
         params: &RegisterParams,
     ) -> Result<AppCredentialsGcm, PullkinError> {
+        params.check(&self.endpoints)?;
         let device = self.gcm_check_in(None).await?.credentials;
         tracing::debug!(android_id = device.android_id, "checked in as a new device");
         self.register_device(params, device).await
@@ -208,9 +235,12 @@ impl PullkinCore {
     /// register again. An FCM refusal does not fail the call: see
     /// [`AppCredentialsFcm::error`].
     ///
-    /// Fails with [`PullkinError::Config`] when `params` lack the API key or the project
-    /// id, and with the step's error when check-in, installation or register3 fail.
+    /// Fails with [`PullkinError::InvalidParams`] when `params` are malformed (see
+    /// [`RegisterParams::check`]) and with [`PullkinError::Config`] when they lack the API
+    /// key or the project id, both before any request; with the step's error when
+    /// check-in, installation or register3 fail.
     pub async fn register(&self, params: &RegisterParams) -> Result<AppCredentials, PullkinError> {
+        params.check(&self.endpoints)?;
         let config = params.config().ok_or_else(|| {
             PullkinError::Config(
                 "register needs the Firebase API key and project id (gcm_register works without)"
@@ -237,18 +267,13 @@ impl PullkinCore {
         };
         let (request, app_id) = match &params.persona {
             Persona::Android { package, cert } => {
-                let mut android =
-                    AndroidRegistration::new(params.sender_id.as_str(), package.as_str())
-                        .with_cert(cert.as_str());
-                if !params.app_id.is_empty() {
-                    android = android.with_gmp_app_id(params.app_id.as_str());
-                }
-                if let Some(installation) = &installation {
-                    android = android.with_installation(InstallationAuth::new(
-                        installation.fid.as_str(),
-                        installation.auth_token.token(),
-                    ));
-                }
+                let android = android_registration(
+                    params.senders_field(),
+                    &params.app_id,
+                    package,
+                    cert,
+                    installation.as_ref(),
+                );
                 (
                     RegisterRequest::android(device, android),
                     params.app_id.clone(),
@@ -261,7 +286,7 @@ impl PullkinCore {
                 (RegisterRequest::web(device, web), subtype)
             }
         };
-        let token = gcm_checkin::register(&*self.http, &self.endpoints, &request, &retry).await?;
+        let token = self.register3(&request, &retry).await?;
         tracing::info!(android_id = device.android_id, "registered with GCM");
         Ok(AppCredentialsGcm {
             token,
@@ -379,6 +404,60 @@ impl PullkinCore {
     fn retry_for(&self, attempts: u32) -> RetryPolicy {
         self.retry.clone().with_max_attempts(attempts)
     }
+
+    /// register3 for `request`; `Error=RST` is [`PullkinError::IdentityReset`].
+    async fn register3(
+        &self,
+        request: &RegisterRequest,
+        retry: &RetryPolicy,
+    ) -> Result<GcmToken, PullkinError> {
+        gcm_checkin::register(&*self.http, &self.endpoints, request, retry)
+            .await
+            .map_err(register3_error)
+    }
+
+    /// A register3 delete for `request`; `Error=RST` is [`PullkinError::IdentityReset`].
+    async fn register3_delete(
+        &self,
+        request: &RegisterRequest,
+        retry: &RetryPolicy,
+    ) -> Result<String, PullkinError> {
+        gcm_checkin::unregister(&*self.http, &self.endpoints, request, retry)
+            .await
+            .map_err(register3_error)
+    }
+}
+
+/// A register3 error as this crate reports it: `Error=RST` apart, so that the caller
+/// can make a new identity (docs/protocol.md §7.1).
+fn register3_error(error: gcm_checkin::Error) -> PullkinError {
+    if error.is_instance_id_reset() {
+        PullkinError::IdentityReset(error)
+    } else {
+        PullkinError::Checkin(error)
+    }
+}
+
+/// The Android persona's register3 fields for `senders` (joined by `,`), with the app id
+/// when known and the installation when there is one (docs/protocol.md §2.2).
+fn android_registration(
+    senders: String,
+    app_id: &str,
+    package: &str,
+    cert: &str,
+    installation: Option<&Installation>,
+) -> AndroidRegistration {
+    let mut android = AndroidRegistration::new(senders, package).with_cert(cert);
+    if !app_id.is_empty() {
+        android = android.with_gmp_app_id(app_id);
+    }
+    if let Some(installation) = installation {
+        android = android.with_installation(InstallationAuth::new(
+            installation.fid.as_str(),
+            installation.auth_token.token(),
+        ));
+    }
+    android
 }
 
 /// The Firebase app of a stored configuration.

@@ -10,6 +10,12 @@ use super::{DEFAULT_APP_NAME, DEFAULT_RETRIES, FirebaseConfig, Persona, firebase
 /// What [`PullkinCore::register`](crate::PullkinCore::register) and [`PullkinCore::gcm_register`](crate::PullkinCore::gcm_register) register: the
 /// sender, the Firebase app and the persona, with the defaults of the Python `pullkin` library.
 ///
+/// The sender id is the Firebase project number. An Android registration may be for
+/// several senders: give their ids joined by `,` (`"123456789012,998877665544"`), as
+/// register3 takes them (docs/protocol.md §7.1); [`sender_ids`](Self::sender_ids) lists
+/// them. [`check`](Self::check) says what is wrong with malformed parameters; the
+/// registration calls run it before any request.
+///
 /// ```
 /// use pullkin::{Persona, RegisterParams};
 /// // The Android persona, as package `com.example.app`:
@@ -166,10 +172,21 @@ impl RegisterParams {
         self
     }
 
-    /// The sender id.
+    /// The sender id, as given (several joined by `,`).
     #[must_use]
     pub fn sender_id(&self) -> &str {
         &self.sender_id
+    }
+
+    /// The sender ids, split at `,`, without empty parts and repeats, in their order.
+    #[must_use]
+    pub fn sender_ids(&self) -> Vec<&str> {
+        split_senders(&self.sender_id)
+    }
+
+    /// The sender ids as register3 sends them: [`sender_ids`](Self::sender_ids) joined by `,`.
+    pub(super) fn senders_field(&self) -> String {
+        self.sender_ids().join(",")
     }
 
     /// The Firebase app id.
@@ -184,12 +201,13 @@ impl RegisterParams {
     pub fn config(&self) -> Option<FirebaseConfig> {
         let (api_key, project_id) = (self.api_key.as_ref()?, self.project_id.as_ref()?);
         Some(FirebaseConfig {
-            sender_id: self.sender_id.clone(),
+            sender_id: self.senders_field(),
             app_id: self.app_id.clone(),
             api_key: api_key.clone(),
             project_id: project_id.clone(),
             persona: self.persona.clone(),
             vapid_key: self.vapid_key.clone(),
+            topics: std::collections::BTreeSet::new(),
         })
     }
 
@@ -204,6 +222,17 @@ impl RegisterParams {
         params.vapid_key.clone_from(&self.vapid_key);
         Some(params)
     }
+}
+
+/// `ids` split at `,`, trimmed, without empty parts and repeats, in their order.
+pub(super) fn split_senders(ids: &str) -> Vec<&str> {
+    let mut seen = Vec::new();
+    for id in ids.split(',').map(str::trim).filter(|id| !id.is_empty()) {
+        if !seen.contains(&id) {
+            seen.push(id);
+        }
+    }
+    seen
 }
 
 /// What [`PullkinCore::fcm_register`](crate::PullkinCore::fcm_register) needs besides the GCM token and the installation.

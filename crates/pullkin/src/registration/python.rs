@@ -1,7 +1,13 @@
 //! Reading the credential files of the Python `pullkin` and `firebase-messaging`
-//! libraries, so that their users move over without registering again.
+//! libraries, so that their users move over without registering again, and completing
+//! the Firebase config they lack ([`ImportConfig`]) so that renewal and re-registration
+//! work afterwards.
 
+use std::collections::BTreeSet;
+use std::fmt;
 use std::time::{Duration, SystemTime};
+
+use gcm_checkin::{DEFAULT_ANDROID_CERT, DEFAULT_WEB_BUNDLE};
 
 use fcm_install::{AuthToken, FcmRegistration, FcmToken, Installation, RefreshToken};
 use gcm_checkin::{GcmToken, SecurityToken};
@@ -9,9 +15,230 @@ use serde_json::Value;
 
 use super::{
     AppCredentials, AppCredentialsFcm, AppCredentialsGcm, AppCredentialsKeys, CredentialsError,
-    FirebaseConfig, Persona,
+    DEFAULT_APP_NAME, FirebaseConfig, Persona,
 };
 use fcm_http::Secret;
+
+/// A Unix time before which a `created_at` cannot be one (2001-09-09): such a value is a
+/// monotonic clock reading (seconds since boot), as `firebase-messaging` stores.
+const EARLIEST_UNIX_CREATED_AT: f64 = 1_000_000_000.0;
+
+/// The Firebase config an import supplies where the file lacks it (the files of
+/// `firebase-messaging` keep only the project id, the VAPID key and the bundle; those of
+/// the Python `pullkin` none). Values given here replace the file's.
+///
+/// ```
+/// let supplied = pullkin::ImportConfig::new()
+///     .app_id("1:123456789012:web:0a1b2c3d")
+///     .api_key("AIzaSy…")
+///     .project_id("my-project");
+/// # let _ = supplied;
+/// ```
+#[derive(Clone, Default, PartialEq, Eq)]
+#[must_use]
+pub struct ImportConfig {
+    app_id: Option<String>,
+    api_key: Option<String>,
+    project_id: Option<String>,
+    app_name: Option<String>,
+    android_cert: Option<String>,
+}
+
+impl fmt::Debug for ImportConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ImportConfig")
+            .field("app_id", &self.app_id)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("project_id", &self.project_id)
+            .field("app_name", &self.app_name)
+            .field("android_cert", &self.android_cert)
+            .finish()
+    }
+}
+
+impl ImportConfig {
+    /// Nothing supplied: the file's own config, if complete.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The Firebase app id (`1:<project number>:android:<hex>` or `…:web:…`); the sender
+    /// id is its project number unless the file names one.
+    pub fn app_id(mut self, app_id: impl Into<String>) -> Self {
+        self.app_id = Some(app_id.into());
+        self
+    }
+
+    /// The Firebase API key.
+    pub fn api_key(mut self, api_key: impl Into<String>) -> Self {
+        self.api_key = Some(api_key.into());
+        self
+    }
+
+    /// The Firebase project id.
+    pub fn project_id(mut self, project_id: impl Into<String>) -> Self {
+        self.project_id = Some(project_id.into());
+        self
+    }
+
+    /// The Android package the device was registered as (Android persona; default
+    /// [`DEFAULT_APP_NAME`], as the Python `pullkin` library registers).
+    pub fn app_name(mut self, package: impl Into<String>) -> Self {
+        self.app_name = Some(package.into());
+        self
+    }
+
+    /// The SHA-1 of the Android app's signing certificate, hex (Android persona;
+    /// default [`DEFAULT_ANDROID_CERT`]).
+    pub fn android_cert(mut self, cert_sha1_hex: impl Into<String>) -> Self {
+        self.android_cert = Some(cert_sha1_hex.into().to_ascii_lowercase());
+        self
+    }
+
+    fn is_empty(&self) -> bool {
+        self == &Self::default()
+    }
+}
+
+/// What a file's `config` section says, each part optional.
+#[derive(Default)]
+struct FileConfig {
+    app_id: Option<String>,
+    api_key: Option<String>,
+    project_id: Option<String>,
+    sender_id: Option<String>,
+    vapid_key: Option<String>,
+    bundle: Option<String>,
+}
+
+impl FileConfig {
+    fn read(value: &Value) -> Self {
+        let Some(config) = value.get("config") else {
+            return Self::default();
+        };
+        let field = |k: &str| {
+            config
+                .get(k)
+                .and_then(Value::as_str)
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+        };
+        Self {
+            app_id: field("app_id"),
+            api_key: field("api_key"),
+            project_id: field("project_id"),
+            // firebase-messaging's FcmRegisterConfig calls it messaging_sender_id.
+            sender_id: field("messaging_sender_id")
+                .or_else(|| field("sender_id"))
+                .filter(|id| id.bytes().all(|b| b.is_ascii_digit())),
+            vapid_key: field("vapid_key"),
+            bundle: field("bundle_id"),
+        }
+    }
+}
+
+impl AppCredentials {
+    /// Reads credentials JSON of any shape [`from_json`](Self::from_json) reads and
+    /// completes their Firebase config with `supplied` (its values win over the file's).
+    /// The persona is the file's: web for `firebase-messaging` files and register3
+    /// subtypes `wp:<bundle>#…`, Android otherwise; the sender id is the file's, else the
+    /// project number of the app id.
+    ///
+    /// The config is set when the app id, API key and project id are all known; when
+    /// something was supplied and one is still missing, the import fails with
+    /// [`CredentialsError::IncompleteConfig`] naming what is missing. Without a config
+    /// the device can listen, but neither refresh its Firebase auth token nor register
+    /// again.
+    pub fn import(json: &str, supplied: &ImportConfig) -> Result<Self, CredentialsError> {
+        let value: Value = serde_json::from_str(json)?;
+        let file = FileConfig::read(&value);
+        let mut credentials = Self::from_value(value)?;
+        credentials.complete_config(file, supplied)?;
+        Ok(credentials)
+    }
+
+    fn complete_config(
+        &mut self,
+        file: FileConfig,
+        supplied: &ImportConfig,
+    ) -> Result<(), CredentialsError> {
+        if supplied.is_empty() {
+            return Ok(());
+        }
+        let stored = self.config.take();
+        let pick =
+            |given: &Option<String>, from_file: Option<String>, from_stored: Option<&String>| {
+                given.clone().or(from_file).or_else(|| from_stored.cloned())
+            };
+        let app_id = pick(
+            &supplied.app_id,
+            file.app_id,
+            stored.as_ref().map(|c| &c.app_id),
+        );
+        let api_key = pick(
+            &supplied.api_key,
+            file.api_key,
+            stored.as_ref().map(|c| &c.api_key),
+        );
+        let project_id = pick(
+            &supplied.project_id,
+            file.project_id,
+            stored.as_ref().map(|c| &c.project_id),
+        );
+        let missing: Vec<&'static str> = [
+            ("app id", app_id.is_none()),
+            ("API key", api_key.is_none()),
+            ("project id", project_id.is_none()),
+        ]
+        .into_iter()
+        .filter_map(|(name, absent)| absent.then_some(name))
+        .collect();
+        let (Some(app_id), Some(api_key), Some(project_id)) = (app_id, api_key, project_id) else {
+            self.config = stored;
+            return Err(CredentialsError::IncompleteConfig { missing });
+        };
+        let number = app_id.split(':').nth(1).unwrap_or_default().to_owned();
+        let sender_id = match (&file.sender_id, &stored) {
+            (Some(id), _) => id.clone(),
+            (None, Some(config)) if supplied.app_id.is_none() => config.sender_id.clone(),
+            _ => number,
+        };
+        let web_bundle = self
+            .gcm
+            .app_id
+            .strip_prefix("wp:")
+            .and_then(|subtype| subtype.split('#').next())
+            .map(str::to_owned);
+        let persona = match (&stored, file.bundle.or(web_bundle)) {
+            (Some(config), _) if supplied.app_name.is_none() && supplied.android_cert.is_none() => {
+                config.persona.clone()
+            }
+            (_, Some(bundle)) => Persona::Web { bundle },
+            _ => Persona::Android {
+                package: supplied
+                    .app_name
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_APP_NAME.to_owned()),
+                cert: supplied
+                    .android_cert
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_ANDROID_CERT.to_owned()),
+            },
+        };
+        self.config = Some(FirebaseConfig {
+            sender_id,
+            app_id,
+            api_key,
+            project_id,
+            persona,
+            vapid_key: file
+                .vapid_key
+                .or_else(|| stored.as_ref().and_then(|c| c.vapid_key.clone())),
+            topics: stored.map(|c| c.topics).unwrap_or_default(),
+        });
+        Ok(())
+    }
+}
 
 impl AppCredentials {
     /// Reads the credentials JSON of the Python `pullkin` (`gcm`, `fcm`, `keys`) or of
@@ -82,25 +309,28 @@ impl AppCredentials {
         };
         // Make sure the keys are usable now rather than at the first message.
         credentials.keys.receiver_keys()?;
-        if let Some(config) = value.get("config") {
-            let field = |k: &str| config.get(k).and_then(Value::as_str).map(str::to_owned);
-            if let (Some(project_id), Some(app_id), Some(api_key)) =
-                (field("project_id"), field("app_id"), field("api_key"))
-            {
-                credentials.config = Some(FirebaseConfig {
-                    sender_id: field("vapid_key")
-                        .or_else(|| field("sender_id"))
-                        .unwrap_or_default(),
-                    app_id,
-                    api_key,
-                    project_id,
-                    persona: Persona::Web {
-                        bundle: field("bundle_id")
-                            .unwrap_or_else(|| "receiver.push.com".to_owned()),
-                    },
-                    vapid_key: field("vapid_key"),
-                });
-            }
+        // A file whose config is complete needs nothing supplied.
+        let file = FileConfig::read(value);
+        if let (Some(app_id), Some(api_key), Some(project_id)) =
+            (&file.app_id, &file.api_key, &file.project_id)
+        {
+            credentials.config = Some(FirebaseConfig {
+                sender_id: file
+                    .sender_id
+                    .clone()
+                    .unwrap_or_else(|| app_id.split(':').nth(1).unwrap_or_default().to_owned()),
+                app_id: app_id.clone(),
+                api_key: api_key.clone(),
+                project_id: project_id.clone(),
+                persona: Persona::Web {
+                    bundle: file
+                        .bundle
+                        .clone()
+                        .unwrap_or_else(|| DEFAULT_WEB_BUNDLE.to_owned()),
+                },
+                vapid_key: file.vapid_key.clone(),
+                topics: BTreeSet::new(),
+            });
         }
         Ok(credentials)
     }
@@ -124,8 +354,14 @@ fn text(section: &Value, key: &str) -> Result<String, CredentialsError> {
 }
 
 /// A Firebase installation as the Python libraries store it: `fid`, `refresh_token`,
-/// `token`/`auth_token`, `expires_in` (seconds) and `created_at` (Unix seconds), or the
-/// Python `pullkin` library's `auth_token_expires_in`.
+/// `token`/`auth_token`, `expires_in` (seconds) and `created_at`, or the Python `pullkin`
+/// library's `auth_token_expires_in`.
+///
+/// `created_at` is Unix seconds when it can be one; `firebase-messaging` stores a
+/// monotonic clock reading (seconds since its machine booted), which says nothing of the
+/// token's age. A token of unknown age (that, no `created_at`, or one in the future) gets
+/// the expiry `UNIX_EPOCH`, which [`AuthToken`] reads as due: the first renewal refreshes
+/// it, as it should a token that may be a week old.
 fn python_installation(value: &Value) -> Option<Installation> {
     let fid = value.get("fid")?.as_str()?.to_owned();
     let refresh = value.get("refresh_token")?.as_str()?.to_owned();
@@ -151,9 +387,23 @@ fn python_installation(value: &Value) -> Option<Installation> {
             .ok()
             .map(|d| d.as_secs())
     };
-    let created = seconds("created_at").and_then(whole).unwrap_or(0);
-    let expires_at = whole(expires_in)
-        .and_then(|lifetime| created.checked_add(lifetime))
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    // Unix seconds only between 2001 and now (a minute of clock skew allowed); anything
+    // else is a monotonic reading or nonsense, and the token's age is unknown.
+    let created = seconds("created_at")
+        .filter(|&at| (EARLIEST_UNIX_CREATED_AT..=now + 60.0).contains(&at))
+        .and_then(whole);
+    if created.is_none() {
+        tracing::info!(
+            fid = %fid,
+            "the stored auth token's age is unknown (no Unix created_at): it is due for a refresh"
+        );
+    }
+    let expires_at = created
+        .zip(whole(expires_in))
+        .and_then(|(created, lifetime)| created.checked_add(lifetime))
         .and_then(|secs| SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs)))
         .unwrap_or(SystemTime::UNIX_EPOCH);
     let name = value

@@ -21,6 +21,11 @@ pub struct Renewal {
     /// token): the MCS connection must log in with the new identity, and messages acked
     /// under the old one are gone.
     pub identity_changed: bool,
+    /// The stored topics the new registration could not be subscribed to again (each
+    /// failure is logged). They are no longer among the credentials' topics: call
+    /// [`PullkinCore::subscribe_topic`] for them later. Empty when nothing was
+    /// re-registered.
+    pub topics_failed: Vec<String>,
 }
 
 impl PullkinCore {
@@ -104,6 +109,7 @@ impl PullkinCore {
                 credentials: renewed,
                 changed,
                 identity_changed: false,
+                topics_failed: Vec::new(),
             });
         };
         let params = RegisterParams::from_config(&config);
@@ -128,6 +134,7 @@ impl PullkinCore {
             credentials: renewed,
             changed,
             identity_changed: false,
+            topics_failed: Vec::new(),
         })
     }
 
@@ -169,13 +176,14 @@ impl PullkinCore {
     }
 
     /// Registers anew from the stored config: on `device` when the check-in already
-    /// handed out a new identity, else on a fresh check-in.
-    async fn reregister(
+    /// handed out a new identity, else on a fresh check-in; subscribes the new
+    /// registration to the stored topics again.
+    pub(super) async fn reregister(
         &self,
         credentials: &AppCredentials,
         device: Option<CheckinCredentials>,
     ) -> Result<Renewal, PullkinError> {
-        let config = credentials.config.clone().ok_or_else(|| {
+        let mut config = credentials.config.clone().ok_or_else(|| {
             PullkinError::Config(
                 "the stored device identity is dead and the credentials hold no Firebase config \
                  to register again with"
@@ -183,20 +191,24 @@ impl PullkinCore {
             )
         })?;
         let params = RegisterParams::from_config(&config);
+        params.check(&self.endpoints)?;
         let gcm = match device {
             Some(device) => self.register_device(&params, device).await?,
             None => self.gcm_register(&params).await?,
         };
-        let credentials = self.complete(gcm, config, &params).await?;
+        let topics = std::mem::take(&mut config.topics);
+        let mut renewed = self.complete(gcm, config, &params).await?;
         tracing::info!(
-            android_id = credentials.gcm.android_id,
-            fcm_success = credentials.fcm.is_success(),
+            android_id = renewed.gcm.android_id,
+            fcm_success = renewed.fcm.is_success(),
             "registered again"
         );
+        let topics_failed = self.resubscribe(&mut renewed, topics).await;
         Ok(Renewal {
-            credentials,
+            credentials: renewed,
             changed: true,
             identity_changed: true,
+            topics_failed,
         })
     }
 }
