@@ -3,6 +3,7 @@
 //! its readiness notifications: see [`Readiness`]).
 
 use std::collections::HashSet;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -12,16 +13,16 @@ use clap::Args;
 use futures_util::StreamExt;
 use futures_util::stream::SelectAll;
 use pullkin::{
-    AppCredentials, ConnectionError, ConnectionState, DirStore, Event, Health, ListenerConfig,
-    Pullkin, Store, StoreError,
+    AppCredentials, ConnectionError, ConnectionState, DirStore, Event, ListenerConfig, Pullkin,
+    Store, StoreError,
 };
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::watch;
 
-use crate::common::{self, NetArgs, print_line};
+use crate::common::{self, NetArgs};
 use crate::error::{CliError, Context, ErrorKind, Kind, Result};
 use crate::notify::Notifier;
 use crate::sinks::SinkArgs;
+use crate::status::{StatusFile, Table};
 use crate::{log, signal};
 
 pub(crate) const EXAMPLES: &str = "Examples:
@@ -73,6 +74,12 @@ pub(crate) struct ListenArgs {
     /// The longest wait between reconnection attempts, in seconds (default 300).
     #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
     max_retry_delay: Option<Duration>,
+    /// Keep every app's connection state in this file, as one JSON document replaced
+    /// atomically whenever a state changes (at most every 100 ms, at least every 10 s):
+    /// `{"total", "connected", "retrying", "stopped", "updated_ms", "apps": {"<app>":
+    /// {"state": "connected", "since_ms", "logins", "failures", "last_frame_ms"}, …}}`.
+    #[arg(long, value_name = "FILE")]
+    status: Option<PathBuf>,
     #[command(flatten)]
     net: NetArgs,
     #[command(flatten)]
@@ -93,9 +100,13 @@ pub(crate) fn parse_seconds(text: &str) -> std::result::Result<Duration, String>
 struct App {
     name: String,
     path: PathBuf,
-    credentials: AppCredentials,
+    /// Until the app is added to the listener (which keeps the current credentials).
+    credentials: Option<AppCredentials>,
     /// Whether the file is in this tool's format, so renewed credentials may replace it.
     native: bool,
+    /// The device the credentials are of: another one after a renewal means the device
+    /// was registered again.
+    android_id: u64,
 }
 
 /// The app name of a credentials file: its name without the extension.
@@ -133,7 +144,8 @@ pub(crate) async fn run(args: ListenArgs) -> Result<ExitCode> {
         apps.push(App {
             name,
             path: path.clone(),
-            credentials,
+            android_id: credentials.gcm.android_id,
+            credentials: Some(credentials),
             native,
         });
     }
@@ -149,27 +161,7 @@ pub(crate) async fn run(args: ListenArgs) -> Result<ExitCode> {
         .config_error()?;
     // Building the clients reads --endpoints, --ca and --proxy; nothing is sent yet.
     let core = args.net.core(None).config_error()?;
-    if !args.no_renew {
-        for app in &mut apps {
-            renew(&core, app).await;
-        }
-    }
-    for app in &apps {
-        let saved = store.save_credentials(&app.name, &app.credentials).await;
-        let kind = saved
-            .as_ref()
-            .err()
-            .map_or(ErrorKind::Failure, store_error_kind);
-        saved
-            .with_context(|| {
-                format!(
-                    "storing the credentials of {} in {}",
-                    app.name,
-                    args.state_dir.display()
-                )
-            })
-            .error_kind(kind)?;
-    }
+    save_credentials(&store, &apps, &args.state_dir).await?;
 
     let config = listener_config(
         &args.net,
@@ -179,9 +171,11 @@ pub(crate) async fn run(args: ListenArgs) -> Result<ExitCode> {
     )
     .config_error()?;
     let store: Arc<dyn Store> = Arc::new(store);
-    // Unless told otherwise, keep the credentials alive while listening too: a check-in
-    // before every connection, the Firebase token refreshed before it expires, a dead
-    // identity registered anew.
+    // Unless told otherwise, keep the credentials alive: a check-in before every
+    // connection (the first one included: that is the check-in at start, one per app,
+    // a bounded number at a time), the Firebase token refreshed before it expires, a
+    // dead identity registered anew. Renewed credentials come back as
+    // `CredentialsChanged` events and are written back to their files below.
     let builder = Pullkin::builder().config(config).store(store);
     let pullkin = Arc::new(
         if args.no_renew {
@@ -196,13 +190,22 @@ pub(crate) async fn run(args: ListenArgs) -> Result<ExitCode> {
     let mut events = pullkin.events();
     let mut messages = SelectAll::new();
     let mut health = Vec::new();
-    for app in &apps {
+    for app in &mut apps {
+        // The listener keeps the credentials from here on: no second copy per app.
+        let Some(credentials) = app.credentials.take() else {
+            continue;
+        };
         pullkin
-            .add_app(&app.name, &app.credentials, Vec::new())
+            .add_app(&app.name, &credentials, Vec::new())
             .with_context(|| format!("starting {} ({})", app.name, app.path.display()))
             .config_error()?;
         health.extend(pullkin.health(&app.name).map(|h| (app.name.clone(), h)));
     }
+    let mut table = Table::new(health);
+    let mut status_file = args.status.clone().map(StatusFile::new);
+    let mut status_ticks = tokio::time::interval(StatusFile::EVERY);
+    status_ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut out = Output::default();
     for app in &routes.stdout {
         messages.push(
             pullkin
@@ -223,8 +226,8 @@ pub(crate) async fn run(args: ListenArgs) -> Result<ExitCode> {
             pullkin.forward(&apps, sink, config).await
         }));
     }
-    let mut readiness = Readiness::new(notifier, health);
-    readiness.update();
+    let mut readiness = Readiness::new(notifier);
+    readiness.update(&table);
 
     tokio::pin!(stop);
     let mut received = 0u64;
@@ -241,7 +244,12 @@ pub(crate) async fn run(args: ListenArgs) -> Result<ExitCode> {
             }
             () = probes.recv() => {
                 log::info(None, "SIGUSR1: checking every connection now");
-                readiness.probing(|| pullkin.probe());
+                readiness.probing(&table, || pullkin.probe());
+            }
+            _ = status_ticks.tick(), if status_file.is_some() => {
+                if let Some(file) = &mut status_file {
+                    file.tick(&table);
+                }
             }
             Some(forwarded) = forwards.next(), if !forwards.is_empty() => {
                 if let Ok(Err(error)) = forwarded {
@@ -250,56 +258,60 @@ pub(crate) async fn run(args: ListenArgs) -> Result<ExitCode> {
                     break Err(error);
                 }
                 if forwards.is_empty() && messages.is_empty() {
-                    let error = readiness.every_listener_stopped();
+                    let error = every_listener_stopped(&table);
                     readiness.stopping(&error.chain());
                     break Err(error);
                 }
             }
             incoming = messages.next(), if !messages.is_empty() => match incoming {
                 Some(incoming) => {
-                    let line = incoming.to_json().to_string();
-                    if let Err(error) = print_line(&line) {
-                        readiness.stopping(&error.chain());
-                        break Err(error);
+                    // This message and every one already waiting behind it, as one write.
+                    let room = args.count.map_or(usize::MAX, |n| {
+                        usize::try_from(n - received).unwrap_or(usize::MAX)
+                    });
+                    let batch = out.print(incoming, room, &mut messages);
+                    match batch {
+                        Ok(n) => received += n as u64,
+                        Err(error) => {
+                            readiness.stopping(&error.chain());
+                            break Err(error);
+                        }
                     }
-                    received += 1;
                 }
                 None if !forwards.is_empty() => {}
                 None => {
-                    let error = readiness.every_listener_stopped();
+                    let error = every_listener_stopped(&table);
                     readiness.stopping(&error.chain());
                     break Err(error);
                 }
             },
             event = events.recv() => match event {
                 Ok(event) => {
-                    report(&event);
-                    readiness.update();
+                    if let Event::State { app, .. } = &event {
+                        table.changed(app);
+                        if let Some(file) = &mut status_file {
+                            file.mark();
+                        }
+                    } else {
+                        report(&event);
+                    }
+                    readiness.update(&table);
                     if let Event::Failed { app, error } = &event
                         && let Some(error) = unusable_state(app, error)
                     {
                         readiness.stopping(&error.chain());
                         break Err(error);
                     }
-                    if let Event::CredentialsChanged { app } = &event
-                        && let Some(listened) = apps.iter().find(|a| &a.name == app)
-                        && listened.native
-                        && let Some(renewed) = pullkin.credentials(app)
-                        && let Err(error) = common::write_credentials(&listened.path, &renewed, true)
-                    {
-                        log::warn(
-                            Some(app),
-                            format_args!(
-                                "cannot write the renewed credentials back ({}); they are kept \
-                                 in the state directory",
-                                error.chain()
-                            ),
-                        );
+                    if let Event::CredentialsChanged { app } = &event {
+                        renewed(&pullkin, &mut apps, app);
                     }
                 }
                 Err(RecvError::Lagged(n)) => {
-                    log::warn(None, format_args!("({n} events were missed)"));
-                    readiness.update();
+                    table.catch_up(n);
+                    if let Some(file) = &mut status_file {
+                        file.mark();
+                    }
+                    readiness.update(&table);
                 }
                 Err(RecvError::Closed) => {}
             },
@@ -308,6 +320,9 @@ pub(crate) async fn run(args: ListenArgs) -> Result<ExitCode> {
     pullkin.shutdown().await;
     // The forwarders end with their apps' streams.
     while forwards.next().await.is_some() {}
+    if let Some(file) = &mut status_file {
+        file.flush(&table).await;
+    }
     log::info(
         None,
         format_args!("stopped; state kept in {}", args.state_dir.display()),
@@ -384,39 +399,27 @@ fn unusable_state(app: &str, error: &ConnectionError) -> Option<CliError> {
 /// - `STOPPING=1` (and the reason as the status) when it stops, whatever the reason.
 struct Readiness {
     notifier: Notifier,
-    health: Vec<(String, watch::Receiver<Health>)>,
     ready: bool,
     status: String,
 }
 
 impl Readiness {
-    fn new(notifier: Notifier, health: Vec<(String, watch::Receiver<Health>)>) -> Self {
+    fn new(notifier: Notifier) -> Self {
         Self {
             notifier,
-            health,
             ready: false,
             status: String::new(),
         }
     }
 
-    /// Looks at every app's health; tells readiness once and the status on changes.
-    fn update(&mut self) {
+    /// Looks at every app's state; tells readiness once and the status on changes.
+    fn update(&mut self, table: &Table) {
         if !self.notifier.is_active() {
             return;
         }
-        let (mut connected, mut settled) = (0, 0);
-        for (_, health) in &self.health {
-            let health = health.borrow();
-            let is_connected = matches!(health.state, ConnectionState::Connected { .. });
-            let stopped_for_good =
-                matches!(health.state, ConnectionState::Stopped { error: Some(_) });
-            connected += usize::from(is_connected);
-            settled += usize::from(
-                is_connected || health.logins > 0 || health.failures > 0 || stopped_for_good,
-            );
-        }
-        let status = format!("STATUS={connected}/{} connected", self.health.len());
-        if !self.ready && settled == self.health.len() {
+        let counts = table.counts();
+        let status = format!("STATUS={}/{} connected", counts.connected, counts.total);
+        if !self.ready && counts.settled == counts.total {
             self.ready = true;
             self.notifier.send(&["READY=1", &status]);
         } else if status != self.status {
@@ -427,7 +430,7 @@ impl Readiness {
 
     /// Runs the probe between `RELOADING=1` and `READY=1` (once ready: before, `READY=1`
     /// would come too early).
-    fn probing(&mut self, probe: impl FnOnce()) {
+    fn probing(&mut self, table: &Table, probe: impl FnOnce()) {
         let around = self.ready && self.notifier.is_active();
         if around {
             self.notifier
@@ -437,7 +440,7 @@ impl Readiness {
         if around {
             self.status.clear();
             self.notifier.send(&["READY=1"]);
-            self.update();
+            self.update(table);
         }
     }
 
@@ -446,115 +449,164 @@ impl Readiness {
         let status = format!("STATUS=stopping: {}", why.replace(['\n', '\r'], " "));
         self.notifier.send(&["STOPPING=1", &status]);
     }
+}
 
-    /// The error when every app's listener has stopped: that of an unusable stored state
-    /// if one is why, else a failure.
-    fn every_listener_stopped(&self) -> CliError {
-        self.health
-            .iter()
-            .find_map(|(app, health)| match &health.borrow().state {
-                ConnectionState::Stopped { error: Some(error) } => unusable_state(app, error),
-                _ => None,
-            })
-            .unwrap_or_else(|| CliError::msg("every listener stopped"))
+/// The error when every app's listener has stopped: that of an unusable stored state if
+/// one is why, else a failure.
+fn every_listener_stopped(table: &Table) -> CliError {
+    table
+        .states()
+        .find_map(|(app, health)| match &health.state {
+            ConnectionState::Stopped { error: Some(error) } => unusable_state(app, error),
+            _ => None,
+        })
+        .unwrap_or_else(|| CliError::msg("every listener stopped"))
+}
+
+/// Stores each app's credentials in the state directory (where renewed ones are kept
+/// too), unless it holds these already: a restart of many apps rewrites no file.
+async fn save_credentials(store: &DirStore, apps: &[App], state_dir: &Path) -> Result<()> {
+    let saves = apps.iter().filter_map(|app| {
+        let credentials = app.credentials.as_ref()?;
+        Some(async move {
+            let stored = store.load_credentials(&app.name).await;
+            if matches!(&stored, Ok(Some(stored)) if stored == credentials) {
+                return Ok(());
+            }
+            let saved = store.save_credentials(&app.name, credentials).await;
+            let kind = saved
+                .as_ref()
+                .err()
+                .map_or(ErrorKind::Failure, store_error_kind);
+            saved
+                .with_context(|| {
+                    format!(
+                        "storing the credentials of {} in {}",
+                        app.name,
+                        state_dir.display()
+                    )
+                })
+                .error_kind(kind)
+        })
+    });
+    // A few at a time: each is a blocking read and perhaps a synced write.
+    let mut saves = futures_util::stream::iter(saves).buffer_unordered(16);
+    while let Some(saved) = saves.next().await {
+        saved?;
+    }
+    Ok(())
+}
+
+/// The listener renewed an app's credentials (and stored them in the state directory):
+/// writes them back to the app's file when it is in this tool's format and writable, and
+/// says when the device was registered again.
+fn renewed(pullkin: &Pullkin, apps: &mut [App], name: &str) {
+    let Some(app) = apps.iter_mut().find(|a| a.name == name) else {
+        return;
+    };
+    let Some(renewed) = pullkin.credentials(name) else {
+        return;
+    };
+    let name = Some(name);
+    if renewed.gcm.android_id != app.android_id {
+        app.android_id = renewed.gcm.android_id;
+        log::warn(
+            name,
+            format_args!(
+                "the device was registered again; new FCM token: {}",
+                renewed.fcm.token().unwrap_or("(none)")
+            ),
+        );
+    }
+    if !app.native {
+        // Another library's file keeps its shape; `credentials import` makes a file of
+        // the renewed credentials.
+        log::warn(
+            name,
+            format_args!(
+                "{} is not in pullkin's format, so the renewed credentials were not written \
+                 back to it (they are kept in the state directory); convert it with `pullkin \
+                 credentials import`",
+                app.path.display()
+            ),
+        );
+        return;
+    }
+    // A read-only file (systemd's LoadCredential=, a file root owns) is no reason to
+    // stop: the state directory keeps the renewed credentials.
+    if let Err(error) = common::write_credentials(&app.path, &renewed, true) {
+        log::warn(
+            name,
+            format_args!(
+                "cannot write the renewed credentials back ({}); they are kept in the state \
+                 directory",
+                error.chain()
+            ),
+        );
     }
 }
 
-/// Checks the device in and refreshes its credentials; stores them back in their file
-/// when they changed (and the file is in this tool's format and writable). A failure is
-/// reported and the stored credentials are used as they are; the renewed ones are kept in
-/// the state directory in any case.
-async fn renew(core: &pullkin::PullkinCore, app: &mut App) {
-    let name = Some(app.name.as_str());
-    match core.renew(&app.credentials).await {
-        Ok(renewal) if renewal.changed => {
-            if app.native {
-                // A read-only file (systemd's LoadCredential=, a file root owns) is no
-                // reason to stop: the state directory keeps the renewed credentials.
-                if let Err(error) = common::write_credentials(&app.path, &renewal.credentials, true)
-                {
-                    log::warn(
-                        name,
-                        format_args!(
-                            "cannot write the renewed credentials back ({}); they are kept in \
-                             the state directory",
-                            error.chain()
-                        ),
-                    );
-                }
-            } else {
-                // Another library's file keeps its shape; the renewed credentials are in
-                // the state directory, and `credentials import` makes a file of them.
-                log::warn(
-                    name,
-                    format_args!(
-                        "{} is not in pullkin's format, so the renewed credentials were not \
-                         written back to it (they are kept in the state directory); convert \
-                         it with `pullkin credentials import`",
-                        app.path.display()
-                    ),
-                );
+/// Stdout: the JSON lines of the messages, each batch of waiting messages in one write.
+#[derive(Default)]
+struct Output {
+    buffer: Vec<u8>,
+    batch: Vec<pullkin::Incoming>,
+}
+
+impl Output {
+    /// The most messages written at once.
+    const BATCH: usize = 256;
+
+    /// Prints `first` and the messages that are ready behind it (at most `room` in all),
+    /// flushed; then drops them, which acknowledges them. How many were printed; an error
+    /// when stdout cannot be written (they are then not acknowledged).
+    fn print<S>(&mut self, first: pullkin::Incoming, room: usize, messages: &mut S) -> Result<usize>
+    where
+        S: futures_util::Stream<Item = pullkin::Incoming> + Unpin,
+    {
+        use futures_util::FutureExt;
+        self.buffer.clear();
+        self.batch.push(first);
+        let most = room.clamp(1, Self::BATCH);
+        while self.batch.len() < most {
+            match messages.next().now_or_never() {
+                Some(Some(incoming)) => self.batch.push(incoming),
+                _ => break,
             }
-            if renewal.identity_changed {
-                log::warn(
-                    name,
-                    format_args!(
-                        "the device was registered again; new FCM token: {}",
-                        renewal.credentials.fcm.token().unwrap_or("(none)")
-                    ),
-                );
-            } else {
-                log::info(name, "credentials refreshed");
+        }
+        for incoming in &self.batch {
+            // Writing JSON into a vector fails only for maps with non-string keys, which a
+            // message has none of; a line is skipped rather than the listener stopped.
+            if serde_json::to_writer(&mut self.buffer, &incoming.to_json()).is_ok() {
+                self.buffer.push(b'\n');
             }
-            app.credentials = renewal.credentials;
         }
-        Ok(_) => {}
-        Err(error) => {
-            let error = Err::<(), _>(error)
-                .context("could not renew the credentials")
-                .err()
-                .map(|e| e.chain())
-                .unwrap_or_default();
-            log::warn(name, format_args!("{error}; using them as they are"));
+        let written = {
+            let mut out = std::io::stdout().lock();
+            out.write_all(&self.buffer).and_then(|()| out.flush())
+        };
+        let n = self.batch.len();
+        if let Err(error) = written {
+            // Not acknowledged (an `Incoming` acknowledges when dropped): the server
+            // delivers them again after a restart. The process is stopping; the few
+            // leaked values go with it.
+            for unprinted in std::mem::take(&mut self.batch) {
+                std::mem::forget(unprinted);
+            }
+            return Err(CliError::msg(format!("writing to stdout: {error}")));
         }
+        self.batch.clear();
+        if self.buffer.capacity() > 1 << 20 {
+            self.buffer = Vec::new();
+        }
+        Ok(n)
     }
 }
 
 /// Reports what the listener tells, one line on stderr (see [`log`]).
 pub(crate) fn report(event: &Event) {
     match event {
-        Event::State { app, state } => {
-            let app = Some(app.as_str());
-            match state {
-                ConnectionState::Idle => {}
-                ConnectionState::Connecting { attempt } => {
-                    log::info(app, format_args!("connecting (attempt {attempt})"));
-                }
-                ConnectionState::Connected { .. } => log::info(app, "connected"),
-                ConnectionState::BackingOff {
-                    until,
-                    error,
-                    failures,
-                } => {
-                    let wait = until
-                        .duration_since(SystemTime::now())
-                        .unwrap_or_default()
-                        .as_secs_f64();
-                    log::warn(
-                        app,
-                        format_args!(
-                            "connection failed ({error}); retrying in {wait:.1} s (failure \
-                             {failures})"
-                        ),
-                    );
-                }
-                ConnectionState::Stopped { error: None } => log::info(app, "stopped"),
-                ConnectionState::Stopped { error: Some(error) } => {
-                    log::warn(app, format_args!("stopped: {error}"));
-                }
-                other => log::info(app, format_args!("{other:?}")),
-            }
-        }
+        Event::State { app, state } => report_state(app, state),
         Event::Undecryptable {
             app,
             persistent_id,
@@ -596,5 +648,38 @@ pub(crate) fn report(event: &Event) {
         ),
         Event::CredentialsChanged { app } => log::info(Some(app), "credentials renewed"),
         other => log::info(None, format_args!("{other:?}")),
+    }
+}
+
+/// Reports an app's connection state, one line on stderr (see [`log`]).
+pub(crate) fn report_state(app: &str, state: &ConnectionState) {
+    let app = Some(app);
+    match state {
+        ConnectionState::Idle => {}
+        ConnectionState::Connecting { attempt } => {
+            log::info(app, format_args!("connecting (attempt {attempt})"));
+        }
+        ConnectionState::Connected { .. } => log::info(app, "connected"),
+        ConnectionState::BackingOff {
+            until,
+            error,
+            failures,
+        } => {
+            let wait = until
+                .duration_since(SystemTime::now())
+                .unwrap_or_default()
+                .as_secs_f64();
+            log::warn(
+                app,
+                format_args!(
+                    "connection failed ({error}); retrying in {wait:.1} s (failure {failures})"
+                ),
+            );
+        }
+        ConnectionState::Stopped { error: None } => log::info(app, "stopped"),
+        ConnectionState::Stopped { error: Some(error) } => {
+            log::warn(app, format_args!("stopped: {error}"));
+        }
+        other => log::info(app, format_args!("{other:?}")),
     }
 }

@@ -6,8 +6,14 @@
 //! Under JSON the reports are tracing events of target `pullkin_cli` (always let through
 //! at INFO, whatever `-v` says), so that stderr holds nothing but JSON lines. Stdout (the
 //! notifications of `listen`, the answers of the other commands) is the same either way.
+//!
+//! Stderr is a courtesy, never a reason to stop: a write to it that fails (a closed pipe,
+//! a full disk) is dropped, here and in tracing's writer (its own report of a failed
+//! write, which would go to stderr again, is turned off). A listener whose log reader
+//! went away goes on receiving.
 
 use std::fmt::Display;
+use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::ValueEnum;
@@ -46,6 +52,7 @@ pub(crate) fn init(verbose: u8, format: LogFormat) {
                 .with_env_filter(filter)
                 .with_writer(std::io::stderr)
                 .with_target(true)
+                .log_internal_errors(false)
                 .try_init();
         }
         LogFormat::Json => {
@@ -61,6 +68,7 @@ pub(crate) fn init(verbose: u8, format: LogFormat) {
                 .with_env_filter(filter)
                 .with_writer(std::io::stderr)
                 .with_target(true)
+                .log_internal_errors(false)
                 .try_init();
         }
     }
@@ -102,13 +110,18 @@ pub(crate) fn fatal(error: &CliError) {
     if json() {
         tracing::error!(target: TARGET, exit_code = error.exit_code(), "{line}");
     } else {
-        eprintln!("error: {line}");
+        to_stderr(format_args!("error: {line}"));
     }
 }
 
 fn print_text(app: Option<&str>, message: &dyn Display) {
     match app {
-        Some(app) => eprintln!("[{app}] {message}"),
-        None => eprintln!("{message}"),
+        Some(app) => to_stderr(format_args!("[{app}] {message}")),
+        None => to_stderr(format_args!("{message}")),
     }
+}
+
+/// One line on stderr; a failed write is dropped (`eprintln!` would panic on it).
+fn to_stderr(line: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }

@@ -21,6 +21,7 @@ mod register;
 mod send;
 mod signal;
 mod sinks;
+mod status;
 
 use std::process::ExitCode;
 

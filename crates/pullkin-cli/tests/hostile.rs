@@ -452,8 +452,8 @@ fn an_untrusted_emulator_is_refused() {
         .gcm
         .android_id;
     let mut listener = env.listen(&[&good], &env.path("state"), &stranger.ca, &[]);
-    listener.wait_stderr("could not renew");
-    // Each connection attempt checks the device in first, over the same untrusted TLS.
+    // Each connection attempt (the first one too) checks the device in first, over the
+    // same untrusted TLS.
     listener.wait_stderr("connection failed (check-in failed");
     let stderr = listener.stderr();
     let failure = stderr

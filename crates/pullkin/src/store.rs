@@ -2,21 +2,38 @@
 //!
 //! [`Store`] is the interface the listener writes through; it is async, so that a store
 //! on a database or over the network implements it directly. [`DirStore`], the default,
-//! keeps one JSON file per app and kind in a directory and does its blocking file work on
-//! tokio's blocking pool. Every write goes to a temporary file that is flushed to disk and
-//! then renamed over the old one (and the directory is synced), so a crash at any point
-//! leaves either the old or the new state readable, never a torn file
-//! ([`write_private_file`], which the command line uses for credential files too). Files
-//! are created with mode 0600. A file that is not valid JSON of the expected kind is an
-//! error ([`StoreError::Corrupt`] or [`StoreError::Foreign`]): silently starting over
-//! would deliver every message again.
+//! keeps JSON files per app and kind in a directory and does its blocking file work on
+//! tokio's blocking pool. Files are created with mode 0600. A file that is not valid JSON
+//! of the expected kind is an error ([`StoreError::Corrupt`] or [`StoreError::Foreign`]):
+//! silently starting over would deliver every message again.
+//!
+//! Credentials, and the snapshots of the acknowledgement state, are written to a
+//! temporary file that is flushed to disk and then renamed over the old one (and the
+//! directory is synced), so a crash at any point leaves either the old or the new file
+//! readable, never a torn one ([`write_private_file`], which the command line uses for
+//! credential files too).
+//!
+//! The acknowledgement state changes a little with every write (ids come in at the end,
+//! confirmed ones leave), while a server slow to confirm lets it hold a hundred thousand
+//! ids; so a write costs what changed, not what is stored. `<app>.acks.json` is a
+//! snapshot, tagged with a random generation; `<app>.acks.log` holds one line per write
+//! since, with the ids that left and the ids that came (each line appended and synced
+//! before the write counts as done). A load reads the snapshot and replays the lines of
+//! its generation. Once the lines outweigh the snapshot (and 64 KiB), the next write is a
+//! new snapshot of a new generation, after which the log is emptied: a crash between the
+//! two leaves lines of the old generation, which are skipped. A last line without its
+//! newline is a write that never finished (it was never reported as stored) and is
+//! skipped too; the write after such a load is a snapshot, so that nothing is appended
+//! behind it. So every write is atomic, and a load after a crash returns the state of
+//! the last write that finished or of the one before it.
 
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::future::Future;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
@@ -96,19 +113,29 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> StoreFuture<'a, ()>;
 }
 
-/// A [`Store`] in a directory of JSON files: `<app>.acks.json` and
-/// `<app>.credentials.json`.
+/// A [`Store`] in a directory of JSON files: `<app>.acks.json` with `<app>.acks.log`
+/// (see the module docs), and `<app>.credentials.json`.
 #[derive(Debug, Clone)]
 pub struct DirStore {
     dir: PathBuf,
+    /// What each app's files hold, as of its last load or write: the base of the next
+    /// write's difference.
+    acks: Arc<Mutex<HashMap<String, Arc<Mutex<AckFiles>>>>>,
 }
 
-const ACKS_FORMAT: &str = "pullkin-acks/1";
+/// The snapshot format written; [`ACKS_FORMAT_V1`] (a snapshot without a log) is read too.
+const ACKS_FORMAT: &str = "pullkin-acks/2";
+const ACKS_FORMAT_V1: &str = "pullkin-acks/1";
 const CREDENTIALS_FORMAT: &str = "pullkin-credentials/1";
+/// The log is folded into a new snapshot once it is larger than the snapshot and this.
+const LOG_FOLD_MIN: u64 = 64 * 1024;
 
 /// `<app>.acks.json` as read (its `format` is checked before).
 #[derive(Deserialize)]
 struct AckFile {
+    /// Absent in `pullkin-acks/1`, which has no log.
+    #[serde(default)]
+    generation: Option<u64>,
     #[serde(default)]
     unconfirmed: Vec<Arc<str>>,
     #[serde(default)]
@@ -119,8 +146,78 @@ struct AckFile {
 #[derive(Serialize)]
 struct AckFileRef<'a> {
     format: &'a str,
+    generation: u64,
     unconfirmed: &'a [Arc<str>],
     recent: &'a [Arc<str>],
+}
+
+/// One line of `<app>.acks.log`: the generation of the snapshot it follows, and the ids
+/// that left (`-`) and came (`+`, in order, after the others) of each list.
+#[derive(Serialize, Deserialize, Default)]
+struct AckDelta<S> {
+    #[serde(rename = "g")]
+    generation: u64,
+    #[serde(rename = "u-", default, skip_serializing_if = "Vec::is_empty")]
+    unconfirmed_left: Vec<S>,
+    #[serde(rename = "u+", default, skip_serializing_if = "Vec::is_empty")]
+    unconfirmed_came: Vec<S>,
+    #[serde(rename = "r-", default, skip_serializing_if = "Vec::is_empty")]
+    recent_left: Vec<S>,
+    #[serde(rename = "r+", default, skip_serializing_if = "Vec::is_empty")]
+    recent_came: Vec<S>,
+}
+
+/// What an app's acknowledgement files hold.
+#[derive(Default)]
+struct AckFiles {
+    /// `None`: not known (never loaded or written here, or a write failed midway); the
+    /// next write is a snapshot.
+    state: Option<AckState>,
+    generation: u64,
+    snapshot_bytes: u64,
+    log_bytes: u64,
+}
+
+impl std::fmt::Debug for AckFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AckFiles")
+            .field("known", &self.state.is_some())
+            .field("generation", &self.generation)
+            .field("snapshot_bytes", &self.snapshot_bytes)
+            .field("log_bytes", &self.log_bytes)
+            .finish()
+    }
+}
+
+/// How `new` differs from `old`: the ids of `old` that are not kept, and the tail of
+/// `new` that follows the kept ones. Removing the first from `old` and appending the
+/// second gives `new` exactly, whatever the two lists are; the difference is as small
+/// as what changed when, as in an acknowledgement state, ids come in at the end and
+/// leave from anywhere. Ids are compared by pointer first: the session hands back the
+/// same shared strings from write to write.
+fn difference<'a>(old: &'a [Arc<str>], new: &'a [Arc<str>]) -> (Vec<&'a str>, &'a [Arc<str>]) {
+    let same = |a: &Arc<str>, b: &Arc<str>| Arc::ptr_eq(a, b) || a == b;
+    let (mut i, mut j) = (0, 0);
+    let mut left = Vec::new();
+    while let (Some(a), Some(b)) = (old.get(i), new.get(j)) {
+        if same(a, b) {
+            j += 1;
+        } else {
+            left.push(&**a);
+        }
+        i += 1;
+    }
+    left.extend(old.get(i..).unwrap_or_default().iter().map(|id| &**id));
+    (left, new.get(j..).unwrap_or_default())
+}
+
+/// Applies one list's part of a log line.
+fn replay(list: &mut Vec<Arc<str>>, left: &[String], came: Vec<String>) {
+    if !left.is_empty() {
+        let left: HashSet<&str> = left.iter().map(String::as_str).collect();
+        list.retain(|id| !left.contains(&**id));
+    }
+    list.extend(came.into_iter().map(Arc::from));
 }
 
 #[derive(Deserialize)]
@@ -138,7 +235,10 @@ struct CredentialsFileRef<'a> {
 impl DirStore {
     /// A store in `dir`, created (mode 0700) if missing.
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self, StoreError> {
-        let dir = dir.into();
+        Self::open_dir(dir.into())
+    }
+
+    fn open_dir(dir: PathBuf) -> Result<Self, StoreError> {
         if !dir.is_dir() {
             let mut builder = fs::DirBuilder::new();
             builder.recursive(true);
@@ -152,7 +252,10 @@ impl DirStore {
                 source,
             })?;
         }
-        Ok(Self { dir })
+        Ok(Self {
+            dir,
+            acks: Arc::default(),
+        })
     }
 
     /// The directory.
@@ -177,10 +280,30 @@ impl DirStore {
         Ok(self.dir.join(format!("{name}.{kind}.json")))
     }
 
+    /// The snapshot and the log of an app's acknowledgement state.
+    fn ack_paths(&self, app: &str) -> Result<(PathBuf, PathBuf), StoreError> {
+        let snapshot = self.path(app, "acks")?;
+        let log = snapshot.with_extension("log");
+        Ok((snapshot, log))
+    }
+
+    /// The files of an app's acknowledgement state, as known to this store.
+    fn ack_files(&self, app: &str) -> Arc<Mutex<AckFiles>> {
+        Arc::clone(locked(&self.acks).entry(app.to_owned()).or_default())
+    }
+
     fn read<T: DeserializeOwned>(
         path: &Path,
         expected: &'static str,
         format: &str,
+    ) -> Result<Option<T>, StoreError> {
+        Self::read_any(path, expected, &[format])
+    }
+
+    fn read_any<T: DeserializeOwned>(
+        path: &Path,
+        expected: &'static str,
+        formats: &[&str],
     ) -> Result<Option<T>, StoreError> {
         let bytes = match fs::read(path) {
             Ok(bytes) => bytes,
@@ -198,7 +321,7 @@ impl DirStore {
                 reason: e.to_string(),
             })?;
         let found = value.get("format").and_then(|f| f.as_str());
-        if found != Some(format) {
+        if !found.is_some_and(|found| formats.contains(&found)) {
             return Err(StoreError::Foreign {
                 path: path.to_owned(),
                 expected,
@@ -213,16 +336,178 @@ impl DirStore {
             })
     }
 
-    fn write<T: Serialize>(path: &Path, value: &T) -> Result<(), StoreError> {
-        let json = serde_json::to_vec_pretty(value).map_err(|e| StoreError::Corrupt {
-            path: path.to_owned(),
+    /// Reads an app's snapshot and replays its log: the state, and what the files hold
+    /// (with no state known when the next write must be a snapshot).
+    fn load_acks(snapshot: &Path, log: &Path) -> Result<(AckState, AckFiles), StoreError> {
+        let formats = [ACKS_FORMAT, ACKS_FORMAT_V1];
+        let Some(file) = Self::read_any::<AckFile>(snapshot, "acknowledgement state", &formats)?
+        else {
+            // Nothing was stored: a log without a snapshot is from no write that finished
+            // (the first write is a snapshot).
+            return Ok((AckState::default(), AckFiles::default()));
+        };
+        let snapshot_bytes = fs::metadata(snapshot).map_or(0, |m| m.len());
+        let mut state = AckState {
+            unconfirmed: file.unconfirmed,
+            recent: file.recent,
+        };
+        let Some(generation) = file.generation else {
+            // `pullkin-acks/1`: no log; the next write makes a snapshot of this format.
+            return Ok((state, AckFiles::default()));
+        };
+        let bytes = match fs::read(log) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(source) => {
+                return Err(StoreError::Io {
+                    path: log.to_owned(),
+                    source,
+                });
+            }
+        };
+        let mut rest = bytes.as_slice();
+        let mut torn = false;
+        while !rest.is_empty() {
+            let Some(end) = rest.iter().position(|&b| b == b'\n') else {
+                // A write that never finished.
+                torn = true;
+                break;
+            };
+            let (line, after) = rest.split_at(end);
+            rest = after.get(1..).unwrap_or_default();
+            let delta: AckDelta<String> =
+                serde_json::from_slice(line).map_err(|e| StoreError::Corrupt {
+                    path: log.to_owned(),
+                    reason: e.to_string(),
+                })?;
+            if delta.generation != generation {
+                // Written before the snapshot that replaced them.
+                continue;
+            }
+            replay(
+                &mut state.unconfirmed,
+                &delta.unconfirmed_left,
+                delta.unconfirmed_came,
+            );
+            replay(&mut state.recent, &delta.recent_left, delta.recent_came);
+        }
+        let files = AckFiles {
+            // After a torn line nothing may be appended: the next write is a snapshot.
+            state: (!torn).then(|| state.clone()),
+            generation,
+            snapshot_bytes,
+            log_bytes: bytes.len() as u64,
+        };
+        Ok((state, files))
+    }
+
+    /// Stores `state` for an app: a line of what changed since the last write, or a new
+    /// snapshot when the log has grown past it (or nothing is known of the files).
+    fn save_acks(
+        files: &mut AckFiles,
+        snapshot: &Path,
+        log: &Path,
+        state: AckState,
+    ) -> Result<(), StoreError> {
+        let fold = files.log_bytes > files.snapshot_bytes.max(LOG_FOLD_MIN);
+        if let (Some(old), false) = (&files.state, fold) {
+            let (unconfirmed_left, unconfirmed_came) =
+                difference(&old.unconfirmed, &state.unconfirmed);
+            let (recent_left, recent_came) = difference(&old.recent, &state.recent);
+            if unconfirmed_left.is_empty()
+                && unconfirmed_came.is_empty()
+                && recent_left.is_empty()
+                && recent_came.is_empty()
+            {
+                files.state = Some(state);
+                return Ok(());
+            }
+            let delta = AckDelta {
+                generation: files.generation,
+                unconfirmed_left,
+                unconfirmed_came: unconfirmed_came.iter().map(|id| &**id).collect(),
+                recent_left,
+                recent_came: recent_came.iter().map(|id| &**id).collect(),
+            };
+            let mut line = serde_json::to_vec(&delta).map_err(|e| StoreError::Corrupt {
+                path: log.to_owned(),
+                reason: e.to_string(),
+            })?;
+            line.push(b'\n');
+            // Unknown until the append finished: a failed one may have left part of it.
+            files.state = None;
+            append_synced(log, &line).map_err(|source| StoreError::Io {
+                path: log.to_owned(),
+                source,
+            })?;
+            files.log_bytes += line.len() as u64;
+            files.state = Some(state);
+            return Ok(());
+        }
+        // A new snapshot, then the log emptied (its lines are of the old generation).
+        let generation = loop {
+            let generation = rand::random::<u64>();
+            if generation != files.generation {
+                break generation;
+            }
+        };
+        let json = serde_json::to_vec(&AckFileRef {
+            format: ACKS_FORMAT,
+            generation,
+            unconfirmed: &state.unconfirmed,
+            recent: &state.recent,
+        })
+        .map_err(|e| StoreError::Corrupt {
+            path: snapshot.to_owned(),
             reason: e.to_string(),
         })?;
-        write_private_file(path, &json).map_err(|source| StoreError::Io {
-            path: path.to_owned(),
+        files.state = None;
+        write_private_file(snapshot, &json).map_err(|source| StoreError::Io {
+            path: snapshot.to_owned(),
             source,
-        })
+        })?;
+        files.generation = generation;
+        files.snapshot_bytes = json.len() as u64;
+        match fs::OpenOptions::new().write(true).truncate(true).open(log) {
+            Ok(file) => file.sync_all().map_err(|source| StoreError::Io {
+                path: log.to_owned(),
+                source,
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(StoreError::Io {
+                    path: log.to_owned(),
+                    source,
+                });
+            }
+        }
+        files.log_bytes = 0;
+        files.state = Some(state);
+        Ok(())
     }
+}
+
+/// Appends `bytes` to `path` (created with mode 0600, and the directory synced then) and
+/// syncs the data before returning.
+fn append_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut options = OpenOptions::new();
+    options.append(true).create(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let existed = path.exists();
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_data()?;
+    if !existed
+        && let Some(dir) = path.parent()
+        && let Ok(dir) = File::open(dir)
+    {
+        dir.sync_all()?;
+    }
+    Ok(())
 }
 
 /// Writes `bytes` to `path` atomically, created with mode 0600: into a temporary file
@@ -278,38 +563,26 @@ async fn blocking<T: Send + 'static>(
 
 impl Store for DirStore {
     fn load_ack_state<'a>(&'a self, app: &'a str) -> StoreFuture<'a, AckState> {
-        let path = self.path(app, "acks");
+        let paths = self.ack_paths(app);
         Box::pin(async move {
-            let path = path?;
+            let (snapshot, log) = paths?;
+            let files = self.ack_files(app);
             blocking(move || {
-                Ok(
-                    Self::read::<AckFile>(&path, "acknowledgement state", ACKS_FORMAT)?
-                        .map(|file| AckState {
-                            unconfirmed: file.unconfirmed,
-                            recent: file.recent,
-                        })
-                        .unwrap_or_default(),
-                )
+                let mut files = locked(&files);
+                let (state, loaded) = Self::load_acks(&snapshot, &log)?;
+                *files = loaded;
+                Ok(state)
             })
             .await
         })
     }
 
     fn save_ack_state<'a>(&'a self, app: &'a str, state: AckState) -> StoreFuture<'a, ()> {
-        let path = self.path(app, "acks");
+        let paths = self.ack_paths(app);
         Box::pin(async move {
-            let path = path?;
-            blocking(move || {
-                Self::write(
-                    &path,
-                    &AckFileRef {
-                        format: ACKS_FORMAT,
-                        unconfirmed: &state.unconfirmed,
-                        recent: &state.recent,
-                    },
-                )
-            })
-            .await
+            let (snapshot, log) = paths?;
+            let files = self.ack_files(app);
+            blocking(move || Self::save_acks(&mut locked(&files), &snapshot, &log, state)).await
         })
     }
 
@@ -397,5 +670,205 @@ impl Store for MemoryStore {
     ) -> StoreFuture<'a, ()> {
         locked(&self.credentials).insert(app.to_owned(), credentials.clone());
         Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn ids(range: std::ops::Range<usize>) -> Vec<Arc<str>> {
+        range
+            .map(|i| Arc::from(format!("0:{i:08}%7031b2e6")))
+            .collect()
+    }
+
+    fn state(unconfirmed: Vec<Arc<str>>, recent: Vec<Arc<str>>) -> AckState {
+        AckState {
+            unconfirmed,
+            recent,
+        }
+    }
+
+    fn len(path: &Path) -> u64 {
+        fs::metadata(path).map_or(0, |m| m.len())
+    }
+
+    #[test]
+    fn the_difference_replays_to_the_new_list_whatever_the_lists() {
+        let cases: &[(&[&str], &[&str])] = &[
+            (&[], &[]),
+            (&[], &["a", "b"]),
+            (&["a", "b"], &[]),
+            (&["a", "b", "c"], &["b", "c", "d"]),
+            (&["a", "b", "c"], &["c", "b", "a"]),
+            (&["a", "b", "c"], &["a", "x", "c"]),
+            (&["a", "b"], &["a", "b"]),
+            (&["a", "b", "c", "d"], &["b", "d", "e"]),
+        ];
+        for (old, new) in cases {
+            let old: Vec<Arc<str>> = old.iter().map(|s| Arc::from(*s)).collect();
+            let new: Vec<Arc<str>> = new.iter().map(|s| Arc::from(*s)).collect();
+            let (left, came) = difference(&old, &new);
+            let mut replayed = old.clone();
+            replay(
+                &mut replayed,
+                &left.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>(),
+                came.iter().map(|s| s.to_string()).collect(),
+            );
+            assert_eq!(replayed, new, "{old:?} -> {new:?}");
+        }
+        // Ids in at the end, out at the front: exactly what changed.
+        let old = ids(0..1000);
+        let mut new = old[10..].to_vec();
+        new.extend(ids(1000..1010));
+        let (left, came) = difference(&old, &new);
+        assert_eq!(left.len(), 10);
+        assert_eq!(came.len(), 10);
+    }
+
+    #[tokio::test]
+    async fn a_write_costs_what_changed_and_a_restart_reads_it_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirStore::open(dir.path()).unwrap();
+        let snapshot = dir.path().join("app.acks.json");
+        let log = dir.path().join("app.acks.log");
+        assert_eq!(
+            store.load_ack_state("app").await.unwrap(),
+            AckState::default()
+        );
+        // The first write is a snapshot: 100 000 unconfirmed ids.
+        let mut current = state(ids(0..100_000), ids(200_000..200_100));
+        store.save_ack_state("app", current.clone()).await.unwrap();
+        let snapshot_bytes = len(&snapshot);
+        assert!(snapshot_bytes > 2_000_000, "{snapshot_bytes}");
+        assert_eq!(len(&log), 0);
+        // Then each write appends one line of what changed: 10 confirmed, 10 new.
+        for round in 0..20 {
+            let before = len(&log);
+            current.unconfirmed.drain(..10);
+            let start = 100_000 + round * 10;
+            current.unconfirmed.extend(ids(start..start + 10));
+            current.recent.push(Arc::from(format!("0:recent{round}")));
+            store.save_ack_state("app", current.clone()).await.unwrap();
+            let line = len(&log) - before;
+            assert!(line < 1_200, "a line of {line} bytes for 21 changed ids");
+            assert_eq!(len(&snapshot), snapshot_bytes, "the snapshot is left alone");
+        }
+        // Nothing changed: nothing written.
+        let before = len(&log);
+        store.save_ack_state("app", current.clone()).await.unwrap();
+        assert_eq!(len(&log), before);
+        // A restart reads the snapshot and replays the log.
+        let again = DirStore::open(dir.path()).unwrap();
+        assert_eq!(again.load_ack_state("app").await.unwrap(), current);
+        // And goes on appending after its load.
+        current.unconfirmed.drain(..5);
+        again.save_ack_state("app", current.clone()).await.unwrap();
+        assert_eq!(len(&snapshot), snapshot_bytes);
+        let third = DirStore::open(dir.path()).unwrap();
+        assert_eq!(third.load_ack_state("app").await.unwrap(), current);
+    }
+
+    #[tokio::test]
+    async fn the_log_is_folded_into_a_snapshot_once_it_outweighs_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirStore::open(dir.path()).unwrap();
+        let log = dir.path().join("app.acks.log");
+        let mut current = state(ids(0..10), Vec::new());
+        store.save_ack_state("app", current.clone()).await.unwrap();
+        let mut folded = false;
+        let mut largest = 0;
+        for round in 0..2_000 {
+            current.unconfirmed.drain(..5);
+            let start = 10 + round * 5;
+            current.unconfirmed.extend(ids(start..start + 5));
+            let before = len(&log);
+            store.save_ack_state("app", current.clone()).await.unwrap();
+            largest = largest.max(len(&log));
+            folded |= len(&log) < before;
+        }
+        assert!(folded, "the log was emptied at some point");
+        assert!(
+            largest <= LOG_FOLD_MIN + 1_000,
+            "the log stays bounded: {largest}"
+        );
+        let again = DirStore::open(dir.path()).unwrap();
+        assert_eq!(again.load_ack_state("app").await.unwrap(), current);
+    }
+
+    #[tokio::test]
+    async fn a_torn_last_line_is_skipped_and_the_next_write_is_a_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirStore::open(dir.path()).unwrap();
+        let log = dir.path().join("app.acks.log");
+        let first = state(ids(0..3), Vec::new());
+        store.save_ack_state("app", first.clone()).await.unwrap();
+        let second = state(ids(1..4), Vec::new());
+        store.save_ack_state("app", second.clone()).await.unwrap();
+        // A crash in the middle of the third write's append.
+        let mut file = OpenOptions::new().append(true).open(&log).unwrap();
+        file.write_all(br#"{"g":1,"u-":["0:000"#).unwrap();
+        drop(file);
+        let again = DirStore::open(dir.path()).unwrap();
+        assert_eq!(again.load_ack_state("app").await.unwrap(), second);
+        // Nothing is appended behind the torn line: a new snapshot, the log emptied.
+        let third = state(ids(2..6), Vec::new());
+        again.save_ack_state("app", third.clone()).await.unwrap();
+        assert_eq!(len(&log), 0);
+        let fourth = state(ids(3..7), Vec::new());
+        again.save_ack_state("app", fourth.clone()).await.unwrap();
+        let reread = DirStore::open(dir.path()).unwrap();
+        assert_eq!(reread.load_ack_state("app").await.unwrap(), fourth);
+    }
+
+    #[tokio::test]
+    async fn lines_of_a_replaced_snapshot_are_skipped_and_a_bad_line_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirStore::open(dir.path()).unwrap();
+        let log = dir.path().join("app.acks.log");
+        store
+            .save_ack_state("app", state(ids(0..3), Vec::new()))
+            .await
+            .unwrap();
+        store
+            .save_ack_state("app", state(ids(1..3), Vec::new()))
+            .await
+            .unwrap();
+        let old_lines = fs::read(&log).unwrap();
+        assert!(!old_lines.is_empty());
+        // A crash after a new snapshot was renamed into place, before the log was
+        // emptied: the lines of the old generation are still there.
+        let fresh = DirStore::open(dir.path()).unwrap();
+        let current = state(ids(5..8), Vec::new());
+        fresh.save_ack_state("app", current.clone()).await.unwrap();
+        fs::write(&log, &old_lines).unwrap();
+        let again = DirStore::open(dir.path()).unwrap();
+        assert_eq!(again.load_ack_state("app").await.unwrap(), current);
+        // A whole line that is not a record: corrupt, not a fresh start.
+        fs::write(&log, b"not json\n").unwrap();
+        let err = again.load_ack_state("app").await.unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains("app.acks.log"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_of_the_first_format_is_read_and_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(
+            dir.path().join("app.acks.json"),
+            br#"{"format": "pullkin-acks/1", "unconfirmed": ["0:a"], "recent": ["0:r"]}"#,
+        )
+        .unwrap();
+        let store = DirStore::open(dir.path()).unwrap();
+        let loaded = store.load_ack_state("app").await.unwrap();
+        assert_eq!(loaded, state(vec!["0:a".into()], vec!["0:r".into()]));
+        let next = state(vec!["0:a".into(), "0:b".into()], vec!["0:r".into()]);
+        store.save_ack_state("app", next.clone()).await.unwrap();
+        let text = fs::read_to_string(dir.path().join("app.acks.json")).unwrap();
+        assert!(text.contains(ACKS_FORMAT), "{text}");
+        let again = DirStore::open(dir.path()).unwrap();
+        assert_eq!(again.load_ack_state("app").await.unwrap(), next);
     }
 }

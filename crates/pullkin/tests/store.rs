@@ -87,17 +87,33 @@ async fn an_interrupted_write_leaves_the_old_state_readable() {
 async fn a_failed_write_keeps_the_old_state() {
     let dir = tempfile::tempdir().unwrap();
     let store = DirStore::open(dir.path()).unwrap();
-    store.save_ack_state("app", state(&["0:1"])).await.unwrap();
-    // Make the rename fail: a directory stands where the temporary file would go.
+    // The first write is a snapshot. Make its rename fail: a directory stands where the
+    // temporary file would go.
     let tmp = dir
         .path()
         .join(format!(".app.acks.json.tmp{}", std::process::id()));
     fs::create_dir(&tmp).unwrap();
     let err = store
+        .save_ack_state("app", state(&["0:1"]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Io { .. }), "{err}");
+    assert_eq!(
+        store.load_ack_state("app").await.unwrap(),
+        AckState::default()
+    );
+    fs::remove_dir(&tmp).unwrap();
+    store.save_ack_state("app", state(&["0:1"])).await.unwrap();
+    // The next ones append to the log. Make that fail: a directory stands where it goes.
+    let log = dir.path().join("app.acks.log");
+    let _ = fs::remove_file(&log);
+    fs::create_dir(&log).unwrap();
+    let err = store
         .save_ack_state("app", state(&["0:2"]))
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Io { .. }), "{err}");
+    fs::remove_dir(&log).unwrap();
     assert_eq!(store.load_ack_state("app").await.unwrap(), state(&["0:1"]));
 }
 

@@ -50,7 +50,10 @@ pub struct ListenerConfig {
     pub queue_capacity: usize,
     /// How many connections may be in their TCP + TLS handshake at once, across all
     /// apps (default 32): thousands of apps starting together neither storm the server
-    /// nor hold thousands of handshakes' worth of memory at the same time.
+    /// nor hold thousands of handshakes' worth of memory at the same time. A listener
+    /// with a [`PullkinCore`](crate::PullkinCore) runs as many credential renewals
+    /// (check-ins) at once, at most: the HTTPS client then opens, and keeps pooled, that
+    /// many connections rather than one per app.
     pub concurrent_handshakes: usize,
     /// Compare the wall clock with the monotonic clock this often (default 2 s, one timer
     /// per listener, not per connection) to notice that the system was suspended: the

@@ -33,6 +33,10 @@ pub(crate) struct Upkeep {
     pub credentials: CredentialsMap,
     pub store: Arc<dyn Store>,
     pub events: broadcast::Sender<Event>,
+    /// Bounds the renewals (check-ins, token refreshes) in flight across the apps: a
+    /// listener starting thousands of apps makes a few HTTPS connections at a time, not
+    /// one per app, and keeps only those few in the client's pool afterwards.
+    pub renewals: tokio::sync::Semaphore,
 }
 
 impl Upkeep {
@@ -42,7 +46,11 @@ impl Upkeep {
             .get(app)
             .cloned()
             .ok_or_else(|| PullkinError::UnknownApp(app.to_owned()))?;
-        let renewal = self.core.renew(&current).await?;
+        let renewal = {
+            // Never closed: the semaphore lives as long as `self`.
+            let _permit = self.renewals.acquire().await;
+            self.core.renew(&current).await?
+        };
         let credentials = renewal.credentials;
         let mut keys = None;
         if renewal.changed {

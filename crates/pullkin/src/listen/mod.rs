@@ -153,6 +153,7 @@ impl PullkinBuilder {
                 credentials: Arc::clone(&credentials),
                 store: Arc::clone(&store),
                 events: events.clone(),
+                renewals: tokio::sync::Semaphore::new(config.concurrent_handshakes.max(1)),
             })
         });
         let shared = Arc::new(DriverShared {
