@@ -134,6 +134,19 @@ impl EmulatorBuilder {
         self
     }
 
+    /// Whether the Web Push endpoint (`POST /fcm/send/<token>`) takes pushes without a
+    /// VAPID `Authorization` (default `false`: like Google, it answers them 401).
+    ///
+    /// A push that does carry one is checked either way (docs/protocol.md §7.5): an
+    /// ES256 JWT with `aud` the endpoint's origin and `exp` in the next 24 hours, signed
+    /// by the subscription's application server key when it was made with one; else 403.
+    /// [`crate::VapidKey`] signs them. The library's [`Emulator::send_webpush`] needs no
+    /// signature.
+    pub fn accept_unsigned_webpush(mut self, accept: bool) -> Self {
+        self.config.accept_unsigned_webpush = accept;
+        self
+    }
+
     /// Generates the certificates, binds both listeners and starts serving. Must be
     /// called inside a tokio runtime.
     pub async fn start(self) -> Result<Emulator, Error> {

@@ -19,6 +19,7 @@ mod state;
 mod tls;
 mod topics;
 mod types;
+mod vapid;
 
 pub use emulator::{Emulator, EmulatorBuilder};
 pub use error::Error;
@@ -30,6 +31,7 @@ pub use types::{
     IidCommand, Installation, LoginRecord, Notification, Overlap, Persona, SendMessage, Sent,
     Target,
 };
+pub use vapid::VapidKey;
 
 /// The MCS and checkin protobuf types the emulator's API uses, re-exported.
 pub mod proto {

@@ -7,7 +7,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use mcs_codec::proto::DataMessageStanza;
@@ -31,6 +31,8 @@ pub(crate) struct Config {
     pub(crate) max_frame_length: usize,
     /// Whether a newer login for a device closes its older connections.
     pub(crate) close_superseded: bool,
+    /// Whether `/fcm/send` takes pushes without a VAPID `Authorization`.
+    pub(crate) accept_unsigned_webpush: bool,
 }
 
 impl Default for Config {
@@ -43,6 +45,7 @@ impl Default for Config {
             api_key: None,
             max_frame_length: mcs_codec::DEFAULT_MAX_FRAME_LENGTH,
             close_superseded: true,
+            accept_unsigned_webpush: false,
         }
     }
 }
@@ -98,6 +101,15 @@ impl Shared {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
                 Some(old.saturating_add(nanos))
             });
+    }
+
+    /// Seconds since the Unix epoch on the emulator's clock (wall clock plus the
+    /// advances).
+    pub(crate) fn unix_secs(&self) -> u64 {
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        (wall + self.offset()).as_secs()
     }
 
     /// The time since the emulator's start.

@@ -409,7 +409,12 @@ async fn send_api_validation() {
 
 #[tokio::test]
 async fn webpush_endpoint_passes_aes128gcm_through() {
-    let emu = Emulator::start().await.unwrap();
+    // Unsigned pushes, as this test sends them (VAPID: tests/webpush.rs).
+    let emu = Emulator::builder()
+        .accept_unsigned_webpush(true)
+        .start()
+        .await
+        .unwrap();
     let api = Api::new(&emu);
     let keys = ReceiverKeys::generate();
     let creds = emu.create_device();

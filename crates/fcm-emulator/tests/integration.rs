@@ -6,3 +6,4 @@ mod common;
 mod http;
 mod mcs;
 mod topics;
+mod webpush;

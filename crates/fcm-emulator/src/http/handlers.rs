@@ -26,7 +26,9 @@ use crate::shared::Audience;
 use crate::shared::Shared;
 use crate::state::WEB_APP;
 use crate::topics::{is_valid_topic_name, parse_condition};
-use crate::types::{DeviceCredentials, Notification, SendMessage};
+use crate::types::{DeviceCredentials, Notification, Persona, SendMessage};
+use crate::vapid;
+use gcm_checkin::CHROME_VAPID_KEY;
 
 /// The lifetime of FIS auth tokens.
 const AUTH_TOKEN_LIFETIME: &str = "604800s";
@@ -730,8 +732,13 @@ fn send_failure(e: &Error) -> Response<Bytes> {
 
 // ---------------------------------------------------------------- Web Push
 
+/// The longest Web Push `Topic` (RFC 8030 §5.4).
+const MAX_WEBPUSH_TOPIC: usize = 32;
+
 /// `POST /fcm/send/{token}`: an RFC 8030 push with an RFC 8291 (`aes128gcm`) or legacy
-/// (`aesgcm`) body; 201 Created.
+/// (`aesgcm`) body, signed with VAPID (RFC 8292); 201 Created (docs/protocol.md §7.5).
+/// Headers: `TTL` (seconds; 0 = now or never), `Urgency`, `Topic` (replaces an
+/// undelivered message of the same topic).
 pub(crate) fn webpush(shared: &Shared, request: &Request<Bytes>, token: &str) -> Response<Bytes> {
     let headers = request.headers();
     let body = request.body().clone();
@@ -741,6 +748,47 @@ pub(crate) fn webpush(shared: &Shared, request: &Request<Bytes>, token: &str) ->
             "Payload Too Large: at most 4096 bytes",
         );
     }
+    let (gcm, fcm) = match shared.resolve(token) {
+        Ok(found) => found,
+        Err(_) => return text(StatusCode::NOT_FOUND, "Not Found: unknown subscription"),
+    };
+    let authorization = header(headers, AUTHORIZATION.as_str());
+    if !(authorization.is_none() && shared.config.accept_unsigned_webpush) {
+        // The subscription's application server key, when it was made with one.
+        let bound = fcm
+            .as_ref()
+            .and_then(|f| f.application_pub_key.as_deref())
+            .or_else(|| {
+                (gcm.persona == Persona::Web && gcm.sender != CHROME_VAPID_KEY)
+                    .then_some(gcm.sender.as_str())
+            })
+            .and_then(vapid::decode_key);
+        let mut origins = vec![shared.base_url.origin().ascii_serialization()];
+        if let Some(host) = header(headers, "host") {
+            origins.push(format!("https://{host}"));
+        }
+        match vapid::check(
+            authorization,
+            header(headers, "crypto-key"),
+            &origins,
+            bound.as_deref(),
+            shared.unix_secs(),
+        ) {
+            Ok(()) => {}
+            Err(vapid::Refusal::Missing) => {
+                return text(
+                    StatusCode::UNAUTHORIZED,
+                    "Unauthorized: a VAPID Authorization (vapid t=<JWT>, k=<key>) is required",
+                );
+            }
+            Err(vapid::Refusal::Invalid(reason)) => {
+                return text(
+                    StatusCode::FORBIDDEN,
+                    &format!("Forbidden: invalid VAPID authorization: {reason}"),
+                );
+            }
+        }
+    }
     let ttl = match header(headers, "ttl") {
         None => delivery::DEFAULT_TTL,
         Some(value) => match value.parse::<u64>() {
@@ -748,6 +796,28 @@ pub(crate) fn webpush(shared: &Shared, request: &Request<Bytes>, token: &str) ->
             Err(_) => return text(StatusCode::BAD_REQUEST, "Bad Request: invalid TTL header"),
         },
     };
+    if let Some(urgency) = header(headers, "urgency")
+        && !["very-low", "low", "normal", "high"]
+            .iter()
+            .any(|u| urgency.eq_ignore_ascii_case(u))
+    {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "Bad Request: Urgency must be very-low, low, normal or high",
+        );
+    }
+    let topic = header(headers, "topic").map(str::to_owned);
+    if let Some(topic) = &topic
+        && (topic.len() > MAX_WEBPUSH_TOPIC
+            || !topic
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+    {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "Bad Request: Topic must be at most 32 characters of base64url",
+        );
+    }
     let encoding = header(headers, "content-encoding").map(str::to_ascii_lowercase);
     let encoding = match (encoding.as_deref(), body.is_empty()) {
         (Some("aes128gcm"), false) => {
@@ -781,7 +851,6 @@ pub(crate) fn webpush(shared: &Shared, request: &Request<Bytes>, token: &str) ->
             );
         }
     };
-    let topic = header(headers, "topic").map(str::to_owned);
     match shared.send_webpush(token, body, encoding, ttl, topic) {
         Ok(sent) => {
             let mut response = text(StatusCode::CREATED, "");
