@@ -41,6 +41,10 @@ pub(crate) struct EmulatorArgs {
     /// in the temporary directory, removed at exit.
     #[arg(long, value_name = "PATH")]
     ca_out: Option<PathBuf>,
+    /// Take Web Push requests without a VAPID signature (by default they are answered
+    /// 401, as Google does; signed ones are checked either way).
+    #[arg(long)]
+    accept_unsigned_webpush: bool,
 }
 
 /// Runs `pullkin emulator`.
@@ -48,7 +52,8 @@ pub(crate) async fn run(args: EmulatorArgs) -> Result<ExitCode> {
     let stop = signal::watch()?;
     let mut builder = Emulator::builder()
         .http_addr(SocketAddr::new(args.bind, args.http_port))
-        .mcs_addr(SocketAddr::new(args.bind, args.mcs_port));
+        .mcs_addr(SocketAddr::new(args.bind, args.mcs_port))
+        .accept_unsigned_webpush(args.accept_unsigned_webpush);
     if !args.bind.is_loopback() && !args.bind.is_unspecified() {
         builder = builder.subject_alt_name(args.bind.to_string());
     }
