@@ -483,3 +483,54 @@ async fn fid_shapes_real_clients_send() {
         assert_eq!(response.status(), 400, "{fid}");
     }
 }
+
+#[tokio::test]
+async fn several_senders_on_one_registration() {
+    let emu = Emulator::start().await.unwrap();
+    let api = Api::new(&emu);
+    let creds = emu.create_device();
+    let id = creds.android_id.to_string();
+    let form = [("app", APP), ("sender", "111,222"), ("device", id.as_str())];
+    let body = register3(&api, creds, &form).await;
+    let token = body.strip_prefix("token=").expect(&body);
+    assert_eq!(emu.gcm_registration(token).unwrap().sender, "111,222");
+    // Another set of senders is another registration.
+    let body = register3(&api, creds, &[("sender", "111,222,333"), form[0], form[2]]).await;
+    assert_ne!(body.strip_prefix("token=").expect(&body), token);
+    for bad in ["111,", ",111", "111,abc"] {
+        let body = register3(&api, creds, &[("sender", bad), form[0], form[2]]).await;
+        assert_eq!(body, "Error=INVALID_SENDER", "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn hostile_conditions_are_answered_400() {
+    let emu = Emulator::start().await.unwrap();
+    let api = Api::new(&emu);
+    for condition in [
+        "'",
+        "\"",
+        "))))",
+        "!",
+        "&&",
+        "'a' in",
+        "'a' in topics ||",
+        "'a' in topics 'b' in topics",
+        "'\u{0}' in topics",
+        "'é' in topics",
+        "\u{1F600}",
+        "in topics",
+        "topics",
+        "'a' IN topics",
+    ] {
+        let response = send(&api, json!({ "condition": condition })).await;
+        assert_eq!(
+            response.status(),
+            400,
+            "{condition:?}: {}",
+            body_text(&response)
+        );
+    }
+    let deep = format!("{}'a' in topics{}", "(".repeat(60), ")".repeat(60));
+    send_ok(&api, json!({ "condition": deep })).await;
+}
