@@ -13,11 +13,10 @@ use crate::log;
 #[derive(Debug, Subcommand)]
 pub(crate) enum CredentialsCommand {
     /// Convert a credentials file of the Python `pullkin` or `firebase-messaging` (or of
-    /// this tool) into this tool's format, so the device needs no new registration.
-    #[command(
-        after_help = "Example:\n  pullkin credentials import old-pullkin-creds.json \
-                            --out app.json\n  pullkin listen app.json"
-    )]
+    /// this tool) into this tool's format, so the device needs no new registration; the
+    /// Firebase config such files lack can be supplied, so that the Firebase auth token
+    /// can be refreshed and the device registered again later.
+    #[command(after_help = IMPORT_EXAMPLES)]
     Import(ImportArgs),
     /// Print what senders need from a credentials file, as `key=value` lines: app id,
     /// android_id, gcm_token, fcm_token, and the Web Push subscription (endpoint,
@@ -29,6 +28,21 @@ pub(crate) enum CredentialsCommand {
     )]
     Show(ShowArgs),
 }
+
+const IMPORT_EXAMPLES: &str = "Examples:
+  pullkin credentials import old-pullkin-creds.json --out app.json
+  pullkin listen app.json
+  # firebase-messaging keeps only the project id: supply the rest of the Firebase config
+  # (the web app's values), so that renewal and re-registration work:
+  pullkin credentials import fm-creds.json --out web.json \\
+      --app-id 1:123456789012:web:0a1b2c3d --api-key AIzaSy...
+  # The Python pullkin keeps none (its package and certificate default as it registered):
+  pullkin credentials import old-pullkin-creds.json --out app.json --app-id \\
+      1:123456789012:android:0a1b2c3d --api-key AIzaSy... --project-id my-project \\
+      --app-name com.example.app
+
+Values given replace the file's. A firebase-messaging auth token's age is unknown (the
+file holds a monotonic clock reading): it is refreshed at the first renewal.";
 
 /// Arguments of `pullkin credentials import`.
 #[derive(Debug, Args)]
@@ -42,6 +56,50 @@ pub(crate) struct ImportArgs {
     /// Replace OUT if it exists.
     #[arg(long)]
     force: bool,
+    /// The Firebase app id the device was registered for (`1:<project number>:web:<hex>`
+    /// or `…:android:…`); the sender id is its project number.
+    #[arg(long, value_name = "ID")]
+    app_id: Option<String>,
+    /// The Firebase API key (`AIza…`).
+    #[arg(
+        long,
+        env = "PULLKIN_API_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    api_key: Option<String>,
+    /// The Firebase project id.
+    #[arg(long, value_name = "ID")]
+    project_id: Option<String>,
+    /// The Android package the device registered as (Android persona).
+    #[arg(long, value_name = "PACKAGE")]
+    app_name: Option<String>,
+    /// The SHA-1 of the Android app's signing certificate, hex (Android persona).
+    #[arg(long, value_name = "SHA1")]
+    android_cert: Option<String>,
+}
+
+impl ImportArgs {
+    /// The Firebase config given on the command line.
+    fn supplied(&self) -> pullkin::ImportConfig {
+        let mut supplied = pullkin::ImportConfig::new();
+        if let Some(value) = &self.app_id {
+            supplied = supplied.app_id(value.as_str());
+        }
+        if let Some(value) = &self.api_key {
+            supplied = supplied.api_key(value.as_str());
+        }
+        if let Some(value) = &self.project_id {
+            supplied = supplied.project_id(value.as_str());
+        }
+        if let Some(value) = &self.app_name {
+            supplied = supplied.app_name(value.as_str());
+        }
+        if let Some(value) = &self.android_cert {
+            supplied = supplied.android_cert(value.as_str());
+        }
+        supplied
+    }
 }
 
 /// Arguments of `pullkin credentials show`.
@@ -58,12 +116,18 @@ pub(crate) struct ShowArgs {
 pub(crate) fn run(command: CredentialsCommand) -> Result<ExitCode> {
     match command {
         CredentialsCommand::Import(args) => {
-            let credentials = common::read_credentials(&args.input).config_error()?;
+            let reading = || format!("reading the credentials file {}", args.input.display());
+            let text = std::fs::read_to_string(&args.input)
+                .with_context(reading)
+                .config_error()?;
+            let credentials = pullkin::AppCredentials::import(&text, &args.supplied())
+                .with_context(reading)
+                .config_error()?;
             common::write_credentials(&args.out, &credentials, args.force)?;
             log::info(
                 None,
                 format_args!(
-                    "imported {} (android_id {}{}) into {} (mode 0600)",
+                    "imported {} (android_id {}{}{}) into {} (mode 0600)",
                     args.input.display(),
                     credentials.gcm.android_id,
                     if credentials.fcm.is_success() {
@@ -71,9 +135,29 @@ pub(crate) fn run(command: CredentialsCommand) -> Result<ExitCode> {
                     } else {
                         ", no FCM registration"
                     },
+                    if credentials.config.is_some() {
+                        ""
+                    } else {
+                        ", no Firebase config: it can listen, not renew (give --app-id, \
+                         --api-key, --project-id)"
+                    },
                     args.out.display()
                 ),
             );
+            if credentials
+                .gcm
+                .installation
+                .as_ref()
+                .is_some_and(|i| i.auth_token.expires_at_unix() == 0)
+            {
+                log::info(
+                    None,
+                    format_args!(
+                        "the Firebase auth token's age is unknown: it is refreshed at the first \
+                         renewal (pullkin listen does one at start)"
+                    ),
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         CredentialsCommand::Show(args) => {

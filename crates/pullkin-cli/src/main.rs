@@ -22,6 +22,8 @@ mod send;
 mod signal;
 mod sinks;
 mod status;
+mod topic;
+mod unregister;
 
 use std::process::ExitCode;
 
@@ -97,6 +99,14 @@ enum Command {
     /// Work with credentials files: import those of the Python libraries, show one.
     #[command(subcommand)]
     Credentials(credentials::CredentialsCommand),
+    /// Subscribe an Android-persona registration to topics, unsubscribe it, list its
+    /// topics (kept in the credentials file).
+    #[command(subcommand, after_help = topic::EXAMPLES)]
+    Topic(topic::TopicCommand),
+    /// Delete a device's registration at Google: its register3 token, FCM registration
+    /// and Firebase installation.
+    #[command(after_help = unregister::EXAMPLES)]
+    Unregister(unregister::UnregisterArgs),
     /// Many identities across worker processes on PostgreSQL: migrate, register, add,
     /// remove, worker, status, tail, prune, rotate-key, generate-key.
     #[command(subcommand, after_help = fleet::EXAMPLES)]
@@ -133,6 +143,8 @@ fn run(command: Command) -> Result<ExitCode> {
             Command::Send(args) => send::run(args).await,
             Command::Emulator(args) => emulator::run(args).await,
             Command::Credentials(command) => credentials::run(command),
+            Command::Topic(command) => topic::run(command).await,
+            Command::Unregister(args) => unregister::run(args).await,
             Command::Fleet(command) => fleet::run(command).await,
         }
     })

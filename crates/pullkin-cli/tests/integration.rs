@@ -5,4 +5,5 @@ mod cli;
 mod common;
 mod fleet;
 mod hostile;
+mod registration;
 mod service;

@@ -13,6 +13,10 @@ pub mod nats;
 
 use std::time::Duration;
 
+/// The wiremock crate the fakes are built with, for tests whose crate does not depend on
+/// it themselves (e.g. the command line's, which drive its binary against a fake).
+pub use wiremock;
+
 use fcm_http::url::form_urlencoded;
 use fcm_http::{Client, Endpoints, RetryPolicy};
 use tokio::io::{AsyncRead, AsyncReadExt};
