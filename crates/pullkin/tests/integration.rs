@@ -7,6 +7,7 @@ mod credentials_import;
 mod listener;
 mod listener_core;
 mod reconnect;
+mod registration_emulator;
 mod registration_ops;
 mod session;
 mod store;
