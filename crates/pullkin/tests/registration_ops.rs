@@ -730,3 +730,19 @@ async fn a_unix_created_at_is_kept_and_an_android_import_is_completed() {
     let local = Endpoints::at("https://127.0.0.1:4443").unwrap();
     assert_eq!(RegisterParams::from_config(&config).check(&local), Ok(()));
 }
+
+#[test]
+fn an_older_web_config_with_the_vapid_key_as_sender_registers_again() {
+    let mut document: serde_json::Value = serde_json::from_str(FIREBASE_MESSAGING).unwrap();
+    document["config"]["app_id"] = "1:123456789012:web:0a1b2c3d".into();
+    document["config"]["api_key"] = API_KEY.into();
+    let mut config = AppCredentials::from_json(&document.to_string())
+        .unwrap()
+        .config
+        .unwrap();
+    config.sender_id = gcm_checkin::CHROME_VAPID_KEY.to_owned();
+    let params = RegisterParams::from_config(&config);
+    assert_eq!(params.sender_id(), SENDER);
+    let local = Endpoints::at("https://127.0.0.1:4443").unwrap();
+    assert_eq!(params.check(&local), Ok(()));
+}

@@ -102,9 +102,23 @@ impl RegisterParams {
     }
 
     /// The parameters a registration was made with, to register again.
+    ///
+    /// A web-persona config whose sender id is not a number (files imported before the
+    /// sender id was the project number held the VAPID key there; register3 of the web
+    /// persona does not send it) takes the project number of its app id instead.
     pub fn from_config(config: &FirebaseConfig) -> Self {
+        let numeric =
+            |id: &str| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit() || b == b',');
+        let sender_id = match &config.persona {
+            Persona::Web { .. } if !numeric(&config.sender_id) => config
+                .app_id
+                .split(':')
+                .nth(1)
+                .map_or_else(|| config.sender_id.clone(), str::to_owned),
+            _ => config.sender_id.clone(),
+        };
         Self {
-            sender_id: config.sender_id.clone(),
+            sender_id,
             app_id: config.app_id.clone(),
             api_key: Some(config.api_key.clone()),
             project_id: Some(config.project_id.clone()),
