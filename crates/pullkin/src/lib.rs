@@ -45,7 +45,7 @@ pub use message::{Message, Notification, Stanza};
 pub use registration::{
     AppCredentials, AppCredentialsFcm, AppCredentialsGcm, AppCredentialsKeys, CredentialsError,
     DEFAULT_APP_NAME, DEFAULT_REFRESH_MARGIN, DEFAULT_RETRIES, FcmRegisterParams, FirebaseConfig,
-    ImportConfig, ParamsError, Persona, PullkinCore, PullkinCoreBuilder, RegisterParams, Renewal,
-    TopicError, Unregistration,
+    IID_FROM, IidCommand, ImportConfig, ParamsError, Persona, PullkinCore, PullkinCoreBuilder,
+    RegisterParams, Renewal, TopicError, Unregistration,
 };
 pub use store::{DirStore, MemoryStore, Store, StoreError, StoreFuture, write_private_file};

@@ -212,3 +212,50 @@ async fn unregistering_deletes_the_registrations() {
     assert!(emulator.send(&fcm_token, &n("x")).is_err());
     emulator.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iid_control_messages_are_recognised_and_answered() {
+    let emulator = emulator().await;
+    let core = core(&emulator);
+    let mut credentials = core.register(&android(SENDER)).await.unwrap();
+    core.subscribe_topic(&mut credentials, "news")
+        .await
+        .unwrap();
+    let pullkin = Pullkin::builder()
+        .config(listener_config(&emulator))
+        .tls(emulator.client_tls_config())
+        .build()
+        .unwrap();
+    pullkin.add_app("app", &credentials, []).unwrap();
+    let mut stream = Box::pin(pullkin.listen("app").unwrap());
+
+    let token = gcm(&credentials).to_owned();
+    for (command, expected) in [
+        (fcm_emulator::IidCommand::Sync, pullkin::IidCommand::Sync),
+        (fcm_emulator::IidCommand::Rst, pullkin::IidCommand::Reset),
+        (
+            fcm_emulator::IidCommand::RstFull,
+            pullkin::IidCommand::ResetAll,
+        ),
+    ] {
+        emulator.send_iid_command(&token, command).unwrap();
+        let incoming = next(&mut stream).await;
+        let data = incoming
+            .message
+            .data
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()));
+        let parsed = pullkin::IidCommand::from_app_data(incoming.stanza.sender(), data);
+        assert_eq!(parsed, Some(expected));
+    }
+    // SYNC: the same identity, nothing changed at the emulator.
+    let synced = core.sync_token(&credentials).await.unwrap();
+    assert!(!synced.identity_changed);
+    // RST after the server invalidated the instance: a new identity, the topic again.
+    emulator.invalidate_instance(&token).unwrap();
+    let renewal = core.reset_identity(&credentials).await.unwrap();
+    assert!(renewal.identity_changed);
+    assert_eq!(emulator.topics(gcm(&renewal.credentials)), ["news"]);
+    pullkin.shutdown().await;
+    emulator.shutdown().await;
+}

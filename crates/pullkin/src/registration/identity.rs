@@ -3,6 +3,53 @@
 //! [`PullkinCore::sync_token`] and [`PullkinCore::set_senders`].
 
 use super::params::split_senders;
+
+/// The `from` of an Instance ID control message over MCS (docs/protocol.md §7.1).
+pub const IID_FROM: &str = "google.com/iid";
+
+/// An Instance ID control message a data message may carry over MCS: `from` =
+/// [`IID_FROM`] and `app_data` `CMD=<command>` (docs/protocol.md §7.1). What to do with
+/// each: [`Reset`](Self::Reset) and [`ResetAll`](Self::ResetAll) →
+/// [`PullkinCore::reset_identity`], [`Sync`](Self::Sync) → [`PullkinCore::sync_token`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum IidCommand {
+    /// `RST`: this identity of the app was reset.
+    Reset,
+    /// `RST_FULL`: every identity of the app was reset.
+    ResetAll,
+    /// `SYNC`: fetch the token again.
+    Sync,
+}
+
+impl IidCommand {
+    /// The command a message from `from` with these `app_data` pairs carries, if it is
+    /// an Instance ID control message with a known command.
+    ///
+    /// ```
+    /// use pullkin::IidCommand;
+    /// let data = [("CMD", "RST_FULL")];
+    /// assert_eq!(IidCommand::from_app_data("google.com/iid", data), Some(IidCommand::ResetAll));
+    /// assert_eq!(IidCommand::from_app_data("1234567890", data), None);
+    /// ```
+    pub fn from_app_data<'a>(
+        from: &str,
+        app_data: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Option<Self> {
+        if from != IID_FROM {
+            return None;
+        }
+        app_data
+            .into_iter()
+            .find(|(key, _)| *key == "CMD")
+            .and_then(|(_, command)| match command {
+                "RST" => Some(Self::Reset),
+                "RST_FULL" => Some(Self::ResetAll),
+                "SYNC" => Some(Self::Sync),
+                _ => None,
+            })
+    }
+}
 use super::{AppCredentials, Persona, PullkinCore, RegisterParams, Renewal, android_registration};
 use crate::PullkinError;
 use gcm_checkin::RegisterRequest;

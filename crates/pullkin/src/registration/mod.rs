@@ -25,7 +25,8 @@
 //! **Identity resets.** Google may declare an identity invalid: register3 answers
 //! `Error=RST`, which every call here reports as [`PullkinError::IdentityReset`], and
 //! the MCS connection may carry the IID control messages `RST`, `RST_FULL` and `SYNC`
-//! (docs/protocol.md §7.1). The answers are: for `Error=RST`, `RST` and `RST_FULL`,
+//! (docs/protocol.md §7.1; [`IidCommand::from_app_data`] recognises them). The answers
+//! are: for `Error=RST`, `RST` and `RST_FULL`,
 //! [`PullkinCore::reset_identity`] (a new device identity, registered from the stored
 //! config, subscribed to the stored topics again); for `SYNC`,
 //! [`PullkinCore::sync_token`] (register3 again on the same identity). Both return a
@@ -87,6 +88,7 @@ pub use credentials::{
     AppCredentials, AppCredentialsFcm, AppCredentialsGcm, AppCredentialsKeys, CredentialsError,
     FirebaseConfig, Persona,
 };
+pub use identity::{IID_FROM, IidCommand};
 pub use params::{FcmRegisterParams, RegisterParams};
 pub use python::ImportConfig;
 pub use renewal::Renewal;
