@@ -746,3 +746,28 @@ fn an_older_web_config_with_the_vapid_key_as_sender_registers_again() {
     let local = Endpoints::at("https://127.0.0.1:4443").unwrap();
     assert_eq!(params.check(&local), Ok(()));
 }
+
+#[tokio::test]
+async fn unregistering_with_a_forgotten_installation_deletes_only_the_token() {
+    let server = google(7012, "gcm-7012", FID, "fcm-7012").await;
+    let mut credentials = registered(&server).await;
+    let installation = credentials.gcm.installation.as_mut().unwrap();
+    installation.auth_token = fcm_install::AuthToken::new("old", SystemTime::UNIX_EPOCH);
+    mount_google(&server, 7012, "gcm-7012", FID, "fcm-7012").await;
+    Mock::given(method("POST"))
+        .and(path(format!("{INSTALLATIONS}/{FID}/authTokens:generate")))
+        .respond_with(ResponseTemplate::new(404).set_body_json(json!({
+            "error": {"code": 404, "message": "gone", "status": "NOT_FOUND"}
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    let outcome = core(&server).unregister(&credentials).await.unwrap();
+
+    assert!(!outcome.fcm_registration_deleted && !outcome.installation_deleted);
+    let sent = requests(&server).await;
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert_eq!(sent[0].path, REGISTER3);
+    assert!(sent.iter().all(|r| r.method != "DELETE"));
+}

@@ -215,6 +215,6 @@ impl PullkinCore {
 
 /// Whether a refresh failed because Google no longer knows the installation (or its
 /// refresh token): a new installation is needed, retrying cannot help.
-fn installation_is_gone(error: &fcm_install::Error) -> bool {
+pub(super) fn installation_is_gone(error: &fcm_install::Error) -> bool {
     error.is_unauthenticated() || error.status() == Some(StatusCode::NOT_FOUND)
 }

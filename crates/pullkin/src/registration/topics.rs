@@ -8,6 +8,7 @@ use gcm_checkin::{
     CHROME_VAPID_KEY, RegisterRequest, TOPIC_PREFIX, WebRegistration, is_valid_topic_name,
 };
 
+use super::renewal::installation_is_gone;
 use super::{
     AppCredentials, FirebaseConfig, Persona, PullkinCore, android_registration, firebase_app,
 };
@@ -213,8 +214,18 @@ impl PullkinCore {
         if credentials.gcm.installation.is_none() {
             return Ok(outcome);
         }
-        self.refresh_installation(&mut credentials, self.refresh_margin)
-            .await?;
+        match self
+            .refresh_installation(&mut credentials, self.refresh_margin)
+            .await
+        {
+            Ok(_) => {}
+            // Google no longer knows the installation: nothing of it is left to delete.
+            Err(PullkinError::Install(error)) if installation_is_gone(&error) => {
+                tracing::info!(%error, "the Firebase installation is gone already");
+                return Ok(outcome);
+            }
+            Err(error) => return Err(error),
+        }
         let app = firebase_app(config);
         let Some(installation) = credentials.gcm.installation.as_ref() else {
             return Ok(outcome);
