@@ -771,3 +771,25 @@ async fn unregistering_with_a_forgotten_installation_deletes_only_the_token() {
     assert_eq!(sent[0].path, REGISTER3);
     assert!(sent.iter().all(|r| r.method != "DELETE"));
 }
+
+#[tokio::test]
+async fn rst_during_a_registration_is_an_identity_reset_and_not_retried() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(REGISTER3))
+        .respond_with(text("Error=RST"))
+        .expect(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    mount_google(&server, 7013, "never", FID, "never").await;
+    let error = core(&server).register(&android_params()).await.unwrap_err();
+    match &error {
+        PullkinError::IdentityReset(source) => assert_eq!(
+            source.register3_code(),
+            Some(&gcm_checkin::Register3Code::InstanceIdReset)
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(register3_forms(&server).await.len(), 1);
+}

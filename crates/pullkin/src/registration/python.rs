@@ -148,7 +148,8 @@ impl AppCredentials {
     /// something was supplied and one is still missing, the import fails with
     /// [`CredentialsError::IncompleteConfig`] naming what is missing. Without a config
     /// the device can listen, but neither refresh its Firebase auth token nor register
-    /// again.
+    /// again. With nothing supplied ([`ImportConfig::new`]) it reads what
+    /// [`from_json`](Self::from_json) reads.
     pub fn import(json: &str, supplied: &ImportConfig) -> Result<Self, CredentialsError> {
         let value: Value = serde_json::from_str(json)?;
         let file = FileConfig::read(&value);
