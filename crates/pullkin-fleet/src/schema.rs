@@ -15,8 +15,8 @@
 //! | `identities` | one row per identity: name, persona, sender and app ids, the credentials JSON encrypted (`credentials`, `nonce`, `key_id`), `disabled` |
 //! | `leases` | one row per identity, kept for its whole life: the holder (`worker_id`, null when free), `epoch` (only grows), `expires_at` (database time) |
 //! | `workers` | one row per running worker: host, pid, start, `last_seen` (its heartbeat), capacity, version |
-//! | `ack_state` | what the listener keeps per identity: unconfirmed and recent persistent ids, and the epoch that wrote them |
-//! | `notifications` | every received message, `seq` in commit order, `UNIQUE (identity_id, persistent_id)`; `line` is the JSON line of `pullkin listen` |
+//! | `ack_state` | what the listener keeps per identity: the persistent ids not yet confirmed by the server, and the epoch that wrote them ((version 3) the recent ids are not kept: the unique key of `notifications` drops a late duplicate) |
+//! | `notifications` | every received message, `seq` in commit order, `UNIQUE (identity_id, persistent_id)`; `line` is the JSON line of `pullkin listen` (`json` since version 3: the text as printed) |
 //! | `consumers` | durable cursors: the last `seq` each named consumer has processed |
 //! | `connection_state` | (version 2) each identity's connection as its worker last saw it, for `status` |
 
@@ -105,10 +105,25 @@ CREATE INDEX notifications_identity_seq ON pullkin.notifications (identity_id, s
 CREATE INDEX notifications_received_at ON pullkin.notifications (received_at);
 ",
     },
+    Migration {
+        version: 3,
+        // The recent ids were rewritten whole with every ack-state write (thousands of
+        // ids, compressed each time): the unique key of `notifications` is the fleet's
+        // dedupe, so they are not kept. The index on `received_at` (used by retention
+        // only, and in step with `seq`) becomes a BRIN index, a few pages to maintain.
+        // `line` becomes `json`: kept as the text `pullkin listen` prints, byte for byte,
+        // checked but not rebuilt into a tree on every insert.
+        sql: r"
+ALTER TABLE pullkin.ack_state DROP COLUMN recent;
+ALTER TABLE pullkin.notifications ALTER COLUMN line TYPE json USING line::json;
+DROP INDEX pullkin.notifications_received_at;
+CREATE INDEX notifications_received_at ON pullkin.notifications USING brin (received_at);
+",
+    },
 ];
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// The key of the advisory lock held while migrating (`pullkin` in ASCII).
 const MIGRATION_LOCK: i64 = 0x0070_756c_6c6b_696e;

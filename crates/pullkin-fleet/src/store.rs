@@ -19,6 +19,16 @@
 //!   the write; the listener then reconnects and retries, and the messages stay with the
 //!   server meanwhile.
 //!
+//! ## Dedupe
+//!
+//! The unique key `(identity_id, persistent_id)` of `notifications` is what keeps a
+//! message from being stored twice, whoever receives it again. So of the listener's ack
+//! state only the ids the server has not confirmed yet are kept (a new holder names them
+//! when it logs in, and the server does not send them again); the recent ids the
+//! listener remembers to drop late duplicates stay in the worker's memory — rewriting
+//! thousands of them with every write was most of the database's work. A late
+//! duplicate after a takeover is inserted `ON CONFLICT DO NOTHING`: a no-op.
+//!
 //! ## Group commit
 //!
 //! Writes of every identity go to one committer task. It takes everything queued, does
@@ -66,6 +76,54 @@ const INSERT_LOCK: i64 = 0x0070_756c_6c6b_696f;
 
 /// At most this many writes go into one transaction.
 const MAX_BATCH: usize = 512;
+
+/// At most this many rows go into one `INSERT` statement (several are pipelined in one
+/// transaction).
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// The rows of one `INSERT`, column by column (the `unnest` arrays).
+struct Columns<'a> {
+    identity_ids: Vec<i64>,
+    persistent_ids: Vec<Option<&'a str>>,
+    received: Vec<SystemTime>,
+    sent: Vec<Option<SystemTime>>,
+    senders: Vec<Option<&'a str>>,
+    encodings: Vec<Option<&'a str>>,
+    data: Vec<&'a Value>,
+    notifications: Vec<Option<&'a Value>>,
+    payloads: Vec<Option<&'a [u8]>>,
+    lines: Vec<&'a Value>,
+}
+
+impl<'a> Columns<'a> {
+    fn of(rows: &[(i64, &'a NotificationRow)]) -> Self {
+        let mut columns = Self {
+            identity_ids: Vec::with_capacity(rows.len()),
+            persistent_ids: Vec::with_capacity(rows.len()),
+            received: Vec::with_capacity(rows.len()),
+            sent: Vec::with_capacity(rows.len()),
+            senders: Vec::with_capacity(rows.len()),
+            encodings: Vec::with_capacity(rows.len()),
+            data: Vec::with_capacity(rows.len()),
+            notifications: Vec::with_capacity(rows.len()),
+            payloads: Vec::with_capacity(rows.len()),
+            lines: Vec::with_capacity(rows.len()),
+        };
+        for &(identity, row) in rows {
+            columns.identity_ids.push(identity);
+            columns.persistent_ids.push(row.persistent_id.as_deref());
+            columns.received.push(row.received_at);
+            columns.sent.push(row.sent_at);
+            columns.senders.push(row.sender.as_deref());
+            columns.encodings.push(row.encoding.as_deref());
+            columns.data.push(&row.data);
+            columns.notifications.push(row.notification.as_ref());
+            columns.payloads.push(row.payload.as_deref());
+            columns.lines.push(&row.line);
+        }
+        columns
+    }
+}
 
 /// A received message on its way into `pullkin.notifications`.
 #[derive(Debug, Clone, PartialEq)]
@@ -480,17 +538,17 @@ impl FleetStore {
         let client = self.inner.database.client().await?;
         let row = client
             .query_opt(
-                "SELECT unconfirmed, recent FROM pullkin.ack_state WHERE identity_id = $1",
+                "SELECT unconfirmed FROM pullkin.ack_state WHERE identity_id = $1",
                 &[&identity],
             )
             .await
             .map_err(db)?;
         Ok(row.map_or_else(AckState::default, |row| {
             let unconfirmed: Vec<String> = row.get(0);
-            let recent: Vec<String> = row.get(1);
             AckState {
                 unconfirmed: unconfirmed.into_iter().map(Arc::from).collect(),
-                recent: recent.into_iter().map(Arc::from).collect(),
+                // Not kept: see the module docs (Dedupe).
+                recent: Vec::new(),
             }
         }))
     }
@@ -677,18 +735,17 @@ async fn transact(
     }
     let upserts = acks.iter().map(|(identity, (ack, epoch))| {
         let unconfirmed: Vec<&str> = ack.unconfirmed.iter().map(|id| &**id).collect();
-        let recent: Vec<&str> = ack.recent.iter().map(|id| &**id).collect();
         let transaction = &transaction;
         async move {
             transaction
                 .execute(
-                    "INSERT INTO pullkin.ack_state (identity_id, unconfirmed, recent, epoch)
-                     VALUES ($1, $2, $3, $4)
+                    "INSERT INTO pullkin.ack_state (identity_id, unconfirmed, epoch)
+                     VALUES ($1, $2, $3)
                      ON CONFLICT (identity_id) DO UPDATE
-                     SET unconfirmed = EXCLUDED.unconfirmed, recent = EXCLUDED.recent,
+                     SET unconfirmed = EXCLUDED.unconfirmed,
                          epoch = EXCLUDED.epoch, updated_at = now()
                      WHERE pullkin.ack_state.epoch <= EXCLUDED.epoch",
-                    &[identity, &unconfirmed, &recent, epoch],
+                    &[identity, &unconfirmed, epoch],
                 )
                 .await
         }
@@ -698,60 +755,58 @@ async fn transact(
         .await
         .map_err(db)?;
 
-    let count: usize = live().map(|job| job.rows.len()).sum();
-    if count > 0 {
-        let mut identity_ids = Vec::with_capacity(count);
-        let mut persistent_ids = Vec::with_capacity(count);
-        let mut received = Vec::with_capacity(count);
-        let mut sent = Vec::with_capacity(count);
-        let mut senders = Vec::with_capacity(count);
-        let mut encodings = Vec::with_capacity(count);
-        let mut data = Vec::with_capacity(count);
-        let mut notifications = Vec::with_capacity(count);
-        let mut payloads = Vec::with_capacity(count);
-        let mut lines = Vec::with_capacity(count);
-        for job in live() {
-            for row in &job.rows {
-                identity_ids.push(job.identity);
-                persistent_ids.push(row.persistent_id.as_deref());
-                received.push(row.received_at);
-                sent.push(row.sent_at);
-                senders.push(row.sender.as_deref());
-                encodings.push(row.encoding.as_deref());
-                data.push(&row.data);
-                notifications.push(row.notification.as_ref());
-                payloads.push(row.payload.as_deref());
-                lines.push(&row.line);
-            }
-        }
+    let rows: Vec<(i64, &NotificationRow)> = live()
+        .flat_map(|job| job.rows.iter().map(move |row| (job.identity, row)))
+        .collect();
+    if !rows.is_empty() {
         transaction
             .execute("SELECT pg_advisory_xact_lock($1)", &[&INSERT_LOCK])
             .await
             .map_err(db)?;
-        let inserted = transaction
-            .execute(
+        // Prepared once per connection (deadpool's statement cache): no parse per batch.
+        let insert = transaction
+            .prepare_cached(
                 "INSERT INTO pullkin.notifications
                      (identity_id, persistent_id, received_at, sent_at, sender, encoding,
                       data, notification, payload, line)
                  SELECT * FROM unnest($1::bigint[], $2::text[], $3::timestamptz[],
                      $4::timestamptz[], $5::text[], $6::text[], $7::jsonb[], $8::jsonb[],
-                     $9::bytea[], $10::jsonb[])
+                     $9::bytea[], $10::json[])
                  ON CONFLICT (identity_id, persistent_id) DO NOTHING",
-                &[
-                    &identity_ids,
-                    &persistent_ids,
-                    &received,
-                    &sent,
-                    &senders,
-                    &encodings,
-                    &data,
-                    &notifications,
-                    &payloads,
-                    &lines,
-                ],
             )
             .await
             .map_err(db)?;
+        // Statements of a bounded size, pipelined: one statement of all the rows made
+        // the server allocate (and the kernel zero) tens of megabytes for its arrays.
+        let statements = rows.chunks(ROWS_PER_STATEMENT).map(|chunk| {
+            let columns = Columns::of(chunk);
+            let transaction = &transaction;
+            let insert = &insert;
+            async move {
+                transaction
+                    .execute(
+                        insert,
+                        &[
+                            &columns.identity_ids,
+                            &columns.persistent_ids,
+                            &columns.received,
+                            &columns.sent,
+                            &columns.senders,
+                            &columns.encodings,
+                            &columns.data,
+                            &columns.notifications,
+                            &columns.payloads,
+                            &columns.lines,
+                        ],
+                    )
+                    .await
+            }
+        });
+        let inserted: u64 = futures_util::future::try_join_all(statements)
+            .await
+            .map_err(db)?
+            .into_iter()
+            .sum();
         if inserted > 0 {
             transaction
                 .execute("SELECT pg_notify($1, '')", &[&NOTIFY_CHANNEL])

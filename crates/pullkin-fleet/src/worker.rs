@@ -7,6 +7,14 @@
 //! reports, renews when due, balances when due, records the connection states, then
 //! sleeps until the policy's next deadline, a refused write, a listener event or the
 //! shutdown signal.
+//!
+//! Stopping many identities is done all at once, not one after another: when leases
+//! are about to expire (self-fencing), every one of them is refused in the store first
+//! (no write can land from then on), then all their listeners are cancelled together,
+//! so the last connection closes within milliseconds of the first however many there
+//! are — the margin before expiry does not have to grow with the identities held.
+//! Graceful hand-offs (rebalancing, shutdown) run concurrently too, their flushes
+//! gathered by the group commit and their leases released in one statement.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -33,6 +41,15 @@ const UNSTARTABLE_FOR: Duration = Duration::from_secs(60);
 
 /// How long a stop of one identity's listener may take before the worker goes on.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connection states that changed are written at most this often (one statement for
+/// all of them): a connect storm of thousands of identities is a few writes, not one
+/// per event.
+const STATES_EVERY: Duration = Duration::from_secs(1);
+
+/// At most this many graceful hand-offs run at once (each stops a listener, flushes
+/// through the group commit and releases its lease).
+const HAND_OFFS_AT_ONCE: usize = 256;
 
 /// Builds a [`Worker`].
 #[must_use]
@@ -302,14 +319,23 @@ impl Turns {
         let probe = Arc::clone(&self.handle.probe);
         loop {
             self.turn().await;
-            let timeout = self.policy.poll_timeout();
+            let timeout = self.poll_timeout();
             tokio::select! {
                 biased;
                 () = &mut shutdown => break,
                 Some(refused) = fenced.recv() => {
-                    if self.running.get(&refused.identity).is_some_and(|r| r.epoch == refused.epoch) {
-                        warn!(identity = refused.identity, "lease moved on: dropping the identity");
-                        self.drop_identity(refused.identity).await;
+                    let mut refused = vec![refused];
+                    while let Ok(more) = fenced.try_recv() {
+                        refused.push(more);
+                    }
+                    let stale: Vec<i64> = refused
+                        .into_iter()
+                        .filter(|r| self.running.get(&r.identity).is_some_and(|run| run.epoch == r.epoch))
+                        .map(|r| r.identity)
+                        .collect();
+                    if !stale.is_empty() {
+                        warn!(identities = stale.len(), "leases moved on: dropping the identities");
+                        self.drop_identities(stale).await;
                     }
                 }
                 event = events.recv() => {
@@ -329,12 +355,13 @@ impl Turns {
     /// One turn of the loop: self-fence, renew, balance, record states.
     async fn turn(&mut self) {
         let now = Instant::now();
-        for identity in self.policy.poll_expired(now) {
+        let expired = self.policy.poll_expired(now);
+        if !expired.is_empty() {
             warn!(
-                identity,
-                "could not renew the lease in time: stopping the connection"
+                identities = expired.len(),
+                "could not renew the leases in time: stopping their connections"
             );
-            self.drop_identity(identity).await;
+            self.drop_identities(expired).await;
         }
         if self.policy.renewal_due(now) {
             self.renew().await;
@@ -343,14 +370,25 @@ impl Turns {
         if self.policy.balance_due(now) {
             self.balance(now).await;
         }
-        let refresh = self
-            .states_written_at
-            .is_none_or(|at| at.elapsed() >= self.policy.config().renew_every);
-        if refresh {
+        let since = self.states_written_at.map(|at| at.elapsed());
+        if since.is_none_or(|since| since >= self.policy.config().renew_every) {
             self.dirty.extend(self.running.keys().copied());
         }
-        if !self.dirty.is_empty() {
+        if !self.dirty.is_empty() && since.is_none_or(|since| since >= STATES_EVERY) {
             self.write_states().await;
+        }
+    }
+
+    /// When the loop must wake next: the policy's deadline, or the next write of
+    /// changed connection states.
+    fn poll_timeout(&self) -> Option<Instant> {
+        let policy = self.policy.poll_timeout();
+        let states = (!self.dirty.is_empty())
+            .then(|| self.states_written_at.map(|at| at + STATES_EVERY))
+            .flatten();
+        match (policy, states) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
@@ -360,17 +398,26 @@ impl Turns {
             Ok(found) => {
                 let found: Vec<(i64, i64)> = found.iter().map(|l| (l.identity, l.epoch)).collect();
                 let renewed = self.policy.handle_renewed(sent, &found);
-                for identity in renewed.lost {
-                    warn!(identity, "lease lost (taken over, disabled or removed)");
-                    let epoch = self.running.get(&identity).map(|r| r.epoch);
-                    self.drop_identity(identity).await;
-                    if let Some(epoch) = epoch {
-                        // Frees a disabled identity's lease; does nothing to a new holder's.
-                        let _ = self.leases.release(Lease { identity, epoch }).await;
+                let mut release: Vec<Lease> = renewed
+                    .stray
+                    .iter()
+                    .map(|&(identity, epoch)| Lease { identity, epoch })
+                    .collect();
+                if !renewed.lost.is_empty() {
+                    for &identity in &renewed.lost {
+                        warn!(identity, "lease lost (taken over, disabled or removed)");
+                        if let Some(running) = self.running.get(&identity) {
+                            release.push(Lease {
+                                identity,
+                                epoch: running.epoch,
+                            });
+                        }
                     }
+                    self.drop_identities(renewed.lost).await;
                 }
-                for (identity, epoch) in renewed.stray {
-                    let _ = self.leases.release(Lease { identity, epoch }).await;
+                if !release.is_empty() {
+                    // Frees a disabled identity's lease; does nothing to a new holder's.
+                    let _ = self.leases.release_many(&release).await;
                 }
             }
             Err(error) => {
@@ -396,10 +443,16 @@ impl Turns {
                 // The newest holdings go first: the oldest connections stay put.
                 let mut held: Vec<(i64, i64)> = self.policy.held().collect();
                 held.sort_by_key(|(identity, _)| std::cmp::Reverse(*identity));
-                for (identity, _) in held.into_iter().take(n) {
-                    info!(identity, "handing off for a fair share");
-                    self.hand_off(identity).await;
-                }
+                let identities: Vec<i64> = held
+                    .into_iter()
+                    .take(n)
+                    .map(|(identity, _)| identity)
+                    .collect();
+                info!(
+                    identities = identities.len(),
+                    "handing off for a fair share"
+                );
+                self.hand_off(identities).await;
             }
             Balance::Steady => {}
         }
@@ -503,50 +556,86 @@ impl Turns {
         let _ = self.leases.release(lease).await;
     }
 
-    /// Stops an identity whose lease is (or may be) no longer this worker's: writes are
-    /// refused at once, without asking the database, then the listener stops. Nothing
-    /// is released.
-    async fn drop_identity(&mut self, identity: i64) {
-        self.policy.handle_released(identity);
-        self.dirty.remove(&identity);
-        let Some(running) = self.running.remove(&identity) else {
-            return;
-        };
-        self.names.remove(&running.name);
-        self.store.refuse(&running.name);
-        self.stop_listener(&running).await;
-        self.store.forget(&running.name);
+    /// Stops identities whose leases are (or may be) no longer this worker's: first
+    /// their writes are refused, all of them, without asking the database; then their
+    /// listeners are stopped together. Nothing is released.
+    async fn drop_identities(&mut self, identities: Vec<i64>) {
+        let mut stopping = Vec::with_capacity(identities.len());
+        for identity in identities {
+            self.policy.handle_released(identity);
+            self.dirty.remove(&identity);
+            if let Some(running) = self.running.remove(&identity) {
+                self.names.remove(&running.name);
+                self.store.refuse(&running.name);
+                stopping.push(running);
+            }
+        }
+        // Each stop cancels its listener when first polled: join_all polls them all
+        // before any is awaited to its end.
+        futures_util::future::join_all(stopping.iter().map(|running| self.stop_listener(running)))
+            .await;
+        for running in &stopping {
+            self.store.forget(&running.name);
+        }
     }
 
-    /// A graceful hand-off: stop the listener (it stores and acknowledges what the
-    /// application took), flush what is pending, record the state, release the lease.
-    async fn hand_off(&mut self, identity: i64) {
-        self.dirty.remove(&identity);
-        let Some(running) = self.running.remove(&identity) else {
-            self.policy.handle_released(identity);
-            return;
-        };
-        self.names.remove(&running.name);
-        self.stop_listener(&running).await;
-        if let Err(error) = self.store.flush(&running.name).await {
-            warn!(identity, "flushing before the hand-off failed: {error}");
+    /// Graceful hand-offs: stop each listener (it stores and acknowledges what the
+    /// application took), flush what is pending, then record the states and release
+    /// the leases, each in one statement. Runs [`HAND_OFFS_AT_ONCE`] at a time.
+    async fn hand_off(&mut self, identities: Vec<i64>) {
+        let mut stopping = Vec::with_capacity(identities.len());
+        for identity in identities {
+            self.dirty.remove(&identity);
+            match self.running.remove(&identity) {
+                Some(running) => {
+                    self.names.remove(&running.name);
+                    stopping.push((identity, running));
+                }
+                None => self.policy.handle_released(identity),
+            }
         }
-        self.store.forget(&running.name);
-        self.write_state(identity, "released", None, None).await;
-        if let Err(error) = self
-            .leases
-            .release(Lease {
-                identity,
-                epoch: running.epoch,
+        let this = &*self;
+        futures_util::stream::iter(&stopping)
+            .for_each_concurrent(HAND_OFFS_AT_ONCE, |(identity, running)| async move {
+                this.stop_listener(running).await;
+                if let Err(error) = this.store.flush(&running.name).await {
+                    warn!(identity, "flushing before the hand-off failed: {error}");
+                }
+                this.store.forget(&running.name);
             })
+            .await;
+        if stopping.is_empty() {
+            return;
+        }
+        let ids: Vec<i64> = stopping.iter().map(|(identity, _)| *identity).collect();
+        let released = vec!["released".to_owned(); ids.len()];
+        if let Err(error) = self
+            .upsert_states(
+                &ids,
+                &released,
+                &vec![None; ids.len()],
+                &vec![None; ids.len()],
+            )
             .await
         {
+            debug!("cannot record the connection states: {error}");
+        }
+        let leases: Vec<Lease> = stopping
+            .iter()
+            .map(|(identity, running)| Lease {
+                identity: *identity,
+                epoch: running.epoch,
+            })
+            .collect();
+        if let Err(error) = self.leases.release_many(&leases).await {
             warn!(
-                identity,
-                "cannot release the lease (it will expire): {error}"
+                identities = leases.len(),
+                "cannot release the leases (they will expire): {error}"
             );
         }
-        self.policy.handle_released(identity);
+        for identity in ids {
+            self.policy.handle_released(identity);
+        }
     }
 
     async fn stop_listener(&self, running: &Running) {
@@ -578,7 +667,7 @@ impl Turns {
                         identity,
                         "the listener stopped for good ({error}): handing off"
                     );
-                    self.hand_off(identity).await;
+                    self.hand_off(vec![identity]).await;
                     self.unstartable
                         .insert(identity, Instant::now() + UNSTARTABLE_FOR);
                 }
@@ -623,21 +712,6 @@ impl Turns {
         }
     }
 
-    async fn write_state(
-        &self,
-        identity: i64,
-        state: &str,
-        detail: Option<String>,
-        last_frame: Option<SystemTime>,
-    ) {
-        if let Err(error) = self
-            .upsert_states(&[identity], &[state.to_owned()], &[detail], &[last_frame])
-            .await
-        {
-            debug!("cannot record the connection state: {error}");
-        }
-    }
-
     async fn upsert_states(
         &self,
         ids: &[i64],
@@ -673,9 +747,7 @@ impl Turns {
             "shutting down: handing off every identity"
         );
         let held: Vec<i64> = self.running.keys().copied().collect();
-        for identity in held {
-            self.hand_off(identity).await;
-        }
+        self.hand_off(held).await;
         self.pullkin.shutdown().await;
         if let Err(error) = self.leases.release_all().await {
             warn!("cannot release the leases (they will expire): {error}");

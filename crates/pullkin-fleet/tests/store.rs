@@ -319,3 +319,56 @@ async fn renewed_credentials_are_stored_sealed() {
         .unwrap();
     assert_eq!(opened.gcm.android_id, 99);
 }
+
+#[tokio::test]
+async fn a_large_batch_commits_whole_in_order_with_each_line_as_printed() {
+    let test = TestDb::migrated().await;
+    let (_key, _a, store, _fenced, _) = held(&test, &test.db, 3, Duration::from_secs(30)).await;
+    // More rows than one INSERT statement carries, over three identities.
+    let mut expected = Vec::new();
+    for i in 0..1_234 {
+        let name = format!("s{}", i % 3);
+        let id = format!("0:{i}");
+        let mut row = row(&id);
+        row.line = serde_json::json!({
+            "persistent_id": id, "app": name, "data": { "z": "1", "a": "2 \u{e9}" },
+        });
+        // The stored text is the line exactly as `pullkin listen` prints it.
+        expected.push((name.clone(), id, serde_json::to_string(&row.line).unwrap()));
+        assert!(store.push(&name, row));
+    }
+    let mut state = ack(&["0:1"]);
+    state.recent = vec![Arc::from("0:0")];
+    let names = ["s0", "s1", "s2"];
+    let writes = names.map(|name| store.save_ack_state(name, state.clone()));
+    for result in futures_util::future::join_all(writes).await {
+        result.unwrap();
+    }
+    let client = test.client().await;
+    let rows = client
+        .query(
+            "SELECT i.name, n.persistent_id, n.line::text FROM pullkin.notifications n
+             JOIN pullkin.identities i ON i.id = n.identity_id ORDER BY n.seq",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), expected.len());
+    // Each identity's rows in the order they were received.
+    for name in names {
+        let stored: Vec<(String, String, String)> = rows
+            .iter()
+            .map(|row| (row.get(0), row.get(1), row.get(2)))
+            .filter(|(n, _, _): &(String, String, String)| n == name)
+            .collect();
+        let sent: Vec<(String, String, String)> = expected
+            .iter()
+            .filter(|(n, _, _)| n == name)
+            .cloned()
+            .collect();
+        assert_eq!(stored, sent);
+    }
+    // Only the unconfirmed ids are kept: the unique key is the dedupe.
+    let loaded = store.load_ack_state("s0").await.unwrap();
+    assert_eq!(loaded, ack(&["0:1"]));
+}

@@ -246,6 +246,27 @@ impl Leases {
         Ok(released > 0)
     }
 
+    /// [`Leases::release`] for many leases in one statement; returns how many were
+    /// released.
+    pub async fn release_many(&self, leases: &[Lease]) -> Result<u64, FleetError> {
+        if leases.is_empty() {
+            return Ok(0);
+        }
+        let identities: Vec<i64> = leases.iter().map(|l| l.identity).collect();
+        let epochs: Vec<i64> = leases.iter().map(|l| l.epoch).collect();
+        let client = self.database.client().await?;
+        client
+            .execute(
+                "UPDATE pullkin.leases l SET worker_id = NULL, expires_at = '-infinity'
+                 FROM unnest($1::bigint[], $2::bigint[]) AS r(identity_id, epoch)
+                 WHERE l.identity_id = r.identity_id AND l.epoch = r.epoch
+                   AND l.worker_id = $3",
+                &[&identities, &epochs, &self.worker.id],
+            )
+            .await
+            .map_err(db)
+    }
+
     /// Gives up every lease this worker holds; returns how many.
     pub async fn release_all(&self) -> Result<u64, FleetError> {
         let client = self.database.client().await?;
