@@ -637,6 +637,27 @@ impl State {
         installation
     }
 
+    /// Deletes an installation: its auth tokens and the FCM registrations it made go
+    /// with it. Returns whether it existed.
+    pub(crate) fn delete_installation(&mut self, fid: &str) -> bool {
+        let Some(installation) = self.installations.remove(fid) else {
+            return false;
+        };
+        for token in installation.auth_tokens {
+            self.fis_tokens.remove(&token);
+        }
+        let registrations: Vec<String> = self
+            .fcm
+            .values()
+            .filter(|registration| registration.fid == fid)
+            .map(|registration| registration.token.clone())
+            .collect();
+        for token in registrations {
+            self.delete_fcm_registration(&token);
+        }
+        true
+    }
+
     /// A fresh auth token for an installation; older ones stay valid.
     pub(crate) fn new_auth_token(&mut self, fid: &str) -> Option<String> {
         let installation = self.installations.get_mut(fid)?;

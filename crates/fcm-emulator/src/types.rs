@@ -73,6 +73,8 @@ pub enum Endpoint {
     CreateInstallation,
     /// `POST /v1/projects/{p}/installations/{fid}/authTokens:generate`.
     GenerateAuthToken,
+    /// `DELETE /v1/projects/{p}/installations/{fid}`.
+    DeleteInstallation,
     /// `POST /v1/projects/{p}/registrations`.
     CreateRegistration,
     /// `DELETE /v1/projects/{p}/registrations/{token}`.

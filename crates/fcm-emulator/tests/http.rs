@@ -593,3 +593,64 @@ async fn fis_refresh_and_registration_errors() {
         Err(fcm_emulator::Error::UnknownToken(_))
     ));
 }
+
+#[tokio::test]
+async fn fis_installation_delete() {
+    let emu = Emulator::builder()
+        .api_key("AIzaTestKey")
+        .start()
+        .await
+        .unwrap();
+    let api = Api::new(&emu);
+    let body = r#"{"appId":"1:1:web:1","authVersion":"FIS_v2","sdkVersion":"w:0.6.6"}"#;
+    let response = create_installation(&api, "p", &[JSON, API_KEY], body).await;
+    assert_eq!(response.status(), 200);
+    let fis = body_json(&response);
+    let fid = fis["fid"].as_str().unwrap().to_owned();
+    let refresh = fis["refreshToken"].as_str().unwrap().to_owned();
+    let auth = fis["authToken"]["token"].as_str().unwrap().to_owned();
+
+    // An FCM registration made by the installation goes with it.
+    let keys = ReceiverKeys::generate();
+    let (_, gcm_token) = android_device(&emu);
+    let registration = serde_json::json!({"web": {
+        "endpoint": emu.webpush_endpoint(&gcm_token).to_string(),
+        "p256dh": keys.public_key_base64(),
+        "auth": keys.auth_secret_base64().as_str(),
+    }})
+    .to_string();
+    let response = create_registration(&api, "p", Some(&auth), registration).await;
+    assert_eq!(response.status(), 200, "{}", body_text(&response));
+    let token = body_json(&response)["token"].as_str().unwrap().to_owned();
+
+    let path = format!("/v1/projects/p/installations/{fid}");
+    let authorization = format!("FIS_v2 {refresh}");
+    let delete = |headers: Vec<(&'static str, String)>, path: String| {
+        let api = &api;
+        async move {
+            let headers: Vec<(&str, &str)> =
+                headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            api.request("DELETE", &path, &headers, "").await
+        }
+    };
+    let key = || ("x-goog-api-key", "AIzaTestKey".to_owned());
+    // No API key, no or a wrong refresh token, another project: refused, nothing deleted.
+    let response = delete(vec![("authorization", authorization.clone())], path.clone()).await;
+    assert_eq!(response.status(), 403);
+    assert_eq!(delete(vec![key()], path.clone()).await.status(), 401);
+    let wrong = ("authorization", "FIS_v2 wrong".to_owned());
+    assert_eq!(delete(vec![key(), wrong], path.clone()).await.status(), 401);
+    let other = format!("/v1/projects/q/installations/{fid}");
+    let good = || ("authorization", authorization.clone());
+    assert_eq!(delete(vec![key(), good()], other).await.status(), 404);
+    assert!(emu.installation(&fid).is_some());
+
+    let response = delete(vec![key(), good()], path.clone()).await;
+    assert_eq!(response.status(), 200, "{}", body_text(&response));
+    assert!(emu.installation(&fid).is_none());
+    assert!(emu.fcm_registration(&token).is_none());
+    // Its auth token is no longer valid; a second delete is 404.
+    let response = generate_auth_token(&api, &fid, &authorization).await;
+    assert_eq!(response.status(), 404);
+    assert_eq!(delete(vec![key(), good()], path).await.status(), 404);
+}

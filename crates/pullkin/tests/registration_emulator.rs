@@ -204,8 +204,9 @@ async fn unregistering_deletes_the_registrations() {
         .unwrap();
 
     assert!(outcome.fcm_registration_deleted);
-    // `outcome.installation_deleted` is not checked: the emulator serves no installation
-    // delete (its 404 counts as gone); the wiremock tests check that request.
+    assert!(outcome.installation_deleted);
+    let fid = &credentials.gcm.installation.as_ref().unwrap().fid;
+    assert!(emulator.installation(fid).is_none());
     assert!(emulator.gcm_registration(gcm(&credentials)).is_none());
     assert!(emulator.fcm_registration(&fcm_token).is_none());
     assert!(emulator.topic_subscribers("news").is_empty());

@@ -384,6 +384,48 @@ pub(crate) fn generate_auth_token(
     ok_json(&json!({ "token": token, "expiresIn": AUTH_TOKEN_LIFETIME }))
 }
 
+/// `DELETE /v1/projects/{p}/installations/{fid}` (docs/protocol.md §7.1): the
+/// installation's refresh token as `Authorization: FIS_v2 <refresh token>`; its auth
+/// tokens stop being valid, and so do the FCM registrations it made. An unknown FID
+/// (or one of another project) is 404, a wrong refresh token 401.
+pub(crate) fn delete_installation(
+    shared: &Shared,
+    request: &Request<Bytes>,
+    project: &str,
+    fid: &str,
+) -> Response<Bytes> {
+    if let Err(response) = check_api_key(shared, request.headers()) {
+        return response;
+    }
+    let Some(refresh) = header(request.headers(), AUTHORIZATION.as_str())
+        .and_then(|v| v.strip_prefix("FIS_v2 "))
+        .map(str::trim)
+    else {
+        return api_error(
+            StatusCode::UNAUTHORIZED,
+            "Request is missing required authentication credential. Expected `FIS_v2 <refresh token>`.",
+        );
+    };
+    let mut state = shared.lock();
+    let Some(installation) = state
+        .installations
+        .get(fid)
+        .filter(|installation| installation.project == project)
+    else {
+        return api_error(StatusCode::NOT_FOUND, "Requested entity was not found.");
+    };
+    if installation.refresh_token != refresh {
+        return api_error(
+            StatusCode::UNAUTHORIZED,
+            "Request had invalid authentication credentials.",
+        );
+    }
+    state.delete_installation(fid);
+    drop(state);
+    tracing::info!(fid, project, "installation deleted");
+    ok_json(&json!({}))
+}
+
 // ---------------------------------------------------------------- FCM registrations
 
 /// Checks the API key and `x-goog-firebase-installations-auth`; returns the FID.

@@ -106,6 +106,7 @@ fn route(shared: &Shared, request: &Request<Bytes>) -> Response<Bytes> {
         ["checkin"] => (Endpoint::Checkin, Method::POST),
         ["c2dm", "register3"] => (Endpoint::Register3, Method::POST),
         ["v1", "projects", _, "installations"] => (Endpoint::CreateInstallation, Method::POST),
+        ["v1", "projects", _, "installations", _] => (Endpoint::DeleteInstallation, Method::DELETE),
         [
             "v1",
             "projects",
@@ -136,6 +137,9 @@ fn route(shared: &Shared, request: &Request<Bytes>) -> Response<Bytes> {
         }
         (Endpoint::GenerateAuthToken, [_, _, project, _, fid, _]) => {
             handlers::generate_auth_token(shared, request, project, fid)
+        }
+        (Endpoint::DeleteInstallation, [_, _, project, _, fid]) => {
+            handlers::delete_installation(shared, request, project, fid)
         }
         (Endpoint::CreateRegistration, [_, _, project, ..]) => {
             handlers::create_registration(shared, request, project)
