@@ -13,6 +13,8 @@
 //!                                                           see fleet_soak.rs)
 //! pullkin-bench fleet-throughput|fleet-idle|fleet-takeover|fleet-follow [options]
 //!                                             (pullkin-fleet on PostgreSQL; see fleet_bench.rs)
+//! pullkin-bench listen-throughput|listen-latency|listen-idle|listen-store [options]
+//!                                             (the `pullkin listen` binary; see listen_bench.rs)
 //! pullkin-bench idle-server --port P          (used by `idle`, in its own process)
 //! ```
 //!
@@ -27,6 +29,7 @@ mod fleet_bench;
 mod fleet_pg;
 mod fleet_soak;
 mod hook;
+mod listen_bench;
 mod natsd;
 mod peer;
 mod sink_bench;
@@ -118,6 +121,7 @@ async fn run(args: &[String]) -> Result {
         Some("soak") if args.iter().any(|a| a == "--fleet") => fleet_soak::run(&args[1..]).await,
         Some("soak") => soak::run(&args[1..]).await,
         Some(command) if command.starts_with("fleet-") => fleet_bench::run(command, args).await,
+        Some(command) if command.starts_with("listen-") => listen_bench::run(command, args).await,
         Some("idle-server") => {
             let port = flag(args, "--port", 0u16)?;
             peer::idle_server(port).await

@@ -3,7 +3,6 @@
 //! its readiness notifications: see [`Readiness`]).
 
 use std::collections::HashSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -21,6 +20,7 @@ use tokio::sync::broadcast::error::RecvError;
 use crate::common::{self, NetArgs};
 use crate::error::{CliError, Context, ErrorKind, Kind, Result};
 use crate::notify::Notifier;
+use crate::output::Output;
 use crate::sinks::SinkArgs;
 use crate::status::{StatusFile, Table};
 use crate::{log, signal};
@@ -205,7 +205,7 @@ pub(crate) async fn run(args: ListenArgs) -> Result<ExitCode> {
     let mut status_file = args.status.clone().map(StatusFile::new);
     let mut status_ticks = tokio::time::interval(StatusFile::EVERY);
     status_ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut out = Output::default();
+    let mut out = Output::start()?;
     for app in &routes.stdout {
         messages.push(
             pullkin
@@ -316,6 +316,15 @@ pub(crate) async fn run(args: ListenArgs) -> Result<ExitCode> {
                 Err(RecvError::Closed) => {}
             },
         }
+    };
+    // Every line handed over is written (and its message acknowledged) before the
+    // listener stores its state and stops.
+    let outcome = match (outcome, out.finish()) {
+        (Ok(_), Err(error)) => {
+            readiness.stopping(&error.chain());
+            Err(error)
+        }
+        (outcome, _) => outcome,
     };
     pullkin.shutdown().await;
     // The forwarders end with their apps' streams.
@@ -543,63 +552,6 @@ fn renewed(pullkin: &Pullkin, apps: &mut [App], name: &str) {
                 error.chain()
             ),
         );
-    }
-}
-
-/// Stdout: the JSON lines of the messages, each batch of waiting messages in one write.
-#[derive(Default)]
-struct Output {
-    buffer: Vec<u8>,
-    batch: Vec<pullkin::Incoming>,
-}
-
-impl Output {
-    /// The most messages written at once.
-    const BATCH: usize = 256;
-
-    /// Prints `first` and the messages that are ready behind it (at most `room` in all),
-    /// flushed; then drops them, which acknowledges them. How many were printed; an error
-    /// when stdout cannot be written (they are then not acknowledged).
-    fn print<S>(&mut self, first: pullkin::Incoming, room: usize, messages: &mut S) -> Result<usize>
-    where
-        S: futures_util::Stream<Item = pullkin::Incoming> + Unpin,
-    {
-        use futures_util::FutureExt;
-        self.buffer.clear();
-        self.batch.push(first);
-        let most = room.clamp(1, Self::BATCH);
-        while self.batch.len() < most {
-            match messages.next().now_or_never() {
-                Some(Some(incoming)) => self.batch.push(incoming),
-                _ => break,
-            }
-        }
-        for incoming in &self.batch {
-            // Writing JSON into a vector fails only for maps with non-string keys, which a
-            // message has none of; a line is skipped rather than the listener stopped.
-            if serde_json::to_writer(&mut self.buffer, &incoming.to_json()).is_ok() {
-                self.buffer.push(b'\n');
-            }
-        }
-        let written = {
-            let mut out = std::io::stdout().lock();
-            out.write_all(&self.buffer).and_then(|()| out.flush())
-        };
-        let n = self.batch.len();
-        if let Err(error) = written {
-            // Not acknowledged (an `Incoming` acknowledges when dropped): the server
-            // delivers them again after a restart. The process is stopping; the few
-            // leaked values go with it.
-            for unprinted in std::mem::take(&mut self.batch) {
-                std::mem::forget(unprinted);
-            }
-            return Err(CliError::msg(format!("writing to stdout: {error}")));
-        }
-        self.batch.clear();
-        if self.buffer.capacity() > 1 << 20 {
-            self.buffer = Vec::new();
-        }
-        Ok(n)
     }
 }
 
