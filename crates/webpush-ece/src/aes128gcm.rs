@@ -13,6 +13,16 @@
 //!
 //! Every record but the last is exactly `rs` bytes and ends its plaintext with the delimiter
 //! 1; the last ends it with 2. A message with no record marked last is truncated.
+//!
+//! ## A deliberate leniency: a header with no record
+//!
+//! RFC 8188 always ends a message with a record, also for an empty plaintext (one record
+//! holding only the delimiter). Python's `http_ece` writes no record at all for an empty
+//! plaintext: its body is the header alone. [`decrypt`] and [`decrypt_with_ikm`] take such a
+//! body as an empty payload instead of failing (docs/protocol.md §5.4). Nothing in it is
+//! authenticated, so it says only "a push with nothing in it"; the key id must still be a
+//! valid public key for [`decrypt`]. A header followed by any bytes at all is decrypted and
+//! checked as usual.
 
 use crate::ec::{Active, Ecdh};
 use crate::kdf::{self, ContentKeys, SALT_LEN, TAG_LEN};
@@ -39,10 +49,10 @@ pub struct Header<'a> {
 }
 
 impl<'a> Header<'a> {
-    /// Splits a payload into its header and the records that follow.
+    /// Splits a payload into its header and the records that follow, which may be none
+    /// (see the module documentation: a header alone is an empty payload).
     ///
-    /// Fails with [`Error::ShortHeader`], [`Error::InvalidRecordSize`] (below 18) or
-    /// [`Error::ZeroCiphertext`] (no record).
+    /// Fails with [`Error::ShortHeader`] or [`Error::InvalidRecordSize`] (below 18).
     pub fn parse(payload: &'a [u8]) -> Result<(Self, &'a [u8]), Error> {
         let salt = payload
             .get(..SALT_LEN)
@@ -61,14 +71,12 @@ impl<'a> Header<'a> {
             return Err(Error::InvalidRecordSize);
         }
         let records = payload.get(HEADER_LEN + idlen..).unwrap_or_default();
-        if records.is_empty() {
-            return Err(Error::ZeroCiphertext);
-        }
         Ok((Self { salt, rs, keyid }, records))
     }
 }
 
 /// Decrypts a Web Push message (RFC 8291): the sender's public key is the header's key id.
+/// A header with no record decrypts to an empty payload (see the module documentation).
 ///
 /// ```
 /// use webpush_ece::{EncryptOptions, ReceiverKeys, aes128gcm};
@@ -90,14 +98,22 @@ pub(crate) fn decrypt_in<B: Ecdh>(keys: &ReceiverKeys, payload: &[u8]) -> Result
         .try_into()
         .map_err(|_| Error::InvalidPublicKey)?;
     let ecdh = B::agree(keys.ec_key(), sender_public)?;
+    if records.is_empty() {
+        // Python's `http_ece` for an empty plaintext: the header alone (module docs).
+        return Ok(Vec::new());
+    }
     let ikm = kdf::webpush_ikm(&ecdh, keys.auth(), keys.public_key(), sender_public)?;
     let content = ContentKeys::aes128gcm(&*ikm, header.salt)?;
     decrypt_records(&content, header.rs, records)
 }
 
-/// Decrypts a plain RFC 8188 payload keyed directly by `ikm` (the key id is ignored).
+/// Decrypts a plain RFC 8188 payload keyed directly by `ikm` (the key id is ignored). A
+/// header with no record decrypts to an empty payload (see the module documentation).
 pub fn decrypt_with_ikm(ikm: &[u8], payload: &[u8]) -> Result<Vec<u8>, Error> {
     let (header, records) = Header::parse(payload)?;
+    if records.is_empty() {
+        return Ok(Vec::new());
+    }
     let content = ContentKeys::aes128gcm(ikm, header.salt)?;
     decrypt_records(&content, header.rs, records)
 }

@@ -17,7 +17,8 @@ pub enum Error {
     /// `aes128gcm` (a tag and a delimiter), below 3 for `aesgcm`. (`ECE_ERROR_INVALID_RS`)
     #[error("invalid record size")]
     InvalidRecordSize,
-    /// There is no ciphertext at all. (`ECE_ERROR_ZERO_CIPHERTEXT`)
+    /// There is no `aesgcm` ciphertext at all. (`ECE_ERROR_ZERO_CIPHERTEXT`; an `aes128gcm`
+    /// header with no record is an empty payload instead, see [`crate::aes128gcm`].)
     #[error("no ciphertext")]
     ZeroCiphertext,
     /// A record holds its authentication tag and nothing else: no room for a padding

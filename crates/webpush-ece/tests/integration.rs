@@ -3,6 +3,7 @@
 
 mod backends;
 mod differential;
+mod header_only;
 mod keys;
 mod proptests;
 mod vectors;
