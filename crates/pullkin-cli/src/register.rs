@@ -9,8 +9,9 @@ use gcm_checkin::{DEFAULT_ANDROID_CERT, DEFAULT_WEB_BUNDLE};
 use pullkin::{AppCredentials, DEFAULT_APP_NAME, DEFAULT_RETRIES, RegisterParams};
 
 use crate::common::{self, NetArgs, print_line, short};
-use crate::error::{CliError, Context, Kind, Result};
+use crate::error::{CliError, Kind, Result};
 use crate::log;
+use crate::topic::pullkin_error;
 
 pub(crate) const EXAMPLES: &str = "Examples:
   # As an Android app of a Firebase project (the values of google-services.json):
@@ -45,8 +46,10 @@ pub(crate) struct RegisterArgs {
 /// with `--web`), as `pullkin register` and `pullkin fleet register` take them.
 #[derive(Debug, Args)]
 pub(crate) struct DeviceArgs {
-    /// The sender id: the Firebase project number.
-    #[arg(long, value_name = "ID")]
+    /// The sender id: the Firebase project number (the number in the app id). Several
+    /// senders may be joined by `,` (`123456789012,998877665544`); one of them must be the
+    /// app id's project number.
+    #[arg(long, value_name = "ID[,ID…]")]
     sender_id: String,
     /// The Firebase app id (`1:<project number>:android:<hex>` or `…:web:…`).
     #[arg(long, value_name = "ID")]
@@ -126,10 +129,12 @@ pub(crate) async fn run(args: RegisterArgs) -> Result<ExitCode> {
     }
     let core = args.net.core(Some(args.device.retries)).config_error()?;
     let persona = args.device.persona();
+    // Malformed parameters (`PullkinError::InvalidParams`, found before any request) are
+    // a configuration error: exit 78 with their one-line message.
     let credentials = core
         .register(&args.device.params())
         .await
-        .with_context(|| format!("registering the {persona} device"))?;
+        .map_err(|error| pullkin_error(error, &format!("registering the {persona} device")))?;
     common::write_credentials(&args.out, &credentials, args.force)?;
     summarize(persona, &args.out, &credentials);
     match credentials.fcm.token() {

@@ -259,7 +259,7 @@ async fn a_sender_id_that_is_not_the_app_ids_number_is_refused_before_any_reques
         &server.uri(),
     ])
     .await;
-    assert!(!output.status.success());
+    assert_eq!(output.status.code(), Some(78), "EX_CONFIG");
     let stderr = text(&output.stderr);
     assert!(stderr.contains("--sender-id 123456789012"), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
@@ -351,6 +351,10 @@ fn help_shows_examples() {
             "pullkin unregister app.json --remove",
         ),
         (&["credentials", "import", "--help"][..], "--app-id"),
+        (
+            &["register", "--help"][..],
+            "Several senders may be joined by `,`",
+        ),
         (&["--help"][..], "unregister"),
     ] {
         let output = run(args);
