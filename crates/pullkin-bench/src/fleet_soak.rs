@@ -1173,34 +1173,27 @@ async fn soak(
     // What the workers logged.
     let mut logged: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut panics: Vec<String> = Vec::new();
-    // Self-fencing in bursts (lines of one worker less than 2 s apart): how many
-    // identities, and how long from the first stop to the last (each is logged just
-    // before its connection is stopped, one after another).
+    // Self-fencing: each time a worker stops the connections of leases it could not
+    // renew, how many and how long from the decision until the last was stopped.
     let mut fence_bursts: Vec<Value> = Vec::new();
     for worker in &workers {
         let text = std::fs::read_to_string(&worker.log).unwrap_or_default();
-        let mut burst: Option<(f64, f64, usize)> = None;
-        for line in text
-            .lines()
-            .filter(|l| l.contains("could not renew the lease in time"))
-        {
-            let Some(at) = log_time(line) else { continue };
-            burst = match burst {
-                Some((first, last, n)) if at - last < 2.0 => Some((first, at, n + 1)),
-                Some((first, last, n)) => {
-                    fence_bursts.push(json!({"worker": worker.name, "identities": n, "span_ms": ((last - first) * 1000.0).round()}));
-                    Some((at, at, 1))
-                }
-                None => Some((at, at, 1)),
+        for line in text.lines().filter(|l| l.contains("self-fenced:")) {
+            let field = |name: &str| {
+                line.split_whitespace()
+                    .find_map(|word| word.strip_prefix(name))
+                    .and_then(|value| value.trim_end_matches(',').parse::<f64>().ok())
             };
-        }
-        if let Some((first, last, n)) = burst {
-            fence_bursts.push(json!({"worker": worker.name, "identities": n, "span_ms": ((last - first) * 1000.0).round()}));
+            fence_bursts.push(json!({
+                "worker": worker.name,
+                "identities": field("identities="),
+                "span_ms": field("ms=").map(|ms| (ms * 10.0).round() / 10.0),
+            }));
         }
         for line in text.lines() {
             for (pattern, name) in [
                 ("writes refused", "fenced_writes_refused"),
-                ("could not renew the lease in time", "self_fenced"),
+                ("could not renew the leases in time", "self_fencings"),
                 ("lease lost", "leases_lost_at_renewal"),
                 ("handing off for a fair share", "hand_offs"),
                 ("cannot renew the leases", "renewals_failed"),

@@ -297,9 +297,20 @@ impl Follower {
         }
     }
 
-    /// [`Consumer::commit`].
+    /// [`Consumer::commit`]; while the database is out of reach (down, restarting,
+    /// "shutting down") it keeps trying every poll interval, as [`Follower::next`] does,
+    /// so a follower rides out a database restart instead of failing after the rows
+    /// were handed on. Other errors are returned.
     pub async fn commit(&mut self, seq: i64) -> Result<(), FleetError> {
-        self.consumer.commit(seq).await
+        loop {
+            match self.consumer.commit(seq).await {
+                Err(error) if error.is_unreachable() => {
+                    warn!("committing the cursor: {error}; retrying");
+                    tokio::time::sleep(self.poll_every).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// The consumer back, no longer listening.

@@ -207,8 +207,8 @@ impl Database {
         FleetError,
     > {
         let unreachable = |e: tokio_postgres::Error| match e.as_db_error() {
-            Some(_) => FleetError::Database(e),
-            None => FleetError::Unreachable {
+            Some(_) if !crate::error::server_unavailable(&e) => FleetError::Database(e),
+            _ => FleetError::Unreachable {
                 reason: one_line(&e),
             },
         };

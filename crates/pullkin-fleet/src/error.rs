@@ -92,16 +92,34 @@ impl FleetError {
     }
 }
 
-/// A statement's error: a closed connection or an I/O failure counts as the database
-/// being out of reach, anything else as the statement's own failure.
+/// A statement's error: a closed connection, an I/O failure or the server saying it is
+/// going away or not ready ([`server_unavailable`]) counts as the database being out of
+/// reach, anything else as the statement's own failure.
 pub(crate) fn db(error: tokio_postgres::Error) -> FleetError {
-    if error.is_closed() || error.as_db_error().is_none() && io_cause(&error) {
+    if error.is_closed()
+        || error.as_db_error().is_none() && io_cause(&error)
+        || server_unavailable(&error)
+    {
         FleetError::Unreachable {
             reason: one_line(&error),
         }
     } else {
         FleetError::Database(error)
     }
+}
+
+/// Whether the server refused because it is shutting down, restarting or starting up
+/// (`57P01` admin shutdown, `57P02` crash shutdown, `57P03` cannot connect now, e.g.
+/// "the database system is shutting down"), or reported a connection exception (class
+/// `08`): the database is back in a moment, not refusing the statement.
+pub(crate) fn server_unavailable(error: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    error.code().is_some_and(|code| {
+        *code == SqlState::ADMIN_SHUTDOWN
+            || *code == SqlState::CRASH_SHUTDOWN
+            || *code == SqlState::CANNOT_CONNECT_NOW
+            || code.code().starts_with("08")
+    })
 }
 
 fn io_cause(error: &tokio_postgres::Error) -> bool {

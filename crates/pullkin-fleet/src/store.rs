@@ -43,6 +43,8 @@
 //! refuses its writes ([`FleetError::Fenced`], as `StoreError::Backend`), the others go
 //! on. The worker is told ([`FleetStore::new`]'s receiver) and drops the identity; its
 //! pending rows are discarded (they were not acknowledged: the new holder receives them).
+//! A transaction left idle for 2 s (the worker frozen mid-commit) is ended by the server
+//! (`idle_in_transaction_session_timeout`), so its locks never outlive a lease.
 //!
 //! ## Commit order
 //!
@@ -708,6 +710,14 @@ async fn transact(
 ) -> Result<HashSet<i64>, FleetError> {
     let mut client = database.client().await?;
     let transaction = client.transaction().await.map_err(db)?;
+    // A worker frozen in the middle of this transaction (stopped, swapped out) would
+    // keep its leases locked and delay their takeover past their expiry: the server
+    // ends such a transaction after a while without a statement. A healthy batch sends
+    // its statements back to back.
+    transaction
+        .batch_execute("SET LOCAL idle_in_transaction_session_timeout = '2s'")
+        .await
+        .map_err(db)?;
     let identities: Vec<i64> = batch.iter().map(|job| job.identity).collect();
     let rows = transaction
         .query(

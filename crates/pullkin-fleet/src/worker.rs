@@ -357,11 +357,18 @@ impl Turns {
         let now = Instant::now();
         let expired = self.policy.poll_expired(now);
         if !expired.is_empty() {
+            let identities = expired.len();
             warn!(
-                identities = expired.len(),
+                identities,
                 "could not renew the leases in time: stopping their connections"
             );
+            let started = Instant::now();
             self.drop_identities(expired).await;
+            warn!(
+                identities,
+                ms = started.elapsed().as_secs_f64() * 1000.0,
+                "self-fenced: every connection stopped"
+            );
         }
         if self.policy.renewal_due(now) {
             self.renew().await;

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::store::row;
-use crate::support::{TestDb, credentials, key};
+use crate::support::{Proxy, TestDb, credentials, key};
 use pullkin::Store as _;
 use pullkin::session::AckState;
 use pullkin_fleet::{
@@ -223,4 +223,62 @@ async fn status_shows_holders_epochs_and_workers() {
     assert_eq!(status.workers[0].id, "w");
     assert_eq!(status.workers[0].held, 1);
     assert!(status.workers[0].live);
+}
+
+#[tokio::test]
+async fn a_follower_rides_out_the_database_going_away() {
+    let test = TestDb::migrated().await;
+    let store = stored(&test).await;
+    // The follower reaches the database through a proxy that can be taken down.
+    let proxy = Proxy::start().await;
+    let db = pullkin_fleet::Database::builder(&proxy.url(&test))
+        .build()
+        .unwrap();
+    let consumer = Consumer::open(&db, "survivor").await.unwrap();
+    let mut follower = consumer
+        .follow()
+        .await
+        .unwrap()
+        .poll_every(Duration::from_millis(50));
+    store_messages(&store, 0..2).await;
+    let first = tokio::time::timeout(Duration::from_secs(5), follower.next(10))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ids(&first), ["0:0", "0:1"]);
+    let seq = first.last().unwrap().seq;
+
+    // Down after the rows were handed on: the commit of the cursor waits, not fails.
+    proxy.take_down();
+    let committing = tokio::spawn(async move { follower.commit(seq).await.map(|()| follower) });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        !committing.is_finished(),
+        "the commit waited for the database"
+    );
+    proxy.bring_up();
+    let mut follower = tokio::time::timeout(Duration::from_secs(10), committing)
+        .await
+        .expect("the commit went through once the database was back")
+        .unwrap()
+        .unwrap();
+    let cursor: i64 = test
+        .client()
+        .await
+        .query_one(
+            "SELECT last_seq FROM pullkin.consumers WHERE name = 'survivor'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(cursor, seq);
+
+    // And it goes on following.
+    store_messages(&store, 2..3).await;
+    let next = tokio::time::timeout(Duration::from_secs(10), follower.next(10))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ids(&next), ["0:2"]);
 }
