@@ -1516,16 +1516,6 @@ async fn soak(
     }
 }
 
-/// The seconds of the day of a tracing line (`2026-01-01T10:01:11.820958Z  WARN …`).
-fn log_time(line: &str) -> Option<f64> {
-    let time = line.get(11..26)?;
-    let mut parts = time.split(':');
-    let hours: f64 = parts.next()?.parse().ok()?;
-    let minutes: f64 = parts.next()?.parse().ok()?;
-    let seconds: f64 = parts.next()?.trim_end_matches('Z').parse().ok()?;
-    Some(hours * 3600.0 + minutes * 60.0 + seconds)
-}
-
 fn stop_in_background(server: &OwnServer) -> JoinHandle<Result> {
     let control = server.control();
     tokio::task::spawn_blocking(move || control.stop())
