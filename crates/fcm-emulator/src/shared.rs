@@ -191,6 +191,7 @@ impl Shared {
             expires: options.ttl.filter(|t| !t.is_zero()).map(|t| now + t),
             now_or_never,
             replace_key: options.replace_key,
+            waiting_since: device.current().is_none().then_some(now),
         });
         device.wake();
         tracing::debug!(android_id, %persistent_id, "message queued");

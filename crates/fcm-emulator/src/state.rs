@@ -55,6 +55,9 @@ pub(crate) struct Queued {
     /// A Web Push `Topic`: `(token, topic)`; a newer message with the same key replaces
     /// this one while it is undelivered (docs/protocol.md §7.5).
     pub(crate) replace_key: Option<(String, String)>,
+    /// When it was queued for a device with no connection (emulator clock): it then
+    /// carries `queued`, the milliseconds it waited, when sent (docs/protocol.md §7.4).
+    pub(crate) waiting_since: Option<Duration>,
 }
 
 impl Queued {

@@ -29,10 +29,21 @@ macro_rules! value {
 pub(crate) fn write(out: &mut Vec<u8>, app: &str, message: &Message) {
     out.extend_from_slice(b"{\"app\":");
     string(out, app);
+    present(out, b",\"collapse_key\":", message.collapse_key.as_deref());
     out.extend_from_slice(b",\"data\":");
     value!(out, &message.data);
+    present(
+        out,
+        b",\"delivered_priority\":",
+        message.delivered_priority.as_deref(),
+    );
     out.extend_from_slice(b",\"encoding\":");
     optional(out, message.encoding.map(|e| e.as_str()));
+    // Known when the sent time and the TTL are.
+    if message.sent.is_some() && message.ttl.is_some() {
+        out.extend_from_slice(b",\"expired\":");
+        out.extend_from_slice(if message.expired { b"true" } else { b"false" });
+    }
     out.extend_from_slice(b",\"fcm_message_id\":");
     optional(out, message.fcm_message_id.as_deref());
     out.extend_from_slice(b",\"notification\":");
@@ -40,6 +51,11 @@ pub(crate) fn write(out: &mut Vec<u8>, app: &str, message: &Message) {
         Some(notification) => value!(out, &notification.fields),
         None => out.extend_from_slice(b"null"),
     }
+    present(
+        out,
+        b",\"original_priority\":",
+        message.original_priority.as_deref(),
+    );
     // A payload that is not JSON is shown as it came: text when UTF-8, base64 otherwise.
     if message.json.is_none() && !message.payload.is_empty() {
         match std::str::from_utf8(&message.payload) {
@@ -58,14 +74,23 @@ pub(crate) fn write(out: &mut Vec<u8>, app: &str, message: &Message) {
     optional(out, message.persistent_id.as_deref());
     out.extend_from_slice(b",\"priority\":");
     optional(out, message.priority.as_deref());
+    if let Some(queued) = message.queued {
+        out.extend_from_slice(b",\"queued_ms\":");
+        number(out, u64::try_from(queued.as_millis()).ok());
+    }
     out.extend_from_slice(b",\"raw\":");
     raw(out, message);
     out.extend_from_slice(b",\"received_ms\":");
-    number(out, unix_ms(SystemTime::now()));
+    number(out, unix_ms(message.received));
     out.extend_from_slice(b",\"sender_id\":");
     optional(out, message.sender_id.as_deref());
     out.extend_from_slice(b",\"sent_ms\":");
     number(out, message.sent.and_then(unix_ms));
+    present(out, b",\"topic\":", message.topic.as_deref());
+    if let Some(ttl) = message.ttl {
+        out.extend_from_slice(b",\"ttl_s\":");
+        number(out, Some(ttl.as_secs()));
+    }
     out.push(b'}');
 }
 
@@ -98,6 +123,14 @@ fn raw(out: &mut Vec<u8>, message: &Message) {
 
 fn string(out: &mut Vec<u8>, text: &str) {
     value!(out, text);
+}
+
+/// `key` and the string, only when there is one (the metadata keys, omitted when absent).
+fn present(out: &mut Vec<u8>, key: &[u8], text: Option<&str>) {
+    if let Some(text) = text {
+        out.extend_from_slice(key);
+        string(out, text);
+    }
 }
 
 fn optional(out: &mut Vec<u8>, text: Option<&str>) {

@@ -47,13 +47,40 @@ pub struct Message {
     /// The payload parsed as JSON, when it is a JSON object (FCM's web push payloads
     /// are); a non-JSON payload is in [`Message::payload`] only.
     pub json: Option<Value>,
+    /// The collapse key (docs/protocol.md §7.4): the DataMessageStanza's `token`, else an
+    /// `app_data` or payload `collapse_key`. FCM sends `do_not_collapse` when the sender
+    /// gave none; for Web Push it is the push's `Topic`.
+    pub collapse_key: Option<String>,
+    /// The time to live the sender gave (the stanza's `ttl`, in seconds), if any.
+    pub ttl: Option<Duration>,
+    /// How long the server held the message before sending it (the stanza's `queued`),
+    /// if it says.
+    pub queued: Option<Duration>,
+    /// When it arrived at the receiver.
+    pub received: SystemTime,
+    /// Its time to live had run out when it arrived (`sent + ttl` before
+    /// [`received`](Self::received)), as for a backlog delivered after a long time
+    /// offline. It is delivered all the same, flagged. A TTL of 0 ("now or never") never
+    /// counts as expired.
+    pub expired: bool,
+    /// The priority the sender asked for, as the server reports it
+    /// (`google.original_priority`).
+    pub original_priority: Option<String>,
+    /// The priority the message was delivered with (`google.delivered_priority`): lower
+    /// than the original when the server reduced it.
+    pub delivered_priority: Option<String>,
+    /// The topic of a topic message (`from` = `/topics/<topic>`), without the prefix.
+    pub topic: Option<String>,
 }
 
 impl Message {
     /// The message as the JSON object `pullkin listen` prints on one line (and the
     /// sinks hand onward): `app`, `persistent_id`, `fcm_message_id`, `sender_id`,
-    /// `priority`, `sent_ms`, `received_ms` (now), `encoding`, `data`, `notification`,
-    /// `raw`, and a payload that is not JSON as `payload` (UTF-8) or `payload_base64`.
+    /// `priority`, `sent_ms`, `received_ms` (when it arrived), `encoding`, `data`,
+    /// `notification`, `raw`, and a payload that is not JSON as `payload` (UTF-8) or
+    /// `payload_base64`. The metadata of docs/protocol.md §7.4 follow, each only when the
+    /// message has it: `collapse_key`, `ttl_s`, `queued_ms`, `expired` (when `sent_ms`
+    /// and `ttl_s` are known), `original_priority`, `delivered_priority` and `topic`.
     #[must_use]
     pub fn to_json(&self, app: &str) -> Value {
         use base64::Engine as _;
@@ -64,12 +91,28 @@ impl Message {
             "sender_id": self.sender_id,
             "priority": self.priority,
             "sent_ms": self.sent.and_then(unix_ms),
-            "received_ms": unix_ms(SystemTime::now()),
+            "received_ms": unix_ms(self.received),
             "encoding": self.encoding.map(ContentEncoding::as_str),
             "data": self.data,
             "notification": self.notification.as_ref().map(|n| &n.fields),
             "raw": self.raw(),
         });
+        let mut put = |key: &str, value: Option<Value>| {
+            if let Some(value) = value {
+                line[key] = value;
+            }
+        };
+        let text = |value: &Option<String>| value.clone().map(Value::String);
+        put("collapse_key", text(&self.collapse_key));
+        put("ttl_s", self.ttl.map(|ttl| ttl.as_secs().into()));
+        put("queued_ms", self.queued.and_then(ms).map(Value::from));
+        put(
+            "expired",
+            (self.sent.is_some() && self.ttl.is_some()).then_some(Value::Bool(self.expired)),
+        );
+        put("original_priority", text(&self.original_priority));
+        put("delivered_priority", text(&self.delivered_priority));
+        put("topic", text(&self.topic));
         // A payload that is not JSON (any Web Push sender may post text or bytes) is shown
         // as it came: text when it is UTF-8, base64 otherwise.
         if self.json.is_none() && !self.payload.is_empty() {
@@ -173,6 +216,12 @@ impl Stanza {
         self.0.raw_data.as_deref()
     }
 
+    /// The collapse key (the `token` field, docs/protocol.md §7.4), if any.
+    #[must_use]
+    pub fn collapse_key(&self) -> Option<&str> {
+        self.0.token.as_deref()
+    }
+
     /// The time-to-live the sender gave, in seconds, if any.
     #[must_use]
     pub fn ttl(&self) -> Option<i32> {
@@ -235,9 +284,13 @@ pub(crate) fn is_encrypted(stanza: &DataMessageStanza) -> bool {
     })
 }
 
-/// Turns a data message into what the application receives, decrypting with `keys`
-/// when the message is encrypted.
-pub(crate) fn decode(stanza: &DataMessageStanza, keys: Option<&ReceiverKeys>) -> Decoded {
+/// Turns a data message that arrived at `received` into what the application receives,
+/// decrypting with `keys` when the message is encrypted.
+pub(crate) fn decode(
+    stanza: &DataMessageStanza,
+    keys: Option<&ReceiverKeys>,
+    received: SystemTime,
+) -> Decoded {
     if app_data_value(stanza, "message_type") == Some("deleted_messages") {
         let count = app_data_value(stanza, "total_deleted").and_then(|n| n.trim().parse().ok());
         return Decoded::DeletedMessages { count };
@@ -252,17 +305,57 @@ pub(crate) fn decode(stanza: &DataMessageStanza, keys: Option<&ReceiverKeys>) ->
         None if is_encrypted(stanza) => Err(webpush_ece::Error::MissingParameter("receiver keys")),
         None => Ok(Payload::NotEncrypted),
     };
-    match payload {
+    let mut message = match payload {
         Ok(Payload::Decrypted {
             encoding,
             plaintext,
-        }) => Decoded::Message(Box::new(from_plaintext(
-            stanza,
-            Bytes::from(plaintext),
-            encoding,
-        ))),
-        Ok(_) => Decoded::Message(Box::new(unencrypted(stanza, raw_data))),
-        Err(error) => Decoded::Undecryptable(error),
+        }) => from_plaintext(stanza, Bytes::from(plaintext), encoding),
+        Ok(_) => unencrypted(stanza, raw_data),
+        Err(error) => return Decoded::Undecryptable(error),
+    };
+    add_metadata(&mut message, stanza, received);
+    Decoded::Message(Box::new(message))
+}
+
+/// The metadata of docs/protocol.md §7.4, from the stanza and its `app_data` (and what
+/// the payload said, already in `message`), judged against the arrival time `received`.
+fn add_metadata(message: &mut Message, stanza: &DataMessageStanza, received: SystemTime) {
+    let nonempty = |value: Option<&str>| value.filter(|v| !v.is_empty()).map(str::to_owned);
+    message.collapse_key = nonempty(stanza.token.as_deref())
+        .or_else(|| nonempty(app_data_value(stanza, "collapse_key")))
+        .or_else(|| {
+            message
+                .json
+                .as_ref()
+                .and_then(|json| string_field(json, "collapse_key"))
+        });
+    message.ttl = stanza
+        .ttl
+        .and_then(|ttl| u64::try_from(ttl).ok())
+        .map(Duration::from_secs);
+    message.queued = stanza
+        .queued
+        .and_then(|ms| u64::try_from(ms).ok())
+        .map(Duration::from_millis);
+    message.received = received;
+    message.expired = match (message.sent, message.ttl) {
+        // TTL 0 is "now or never": delivered at all, it was in time.
+        (Some(sent), Some(ttl)) if !ttl.is_zero() => sent
+            .checked_add(ttl)
+            .is_some_and(|deadline| deadline < received),
+        _ => false,
+    };
+    message.original_priority = nonempty(app_data_value(stanza, "google.original_priority"));
+    message.delivered_priority = nonempty(app_data_value(stanza, "google.delivered_priority"));
+    message.topic = [Some(stanza.from.as_str()), message.sender_id.as_deref()]
+        .into_iter()
+        .flatten()
+        .find_map(|from| from.strip_prefix("/topics/"))
+        .filter(|topic| !topic.is_empty())
+        .map(str::to_owned);
+    if message.fcm_message_id.is_none() {
+        message.fcm_message_id = nonempty(app_data_value(stanza, "google.message_id"))
+            .or_else(|| nonempty(stanza.id.as_deref()));
     }
 }
 
@@ -270,7 +363,12 @@ pub(crate) fn decode(stanza: &DataMessageStanza, keys: Option<&ReceiverKeys>) ->
 fn unix_ms(time: SystemTime) -> Option<u64> {
     time.duration_since(SystemTime::UNIX_EPOCH)
         .ok()
-        .and_then(|d| u64::try_from(d.as_millis()).ok())
+        .and_then(ms)
+}
+
+/// A duration in whole milliseconds.
+fn ms(duration: Duration) -> Option<u64> {
+    u64::try_from(duration.as_millis()).ok()
 }
 
 fn sent(stanza: &DataMessageStanza) -> Option<SystemTime> {
@@ -351,6 +449,14 @@ fn from_plaintext(
         payload: plaintext,
         encoding: Some(encoding),
         json,
+        collapse_key: None,
+        ttl: None,
+        queued: None,
+        received: SystemTime::UNIX_EPOCH,
+        expired: false,
+        original_priority: None,
+        delivered_priority: None,
+        topic: None,
     }
 }
 
@@ -405,11 +511,239 @@ fn unencrypted(stanza: &DataMessageStanza, raw_data: Bytes) -> Message {
         sender_id: Some(stanza.from.clone()),
         priority,
         notification: notification_part,
-        fcm_message_id: fcm_message_id.or_else(|| stanza.id.clone()),
+        // The stanza's `google.message_id` and `id` come in with the metadata.
+        fcm_message_id,
         persistent_id: stanza.persistent_id.clone(),
         sent: sent(stanza),
         payload: raw_data,
         encoding: None,
         json,
+        collapse_key: None,
+        ttl: None,
+        queued: None,
+        received: SystemTime::UNIX_EPOCH,
+        expired: false,
+        original_priority: None,
+        delivered_priority: None,
+        topic: None,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use mcs_codec::proto::AppData;
+    use webpush_ece::{EncryptOptions, aes128gcm};
+
+    fn pair(key: &str, value: &str) -> AppData {
+        AppData {
+            key: key.to_owned(),
+            value: value.to_owned(),
+        }
+    }
+
+    fn at(ms: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_millis(ms)
+    }
+
+    fn message(
+        stanza: &DataMessageStanza,
+        keys: Option<&ReceiverKeys>,
+        received: SystemTime,
+    ) -> Message {
+        match decode(stanza, keys, received) {
+            Decoded::Message(message) => *message,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A plain (Android) message as FCM sends it: collapse key, TTL, sent and queued
+    /// times, both priorities, from a topic.
+    fn android_stanza() -> DataMessageStanza {
+        DataMessageStanza {
+            id: Some("stanza-id".into()),
+            from: "/topics/news".into(),
+            category: "com.example".into(),
+            token: Some("scores".into()),
+            persistent_id: Some("0:1%abc".into()),
+            ttl: Some(60),
+            sent: Some(1_000_000),
+            queued: Some(1500),
+            app_data: vec![
+                pair("score", "3:1"),
+                pair("google.original_priority", "high"),
+                pair("google.delivered_priority", "normal"),
+                pair("google.message_id", "0:1%msg"),
+            ],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_metadata_of_a_plain_message_are_read_from_the_stanza() {
+        let stanza = android_stanza();
+        let m = message(&stanza, None, at(1_000_500));
+        assert_eq!(m.collapse_key.as_deref(), Some("scores"));
+        assert_eq!(m.ttl, Some(Duration::from_secs(60)));
+        assert_eq!(m.sent, Some(at(1_000_000)));
+        assert_eq!(m.queued, Some(Duration::from_millis(1500)));
+        assert_eq!(m.received, at(1_000_500));
+        assert!(!m.expired);
+        assert_eq!(m.original_priority.as_deref(), Some("high"));
+        assert_eq!(m.delivered_priority.as_deref(), Some("normal"));
+        assert_eq!(m.topic.as_deref(), Some("news"));
+        assert_eq!(m.fcm_message_id.as_deref(), Some("0:1%msg"));
+        assert_eq!(m.data.get("score").map(String::as_str), Some("3:1"));
+    }
+
+    #[test]
+    fn a_message_past_its_ttl_on_arrival_is_delivered_flagged_expired() {
+        let stanza = android_stanza();
+        // sent + ttl = 1 060 000 ms: in time up to that instant, expired after it.
+        assert!(!message(&stanza, None, at(1_060_000)).expired);
+        let late = message(&stanza, None, at(1_060_001));
+        assert!(late.expired);
+        assert_eq!(late.data.get("score").map(String::as_str), Some("3:1"));
+        let line = late.to_json("app");
+        assert_eq!(line["expired"], true);
+        assert_eq!(line["received_ms"], 1_060_001);
+        // TTL 0 ("now or never") is never expired; nor is a message without a TTL or a
+        // sent time.
+        let mut now_or_never = stanza.clone();
+        now_or_never.ttl = Some(0);
+        assert!(!message(&now_or_never, None, at(9_000_000)).expired);
+        let mut no_ttl = stanza.clone();
+        no_ttl.ttl = None;
+        let m = message(&no_ttl, None, at(9_000_000));
+        assert!(!m.expired);
+        assert!(
+            m.to_json("app").get("expired").is_none(),
+            "unknown: omitted"
+        );
+        let mut no_sent = stanza;
+        no_sent.sent = None;
+        assert!(!message(&no_sent, None, at(9_000_000)).expired);
+    }
+
+    #[test]
+    fn odd_values_are_absent_not_wrong() {
+        let stanza = DataMessageStanza {
+            from: "123".into(),
+            token: Some(String::new()),
+            ttl: Some(-5),
+            sent: Some(-1),
+            queued: Some(-1),
+            app_data: vec![pair("google.original_priority", "")],
+            ..Default::default()
+        };
+        let m = message(&stanza, None, at(1));
+        assert_eq!(m.collapse_key, None);
+        assert_eq!(m.ttl, None);
+        assert_eq!(m.sent, None);
+        assert_eq!(m.queued, None);
+        assert_eq!(m.original_priority, None);
+        assert_eq!(m.topic, None);
+        assert!(!m.expired);
+        // "/topics/" alone names no topic.
+        let stanza = DataMessageStanza {
+            from: "/topics/".into(),
+            ..Default::default()
+        };
+        assert_eq!(message(&stanza, None, at(1)).topic, None);
+    }
+
+    #[test]
+    fn an_encrypted_message_takes_its_id_from_the_payload_else_the_stanza() {
+        let keys = ReceiverKeys::generate();
+        let encrypt = |payload: &[u8]| {
+            aes128gcm::encrypt(&keys.subscription_keys(), payload, &EncryptOptions::new()).unwrap()
+        };
+        let stanza = |body: Vec<u8>, app_data: Vec<AppData>| DataMessageStanza {
+            from: "BPublicKey".into(),
+            token: Some("push-topic".into()),
+            ttl: Some(30),
+            sent: Some(5_000),
+            raw_data: Some(body.into()),
+            app_data: [vec![pair("content-encoding", "aes128gcm")], app_data].concat(),
+            ..Default::default()
+        };
+        let from_payload = stanza(
+            encrypt(br#"{"data":{"a":"1"},"fcmMessageId":"payload-id","from":"/topics/t1"}"#),
+            vec![pair("google.message_id", "stanza-id")],
+        );
+        let m = message(&from_payload, Some(&keys), at(40_000));
+        assert_eq!(m.fcm_message_id.as_deref(), Some("payload-id"));
+        assert_eq!(m.encoding, Some(ContentEncoding::Aes128Gcm));
+        assert_eq!(m.collapse_key.as_deref(), Some("push-topic"));
+        assert_eq!(m.ttl, Some(Duration::from_secs(30)));
+        assert!(m.expired, "5 s + 30 s is before 40 s");
+        assert_eq!(m.topic.as_deref(), Some("t1"), "the payload's from");
+        let from_stanza = stanza(
+            encrypt(b"just text"),
+            vec![pair("google.message_id", "stanza-id")],
+        );
+        let m = message(&from_stanza, Some(&keys), at(6_000));
+        assert_eq!(m.fcm_message_id.as_deref(), Some("stanza-id"));
+        assert!(!m.expired);
+        assert_eq!(m.topic, None);
+    }
+
+    #[test]
+    fn the_collapse_key_falls_back_to_app_data_and_the_payload() {
+        let mut stanza = DataMessageStanza {
+            app_data: vec![pair("collapse_key", "from-app-data")],
+            ..Default::default()
+        };
+        assert_eq!(
+            message(&stanza, None, at(1)).collapse_key.as_deref(),
+            Some("from-app-data")
+        );
+        stanza.app_data.clear();
+        stanza.raw_data = Some(Bytes::from_static(br#"{"collapse_key":"from-payload"}"#));
+        assert_eq!(
+            message(&stanza, None, at(1)).collapse_key.as_deref(),
+            Some("from-payload")
+        );
+    }
+
+    #[test]
+    fn the_json_line_gains_the_metadata_keys_only_when_present() {
+        let m = message(&android_stanza(), None, at(1_000_500));
+        let line = m.to_json("app");
+        assert_eq!(line["collapse_key"], "scores");
+        assert_eq!(line["ttl_s"], 60);
+        assert_eq!(line["queued_ms"], 1500);
+        assert_eq!(line["expired"], false);
+        assert_eq!(line["original_priority"], "high");
+        assert_eq!(line["delivered_priority"], "normal");
+        assert_eq!(line["topic"], "news");
+        assert_eq!(line["sent_ms"], 1_000_000);
+        assert_eq!(line["received_ms"], 1_000_500);
+        // A bare message: the keys of before, and none of the new ones.
+        let bare = message(&DataMessageStanza::default(), None, at(7));
+        let line = bare.to_json("app");
+        let keys: Vec<&str> = line
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "app",
+                "data",
+                "encoding",
+                "fcm_message_id",
+                "notification",
+                "persistent_id",
+                "priority",
+                "raw",
+                "received_ms",
+                "sender_id",
+                "sent_ms",
+            ]
+        );
     }
 }

@@ -6,6 +6,7 @@ mod core_wiremock;
 mod credentials_import;
 mod listener;
 mod listener_core;
+mod metadata;
 mod reconnect;
 mod registration_emulator;
 mod registration_ops;

@@ -247,8 +247,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         device.purge_expired(now, false);
         let mut unsent = device.queue.iter().filter(|q| q.sent.is_none());
         for queued in unsent.by_ref().take(BATCH) {
-            plan.messages
-                .push((queued.persistent_id.clone(), queued.stanza.clone()));
+            let mut stanza = queued.stanza.clone();
+            // Queued for a device with no connection: how long it waited (§7.4).
+            if let Some(since) = queued.waiting_since {
+                let waited = now.saturating_sub(since).as_millis();
+                stanza.queued = Some(i32::try_from(waited).unwrap_or(i32::MAX));
+            }
+            plan.messages.push((queued.persistent_id.clone(), stanza));
         }
         plan.more = unsent.next().is_some();
         Ok(plan)

@@ -4,6 +4,7 @@
 //! path).
 
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::SystemTime;
 
 use tokio::sync::{Notify, broadcast};
 use tokio::task::JoinHandle;
@@ -92,8 +93,12 @@ impl TakenIds {
 
 /// How a handed-over message is being turned into a [`Message`].
 pub(crate) enum Decoding {
-    /// Not encrypted: decoded by the consumer (cheap).
-    Plain(Box<DataMessageStanza>, Option<Arc<ReceiverKeys>>),
+    /// Not encrypted: decoded by the consumer (cheap). With the arrival time.
+    Plain(
+        Box<DataMessageStanza>,
+        Option<Arc<ReceiverKeys>>,
+        SystemTime,
+    ),
     /// Being decrypted on the blocking pool.
     Decrypting(JoinHandle<(Decoded, Box<DataMessageStanza>)>),
 }
@@ -125,8 +130,8 @@ impl Handover {
     /// and acknowledged here (a poison message must not come back forever).
     pub(crate) async fn resolve(self) -> Option<ReadyMessage> {
         let outcome = match self.decoding {
-            Decoding::Plain(stanza, keys) => {
-                Ok((message::decode(&stanza, keys.as_deref()), stanza))
+            Decoding::Plain(stanza, keys, received) => {
+                Ok((message::decode(&stanza, keys.as_deref(), received), stanza))
             }
             Decoding::Decrypting(handle) => handle.await,
         };

@@ -457,13 +457,15 @@ impl Driver {
         persistent_id: Option<Arc<str>>,
     ) -> Box<Handover> {
         let keys = self.keys.clone();
+        // The arrival time, for the message's metadata (docs/protocol.md §7.4).
+        let received = SystemTime::now();
         let decoding = if keys.is_some() && message::is_encrypted(&stanza) {
             Decoding::Decrypting(tokio::task::spawn_blocking(move || {
-                let decoded = message::decode(&stanza, keys.as_deref());
+                let decoded = message::decode(&stanza, keys.as_deref(), received);
                 (decoded, stanza)
             }))
         } else {
-            Decoding::Plain(stanza, keys)
+            Decoding::Plain(stanza, keys, received)
         };
         Box::new(Handover {
             app: Arc::clone(&self.app),
