@@ -246,6 +246,14 @@ pub(crate) async fn run(args: ListenArgs) -> Result<ExitCode> {
                 log::info(None, "SIGUSR1: checking every connection now");
                 readiness.probing(&table, || pullkin.probe());
             }
+            () = out.failed() => {
+                let error = out
+                    .finish()
+                    .err()
+                    .unwrap_or_else(|| CliError::msg("writing to stdout failed"));
+                readiness.stopping(&error.chain());
+                break Err(error);
+            }
             _ = status_ticks.tick(), if status_file.is_some() => {
                 if let Some(file) = &mut status_file {
                     file.tick(&table);

@@ -6,14 +6,16 @@
 //! the whole buffer, flushes, and only then drops the messages, which acknowledges them:
 //! a message is acknowledged only once its line was written. When stdout fails (its
 //! reader went away), the messages of that batch are not acknowledged (the server
-//! delivers them again after a restart), the writer stops, and the loop learns it at its
-//! next hand-over or at [`Output::finish`].
+//! delivers them again after a restart), the writer stops and tells the loop
+//! ([`Output::failed`]).
 
 use std::io::Write;
+use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
 use pullkin::Incoming;
+use tokio::sync::Notify;
 
 use crate::error::{CliError, Result};
 
@@ -29,6 +31,8 @@ pub(crate) struct Output {
     /// Emptied batches coming back, to be filled again (no allocation per batch).
     spare: mpsc::Receiver<Batch>,
     writer: Option<JoinHandle<Option<String>>>,
+    /// Told once the writer stopped on an error.
+    failure: Arc<Notify>,
 }
 
 impl Output {
@@ -41,6 +45,8 @@ impl Output {
         // and the loop waits beyond that (stdout's backpressure reaches the server).
         let (to_writer, batches) = mpsc::sync_channel::<Batch>(1);
         let (give_back, spare) = mpsc::sync_channel::<Batch>(2);
+        let failure = Arc::new(Notify::new());
+        let failed = Arc::clone(&failure);
         let writer = std::thread::Builder::new()
             .name("stdout".into())
             .spawn(move || {
@@ -56,6 +62,7 @@ impl Output {
                         for unprinted in batch.messages.drain(..) {
                             std::mem::forget(unprinted);
                         }
+                        failed.notify_one();
                         return Some(error.to_string());
                     }
                     batch.messages.clear();
@@ -71,7 +78,13 @@ impl Output {
             to_writer: Some(to_writer),
             spare,
             writer: Some(writer),
+            failure,
         })
+    }
+
+    /// Ready once the writer stopped on an error (see [`Output::finish`] for it).
+    pub(crate) async fn failed(&self) {
+        self.failure.notified().await;
     }
 
     /// Hands `first` and the messages that are ready behind it (at most `room` in all) to

@@ -5,5 +5,6 @@ mod cli;
 mod common;
 mod fleet;
 mod hostile;
+mod listen;
 mod registration;
 mod service;
