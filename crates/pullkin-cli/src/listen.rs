@@ -12,8 +12,8 @@ use clap::Args;
 use futures_util::StreamExt;
 use futures_util::stream::SelectAll;
 use pullkin::{
-    AppCredentials, ConnectionError, ConnectionState, DirStore, Event, ListenerConfig, Pullkin,
-    Store, StoreError,
+    AppCredentials, ConnectionError, ConnectionState, CredentialsChange, DirStore, Event,
+    ListenerConfig, Pullkin, Store, StoreError,
 };
 use tokio::sync::broadcast::error::RecvError;
 
@@ -310,7 +310,7 @@ pub(crate) async fn run(args: ListenArgs) -> Result<ExitCode> {
                         readiness.stopping(&error.chain());
                         break Err(error);
                     }
-                    if let Event::CredentialsChanged { app } = &event {
+                    if let Event::CredentialsChanged { app, .. } = &event {
                         renewed(&pullkin, &mut apps, app);
                     }
                 }
@@ -606,8 +606,28 @@ pub(crate) fn report(event: &Event) {
                 persistent_id.as_deref().unwrap_or("(no id)")
             ),
         ),
-        Event::CredentialsChanged { app } => log::info(Some(app), "credentials renewed"),
+        Event::CredentialsChanged { app, reason, .. } => {
+            log::info(Some(app), credentials_change(*reason));
+        }
         other => log::info(None, format_args!("{other:?}")),
+    }
+}
+
+/// What a credentials change is called on stderr.
+fn credentials_change(reason: CredentialsChange) -> &'static str {
+    match reason {
+        CredentialsChange::Renewed => "credentials renewed",
+        CredentialsChange::Reregistered => {
+            "the device identity was dead: registered anew (new FCM token)"
+        }
+        CredentialsChange::IdentityReset { command: None } => {
+            "register3 answered Error=RST: a new identity (new FCM token)"
+        }
+        CredentialsChange::IdentityReset { command: Some(_) } => {
+            "Google reset the identity: a new one (new FCM token)"
+        }
+        CredentialsChange::TokenSynced => "token synced (new FCM token)",
+        _ => "credentials changed",
     }
 }
 

@@ -150,10 +150,44 @@ pub enum Event {
         /// The sink's reason.
         reason: String,
     },
-    /// An app's credentials were renewed; store them (they are in the store already when
-    /// the listener has one).
+    /// An app's credentials changed: renewed, registered anew, reset by Google or their
+    /// token synced (see [`CredentialsChange`]). They are in the listener's store already
+    /// and in [`Pullkin::credentials`](crate::Pullkin::credentials); when the FCM token
+    /// changed, hand it to the senders.
+    #[non_exhaustive]
     CredentialsChanged {
         /// The app.
         app: String,
+        /// Why.
+        reason: CredentialsChange,
     },
+}
+
+/// Why an app's credentials changed ([`Event::CredentialsChanged`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CredentialsChange {
+    /// The renewal before a connection, or the periodic re-check-in while connected
+    /// (docs/protocol.md §7.2), refreshed the Firebase auth token or repaired the FCM
+    /// registration; the device identity stays.
+    Renewed,
+    /// The renewal found the device identity dead (its check-in refused, or another
+    /// identity handed out) and registered anew: a new identity, the stored topics
+    /// subscribed again; the listener logs in with it.
+    Reregistered,
+    /// Google reset the identity (docs/protocol.md §7.1): an Instance ID control message
+    /// over MCS (`command`: [`IidCommand::Reset`](crate::IidCommand::Reset) or
+    /// [`IidCommand::ResetAll`](crate::IidCommand::ResetAll)), or register3 answering
+    /// `Error=RST` (`command` `None`, or [`IidCommand::Sync`](crate::IidCommand::Sync)
+    /// when that was the answer to a `SYNC`). A new identity from the stored config, the
+    /// stored topics subscribed again; the listener logs in with it, and the messages
+    /// received before stay received.
+    IdentityReset {
+        /// The control message that asked for it, if one did.
+        command: Option<crate::registration::IidCommand>,
+    },
+    /// The Instance ID control message `SYNC` (docs/protocol.md §7.1): register3 again
+    /// on the same identity handed out another token (registered with FCM and the topics
+    /// again). The connection stays.
+    TokenSynced,
 }

@@ -35,7 +35,7 @@ pub mod proto {
 }
 
 pub use error::{ConnectionError, HandlerError, Panicked, PullkinError, SinkError};
-pub use event::{ConnectionState, Event, Health};
+pub use event::{ConnectionState, CredentialsChange, Event, Health};
 pub use fcm_http::Secret;
 pub use listen::{
     ForwardConfig, GOOGLE_MCS_ADDR, HandlerResult, Incoming, ListenerConfig, Outcome, Pullkin,

@@ -10,6 +10,8 @@ mod metadata;
 mod reconnect;
 mod registration_emulator;
 mod registration_ops;
+mod reset;
 mod session;
 mod store;
+mod stored_ids;
 mod support;

@@ -133,7 +133,11 @@ async fn checks_in_before_connecting_and_replaces_a_dead_identity() {
         &mut events,
         "credentials-changed was announced",
         |e| match e {
-            Event::CredentialsChanged { app } => Some(app),
+            Event::CredentialsChanged {
+                app,
+                reason: pullkin::CredentialsChange::Reregistered,
+                ..
+            } => Some(app),
             _ => None,
         },
     )

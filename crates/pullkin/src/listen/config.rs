@@ -42,6 +42,14 @@ pub struct ListenerConfig {
     /// a check-in before connecting was answered with `Retry-After`, the next attempt
     /// waits that long, up to the policy's longest delay.
     pub reconnect: RetryPolicy,
+    /// A listener with a [`PullkinCore`](crate::PullkinCore) checks each device in before
+    /// every connection attempt and again this often while connected, without dropping
+    /// the connection (default 2 days, Chromium's `kDefaultCheckinInterval`,
+    /// docs/protocol.md §7.2; `None`: only before connecting). The renewal refreshes the
+    /// Firebase auth token when it is due, and a new identity (the old one refused) is
+    /// logged in with at once. A failed re-check-in is tried again a minute later (or
+    /// after this interval, when shorter); the connection stays.
+    pub checkin_interval: Option<Duration>,
     /// Stop after this many failures in a row; `None` (the default) never gives up.
     pub max_failures: Option<u32>,
     /// A connection that stayed up this long resets the backoff (default 60 s).
@@ -98,6 +106,7 @@ impl Default for ListenerConfig {
             reconnect: RetryPolicy::default()
                 .with_initial_delay(Duration::from_secs(1))
                 .with_max_delay(Duration::from_secs(300)),
+            checkin_interval: Some(Duration::from_secs(2 * 24 * 60 * 60)),
             max_failures: None,
             stable_after: Duration::from_secs(60),
             queue_capacity: 256,

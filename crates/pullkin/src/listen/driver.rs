@@ -20,11 +20,12 @@ use webpush_ece::ReceiverKeys;
 
 use super::delivery::{Decoding, Handover, TakenIds};
 use super::handoff;
-use super::identity::Upkeep;
+use super::identity::{Action, AppUpkeep, Identity, Upkeep};
 use crate::error::ConnectionError;
 use crate::event::{ConnectionState, Event, Health};
 use crate::message;
 use crate::net::{self, IDLE_BUFFER, McsConnection, McsTarget};
+use crate::registration::IidCommand;
 use crate::session::{AckState, Reconnect, ReconnectPolicy, Session, SessionConfig, SessionEvent};
 use crate::store::{Store, StoreError};
 use mcs_codec::proto::DataMessageStanza;
@@ -65,6 +66,8 @@ const BURST_BUFFER: usize = 16 * 1024;
 enum Ended {
     Stopped,
     Failed(ConnectionError),
+    /// The upkeep made a new identity (docs/protocol.md §7.1): log in with it now.
+    NewIdentity,
 }
 
 impl From<ConnectionError> for Ended {
@@ -89,6 +92,7 @@ impl Driver {
             }
         };
         let mut policy = self.shared.reconnect.clone();
+        let mut upkeep = AppUpkeep::default();
         let stop_error = loop {
             if self.stop.is_cancelled() {
                 break None;
@@ -98,11 +102,12 @@ impl Driver {
             });
             // Boxed, here and below: an async fn's state is as large as its largest await
             // point, and every idle connection holds one (thousands may be held at once).
-            let ended = Box::pin(self.connect_once(&mut session, &mut policy)).await;
+            let ended = Box::pin(self.connect_once(&mut session, &mut policy, &mut upkeep)).await;
             session.disconnected();
             let error = match ended {
                 Ended::Stopped => break None,
                 Ended::Failed(error) => error,
+                Ended::NewIdentity => continue,
             };
             self.health.send_modify(|h| h.failures += 1);
             let now = Instant::now();
@@ -140,6 +145,7 @@ impl Driver {
                 }
             }
         };
+        upkeep.abort();
         self.finish(Some(&mut session), stop_error).await;
     }
 
@@ -235,17 +241,50 @@ impl Driver {
     }
 
     /// Renews the credentials (when the listener has a core) and applies the identity to
-    /// the session.
-    async fn refresh_identity(&mut self, session: &mut Session) -> Result<(), Ended> {
+    /// the session: the identity a run beside the last connection made, else the answer
+    /// to an Instance ID command still owed, else a renewal (docs/protocol.md §7.1, §7.2).
+    async fn refresh_identity(
+        &mut self,
+        session: &mut Session,
+        app_upkeep: &mut AppUpkeep,
+    ) -> Result<(), Ended> {
         let Some(upkeep) = self.shared.upkeep.clone() else {
             return Ok(());
         };
         let stop = self.stop.clone();
-        let identity = tokio::select! {
-            () = stop.cancelled() => return Err(Ended::Stopped),
-            // Boxed: renewal (check-in, HTTP) is a large future, and it would otherwise be
-            // part of every idle connection's state.
-            identity = Box::pin(upkeep.prepare(&self.app)) => identity?,
+        if let Some((action, mut task)) = app_upkeep.running.take() {
+            // What ran beside the connection finishes first: its result is the newest.
+            let done = tokio::select! {
+                () = stop.cancelled() => {
+                    task.abort();
+                    return Err(Ended::Stopped);
+                }
+                done = &mut task => done,
+            };
+            app_upkeep.ready = self.upkeep_done(app_upkeep, action, done, upkeep.checkin_interval);
+        }
+        let identity = match app_upkeep.ready.take() {
+            Some(identity) => identity,
+            None => {
+                let action = app_upkeep.before_connecting();
+                let identity = tokio::select! {
+                    () = stop.cancelled() => return Err(Ended::Stopped),
+                    // Boxed: renewal (check-in, HTTP) is a large future, and it would
+                    // otherwise be part of every idle connection's state.
+                    identity = Box::pin(upkeep.run(&self.app, action)) => identity,
+                };
+                let now = Instant::now();
+                match identity {
+                    Ok(identity) => {
+                        app_upkeep.succeeded(action, now, upkeep.checkin_interval);
+                        identity
+                    }
+                    Err(error) => {
+                        app_upkeep.failed(now, upkeep.checkin_interval);
+                        return Err(error.into());
+                    }
+                }
+            }
         };
         if let Some(keys) = identity.keys {
             self.keys = Some(keys);
@@ -262,9 +301,59 @@ impl Driver {
         Ok(())
     }
 
+    /// Takes the result of a run beside the connection into the schedule; the identity
+    /// it left, when it succeeded. New keys are used from now on.
+    fn upkeep_done(
+        &mut self,
+        app_upkeep: &mut AppUpkeep,
+        action: Action,
+        done: Result<Result<Identity, ConnectionError>, tokio::task::JoinError>,
+        interval: Option<std::time::Duration>,
+    ) -> Option<Identity> {
+        let now = Instant::now();
+        let identity = match done {
+            Ok(Ok(identity)) => identity,
+            Ok(Err(error)) => {
+                warn!(
+                    ?action,
+                    "credential upkeep failed: {error}; trying again later"
+                );
+                app_upkeep.failed(now, interval);
+                return None;
+            }
+            Err(error) => {
+                warn!(?action, "credential upkeep task ended abnormally: {error}");
+                app_upkeep.failed(now, interval);
+                return None;
+            }
+        };
+        app_upkeep.succeeded(action, now, interval);
+        if let Some(keys) = &identity.keys {
+            self.keys = Some(Arc::clone(keys));
+        }
+        Some(identity)
+    }
+
+    /// Starts what the upkeep schedule says is due, beside the connection.
+    fn start_upkeep(&self, app_upkeep: &mut AppUpkeep) {
+        let Some(upkeep) = self.shared.upkeep.clone() else {
+            return;
+        };
+        let action = app_upkeep.start();
+        debug!(?action, "credential upkeep beside the connection");
+        let app = Arc::clone(&self.app);
+        let task = tokio::spawn(async move { upkeep.run(&app, action).await });
+        app_upkeep.running = Some((action, task));
+    }
+
     /// One connection: prepare, connect, log in, receive until it ends.
-    async fn connect_once(&mut self, session: &mut Session, policy: &mut ReconnectPolicy) -> Ended {
-        if let Err(ended) = self.refresh_identity(session).await {
+    async fn connect_once(
+        &mut self,
+        session: &mut Session,
+        policy: &mut ReconnectPolicy,
+        app_upkeep: &mut AppUpkeep,
+    ) -> Ended {
+        if let Err(ended) = self.refresh_identity(session, app_upkeep).await {
             return ended;
         }
         let stop = self.stop.clone();
@@ -280,7 +369,7 @@ impl Driver {
         self.probe.borrow_and_update();
         let mut writing: Writing = None;
         let ended = self
-            .receive(session, &mut connection, policy, &mut writing)
+            .receive(session, &mut connection, policy, &mut writing, app_upkeep)
             .await;
         // A write still running finishes before the next one may start.
         if let Some((version, write)) = writing.take() {
@@ -289,7 +378,9 @@ impl Driver {
                 _ => session.handle_store_failed(),
             }
         }
-        if matches!(ended, Ended::Stopped) {
+        if matches!(ended, Ended::Stopped | Ended::NewIdentity) {
+            // A new identity: what the application took is stored and acknowledged on
+            // the old one first (then the session starts over, `Session::set_identity`).
             Box::pin(self.close_gracefully(session, &mut connection)).await;
         }
         ended
@@ -302,6 +393,7 @@ impl Driver {
         connection: &mut McsConnection,
         policy: &mut ReconnectPolicy,
         writing: &mut Writing,
+        app_upkeep: &mut AppUpkeep,
     ) -> Ended {
         loop {
             if writing.is_none()
@@ -313,6 +405,7 @@ impl Driver {
                 return error.into();
             }
             let deadline = session.poll_timeout();
+            let upkeep_due = app_upkeep.due();
             let stop = self.stop.clone();
             tokio::select! {
                 biased;
@@ -346,8 +439,16 @@ impl Driver {
                     session.handle_timeout(Instant::now());
                     give_back_buffers(connection);
                 }
+                () = sleep_until(upkeep_due), if upkeep_due.is_some() => {
+                    self.start_upkeep(app_upkeep);
+                }
+                done = wait_for_upkeep(app_upkeep) => {
+                    if let Some(ended) = self.upkeep_finished(session, app_upkeep, done) {
+                        return ended;
+                    }
+                }
             }
-            if let Some(ended) = self.handle_events(session, policy).await {
+            if let Some(ended) = self.handle_events(session, policy, app_upkeep).await {
                 return ended;
             }
         }
@@ -390,11 +491,34 @@ impl Driver {
         Ok(())
     }
 
+    /// A run beside the connection finished: a new identity ends the connection (to log
+    /// in with it at once), anything else leaves it up.
+    fn upkeep_finished(
+        &mut self,
+        session: &Session,
+        app_upkeep: &mut AppUpkeep,
+        done: Result<Result<Identity, ConnectionError>, tokio::task::JoinError>,
+    ) -> Option<Ended> {
+        let (action, _) = app_upkeep.running.take()?;
+        let interval = self.shared.upkeep.as_ref()?.checkin_interval;
+        let identity = self.upkeep_done(app_upkeep, action, done, interval)?;
+        let config = session.config();
+        if identity.android_id == config.android_id
+            && identity.security_token == config.security_token
+        {
+            return None;
+        }
+        info!(?action, "a new device identity: logging in with it");
+        app_upkeep.ready = Some(identity);
+        Some(Ended::NewIdentity)
+    }
+
     /// Acts on what the session reports; `Some` when the connection is over.
     async fn handle_events(
         &mut self,
         session: &mut Session,
         policy: &mut ReconnectPolicy,
+        app_upkeep: &mut AppUpkeep,
     ) -> Option<Ended> {
         while let Some(event) = session.poll_event() {
             match event {
@@ -407,6 +531,19 @@ impl Driver {
                     });
                 }
                 SessionEvent::Message(stanza, id) => {
+                    if self.shared.upkeep.is_some()
+                        && let Some(command) = iid_command(&stanza)
+                    {
+                        // An Instance ID control message (docs/protocol.md §7.1): answered
+                        // by the upkeep, acknowledged, not the application's.
+                        let now = Instant::now();
+                        info!(?command, "Instance ID control message");
+                        if let Some(id) = id {
+                            session.delivered(&id, now);
+                        }
+                        app_upkeep.owe(command, now);
+                        continue;
+                    }
                     let handover = self.handover_of(stanza, id);
                     if let Some(ended) = self.hand_over(handover).await {
                         return Some(ended);
@@ -487,6 +624,26 @@ impl Driver {
                 Err(_) => Some(Ended::Failed(ConnectionError::ConsumerGone)),
             },
         }
+    }
+}
+
+/// The Instance ID command a data message carries, if it is a control message
+/// (docs/protocol.md §7.1).
+fn iid_command(stanza: &DataMessageStanza) -> Option<IidCommand> {
+    let data = stanza
+        .app_data
+        .iter()
+        .map(|d| (d.key.as_str(), d.value.as_str()));
+    IidCommand::from_app_data(&stanza.from, data)
+}
+
+/// The result of the upkeep running beside the connection; never ready when none runs.
+async fn wait_for_upkeep(
+    app_upkeep: &mut AppUpkeep,
+) -> Result<Result<Identity, ConnectionError>, tokio::task::JoinError> {
+    match &mut app_upkeep.running {
+        Some((_, task)) => task.await,
+        None => std::future::pending().await,
     }
 }
 

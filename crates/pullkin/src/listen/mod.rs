@@ -101,8 +101,15 @@ impl PullkinBuilder {
     /// Keeps each app's credentials alive with `core`: before every connection attempt
     /// the device is checked in (check-in, TLS and login are one retry loop), the
     /// Firebase auth token is refreshed before it expires, and the app registers anew
-    /// when Google declared its identity dead. Renewed credentials are stored and
-    /// announced with [`Event::CredentialsChanged`]. The MCS connections use the core's
+    /// when Google declared its identity dead; a connected device checks in again every
+    /// [`ListenerConfig::checkin_interval`] without dropping its connection. Identity
+    /// resets are answered (docs/protocol.md §7.1): the Instance ID control messages
+    /// `RST`/`RST_FULL` and register3's `Error=RST` with a new identity (the stored topics
+    /// subscribed again, the connection logged in with it, the messages received before
+    /// still delivered once), `SYNC` with a token sync; the control messages are
+    /// acknowledged and not handed to the application (without a core they are, as any
+    /// message: see [`IidCommand`](crate::IidCommand)). Changed credentials are stored
+    /// and announced with [`Event::CredentialsChanged`]. The MCS connections use the core's
     /// TLS configuration (unless [`tls`](Self::tls) gives one) and its proxy (unless
     /// [`ListenerConfig::proxy`] names one).
     pub fn core(mut self, core: Arc<PullkinCore>) -> Self {
@@ -154,6 +161,7 @@ impl PullkinBuilder {
                 store: Arc::clone(&store),
                 events: events.clone(),
                 renewals: tokio::sync::Semaphore::new(config.concurrent_handshakes.max(1)),
+                checkin_interval: config.checkin_interval,
             })
         });
         let shared = Arc::new(DriverShared {
