@@ -13,9 +13,17 @@
 //!   renewal with 10 000 identities held by one worker, takeover after a SIGKILL, and the
 //!   `Follower`'s latency from commit to delivery.
 //!
+//! - `pullkin-bench listen-*`: the `pullkin listen` binary as a user runs it (release
+//!   build, credentials files, `DirStore`, stdout read by the bench): messages/s on one
+//!   connection beside the library pipeline measured in the same minutes, the encrypted
+//!   rates, frame → stdout line latency, 2 000 idle apps (RSS per connection, start-up
+//!   time, check-ins per app, every app reported connected) and the store's write cost
+//!   at 100 000 unconfirmed ids.
+//!
 //! `--quick` runs smaller sizes (1 000 idle connections only, 2 000 fleet identities,
 //! fewer messages); `--fleet` runs the fleet's rows alone (report
-//! `target/bench-report-fleet.json`).
+//! `target/bench-report-fleet.json`), `--listen` those of `pullkin listen` (report
+//! `target/bench-report-listen.json`).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -206,6 +214,13 @@ pub(crate) fn bench(rest: &[&str]) -> Result {
             &mut raw,
         )?;
         return write_report(&root.join("target/bench-report-fleet.json"), &rows, raw);
+    }
+    if rest.contains(&"--listen") {
+        // The rows of `pullkin listen` alone.
+        let mut rows = Vec::new();
+        let mut raw = serde_json::Map::new();
+        listen(&cargo, &root, quick, &mut rows, &mut raw)?;
+        return write_report(&root.join("target/bench-report-listen.json"), &rows, raw);
     }
     let criterion_dir = root.join("target/criterion");
     let _ = fs::remove_dir_all(&criterion_dir);
@@ -473,6 +488,9 @@ pub(crate) fn bench(rest: &[&str]) -> Result {
     // 8. The fleet on PostgreSQL (pullkin-fleet, one scratch database per run).
     fleet(&binary, quick, &mut rows, &mut raw)?;
 
+    // 9. The `pullkin listen` binary.
+    listen(&cargo, &root, quick, &mut rows, &mut raw)?;
+
     write_report(&root.join("target/bench-report.json"), &rows, raw)
 }
 
@@ -642,5 +660,252 @@ fn fleet(
     );
     raw.insert("fleet-follow".into(), json!(runs));
     drop(postgres);
+    Ok(())
+}
+
+/// The rows of `pullkin listen`: `pullkin-bench listen-*` against the release binary (built
+/// here as `cargo install` builds it: the CLI alone, with its aws-lc ECDH).
+fn listen(
+    cargo: &str,
+    root: &Path,
+    quick: bool,
+    rows: &mut Vec<Row>,
+    raw: &mut serde_json::Map<String, Value>,
+) -> Result {
+    run(
+        cargo,
+        &["build", "--release", "--locked", "-p", "pullkin-bench"],
+        &[],
+    )?;
+    run(
+        cargo,
+        &["build", "--release", "--locked", "-p", "pullkin-cli"],
+        &[],
+    )?;
+    let bench = root.join("target/release/pullkin-bench");
+    let pullkin = root.join("target/release/pullkin");
+    let pullkin = pullkin
+        .to_str()
+        .ok_or("the target directory is not UTF-8")?;
+    const RUNS: usize = 3;
+    let median = |runs: &[Value], key: &str| -> Result<Value> {
+        let mut sorted = runs.to_vec();
+        sorted.sort_by(|a, b| field(a, key).total_cmp(&field(b, key)));
+        sorted
+            .get(sorted.len() / 2)
+            .cloned()
+            .ok_or_else(|| format!("no report with {key}"))
+    };
+
+    // Plain, one connection: the binary and the library pipeline, run in turns so that
+    // both see the same machine.
+    let n = if quick { "100000" } else { "300000" };
+    let (mut binary_runs, mut library_runs) = (Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        binary_runs.extend(pipeline(
+            &bench,
+            &[
+                "listen-throughput",
+                "--pullkin",
+                pullkin,
+                "--payload",
+                "plain",
+                "--messages",
+                n,
+            ],
+        )?);
+        library_runs.extend(pipeline(
+            &bench,
+            &["throughput", "--payload", "plain", "--messages", n],
+        )?);
+    }
+    let binary = field(
+        &median(&binary_runs, "messages_per_second")?,
+        "messages_per_second",
+    );
+    let library = field(
+        &median(&library_runs, "messages_per_second")?,
+        "messages_per_second",
+    );
+    rows.push(
+        Row::new(
+            "listen: plain msg/s through `pullkin listen`, one app, JSON lines to stdout, \
+             DirStore (median of 3)",
+            binary,
+            "msg/s",
+        )
+        .at_least(150_000.0),
+    );
+    rows.push(
+        Row::new(
+            "listen: library pipeline / `pullkin listen`, plain, same minutes (medians)",
+            library / binary,
+            "x",
+        )
+        .at_most(1.3),
+    );
+    raw.insert("listen-throughput/plain".into(), json!(binary_runs));
+    raw.insert(
+        "listen-throughput/plain-library".into(),
+        json!(library_runs),
+    );
+
+    // Encrypted, aws-lc (the CLI's backend).
+    let n = if quick { "10000" } else { "30000" };
+    for payload in ["aesgcm", "aes128gcm"] {
+        let mut runs = Vec::new();
+        for _ in 0..RUNS {
+            runs.extend(pipeline(
+                &bench,
+                &[
+                    "listen-throughput",
+                    "--pullkin",
+                    pullkin,
+                    "--payload",
+                    payload,
+                    "--messages",
+                    n,
+                ],
+            )?);
+        }
+        rows.push(
+            Row::new(
+                format!("listen: {payload} msg/s through `pullkin listen` (aws-lc, median of 3)"),
+                field(
+                    &median(&runs, "messages_per_second")?,
+                    "messages_per_second",
+                ),
+                "msg/s",
+            )
+            .at_least(25_000.0),
+        );
+        raw.insert(format!("listen-throughput/{payload}"), json!(runs));
+    }
+
+    // Frame written -> JSON line read from stdout, 10 000 msg/s offered.
+    let n = if quick { "20000" } else { "50000" };
+    let mut runs = Vec::new();
+    for _ in 0..RUNS {
+        runs.extend(pipeline(
+            &bench,
+            &[
+                "listen-latency",
+                "--pullkin",
+                pullkin,
+                "--rate",
+                "10000",
+                "--messages",
+                n,
+            ],
+        )?);
+    }
+    let report = median(&runs, "p99_us")?;
+    rows.push(Row::new(
+        "listen: latency p50, frame -> stdout line, 10k msg/s (run of the median p99)",
+        field(&report, "p50_us") / 1000.0,
+        "ms",
+    ));
+    rows.push(
+        Row::new(
+            "listen: latency p99, frame -> stdout line, 10k msg/s (median of 3)",
+            field(&report, "p99_us") / 1000.0,
+            "ms",
+        )
+        .at_most(1.0),
+    );
+    raw.insert("listen-latency".into(), json!(runs));
+
+    // 2 000 idle apps in one process, renewal on (the default) and off.
+    let apps = if quick { "500" } else { "2000" };
+    for renew in [true, false] {
+        let mut args = vec!["listen-idle", "--pullkin", pullkin, "--apps", apps];
+        if !renew {
+            args.push("--no-renew");
+        }
+        let label = if renew { "renewal on" } else { "--no-renew" };
+        for report in pipeline(&bench, &args)? {
+            let per_connection = Row::new(
+                format!("listen: RSS per idle connection, {apps} apps, {label}"),
+                field(&report, "rss_per_connection_kib"),
+                "KiB",
+            );
+            let connected = Row::new(
+                format!("listen: {apps} apps connected after start, {label}"),
+                field(&report, "all_connected_seconds"),
+                "s",
+            );
+            if renew {
+                rows.push(per_connection.at_most(16.0));
+                rows.push(connected.at_most(3.0));
+                rows.push(
+                    Row::new(
+                        format!("listen: check-ins per app at start, {apps} apps"),
+                        field(&report, "checkins_per_app"),
+                        "check-ins",
+                    )
+                    .at_most(1.0),
+                );
+                rows.push(
+                    Row::new(
+                        format!("listen: apps reported `connected` on stderr, of {apps}"),
+                        field(&report, "apps_reported_connected_on_stderr"),
+                        "apps",
+                    )
+                    .at_least(field(&report, "apps")),
+                );
+            } else {
+                rows.push(per_connection);
+                rows.push(connected);
+            }
+            raw.insert(format!("listen-idle/{apps}/{label}"), report);
+        }
+    }
+
+    // The store: 100 changed ids per write, at 100 000 and at 1 000 unconfirmed ids.
+    let mut bytes = Vec::new();
+    for ids in ["100000", "1000"] {
+        for report in pipeline(
+            &bench,
+            &[
+                "listen-store",
+                "--ids",
+                ids,
+                "--changed",
+                "100",
+                "--writes",
+                "200",
+            ],
+        )? {
+            rows.push(Row::new(
+                format!("listen: DirStore write, {ids} unconfirmed ids, 100 changed"),
+                field(&report, "ms_per_write"),
+                "ms",
+            ));
+            rows.push(Row::new(
+                format!("listen: DirStore bytes written per write, {ids} ids, 100 changed"),
+                field(&report, "bytes_per_write"),
+                "bytes",
+            ));
+            if ids == "100000" {
+                rows.push(Row::new(
+                    "listen: a whole rewrite of 100 000 ids (each write before the log)",
+                    field(&report, "whole_rewrite_ms"),
+                    "ms",
+                ));
+            }
+            bytes.push(field(&report, "bytes_per_write"));
+            raw.insert(format!("listen-store/{ids}"), report);
+        }
+    }
+    if let [at_100k, at_1k] = bytes[..] {
+        rows.push(
+            Row::new(
+                "listen: bytes per write at 100 000 ids / at 1 000 ids (O(changed): ~1)",
+                at_100k / at_1k,
+                "x",
+            )
+            .at_most(1.5),
+        );
+    }
     Ok(())
 }
