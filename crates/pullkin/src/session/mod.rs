@@ -45,6 +45,19 @@
 //! ids are forgotten (apart from a bounded list of recent ones kept to drop late
 //! duplicates), so the stored state stays small. The rules are those of
 //! docs/protocol.md §3.
+//!
+//! ## Stored ids expire, and a login carries a bounded number
+//!
+//! As Chromium does (docs/protocol.md §7.3), an id the server never confirmed is not kept
+//! forever: at each [`Session::connect`], ids older than [`SessionConfig::id_expiry`]
+//! (7 days by default) are forgotten instead of going into the LoginRequest, and the
+//! LoginRequest carries at most [`SessionConfig::max_login_ids`] (1 000 by default): the
+//! oldest beyond that are forgotten first. A receiver that sent some 28 000 ids had every
+//! login closed by the server. A forgotten id joins the recent ids, so that a redelivery
+//! of it is acknowledged again and not handed to the application twice (while the recent
+//! list still holds it). An id's age counts from when it arrived on a connection of this
+//! session; the stored [`AckState`] keeps no times, so the ids of a restored state count
+//! from the first connection after the restart.
 
 mod reconnect;
 
@@ -93,13 +106,19 @@ pub struct SessionConfig {
     pub recent_ids: usize,
     /// At most one store write of the acknowledgement state per this interval.
     pub store_interval: Duration,
+    /// An unconfirmed id older than this is forgotten at the next connection instead of
+    /// going into its LoginRequest (docs/protocol.md §7.3).
+    pub id_expiry: Duration,
+    /// A LoginRequest carries at most this many ids; the oldest beyond it are forgotten
+    /// first (docs/protocol.md §7.3).
+    pub max_login_ids: usize,
 }
 
 impl SessionConfig {
     /// Settings for a device with the defaults: `chrome-63.0.3234.0`, a ping after 60 s of
     /// silence with a 30 s deadline, the server asked to ping every 60 s, acks every 10
     /// messages or after 1 s, 4 096 recent ids remembered, a store write at most every
-    /// 20 ms.
+    /// 20 ms, unconfirmed ids forgotten after 7 days and at most 1 000 of them in a login.
     #[must_use]
     pub fn new(android_id: u64, security_token: u64) -> Self {
         Self {
@@ -114,9 +133,18 @@ impl SessionConfig {
             ack_delay: Duration::from_secs(1),
             recent_ids: 4096,
             store_interval: Duration::from_millis(20),
+            id_expiry: DEFAULT_ID_EXPIRY,
+            max_login_ids: DEFAULT_MAX_LOGIN_IDS,
         }
     }
 }
+
+/// How long an unconfirmed id is kept by default: 7 days (docs/protocol.md §7.3).
+pub(crate) const DEFAULT_ID_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// How many ids a LoginRequest carries at most by default (docs/protocol.md §7.3): far
+/// below the 28 000 at which the server was seen closing every login.
+pub(crate) const DEFAULT_MAX_LOGIN_IDS: usize = 1000;
 
 /// What must survive a restart: the ids whose acknowledgement the server has not yet
 /// confirmed, and recently confirmed ids (to drop late duplicates).
@@ -287,6 +315,9 @@ pub struct Session {
     reported_in: i32,
     /// Every id not yet confirmed, with its state.
     ids: IdMap<IdState>,
+    /// When ids of `ids` arrived, for their expiry; an id restored from the store has no
+    /// entry until the next connection stamps it. Swept at each connection.
+    since: IdMap<Instant>,
     /// How many pending ids arrived with each stream id of this connection: the lowest
     /// bounds what may be reported as received.
     pending_streams: BTreeMap<i32, u32>,
@@ -333,6 +364,7 @@ impl Session {
             stream_id_in: 0,
             reported_in: 0,
             ids: IdMap::default(),
+            since: IdMap::default(),
             pending_streams: BTreeMap::new(),
             undurable: VecDeque::new(),
             unacked: VecDeque::new(),
@@ -537,6 +569,7 @@ impl Session {
             received.extend(ids);
         }
         received.extend(self.unacked.drain(..).map(|(id, _)| id));
+        let received = self.expire_and_bound(received, now);
         for id in &received {
             self.ids.insert(Arc::clone(id), IdState::Acked(1));
         }
@@ -548,6 +581,45 @@ impl Session {
         self.transmit.push_back(Outgoing::Frame(login.into()));
         self.state = SessionState::LoggingIn;
         self.deadline = Some(now + self.config.heartbeat_timeout);
+    }
+
+    /// The ids for a LoginRequest: without those older than the expiry, and at most the
+    /// bound, the oldest dropped first (docs/protocol.md §7.3); the ones left out are
+    /// forgotten (kept as recent ids).
+    fn expire_and_bound(&mut self, received: Vec<Id>, now: Instant) -> Vec<Id> {
+        // Ids that left `ids` since the last connection leave `since` too.
+        let ids = &self.ids;
+        self.since.retain(|id, _| ids.contains_key(id));
+        let mut dated: Vec<(Instant, Id)> = received
+            .into_iter()
+            .map(|id| (*self.since.entry(Arc::clone(&id)).or_insert(now), id))
+            .collect();
+        // Oldest first; ids of the same age keep their order (a restored state's order is
+        // oldest first).
+        dated.sort_by_key(|(since, _)| *since);
+        let expiry = self.config.id_expiry;
+        let expired = dated
+            .iter()
+            .take_while(|(since, _)| now.saturating_duration_since(*since) >= expiry)
+            .count();
+        let over = dated
+            .len()
+            .saturating_sub(expired)
+            .saturating_sub(self.config.max_login_ids);
+        let kept = dated.split_off(expired + over);
+        for (_, id) in dated {
+            self.forget(id);
+        }
+        kept.into_iter().map(|(_, id)| id).collect()
+    }
+
+    /// Forgets an unconfirmed id (expired, or beyond a login's bound): it joins the recent
+    /// ids, so that a redelivery is acknowledged again, not delivered.
+    fn forget(&mut self, id: Id) {
+        self.ids.remove(&id);
+        self.since.remove(&id);
+        self.remember_recent(id);
+        self.touch();
     }
 
     /// The connection ended from the outside (I/O error, end of stream). No event is
@@ -592,7 +664,7 @@ impl Session {
                 text: error.text,
             }),
             McsMessage::IqStanza(iq) => self.handle_iq(&iq),
-            McsMessage::DataMessageStanza(message) => self.handle_data(message),
+            McsMessage::DataMessageStanza(message) => self.handle_data(message, now),
             other => self
                 .events
                 .push_back(SessionEvent::UnknownFrame { tag: other.tag() }),
@@ -827,6 +899,7 @@ impl Session {
                         }
                     }
                     self.ids.remove(&id);
+                    self.since.remove(&id);
                     self.remember_recent(id);
                     self.touch();
                 }
@@ -834,7 +907,7 @@ impl Session {
         }
     }
 
-    fn handle_data(&mut self, message: DataMessageStanza) {
+    fn handle_data(&mut self, message: DataMessageStanza, now: Instant) {
         if message.category == GTALK_SERVICE_CATEGORY {
             if message.app_data.iter().any(|d| d.key == "IdleNotification") {
                 self.transmit.push_back(Outgoing::Frame(
@@ -870,12 +943,14 @@ impl Session {
                 // Confirmed already, yet redelivered: acknowledge it again, deliver nothing.
                 self.recent_set.remove(&id);
                 self.recent.retain(|other| other != &id);
+                self.since.insert(id.clone(), now);
                 self.ids.insert(id.clone(), IdState::Unacked);
                 self.unacked.push_back((id, stream));
                 self.touch();
                 self.ack_wanted = true;
             }
             None => {
+                self.since.insert(Arc::clone(&id), now);
                 self.ids
                     .insert(Arc::clone(&id), IdState::Pending(stream, immediate));
                 *self.pending_streams.entry(stream).or_default() += 1;
@@ -1007,6 +1082,7 @@ impl Session {
         let confirmed = std::mem::replace(&mut self.awaiting, later);
         for id in confirmed.into_values().flatten() {
             self.ids.remove(&id);
+            self.since.remove(&id);
             self.remember_recent(id);
             self.touch();
         }
