@@ -104,7 +104,11 @@ impl Upkeep {
             keys,
         };
         if renewal.changed {
-            lock(&self.credentials).insert(app.to_owned(), Arc::new(credentials));
+            // Only while the app is still there: a renewal finishing as the app is
+            // stopped must not bring its entry back.
+            if let Some(entry) = lock(&self.credentials).get_mut(app) {
+                *entry = Arc::new(credentials);
+            }
             let _ = self.events.send(Event::CredentialsChanged {
                 app: app.to_owned(),
                 reason,
@@ -228,7 +232,8 @@ impl AppUpkeep {
         if self.owed.is_some() {
             self.due = Some(now);
         } else if checked_in {
-            self.due = interval.map(|interval| now + interval);
+            // An interval too long to add is never due.
+            self.due = interval.and_then(|interval| now.checked_add(interval));
         }
     }
 
@@ -237,7 +242,7 @@ impl AppUpkeep {
     pub(crate) fn failed(&mut self, now: Instant, interval: Option<Duration>) {
         let wait = interval.map_or(RETRY_AFTER_FAILURE, |i| i.min(RETRY_AFTER_FAILURE));
         if self.owed.is_some() || interval.is_some() {
-            self.due = Some(now + wait);
+            self.due = now.checked_add(wait);
         }
     }
 
@@ -283,6 +288,9 @@ mod tests {
         assert_eq!(upkeep.due(), Some(later + RETRY_AFTER_FAILURE));
         upkeep.failed(later, Some(Duration::from_secs(5)));
         assert_eq!(upkeep.due(), Some(later + Duration::from_secs(5)));
+        // An interval too long to add to the clock is never due, and does not panic.
+        upkeep.succeeded(Action::Renew, later, Some(Duration::MAX));
+        assert_eq!(upkeep.due(), None);
         // Re-check-ins off: nothing due.
         let mut off = AppUpkeep::default();
         off.succeeded(Action::Renew, start, None);
