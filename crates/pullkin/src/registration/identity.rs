@@ -11,6 +11,9 @@ pub const IID_FROM: &str = "google.com/iid";
 /// [`IID_FROM`] and `app_data` `CMD=<command>` (docs/protocol.md §7.1). What to do with
 /// each: [`Reset`](Self::Reset) and [`ResetAll`](Self::ResetAll) →
 /// [`PullkinCore::reset_identity`], [`Sync`](Self::Sync) → [`PullkinCore::sync_token`].
+/// A listener built with a core ([`PullkinBuilder::core`](crate::PullkinBuilder::core))
+/// answers them itself and does not hand them to the application; without a core they
+/// are delivered as any message, for the application to answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum IidCommand {
