@@ -67,12 +67,12 @@ impl Harness {
     /// A listener on the emulator's MCS server, with `store` (in memory when `None`).
     pub fn listener(&self, store: Option<Arc<dyn Store>>) -> Pullkin {
         let mut config = ListenerConfig::default();
-        config.mcs_addr = self.emulator.mcs_addr().to_string();
+        config.mcs_endpoints = vec![self.emulator.mcs_addr().to_string()];
         config.ack_delay = Duration::from_millis(50);
         self.listener_with(config, store)
     }
 
-    /// A listener with `config` (whose `mcs_addr` should be the emulator's) and `store`
+    /// A listener with `config` (whose `mcs_endpoints` should be the emulator's) and `store`
     /// (in memory when `None`), trusting the emulator's CA. Panics when it cannot be built.
     pub fn listener_with(&self, config: ListenerConfig, store: Option<Arc<dyn Store>>) -> Pullkin {
         let mut builder = Pullkin::builder()

@@ -37,7 +37,7 @@ use webpush_ece::Error as EceError;
 /// A listener with a fast reconnect, so that many cut connections take little time.
 fn fast_listener(harness: &Harness) -> Pullkin {
     let mut config = ListenerConfig::default();
-    config.mcs_addr = harness.emulator.mcs_addr().to_string();
+    config.mcs_endpoints = vec![harness.emulator.mcs_addr().to_string()];
     config.reconnect = RetryPolicy::default()
         .with_initial_delay(Duration::from_millis(10))
         .with_max_delay(Duration::from_millis(50));
@@ -653,7 +653,7 @@ async fn a_corrupt_state_file_stops_that_app_only() {
     std::fs::write(dir.path().join("bad.acks.json"), b"\x00not json").unwrap();
     let store: Arc<dyn pullkin::Store> = Arc::new(pullkin::DirStore::open(dir.path()).unwrap());
     let mut config = ListenerConfig::default();
-    config.mcs_addr = harness.emulator.mcs_addr().to_string();
+    config.mcs_endpoints = vec![harness.emulator.mcs_addr().to_string()];
     config.ack_delay = Duration::from_millis(20);
     let pullkin = harness.listener_with(config, Some(store));
     let bad = harness.register_web().await.unwrap();

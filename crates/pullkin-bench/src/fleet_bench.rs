@@ -137,7 +137,7 @@ async fn add_all(
 
 fn bench_listener_config(mcs_port: u16) -> ListenerConfig {
     let mut config = ListenerConfig::default();
-    config.mcs_addr = format!("localhost:{mcs_port}");
+    config.mcs_endpoints = vec![format!("localhost:{mcs_port}")];
     config.reconnect = RetryPolicy::default()
         .with_initial_delay(Duration::from_millis(10))
         .with_max_delay(Duration::from_millis(200));
@@ -629,7 +629,7 @@ async fn worker_process(args: &[String]) -> Result {
     let database = Database::connect(&url).map_err(|e| e.to_string())?;
     let ca_pem = std::fs::read_to_string(&ca).map_err(|e| format!("{}: {e}", ca.display()))?;
     let mut config = bench_listener_config(0);
-    config.mcs_addr = mcs;
+    config.mcs_endpoints = vec![mcs];
     let worker = Worker::builder(&database, key)
         .worker_id(id)
         .lease_ttl(Duration::from_secs(ttl))

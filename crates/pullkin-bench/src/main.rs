@@ -152,7 +152,7 @@ fn credentials(android_id: u64, keys: &ReceiverKeys) -> Result<AppCredentials> {
 
 fn listener_config(addr: std::net::SocketAddr) -> ListenerConfig {
     let mut config = ListenerConfig::default();
-    config.mcs_addr = format!("localhost:{}", addr.port());
+    config.mcs_endpoints = vec![format!("localhost:{}", addr.port())];
     config.reconnect = RetryPolicy::default()
         .with_initial_delay(Duration::from_millis(10))
         .with_max_delay(Duration::from_millis(200));
@@ -352,7 +352,7 @@ async fn idle(connections: usize, seconds: u64) -> Result {
     let (port, ca_pem) = peer::read_idle_server_banner(&mut child).await?;
     let keys = ReceiverKeys::generate();
     let mut config = ListenerConfig::default();
-    config.mcs_addr = format!("localhost:{port}");
+    config.mcs_endpoints = vec![format!("localhost:{port}")];
     config.heartbeat_interval = Duration::from_secs(5);
     config.heartbeat_timeout = Duration::from_secs(30);
     config.server_heartbeat = None;

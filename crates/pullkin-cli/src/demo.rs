@@ -155,7 +155,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode> {
 
     step(4, "listening: one MCS connection per device, over TLS");
     let mut config = ListenerConfig::default();
-    config.mcs_addr = emulator.mcs_addr().to_string();
+    config.mcs_endpoints = vec![emulator.mcs_addr().to_string()];
     let pullkin = Pullkin::builder()
         .config(config)
         .tls(core.tls_config())

@@ -205,7 +205,7 @@ mod tests {
                 config: None,
             };
         let mut config = pullkin::ListenerConfig::default();
-        config.mcs_addr = format!("localhost:{}", emulator.mcs_addr().port());
+        config.mcs_endpoints = vec![format!("localhost:{}", emulator.mcs_addr().port())];
         let pullkin = pullkin::Pullkin::builder()
             .tls(emulator.client_tls_config())
             .config(config)

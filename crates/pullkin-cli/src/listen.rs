@@ -358,7 +358,7 @@ pub(crate) fn listener_config(
     let mut config = ListenerConfig::default();
     config.proxy = net.proxy()?;
     if let Some(mcs) = mcs {
-        mcs.clone_into(&mut config.mcs_addr);
+        config.mcs_endpoints = vec![mcs.to_owned()];
     }
     if let Some(interval) = heartbeat {
         config.heartbeat_interval = interval;

@@ -41,7 +41,7 @@ fn android_device(emulator: &Emulator) -> (AppCredentials, String, u64) {
 
 fn listener_config(emulator: &Emulator) -> ListenerConfig {
     let mut config = ListenerConfig::default();
-    config.mcs_addr = pullkin_test_support::emulator::mcs_addr(emulator);
+    config.mcs_endpoints = vec![pullkin_test_support::emulator::mcs_addr(emulator)];
     config.reconnect = fcm_http::RetryPolicy::default()
         .with_initial_delay(Duration::from_millis(10))
         .with_max_delay(Duration::from_millis(200));

@@ -25,7 +25,7 @@ const STREAM: &str = "PULLKIN";
 /// A listener of the emulator with these apps.
 fn listener(emulator: &Emulator, apps: &[(&str, &Device)]) -> Arc<Pullkin> {
     let mut config = ListenerConfig::default();
-    config.mcs_addr = pullkin_test_support::emulator::mcs_addr(emulator);
+    config.mcs_endpoints = vec![pullkin_test_support::emulator::mcs_addr(emulator)];
     config.reconnect = fcm_http::RetryPolicy::default()
         .with_initial_delay(Duration::from_millis(10))
         .with_max_delay(Duration::from_millis(100));

@@ -297,7 +297,7 @@ async fn fcm_side() -> (Emulator, Device, Arc<Pullkin>) {
     let emulator = Emulator::start().await.unwrap();
     let device = android_device(&emulator);
     let mut config = ListenerConfig::default();
-    config.mcs_addr = pullkin_test_support::emulator::mcs_addr(&emulator);
+    config.mcs_endpoints = vec![pullkin_test_support::emulator::mcs_addr(&emulator)];
     config.reconnect = RetryPolicy::default()
         .with_initial_delay(Duration::from_millis(10))
         .with_max_delay(Duration::from_millis(100));

@@ -4,6 +4,7 @@
 mod core_emulator;
 mod core_wiremock;
 mod credentials_import;
+mod endpoints;
 mod listener;
 mod listener_core;
 mod metadata;

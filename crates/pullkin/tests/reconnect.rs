@@ -223,3 +223,73 @@ fn a_new_identity_starts_over_with_an_empty_state_to_store() {
     session.handle_stored(write.version);
     assert!(!session.ack_state_dirty());
 }
+
+/// Chromium's reset window (docs/protocol.md §7.2).
+const RESET_WINDOW: Duration = Duration::from_secs(10);
+
+#[test]
+fn a_server_that_accepts_and_closes_at_once_meets_a_growing_backoff() {
+    let mut policy = ReconnectPolicy::new(backoff(), None, RESET_WINDOW);
+    let mut rng = StdRng::seed_from_u64(6);
+    let mut now = Instant::now();
+    let mut delays = Vec::new();
+    for _ in 0..10 {
+        // Each connection logs in, then is closed a second later.
+        policy.handle_online(now);
+        assert_eq!(policy.failures(), 0, "a login starts the count over");
+        now += Duration::from_secs(1);
+        let (delay, at, ..) = after(policy.handle_failure(now, None, &mut rng));
+        delays.push(delay.as_secs());
+        now = at;
+    }
+    assert_eq!(delays, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300]);
+}
+
+#[test]
+fn a_reset_within_the_window_restores_the_backoff_and_one_after_it_starts_over() {
+    let mut policy = ReconnectPolicy::new(backoff(), None, RESET_WINDOW);
+    let mut rng = StdRng::seed_from_u64(8);
+    let t0 = Instant::now();
+    for _ in 0..4 {
+        policy.handle_failure(t0, None, &mut rng);
+    }
+    // Reset 9.999 s after its login: the fifth failure in a row.
+    policy.handle_online(t0);
+    let (delay, _, _, failures) =
+        after(policy.handle_failure(t0 + RESET_WINDOW - Duration::from_millis(1), None, &mut rng));
+    assert_eq!((delay.as_secs(), failures), (16, 5));
+    // Reset exactly 10 s after its login: the first failure of a new count.
+    let t1 = t0 + Duration::from_secs(100);
+    policy.handle_online(t1);
+    let (delay, _, _, failures) = after(policy.handle_failure(t1 + RESET_WINDOW, None, &mut rng));
+    assert_eq!((delay.as_secs(), failures), (1, 1));
+    // Then a quick reset restores that short backoff, not the long one of before.
+    let t2 = t1 + Duration::from_secs(200);
+    policy.handle_online(t2);
+    let (delay, _, _, failures) =
+        after(policy.handle_failure(t2 + Duration::from_secs(1), None, &mut rng));
+    assert_eq!((delay.as_secs(), failures), (2, 2));
+}
+
+#[test]
+fn quick_resets_count_towards_the_failure_limit() {
+    let mut policy = ReconnectPolicy::new(backoff(), Some(3), RESET_WINDOW);
+    let mut rng = StdRng::seed_from_u64(9);
+    let now = Instant::now();
+    after(policy.handle_failure(now, None, &mut rng));
+    policy.handle_online(now);
+    after(policy.handle_failure(now + Duration::from_secs(2), None, &mut rng));
+    policy.handle_online(now);
+    assert_eq!(
+        policy.handle_failure(now + Duration::from_secs(2), None, &mut rng),
+        Reconnect::GiveUp { failures: 3 }
+    );
+}
+
+#[test]
+fn the_listener_uses_chromiums_reset_window() {
+    assert_eq!(
+        pullkin::ListenerConfig::default().stable_after,
+        RESET_WINDOW
+    );
+}

@@ -75,7 +75,7 @@ pub(crate) fn core_builder(emulator: &fcm_emulator::Emulator) -> pullkin::Pullki
 /// Listener settings for the emulator's MCS server, reconnecting within 10–100 ms.
 pub(crate) fn listener_config(emulator: &fcm_emulator::Emulator) -> pullkin::ListenerConfig {
     let mut config = pullkin::ListenerConfig::default();
-    config.mcs_addr = pullkin_test_support::emulator::mcs_addr(emulator);
+    config.mcs_endpoints = vec![pullkin_test_support::emulator::mcs_addr(emulator)];
     config.reconnect = fcm_http::RetryPolicy::default()
         .with_initial_delay(Duration::from_millis(10))
         .with_max_delay(Duration::from_millis(100));

@@ -8,20 +8,24 @@ use rustls::pki_types::ServerName;
 
 use super::resume;
 use crate::PullkinError;
+use crate::net::McsEndpoint;
 use crate::session::SessionConfig;
 
-/// The MCS server of Google.
-pub const GOOGLE_MCS_ADDR: &str = "mtalk.google.com:5228";
+/// The endpoints of Google's MCS server, in the order Chromium tries them
+/// (docs/protocol.md §7.2): port 5228, then port 443 for networks that only let 443 out.
+pub const GOOGLE_MCS_ENDPOINTS: [&str; 2] = ["mtalk.google.com:5228", "mtalk.google.com:443"];
 
 /// Settings of the listener.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ListenerConfig {
-    /// The MCS server, `host:port` (default [`GOOGLE_MCS_ADDR`]).
-    pub mcs_addr: String,
-    /// The name the server's certificate must carry (default: the host of `mcs_addr`).
+    /// The MCS server's endpoints, `host:port` each, tried in turn until one answers,
+    /// starting with the one that last worked (default [`GOOGLE_MCS_ENDPOINTS`],
+    /// docs/protocol.md §7.2). At least one.
+    pub mcs_endpoints: Vec<String>,
+    /// The name the server's certificate must carry (default: the host of each endpoint).
     pub mcs_server_name: Option<String>,
-    /// Limit on TCP connect plus TLS handshake (default 20 s).
+    /// Limit on TCP connect plus TLS handshake, per endpoint tried (default 20 s).
     pub connect_timeout: Duration,
     /// Send a ping after this long without a frame (default 60 s).
     pub heartbeat_interval: Duration,
@@ -52,8 +56,17 @@ pub struct ListenerConfig {
     pub checkin_interval: Option<Duration>,
     /// Stop after this many failures in a row; `None` (the default) never gives up.
     pub max_failures: Option<u32>,
-    /// A connection that stayed up this long resets the backoff (default 60 s).
+    /// The reset window (default 10 s, Chromium's, docs/protocol.md §7.2): a login starts
+    /// the failure count over, but a connection reset sooner than this after its login
+    /// restores the backoff of before, so that a server which accepts and at once closes
+    /// meets a growing backoff rather than a tight loop.
     pub stable_after: Duration,
+    /// An acknowledged id the server never confirmed is forgotten after this long
+    /// (default 7 days, docs/protocol.md §7.3).
+    pub id_expiry: Duration,
+    /// A LoginRequest carries at most this many unconfirmed ids; the oldest beyond it are
+    /// forgotten first (default 1 000, docs/protocol.md §7.3).
+    pub max_login_ids: usize,
     /// Messages decoded ahead of the application, per app (default 256).
     pub queue_capacity: usize,
     /// How many connections may be in their TCP + TLS handshake at once, across all
@@ -78,7 +91,8 @@ pub struct ListenerConfig {
     /// - `None` (the default): a listener built with
     ///   [`PullkinBuilder::core`](crate::PullkinBuilder::core) takes the core's setting;
     ///   without one (or when that is `None` too), the standard variables choose for
-    ///   the host of [`mcs_addr`](Self::mcs_addr), as for an `https://` URL:
+    ///   the host of each of the [`mcs_endpoints`](Self::mcs_endpoints), as for an
+    ///   `https://` URL:
     ///   `HTTPS_PROXY` / `https_proxy`, else `ALL_PROXY` / `all_proxy`, unless
     ///   `NO_PROXY` / `no_proxy` lists the host (a name matches its subdomains too,
     ///   `.google.com` or `google.com` matches `mtalk.google.com`; `*` matches every
@@ -94,7 +108,7 @@ pub struct ListenerConfig {
 impl Default for ListenerConfig {
     fn default() -> Self {
         Self {
-            mcs_addr: GOOGLE_MCS_ADDR.to_owned(),
+            mcs_endpoints: GOOGLE_MCS_ENDPOINTS.map(str::to_owned).to_vec(),
             mcs_server_name: None,
             connect_timeout: Duration::from_secs(20),
             heartbeat_interval: Duration::from_secs(60),
@@ -108,7 +122,9 @@ impl Default for ListenerConfig {
                 .with_max_delay(Duration::from_secs(300)),
             checkin_interval: Some(Duration::from_secs(2 * 24 * 60 * 60)),
             max_failures: None,
-            stable_after: Duration::from_secs(60),
+            stable_after: Duration::from_secs(10),
+            id_expiry: SessionConfig::new(0, 0).id_expiry,
+            max_login_ids: SessionConfig::new(0, 0).max_login_ids,
             queue_capacity: 256,
             concurrent_handshakes: 32,
             resume_check: Some(resume::CHECK_EVERY),
@@ -118,12 +134,29 @@ impl Default for ListenerConfig {
 }
 
 impl ListenerConfig {
-    /// The name the MCS server's certificate must carry.
-    pub(crate) fn server_name(&self) -> Result<ServerName<'static>, PullkinError> {
+    /// The MCS endpoints with the name each one's certificate must carry; at least one.
+    pub(crate) fn endpoints(&self) -> Result<Vec<McsEndpoint>, PullkinError> {
+        if self.mcs_endpoints.is_empty() {
+            return Err(PullkinError::Config(
+                "no MCS endpoint is configured (mcs_endpoints is empty)".to_owned(),
+            ));
+        }
+        self.mcs_endpoints
+            .iter()
+            .map(|addr| {
+                Ok(McsEndpoint {
+                    addr: addr.clone(),
+                    server_name: self.server_name(addr)?,
+                })
+            })
+            .collect()
+    }
+
+    /// The name the certificate of the MCS endpoint `addr` must carry.
+    fn server_name(&self, addr: &str) -> Result<ServerName<'static>, PullkinError> {
         let host = match &self.mcs_server_name {
             Some(name) => name.clone(),
             None => {
-                let addr = self.mcs_addr.as_str();
                 let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
                 host.trim_start_matches('[')
                     .trim_end_matches(']')
@@ -143,6 +176,8 @@ impl ListenerConfig {
         config.server_heartbeat = self.server_heartbeat;
         config.ack_delay = self.ack_delay;
         config.store_interval = self.store_interval;
+        config.id_expiry = self.id_expiry;
+        config.max_login_ids = self.max_login_ids;
         config
     }
 }

@@ -25,7 +25,7 @@ mod identity;
 mod resume;
 mod sink;
 
-pub use config::{GOOGLE_MCS_ADDR, ListenerConfig};
+pub use config::{GOOGLE_MCS_ENDPOINTS, ListenerConfig};
 pub use delivery::Incoming;
 pub use dispatch::HandlerResult;
 pub use sink::{ForwardConfig, Outcome, Sink, SinkEvent, SinkFuture, SinkMessage, deliver_batch};
@@ -45,7 +45,7 @@ use tracing::{Instrument, warn};
 use crate::PullkinError;
 use crate::event::{Event, Health};
 use crate::message::{Message, Stanza};
-use crate::net::McsTarget;
+use crate::net::{EndpointOrder, McsTarget};
 use crate::registration::{AppCredentials, PullkinCore};
 use crate::session::ReconnectPolicy;
 use crate::store::{MemoryStore, Store};
@@ -166,8 +166,8 @@ impl PullkinBuilder {
         });
         let shared = Arc::new(DriverShared {
             target: McsTarget {
-                addr: config.mcs_addr.clone(),
-                server_name: config.server_name()?,
+                endpoints: config.endpoints()?,
+                order: EndpointOrder::default(),
                 tls,
                 connect_timeout: config.connect_timeout,
                 handshakes: Arc::new(tokio::sync::Semaphore::new(

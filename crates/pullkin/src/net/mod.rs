@@ -11,11 +11,18 @@
 //! Through a proxy, fcm-http reaches the proxy with hyper-util's `HttpConnector`;
 //! directly, [`dial`] stays ours rather than hyper-util's (its module doc has the
 //! measurement: 250 ms instead of half the connect timeout behind a black-holed address).
+//!
+//! The MCS server has several endpoints, as Chromium's connection factory has
+//! (docs/protocol.md §7.2): `mtalk.google.com:5228`, then `mtalk.google.com:443` for
+//! networks that only let port 443 out. An attempt tries them in turn, each within the
+//! connect timeout, starting with the one that last worked for the listener (a network
+//! that blocks 5228 blocks it for every app): [`EndpointOrder`].
 
 mod dial;
 mod tls;
 
 use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -26,7 +33,7 @@ use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
-use tracing::debug;
+use tracing::{debug, info};
 
 use crate::error::ConnectionError;
 use tls::TlsStream;
@@ -37,13 +44,45 @@ pub(crate) type McsConnection = Framed<TlsStream, McsCodec>;
 /// The read buffer of an idle connection, in bytes.
 pub(crate) const IDLE_BUFFER: usize = 256;
 
-/// What the driver needs to reach the MCS server.
-#[derive(Clone)]
-pub(crate) struct McsTarget {
+/// One endpoint of the MCS server.
+#[derive(Clone, Debug)]
+pub(crate) struct McsEndpoint {
     /// `host:port`.
     pub addr: String,
     /// The name the server's certificate must carry.
     pub server_name: ServerName<'static>,
+}
+
+/// The order in which an attempt tries the endpoints: from the one that last worked, in
+/// the configured order, wrapping around (docs/protocol.md §7.2). Shared by the apps of a
+/// listener; only the choice of where to start is kept, as a number.
+#[derive(Debug, Default)]
+pub(crate) struct EndpointOrder {
+    last_good: AtomicUsize,
+}
+
+impl EndpointOrder {
+    /// The indexes of `count` endpoints in the order to try them.
+    pub(crate) fn order(&self, count: usize) -> impl Iterator<Item = usize> {
+        let start = match count {
+            0 => 0,
+            _ => self.last_good.load(Ordering::Relaxed) % count,
+        };
+        (0..count).map(move |i| (start + i) % count)
+    }
+
+    /// The endpoint `index` made a connection: start with it from now on.
+    pub(crate) fn worked(&self, index: usize) {
+        self.last_good.store(index, Ordering::Relaxed);
+    }
+}
+
+/// What the driver needs to reach the MCS server.
+pub(crate) struct McsTarget {
+    /// The endpoints, in the configured order; never empty (the listener's build checks).
+    pub endpoints: Vec<McsEndpoint>,
+    /// Where the next attempt starts.
+    pub order: EndpointOrder,
     /// Shared by every connection.
     pub tls: Arc<ClientConfig>,
     /// Limit on TCP connect plus TLS handshake.
@@ -54,15 +93,46 @@ pub(crate) struct McsTarget {
     pub proxy: Option<Proxy>,
 }
 
-/// Opens a connection to the MCS server, within the connect timeout for the whole of it.
+/// Opens a connection to the MCS server: to each endpoint in turn ([`EndpointOrder`]),
+/// each within the connect timeout, until one answers. The error, when none does, is the
+/// last endpoint's.
 pub(crate) async fn connect(target: &McsTarget) -> Result<McsConnection, ConnectionError> {
-    let addr = || target.addr.clone();
+    let mut last = None;
+    for index in target.order.order(target.endpoints.len()) {
+        let Some(endpoint) = target.endpoints.get(index) else {
+            continue;
+        };
+        match connect_to(target, endpoint).await {
+            Ok(connection) => {
+                target.order.worked(index);
+                return Ok(connection);
+            }
+            Err(error) => {
+                if target.endpoints.len() > 1 {
+                    info!("MCS endpoint {} failed: {error}", endpoint.addr);
+                }
+                last = Some(error);
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| ConnectionError::Address {
+        addr: String::new(),
+        reason: "is missing: no endpoint is configured",
+    }))
+}
+
+/// Opens a connection to one endpoint, within the connect timeout for the whole of it.
+async fn connect_to(
+    target: &McsTarget,
+    endpoint: &McsEndpoint,
+) -> Result<McsConnection, ConnectionError> {
+    let addr = || endpoint.addr.clone();
     let connect = async {
         // Closed only when the listener is dropped, and then nobody waits for this.
         let _permit = target.handshakes.acquire().await.ok();
-        let tcp = match select_proxy(target)? {
+        let tcp = match select_proxy(target, &endpoint.addr)? {
             Some(proxy) => {
-                let (host, port) = split_host_port(&target.addr)?;
+                let (host, port) = split_host_port(&endpoint.addr)?;
                 fcm_http::connect_through(&proxy, host, port, target.connect_timeout)
                     .await
                     .map_err(|e| ConnectionError::Connect {
@@ -71,7 +141,7 @@ pub(crate) async fn connect(target: &McsTarget) -> Result<McsConnection, Connect
                     })?
             }
             None => {
-                let addrs: Vec<_> = tokio::net::lookup_host(target.addr.as_str())
+                let addrs: Vec<_> = tokio::net::lookup_host(endpoint.addr.as_str())
                     .await
                     .map_err(|e| ConnectionError::Resolve {
                         addr: addr(),
@@ -93,7 +163,7 @@ pub(crate) async fn connect(target: &McsTarget) -> Result<McsConnection, Connect
         if let Err(e) = socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive) {
             debug!("cannot set TCP keepalive: {e}");
         }
-        let tls = TlsStream::connect(Arc::clone(&target.tls), target.server_name.clone(), tcp)
+        let tls = TlsStream::connect(Arc::clone(&target.tls), endpoint.server_name.clone(), tcp)
             .await
             .map_err(|e| ConnectionError::Tls {
                 addr: addr(),
@@ -119,9 +189,9 @@ fn env_proxies() -> &'static ProxyEnv {
     ENV.get_or_init(ProxyEnv::from_env)
 }
 
-/// The proxy to tunnel through, or `None` to dial directly.
-fn select_proxy(target: &McsTarget) -> Result<Option<Proxy>, ConnectionError> {
-    select_proxy_with(target.proxy.as_ref(), &target.addr, || env_proxies())
+/// The proxy to tunnel through to `addr`, or `None` to dial directly.
+fn select_proxy(target: &McsTarget, addr: &str) -> Result<Option<Proxy>, ConnectionError> {
+    select_proxy_with(target.proxy.as_ref(), addr, || env_proxies())
 }
 
 /// [`select_proxy`] with the environment from `env` (tests pass their own).
@@ -162,7 +232,24 @@ pub(crate) fn split_host_port(addr: &str) -> Result<(&str, u16), ConnectionError
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::{select_proxy_with, split_host_port};
+    use super::{EndpointOrder, select_proxy_with, split_host_port};
+
+    #[test]
+    fn endpoints_are_tried_in_turn_from_the_one_that_last_worked() {
+        let order = EndpointOrder::default();
+        let all = |n| order.order(n).collect::<Vec<_>>();
+        assert_eq!(all(2), [0, 1], "the configured order at first");
+        assert_eq!(all(0), Vec::<usize>::new());
+        order.worked(1);
+        assert_eq!(all(2), [1, 0], "443 first once it worked");
+        assert_eq!(all(3), [1, 2, 0]);
+        order.worked(0);
+        assert_eq!(all(2), [0, 1], "back to the first when it works again");
+        // An index beyond a shorter list wraps.
+        order.worked(5);
+        assert_eq!(all(2), [1, 0]);
+        assert_eq!(all(1), [0]);
+    }
     use fcm_http::{Proxy, ProxyEnv};
 
     #[test]

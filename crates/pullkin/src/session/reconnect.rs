@@ -3,9 +3,15 @@
 //! Every failure (check-in, TCP, TLS, login, a dead or closed connection) counts; the
 //! next attempt waits an exponential backoff with jitter ([`RetryPolicy::delay`]), and at
 //! least as long as the server asked with `Retry-After` (never beyond the backoff's
-//! longest delay). A connection that stayed logged in for `stable_after` starts the count
-//! over. With a failure limit, the policy says when to give up; without one (the
+//! longest delay). With a failure limit, the policy says when to give up; without one (the
 //! default) it never does.
+//!
+//! A login starts the count over, as Chromium's connection factory does
+//! (docs/protocol.md §7.2), but the backoff before it is kept: when the connection is
+//! reset within the reset window (`stable_after`, Chromium's 10 s) of its login, that
+//! backoff is restored and goes on growing, so that a server which accepts and at once
+//! closes cannot cause a tight loop. A connection that outlived the window fails as the
+//! first failure of a new count.
 
 use std::time::{Duration, Instant};
 
@@ -43,13 +49,17 @@ pub struct ReconnectPolicy {
     max_failures: Option<u32>,
     stable_after: Duration,
     failures: u32,
+    /// The failures in a row before the current connection's login: restored when it is
+    /// reset within `stable_after`.
+    previous: u32,
     /// When the current connection logged in, if it did.
     online_since: Option<Instant>,
 }
 
 impl ReconnectPolicy {
     /// A policy with this backoff (its attempt count is not used), failure limit (`None`:
-    /// never give up) and the time after which a connection counts as stable.
+    /// never give up) and reset window: a connection reset sooner than `stable_after`
+    /// after its login restores the backoff of before the login (docs/protocol.md §7.2).
     #[must_use]
     pub fn new(backoff: RetryPolicy, max_failures: Option<u32>, stable_after: Duration) -> Self {
         Self {
@@ -57,11 +67,13 @@ impl ReconnectPolicy {
             max_failures,
             stable_after,
             failures: 0,
+            previous: 0,
             online_since: None,
         }
     }
 
-    /// Failures in a row since the last stable connection.
+    /// Failures in a row: since the last login, or, once a connection was reset within
+    /// the reset window, since the last connection that outlived it.
     #[must_use]
     pub fn failures(&self) -> u32 {
         self.failures
@@ -73,8 +85,13 @@ impl ReconnectPolicy {
         self.failures.saturating_add(1)
     }
 
-    /// The connection logged in at `now`.
+    /// The connection logged in at `now`: the count starts over, the backoff before the
+    /// login is kept in case the connection is reset within the reset window.
     pub fn handle_online(&mut self, now: Instant) {
+        if self.online_since.is_none() {
+            self.previous = self.failures;
+        }
+        self.failures = 0;
         self.online_since = Some(now);
     }
 
@@ -87,9 +104,10 @@ impl ReconnectPolicy {
         rng: &mut R,
     ) -> Reconnect {
         if let Some(since) = self.online_since.take()
-            && now.saturating_duration_since(since) >= self.stable_after
+            && now.saturating_duration_since(since) < self.stable_after
         {
-            self.failures = 0;
+            // Reset soon after its login: the backoff of before goes on (§7.2).
+            self.failures = self.previous;
         }
         self.failures = self.failures.saturating_add(1);
         if self.max_failures.is_some_and(|max| self.failures >= max) {
