@@ -7,4 +7,5 @@ mod fleet;
 mod hostile;
 mod listen;
 mod registration;
+mod reset;
 mod service;
