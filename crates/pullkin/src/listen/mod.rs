@@ -8,7 +8,8 @@
 //! - `delivery`: a message on its way to the application and its id on the way back;
 //! - `handoff`: the bounded queue between a driver and its consumer;
 //! - `driver`: one app's connection task (bytes, timers, store calls);
-//! - `identity`: credential upkeep before each attempt, with a [`PullkinCore`];
+//! - `identity`: credential upkeep with a [`PullkinCore`]: before each attempt, every
+//!   check-in interval while connected, and in answer to identity resets;
 //! - `resume`: the watch that notices a system suspension;
 //! - `sink`: [`Sink`] and [`Pullkin::forward`], handing messages onward durably.
 //!
