@@ -743,6 +743,35 @@ impl Emulator {
         self.shared.send_iid_command(token, command)
     }
 
+    /// Makes every check-in response from now on carry these settings, `(name, value)` in
+    /// order, as a complete list (`settings_diff` false; docs/protocol.md §2.1); an empty
+    /// list (the start) carries none. The values are sent as given, readable or not.
+    pub fn set_checkin_settings<N, V>(&self, settings: impl IntoIterator<Item = (N, V)>)
+    where
+        N: Into<Bytes>,
+        V: Into<Bytes>,
+    {
+        let settings = settings
+            .into_iter()
+            .map(|(name, value)| (name.into(), value.into()))
+            .collect();
+        self.shared.lock().checkin_settings = settings;
+    }
+
+    /// Makes every check-in response from now on set the re-check-in interval to
+    /// `interval` (the `checkin_interval` setting, in whole seconds; docs/protocol.md
+    /// §2.1), or, with `None`, carry no settings. Replaces the settings of
+    /// [`set_checkin_settings`](Self::set_checkin_settings).
+    pub fn set_checkin_interval(&self, interval: Option<Duration>) {
+        let settings = interval.map(|interval| {
+            (
+                gcm_checkin::CHECKIN_INTERVAL_SETTING,
+                interval.as_secs().to_string(),
+            )
+        });
+        self.set_checkin_settings(settings);
+    }
+
     /// Moves the emulator's clock forward by `by`: times to live run out (messages past
     /// theirs are dropped instead of delivered, docs/protocol.md §7.5) and VAPID `exp`
     /// claims are judged against the moved clock. The clock of [`Emulator::elapsed`]

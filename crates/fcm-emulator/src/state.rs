@@ -10,6 +10,7 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use mcs_codec::proto::{DataMessageStanza, LoginRequest};
 use tokio::sync::Notify;
 
@@ -372,6 +373,9 @@ pub(crate) struct State {
     /// app) → the FID they had. register3 answers `Error=RST` to them until the client
     /// comes back with another FID or another device (docs/protocol.md §7.5).
     pub(crate) invalidated: HashMap<(u64, String), Option<String>>,
+    /// The settings every check-in response carries, `(name, value)` in order
+    /// ([`crate::Emulator::set_checkin_settings`], docs/protocol.md §2.1).
+    pub(crate) checkin_settings: Vec<(Bytes, Bytes)>,
 }
 
 impl State {

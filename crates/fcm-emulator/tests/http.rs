@@ -127,6 +127,53 @@ async fn checkin_new_device_and_recheck() {
     assert_eq!(garbage.status(), 400);
 }
 
+/// The settings a check-in response carries, `(name, value)` as text.
+fn settings_of(response: &http::Response<Bytes>) -> Vec<(String, String)> {
+    let decoded = AndroidCheckinResponse::decode(response.body().as_ref()).unwrap();
+    decoded
+        .setting
+        .iter()
+        .map(|s| {
+            (
+                String::from_utf8_lossy(&s.name).into_owned(),
+                String::from_utf8_lossy(&s.value).into_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn checkin_responses_carry_the_settings_set() {
+    let emu = Emulator::start().await.unwrap();
+    let api = Api::new(&emu);
+    let first = check_in(&api, None).await;
+    assert!(settings_of(&first).is_empty(), "none at the start");
+    let creds = creds_of(&first);
+
+    emu.set_checkin_interval(Some(std::time::Duration::from_secs(3 * 24 * 60 * 60)));
+    let again = check_in(&api, Some(creds)).await;
+    assert_eq!(
+        settings_of(&again),
+        [("checkin_interval".to_owned(), "259200".to_owned())]
+    );
+    let decoded = AndroidCheckinResponse::decode(again.body().as_ref()).unwrap();
+    assert_eq!(decoded.settings_diff, Some(false));
+    // A new device gets them too.
+    assert_eq!(settings_of(&check_in(&api, None).await).len(), 1);
+
+    // Any settings, readable or not, in order.
+    emu.set_checkin_settings([("checkin_interval", "soon"), ("gcm_hostname", "h")]);
+    assert_eq!(
+        settings_of(&check_in(&api, Some(creds)).await),
+        [
+            ("checkin_interval".to_owned(), "soon".to_owned()),
+            ("gcm_hostname".to_owned(), "h".to_owned())
+        ]
+    );
+    emu.set_checkin_interval(None);
+    assert!(settings_of(&check_in(&api, Some(creds)).await).is_empty());
+}
+
 #[tokio::test]
 async fn register3_personas_and_errors() {
     let emu = Emulator::start().await.unwrap();

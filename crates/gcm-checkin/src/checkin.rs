@@ -1,5 +1,6 @@
 //! Check-in (docs/protocol.md §2.1): `POST /checkin` with an `AndroidCheckinRequest`,
-//! answered by an `AndroidCheckinResponse` carrying `android_id` and `security_token`.
+//! answered by an `AndroidCheckinResponse` carrying `android_id`, `security_token` and
+//! settings ([`CheckinSettings`]).
 
 use bytes::Bytes;
 use fcm_http::{Endpoints, HttpClient, RetryPolicy, excerpt};
@@ -11,6 +12,7 @@ use crate::proto::chrome_build_proto::{Channel, Platform};
 use crate::proto::{AndroidCheckinProto, AndroidCheckinRequest, AndroidCheckinResponse};
 use crate::proto::{ChromeBuildProto, DeviceType};
 use crate::send::{send_with_retry, with_body};
+use crate::settings::CheckinSettings;
 use crate::{CheckinCredentials, Error};
 
 /// The Chrome version a check-in claims by default (one of the versions seen working).
@@ -134,6 +136,9 @@ pub struct CheckinResponse {
     pub digest: Option<String>,
     /// `version_info`, if sent.
     pub version_info: Option<String>,
+    /// The settings sent (`setting`), among them the re-check-in interval
+    /// (docs/protocol.md §2.1).
+    pub settings: CheckinSettings,
 }
 
 /// Parses the answer to `request`.
@@ -191,6 +196,7 @@ pub fn parse_checkin_response(
         time_msec: decoded.time_msec,
         digest: decoded.digest,
         version_info: decoded.version_info,
+        settings: CheckinSettings::from_proto(&decoded.setting),
     })
 }
 

@@ -6,6 +6,7 @@ mod credentials;
 mod error;
 mod register;
 mod send;
+mod settings;
 
 /// The protobuf messages of the check-in endpoint, generated from `proto/checkin.proto`
 /// and `proto/android_checkin.proto` by `cargo xtask codegen`.
@@ -26,4 +27,7 @@ pub use register::{
     DEFAULT_FIREBASE_APP_NAME, DEFAULT_WEB_BUNDLE, InstallationAuth, Persona, RegisterRequest,
     TOPIC_PREFIX, WebRegistration, firebase_app_name_hash, is_valid_topic_name,
     parse_delete_response, parse_register_response, register, register_with, unregister,
+};
+pub use settings::{
+    CHECKIN_INTERVAL_SETTING, CheckinSettings, DEFAULT_CHECKIN_INTERVAL, MIN_CHECKIN_INTERVAL,
 };

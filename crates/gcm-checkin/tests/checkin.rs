@@ -7,9 +7,11 @@ use std::time::Duration;
 use fcm_http::RetryPolicy;
 use gcm_checkin::proto::{
     AndroidCheckinProto, AndroidCheckinRequest, AndroidCheckinResponse, ChromeBuildProto,
+    GservicesSetting,
 };
 use gcm_checkin::{
-    Channel, CheckinCredentials, CheckinRequest, ChromeBuild, Error, Platform, check_in,
+    CHECKIN_INTERVAL_SETTING, Channel, CheckinCredentials, CheckinRequest, ChromeBuild, Error,
+    MIN_CHECKIN_INTERVAL, Platform, check_in,
 };
 use prost::Message;
 use pullkin_test_support::{self as support, client, endpoints, fast_retry, last_request};
@@ -108,10 +110,68 @@ async fn new_device_check_in() {
     assert!(response.stats_ok);
     assert_eq!(response.time_msec, Some(1_700_000_000_000));
     assert_eq!(response.version_info.as_deref(), Some("v"));
+    assert!(response.settings.is_empty());
+    assert_eq!(response.settings.checkin_interval, None);
     assert_eq!(
         sent_request(&server).await,
         expected_body(None, default_chrome())
     );
+}
+
+/// A check-in answer carrying these settings.
+fn answer_with_settings(settings: &[(&'static str, &'static str)]) -> ResponseTemplate {
+    let body = AndroidCheckinResponse {
+        stats_ok: true,
+        android_id: Some(ANDROID_ID),
+        security_token: Some(TOKEN),
+        settings_diff: Some(false),
+        setting: settings
+            .iter()
+            .map(|(name, value)| GservicesSetting {
+                name: (*name).into(),
+                value: (*value).into(),
+            })
+            .collect(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    ResponseTemplate::new(200)
+        .insert_header("content-type", "application/x-protobuf")
+        .set_body_bytes(body)
+}
+
+#[tokio::test]
+async fn the_answers_settings_and_checkin_interval_are_read() {
+    let template = answer_with_settings(&[
+        ("gcm_hostname", "mtalk.example"),
+        (CHECKIN_INTERVAL_SETTING, "259200"),
+    ]);
+    let server = server_answering(template, 1).await;
+    let response = check_in_new_device(&server, 1).await.unwrap();
+    assert_eq!(
+        response.settings.checkin_interval,
+        Some(Duration::from_secs(3 * 24 * 60 * 60))
+    );
+    assert_eq!(
+        response.settings.get("gcm_hostname"),
+        Some(&b"mtalk.example"[..])
+    );
+
+    // Below the minimum: raised to 12 h. Unreadable: ignored, the check-in still succeeds.
+    for (value, expected) in [
+        ("3600", Some(MIN_CHECKIN_INTERVAL)),
+        ("two days", None),
+        ("", None),
+    ] {
+        let template = answer_with_settings(&[(CHECKIN_INTERVAL_SETTING, value)]);
+        let server = server_answering(template, 1).await;
+        let response = check_in_new_device(&server, 1).await.unwrap();
+        assert_eq!(response.settings.checkin_interval, expected, "{value:?}");
+        assert_eq!(
+            response.credentials,
+            CheckinCredentials::new(ANDROID_ID, TOKEN)
+        );
+    }
 }
 
 #[tokio::test]

@@ -162,6 +162,22 @@ async fn renew_keeps_live_credentials_and_refreshes_the_auth_token() {
     let renewal = core.renew(&credentials).await.unwrap();
     assert!(!renewal.changed);
     assert_eq!(renewal.credentials, credentials);
+    let checkin = renewal.checkin.expect("the renewal checked in");
+    assert_eq!(
+        checkin.checkin_interval, None,
+        "the emulator sets none at first"
+    );
+
+    // The check-in answer's interval is handed on (docs/protocol.md §2.1).
+    emulator.set_checkin_interval(Some(Duration::from_secs(3 * 24 * 60 * 60)));
+    let renewal = core.renew(&credentials).await.unwrap();
+    assert_eq!(
+        renewal.checkin.unwrap().checkin_interval,
+        Some(Duration::from_secs(3 * 24 * 60 * 60))
+    );
+    // A token sync makes no check-in.
+    assert_eq!(core.sync_token(&credentials).await.unwrap().checkin, None);
+    emulator.set_checkin_interval(None);
 
     // An auth token about to expire is refreshed at the emulator.
     let installation = credentials.gcm.installation.as_mut().unwrap();
@@ -196,10 +212,16 @@ async fn a_dead_device_is_registered_again_end_to_end() {
     credentials.gcm.security_token =
         SecurityToken::new(credentials.gcm.security_token.expose() ^ 1);
 
+    emulator.set_checkin_interval(Some(Duration::from_secs(24 * 60 * 60)));
     let renewal = core.renew(&credentials).await.unwrap();
 
     assert!(renewal.changed);
     assert!(renewal.identity_changed);
+    // The settings of the new device's check-in.
+    assert_eq!(
+        renewal.checkin.as_ref().unwrap().checkin_interval,
+        Some(Duration::from_secs(24 * 60 * 60))
+    );
     assert_ne!(
         renewal.credentials.gcm.android_id,
         credentials.gcm.android_id

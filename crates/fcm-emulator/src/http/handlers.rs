@@ -10,7 +10,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use bytes::Bytes;
-use gcm_checkin::proto::{AndroidCheckinRequest, AndroidCheckinResponse};
+use gcm_checkin::proto::{AndroidCheckinRequest, AndroidCheckinResponse, GservicesSetting};
 use http::header::{AUTHORIZATION, CONTENT_TYPE, LOCATION};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use prost::Message as _;
@@ -92,6 +92,14 @@ pub(crate) fn checkin(shared: &Shared, request: &Request<Bytes>) -> Response<Byt
             );
         }
     };
+    let setting = state
+        .checkin_settings
+        .iter()
+        .map(|(name, value)| GservicesSetting {
+            name: name.clone(),
+            value: value.clone(),
+        })
+        .collect();
     drop(state);
     let DeviceCredentials {
         android_id,
@@ -99,6 +107,7 @@ pub(crate) fn checkin(shared: &Shared, request: &Request<Bytes>) -> Response<Byt
     } = credentials;
     tracing::info!(android_id, "check-in");
     let response = AndroidCheckinResponse {
+        setting,
         stats_ok: true,
         time_msec: Some(unix_ms()),
         digest: Some(ids::random_b64(18)),

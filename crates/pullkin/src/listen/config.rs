@@ -52,7 +52,10 @@ pub struct ListenerConfig {
     /// docs/protocol.md §7.2; `None`: only before connecting). The renewal refreshes the
     /// Firebase auth token when it is due, and a new identity (the old one refused) is
     /// logged in with at once. A failed re-check-in is tried again a minute later (or
-    /// after this interval, when shorter); the connection stays.
+    /// after this interval, when shorter); the connection stays. When a check-in's answer
+    /// sets an interval (its `checkin_interval` setting, docs/protocol.md §2.1), that one
+    /// is used until the next check-in instead of this one (at least 12 hours, as in
+    /// Chromium); `None` here keeps re-check-ins off whatever the server sets.
     pub checkin_interval: Option<Duration>,
     /// Stop after this many failures in a row; `None` (the default) never gives up.
     pub max_failures: Option<u32>,

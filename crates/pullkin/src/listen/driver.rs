@@ -276,7 +276,12 @@ impl Driver {
                 let now = Instant::now();
                 match identity {
                     Ok(identity) => {
-                        app_upkeep.succeeded(action, now, upkeep.checkin_interval);
+                        app_upkeep.succeeded(
+                            action,
+                            now,
+                            upkeep.checkin_interval,
+                            identity.server_interval,
+                        );
                         identity
                     }
                     Err(error) => {
@@ -327,7 +332,7 @@ impl Driver {
                 return None;
             }
         };
-        app_upkeep.succeeded(action, now, interval);
+        app_upkeep.succeeded(action, now, interval, identity.server_interval);
         if let Some(keys) = &identity.keys {
             self.keys = Some(Arc::clone(keys));
         }

@@ -35,6 +35,9 @@ pub(crate) struct Identity {
     pub security_token: u64,
     /// New Web Push keys, when the credentials were renewed with other keys.
     pub keys: Option<Arc<ReceiverKeys>>,
+    /// The re-check-in interval the server set at the check-in of this run
+    /// (docs/protocol.md §2.1); `None` when it set none or the run made no check-in.
+    pub server_interval: Option<Duration>,
 }
 
 /// The current credentials of every app of a listener. Shared: the map's entries stay
@@ -86,6 +89,7 @@ impl Upkeep {
                 "the new registration could not be subscribed to these topics again"
             );
         }
+        let server_interval = renewal.checkin.as_ref().and_then(|c| c.checkin_interval);
         let credentials = renewal.credentials;
         let mut keys = None;
         if renewal.changed {
@@ -102,6 +106,7 @@ impl Upkeep {
             android_id: credentials.gcm.android_id,
             security_token: credentials.gcm.security_token.expose(),
             keys,
+            server_interval,
         };
         if renewal.changed {
             // Only while the app is still there: a renewal finishing as the app is
@@ -221,8 +226,17 @@ impl AppUpkeep {
     }
 
     /// `action` succeeded at `now`: an answer is no longer owed, and a renewal or reset
-    /// (both check in) sets the next re-check-in `interval` from now.
-    pub(crate) fn succeeded(&mut self, action: Action, now: Instant, interval: Option<Duration>) {
+    /// (both check in) sets the next re-check-in [`next_checkin_interval`] from now
+    /// (`configured` the listener's interval, `server` the one its check-in response
+    /// set).
+    pub(crate) fn succeeded(
+        &mut self,
+        action: Action,
+        now: Instant,
+        configured: Option<Duration>,
+        server: Option<Duration>,
+    ) {
+        let interval = next_checkin_interval(configured, server);
         if let Action::Answer(command) = action
             && self.owed == Some(command)
         {
@@ -254,6 +268,23 @@ impl AppUpkeep {
     }
 }
 
+/// The interval to the next re-check-in after a check-in (docs/protocol.md §7.2): the
+/// one the server's response set (`server`), raised to
+/// [`MIN_CHECKIN_INTERVAL`](gcm_checkin::MIN_CHECKIN_INTERVAL) when shorter, as Chromium
+/// does; else the listener's `configured` one. The server's wins when both are set: the
+/// configured interval has a default and stands for the client's own choice only when the
+/// server makes none. `configured` `None` (re-check-ins off) stays off whatever the
+/// server sets.
+pub(crate) fn next_checkin_interval(
+    configured: Option<Duration>,
+    server: Option<Duration>,
+) -> Option<Duration> {
+    let configured = configured?;
+    Some(server.map_or(configured, |server| {
+        server.max(gcm_checkin::MIN_CHECKIN_INTERVAL)
+    }))
+}
+
 /// Every critical section is a single map operation: a poisoned lock holds sound data.
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
@@ -276,12 +307,12 @@ mod tests {
         let mut upkeep = AppUpkeep::default();
         assert_eq!(upkeep.due(), None);
         assert_eq!(upkeep.before_connecting(), Action::Renew);
-        upkeep.succeeded(Action::Renew, start, Some(2 * DAY));
+        upkeep.succeeded(Action::Renew, start, Some(2 * DAY), None);
         assert_eq!(upkeep.due(), Some(start + 2 * DAY));
         let later = start + 2 * DAY;
         assert_eq!(upkeep.start(), Action::Renew);
         assert_eq!(upkeep.due(), None);
-        upkeep.succeeded(Action::Renew, later, Some(2 * DAY));
+        upkeep.succeeded(Action::Renew, later, Some(2 * DAY), None);
         assert_eq!(upkeep.due(), Some(later + 2 * DAY));
         // A failure retries within a minute, or sooner with a shorter interval.
         upkeep.failed(later, Some(2 * DAY));
@@ -289,20 +320,149 @@ mod tests {
         upkeep.failed(later, Some(Duration::from_secs(5)));
         assert_eq!(upkeep.due(), Some(later + Duration::from_secs(5)));
         // An interval too long to add to the clock is never due, and does not panic.
-        upkeep.succeeded(Action::Renew, later, Some(Duration::MAX));
+        upkeep.succeeded(Action::Renew, later, Some(Duration::MAX), None);
         assert_eq!(upkeep.due(), None);
         // Re-check-ins off: nothing due.
         let mut off = AppUpkeep::default();
-        off.succeeded(Action::Renew, start, None);
+        off.succeeded(Action::Renew, start, None, None);
         off.failed(start, None);
         assert_eq!(off.due(), None);
+    }
+
+    #[test]
+    fn the_servers_interval_sets_the_next_re_check_in() {
+        let start = Instant::now();
+        let hour = Duration::from_secs(60 * 60);
+        let mut upkeep = AppUpkeep::default();
+        // The server's interval wins over the configured one, longer or shorter.
+        upkeep.succeeded(Action::Renew, start, Some(2 * DAY), Some(3 * DAY));
+        assert_eq!(upkeep.due(), Some(start + 3 * DAY));
+        let later = start + 3 * DAY;
+        assert_eq!(upkeep.start(), Action::Renew);
+        upkeep.succeeded(Action::Renew, later, Some(2 * DAY), Some(DAY));
+        assert_eq!(upkeep.due(), Some(later + DAY));
+        // Shorter than 12 h: raised to it, even when the configured one is shorter still.
+        upkeep.succeeded(
+            Action::Renew,
+            later,
+            Some(Duration::from_secs(1)),
+            Some(hour),
+        );
+        assert_eq!(upkeep.due(), Some(later + 12 * hour));
+        upkeep.succeeded(Action::Renew, later, Some(2 * DAY), Some(Duration::ZERO));
+        assert_eq!(upkeep.due(), Some(later + 12 * hour));
+        // A check-in whose answer sets none: the configured interval again.
+        upkeep.succeeded(Action::Renew, later, Some(2 * DAY), None);
+        assert_eq!(upkeep.due(), Some(later + 2 * DAY));
+        // A reset checks in: its answer's interval counts too.
+        upkeep.owe(IidCommand::Reset, later);
+        assert_eq!(upkeep.start(), Action::Answer(IidCommand::Reset));
+        upkeep.succeeded(
+            Action::Answer(IidCommand::Reset),
+            later,
+            Some(2 * DAY),
+            Some(5 * DAY),
+        );
+        assert_eq!(upkeep.due(), Some(later + 5 * DAY));
+        // A failure still retries within a minute, whatever the server set last.
+        upkeep.failed(later, Some(2 * DAY));
+        assert_eq!(upkeep.due(), Some(later + RETRY_AFTER_FAILURE));
+        // A server interval too long to add to the clock: never due, no panic.
+        upkeep.succeeded(Action::Renew, later, Some(2 * DAY), Some(Duration::MAX));
+        assert_eq!(upkeep.due(), None);
+        // Re-check-ins off stay off whatever the server sets.
+        let mut off = AppUpkeep::default();
+        off.succeeded(Action::Renew, start, None, Some(3 * DAY));
+        assert_eq!(off.due(), None);
+        assert_eq!(next_checkin_interval(None, Some(DAY)), None);
+        assert_eq!(next_checkin_interval(Some(DAY), None), Some(DAY));
+    }
+
+    /// An upkeep for one app of `core`, its credentials in memory.
+    fn upkeep_for(core: PullkinCore, app: &str, credentials: AppCredentials) -> Upkeep {
+        let credentials = Arc::new(Mutex::new(HashMap::from([(
+            app.to_owned(),
+            Arc::new(credentials),
+        )])));
+        Upkeep {
+            core: Arc::new(core),
+            credentials,
+            store: Arc::new(crate::MemoryStore::default()),
+            events: broadcast::channel(16).0,
+            renewals: tokio::sync::Semaphore::new(1),
+            checkin_interval: Some(2 * DAY),
+        }
+    }
+
+    /// End to end against the emulator, the time given: the interval set by the
+    /// emulator's check-in answers (a renewal, a reset, none set, an unreadable value)
+    /// schedules the next re-check-in.
+    #[tokio::test]
+    async fn the_emulators_checkin_interval_schedules_the_next_re_check_in() {
+        let emulator = fcm_emulator::Emulator::builder()
+            .api_key("AIzaSyEmulatorKey")
+            .start()
+            .await
+            .unwrap();
+        let core = PullkinCore::builder()
+            .endpoints(pullkin_test_support::emulator::endpoints(&emulator))
+            .webpki_roots(false)
+            .add_root_certificates_pem(emulator.ca_cert_pem().as_bytes())
+            .build()
+            .unwrap();
+        let params = crate::RegisterParams::android(
+            "998877665544",
+            "1:998877665544:android:0123abcd",
+            "AIzaSyEmulatorKey",
+            "emulated-project",
+        );
+        let credentials = core.register(&params).await.unwrap();
+        let upkeep = upkeep_for(core, "app", credentials);
+        let start = Instant::now();
+        let mut schedule = AppUpkeep::default();
+        let run = async |action: Action, now: Instant, schedule: &mut AppUpkeep| {
+            let identity = upkeep.run("app", action).await.unwrap();
+            schedule.succeeded(
+                action,
+                now,
+                upkeep.checkin_interval,
+                identity.server_interval,
+            );
+        };
+
+        emulator.set_checkin_interval(Some(3 * DAY));
+        run(Action::Renew, start, &mut schedule).await;
+        assert_eq!(schedule.due(), Some(start + 3 * DAY));
+
+        // Below the minimum: 12 h.
+        emulator.set_checkin_interval(Some(Duration::from_secs(60)));
+        let later = start + 3 * DAY;
+        run(Action::Renew, later, &mut schedule).await;
+        assert_eq!(schedule.due(), Some(later + DAY / 2));
+
+        // A reset checks in as a new device: that answer's interval.
+        emulator.set_checkin_interval(Some(4 * DAY));
+        let reset = Action::Answer(IidCommand::Reset);
+        schedule.owe(IidCommand::Reset, later);
+        assert_eq!(schedule.start(), reset);
+        run(reset, later, &mut schedule).await;
+        assert_eq!(schedule.due(), Some(later + 4 * DAY));
+
+        // None set, or one that cannot be read: the configured 2 days.
+        emulator.set_checkin_interval(None);
+        run(Action::Renew, later, &mut schedule).await;
+        assert_eq!(schedule.due(), Some(later + 2 * DAY));
+        emulator.set_checkin_settings([("checkin_interval", "every other day")]);
+        run(Action::Renew, later, &mut schedule).await;
+        assert_eq!(schedule.due(), Some(later + 2 * DAY));
+        emulator.shutdown().await;
     }
 
     #[test]
     fn commands_are_owed_until_answered() {
         let now = Instant::now();
         let mut upkeep = AppUpkeep::default();
-        upkeep.succeeded(Action::Renew, now, Some(2 * DAY));
+        upkeep.succeeded(Action::Renew, now, Some(2 * DAY), None);
         upkeep.owe(IidCommand::Sync, now);
         assert_eq!(upkeep.due(), Some(now));
         assert_eq!(upkeep.before_connecting(), Action::Answer(IidCommand::Sync));
@@ -311,13 +471,18 @@ mod tests {
         assert_eq!(upkeep.due(), Some(now + RETRY_AFTER_FAILURE));
         assert_eq!(upkeep.start(), Action::Answer(IidCommand::Sync));
         // A sync does not check in: the re-check-in is not moved by it.
-        upkeep.succeeded(Action::Answer(IidCommand::Sync), now, Some(2 * DAY));
+        upkeep.succeeded(Action::Answer(IidCommand::Sync), now, Some(2 * DAY), None);
         assert_eq!(upkeep.before_connecting(), Action::Renew);
         assert_eq!(upkeep.due(), None);
         // A reset checks in.
         upkeep.owe(IidCommand::ResetAll, now);
         assert_eq!(upkeep.start(), Action::Answer(IidCommand::ResetAll));
-        upkeep.succeeded(Action::Answer(IidCommand::ResetAll), now, Some(2 * DAY));
+        upkeep.succeeded(
+            Action::Answer(IidCommand::ResetAll),
+            now,
+            Some(2 * DAY),
+            None,
+        );
         assert_eq!(upkeep.due(), Some(now + 2 * DAY));
     }
 
@@ -333,7 +498,7 @@ mod tests {
         upkeep.owe(IidCommand::ResetAll, now);
         upkeep.owe(IidCommand::Sync, now);
         upkeep.abort();
-        upkeep.succeeded(Action::Answer(IidCommand::Reset), now, None);
+        upkeep.succeeded(Action::Answer(IidCommand::Reset), now, None, None);
         assert_eq!(upkeep.before_connecting(), Action::Renew);
         assert_eq!(upkeep.due(), None);
 
@@ -345,7 +510,7 @@ mod tests {
         assert_eq!(upkeep.due(), None);
         upkeep.owe(IidCommand::Reset, now);
         upkeep.abort();
-        upkeep.succeeded(Action::Answer(IidCommand::Sync), now, None);
+        upkeep.succeeded(Action::Answer(IidCommand::Sync), now, None, None);
         assert_eq!(upkeep.due(), Some(now));
         assert_eq!(upkeep.start(), Action::Answer(IidCommand::Reset));
     }

@@ -191,6 +191,7 @@ impl PullkinCore {
                 changed,
                 identity_changed: false,
                 topics_failed: Vec::new(),
+                checkin: None,
             });
         }
         tracing::info!("register3 answered a new token");
@@ -217,6 +218,7 @@ impl PullkinCore {
             changed,
             identity_changed: false,
             topics_failed,
+            checkin: None,
         })
     }
 }
@@ -239,5 +241,6 @@ fn unchanged(credentials: &AppCredentials) -> Renewal {
         changed: false,
         identity_changed: false,
         topics_failed: Vec::new(),
+        checkin: None,
     }
 }

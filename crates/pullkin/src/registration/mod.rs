@@ -199,10 +199,22 @@ impl PullkinCore {
         &self,
         params: &RegisterParams,
     ) -> Result<AppCredentialsGcm, PullkinError> {
+        Ok(self.register_new_device(params).await?.0)
+    }
+
+    /// [`gcm_register`](Self::gcm_register), and the settings of its check-in.
+    async fn register_new_device(
+        &self,
+        params: &RegisterParams,
+    ) -> Result<(AppCredentialsGcm, gcm_checkin::CheckinSettings), PullkinError> {
         params.check(&self.endpoints)?;
-        let device = self.gcm_check_in(None).await?.credentials;
+        let checkin = self.gcm_check_in(None).await?;
+        let device = checkin.credentials;
         tracing::debug!(android_id = device.android_id, "checked in as a new device");
-        self.register_device(params, device).await
+        Ok((
+            self.register_device(params, device).await?,
+            checkin.settings,
+        ))
     }
 
     /// Creates a Firebase installation with a fresh FID (`fcm_installation` of the Python `pullkin` library;

@@ -3,7 +3,7 @@
 use std::time::{Duration, SystemTime};
 
 use fcm_http::http::StatusCode;
-use gcm_checkin::CheckinCredentials;
+use gcm_checkin::{CheckinResponse, CheckinSettings};
 
 use super::{AppCredentials, PullkinCore, RegisterParams, firebase_app};
 use crate::PullkinError;
@@ -26,6 +26,12 @@ pub struct Renewal {
     /// [`PullkinCore::subscribe_topic`] for them later. Empty when nothing was
     /// re-registered.
     pub topics_failed: Vec<String>,
+    /// The settings of the check-in this call made (docs/protocol.md §2.1), among them
+    /// the re-check-in interval the server set; `None` when it made none (a token sync,
+    /// a change of senders). A listener checks in again after
+    /// [`CheckinSettings::checkin_interval`] when the server set one (docs/protocol.md
+    /// §7.2).
+    pub checkin: Option<CheckinSettings>,
 }
 
 impl PullkinCore {
@@ -84,22 +90,22 @@ impl PullkinCore {
     /// `changed` says whether to store the result and tell the application.
     pub async fn renew(&self, credentials: &AppCredentials) -> Result<Renewal, PullkinError> {
         let stored = credentials.gcm.checkin();
-        match self.gcm_check_in(Some(&stored)).await {
-            Ok(answer) if answer.credentials == stored => {}
+        let settings = match self.gcm_check_in(Some(&stored)).await {
+            Ok(answer) if answer.credentials == stored => answer.settings,
             Ok(answer) => {
                 tracing::warn!(
                     old = stored.android_id,
                     new = answer.credentials.android_id,
                     "the check-in answered another device identity; registering again"
                 );
-                return self.reregister(credentials, Some(answer.credentials)).await;
+                return self.reregister(credentials, Some(answer)).await;
             }
             Err(PullkinError::Checkin(error)) if error.is_dead_credentials() => {
                 tracing::warn!(%error, "the stored device identity is dead; registering again");
                 return self.reregister(credentials, None).await;
             }
             Err(error) => return Err(error),
-        }
+        };
 
         let mut renewed = credentials.clone();
         let mut changed = false;
@@ -110,6 +116,7 @@ impl PullkinCore {
                 changed,
                 identity_changed: false,
                 topics_failed: Vec::new(),
+                checkin: Some(settings),
             });
         };
         let params = RegisterParams::from_config(&config);
@@ -135,6 +142,7 @@ impl PullkinCore {
             changed,
             identity_changed: false,
             topics_failed: Vec::new(),
+            checkin: Some(settings),
         })
     }
 
@@ -175,13 +183,13 @@ impl PullkinCore {
         Ok(changed)
     }
 
-    /// Registers anew from the stored config: on `device` when the check-in already
-    /// handed out a new identity, else on a fresh check-in; subscribes the new
+    /// Registers anew from the stored config: on the device of `checkin` when a check-in
+    /// already handed out a new identity, else on a fresh check-in; subscribes the new
     /// registration to the stored topics again.
     pub(super) async fn reregister(
         &self,
         credentials: &AppCredentials,
-        device: Option<CheckinCredentials>,
+        checkin: Option<CheckinResponse>,
     ) -> Result<Renewal, PullkinError> {
         let mut config = credentials.config.clone().ok_or_else(|| {
             PullkinError::Config(
@@ -192,9 +200,12 @@ impl PullkinCore {
         })?;
         let params = RegisterParams::from_config(&config);
         params.check(&self.endpoints)?;
-        let gcm = match device {
-            Some(device) => self.register_device(&params, device).await?,
-            None => self.gcm_register(&params).await?,
+        let (gcm, settings) = match checkin {
+            Some(checkin) => (
+                self.register_device(&params, checkin.credentials).await?,
+                checkin.settings,
+            ),
+            None => self.register_new_device(&params).await?,
         };
         let topics = std::mem::take(&mut config.topics);
         let mut renewed = self.complete(gcm, config, &params).await?;
@@ -209,6 +220,7 @@ impl PullkinCore {
             changed: true,
             identity_changed: true,
             topics_failed,
+            checkin: Some(settings),
         })
     }
 }
