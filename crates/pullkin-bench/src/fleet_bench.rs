@@ -88,7 +88,7 @@ async fn fleet_db(prefix: &str, max_connections: usize) -> Result<(ScratchDb, Da
     let database = Database::builder(&scratch.url)
         .max_connections(max_connections)
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| chain(&e))?;
     if let Err(e) = migrate(&database).await {
         let _ = scratch.drop_now().await;
         return Err(format!("migrating: {e}"));
@@ -123,13 +123,13 @@ async fn add_all(
                 };
                 let id = add_identity(&database, &key, &format!("bench-{i}"), &credentials)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| chain(&e))?;
                 ids.lock().unwrap_or_else(PoisonError::into_inner)[i] = id;
             }
         }));
     }
     for task in tasks {
-        task.await.map_err(|e| e.to_string())??;
+        task.await.map_err(|e| chain(&e))??;
     }
     let ids = ids.lock().unwrap_or_else(PoisonError::into_inner).clone();
     Ok(ids)
@@ -191,7 +191,7 @@ async fn count_rows(client: &tokio_postgres::Client) -> Result<i64> {
         .query_one("SELECT count(*) FROM pullkin.notifications", &[])
         .await
         .map(|r| r.get(0))
-        .map_err(|e| e.to_string())
+        .map_err(|e| chain(&e))
 }
 
 async fn max_seq(client: &tokio_postgres::Client) -> Result<i64> {
@@ -202,7 +202,7 @@ async fn max_seq(client: &tokio_postgres::Client) -> Result<i64> {
         )
         .await
         .map(|r| r.get(0))
-        .map_err(|e| e.to_string())
+        .map_err(|e| chain(&e))
 }
 
 async fn xact_commits(client: &tokio_postgres::Client) -> Result<i64> {
@@ -213,7 +213,7 @@ async fn xact_commits(client: &tokio_postgres::Client) -> Result<i64> {
         )
         .await
         .map(|r| r.get(0))
-        .map_err(|e| e.to_string())
+        .map_err(|e| chain(&e))
 }
 
 /// CPU seconds (user + system) of a process (`/proc/PID/stat`), e.g. a PostgreSQL backend.
@@ -277,7 +277,7 @@ impl MultiPeer {
                         McsMessage::from(peer::stanza(k * per_connection + j, &template)),
                         &mut wire,
                     )
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| chain(&e))?;
                 if wire.len() >= 64 * 1024 {
                     batches.push(wire.split().freeze());
                 }
@@ -287,7 +287,7 @@ impl MultiPeer {
         }
         let shares = Arc::new(shares);
         let (listener, acceptor, ca_pem) = peer::bind()?;
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let addr = listener.local_addr().map_err(|e| chain(&e))?;
         let (login_tx, first_login) = watch::channel(None);
         let logins = Arc::new(AtomicUsize::new(0));
         let acks = Arc::new(AtomicUsize::new(0));
@@ -369,7 +369,7 @@ async fn throughput(identities: usize, messages: usize, options: &str) -> Result
         }
         let database = Database::builder(&url)
             .build()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| chain(&e))?;
         let key = FleetKey::generate();
         let keys = ReceiverKeys::generate();
         let all = (0..identities)
@@ -383,7 +383,7 @@ async fn throughput(identities: usize, messages: usize, options: &str) -> Result
             .listener_config(bench_listener_config(peer.addr.port()))
             .tls(tls_for(&peer.ca_pem)?)
             .build()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| chain(&e))?;
         let cpu_before = cpu_seconds()?;
         let pg_cpu_before = postgres_cpu();
         let running = Running::start(worker);
@@ -394,7 +394,7 @@ async fn throughput(identities: usize, messages: usize, options: &str) -> Result
         )
         .await
         .map_err(|_| "no identity logged in within 60 s")?
-        .map_err(|e| e.to_string())?
+        .map_err(|e| chain(&e))?
         .ok_or("no login")?;
         // Polled by the newest seq (an index lookup: a count would scan the table fifty
         // times a second, and be a good part of the database's work), then counted.
@@ -436,7 +436,7 @@ async fn throughput(identities: usize, messages: usize, options: &str) -> Result
             )
             .await
             .map(|r| r.get(0))
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| chain(&e))?;
         let rate = messages as f64 / elapsed.as_secs_f64();
         println!(
             "{}",
@@ -470,7 +470,7 @@ async fn throughput(identities: usize, messages: usize, options: &str) -> Result
 async fn idle(identities: usize, rounds: usize) -> Result {
     rlimit::increase_nofile_limit((identities as u64) * 2 + 512)
         .map_err(|e| format!("cannot raise the fd limit: {e}"))?;
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let exe = std::env::current_exe().map_err(|e| chain(&e))?;
     let mut server = tokio::process::Command::new(exe)
         .args(["idle-server", "--port", "0"])
         .stdout(std::process::Stdio::piped())
@@ -496,7 +496,7 @@ async fn idle(identities: usize, rounds: usize) -> Result {
             .listener_config(bench_listener_config(port))
             .tls(tls_for(&ca_pem)?)
             .build()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| chain(&e))?;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let before = rss_kib()?;
         let commits_before = xact_commits(&client).await?;
@@ -511,7 +511,7 @@ async fn idle(identities: usize, rounds: usize) -> Result {
                     &[],
                 )
                 .await
-                .map_err(|e| e.to_string())?
+                .map_err(|e| chain(&e))?
                 .get(0);
             if connected >= identities as i64 {
                 break;
@@ -537,7 +537,7 @@ async fn idle(identities: usize, rounds: usize) -> Result {
         let mut renewed = 0;
         for _ in 0..rounds.max(1) {
             let sent = Instant::now();
-            renewed = leases.renew().await.map_err(|e| e.to_string())?.len();
+            renewed = leases.renew().await.map_err(|e| chain(&e))?.len();
             times.push(sent.elapsed().as_secs_f64() * 1000.0);
             server_times.push(explain_renewal(&client, "bench-idle", ttl).await?);
             tokio::time::sleep(Duration::from_millis(300)).await;
@@ -606,7 +606,7 @@ async fn explain_renewal(
          RETURNING l.identity_id, l.epoch",
         ttl.as_secs_f64()
     );
-    let rows = client.query(&sql, &[]).await.map_err(|e| e.to_string())?;
+    let rows = client.query(&sql, &[]).await.map_err(|e| chain(&e))?;
     let plan: serde_json::Value = rows
         .first()
         .map(|r| r.get(0))
@@ -625,8 +625,8 @@ async fn worker_process(args: &[String]) -> Result {
     let ca: PathBuf = flag(args, "--ca", PathBuf::new())?;
     let ttl = flag(args, "--lease-ttl", 15u64)?;
     let id: String = flag(args, "--worker-id", String::new())?;
-    let key = FleetKey::from_file(&key_file).map_err(|e| e.to_string())?;
-    let database = Database::connect(&url).map_err(|e| e.to_string())?;
+    let key = FleetKey::from_file(&key_file).map_err(|e| chain(&e))?;
+    let database = Database::connect(&url).map_err(|e| chain(&e))?;
     let ca_pem = std::fs::read_to_string(&ca).map_err(|e| format!("{}: {e}", ca.display()))?;
     let mut config = bench_listener_config(0);
     config.mcs_endpoints = vec![mcs];
@@ -636,11 +636,11 @@ async fn worker_process(args: &[String]) -> Result {
         .listener_config(config)
         .tls(tls_for(&ca_pem)?)
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| chain(&e))?;
     worker
         .run(std::future::pending::<()>())
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| chain(&e))
 }
 
 async fn takeover(identities: usize, ttl: Duration) -> Result {
@@ -650,15 +650,15 @@ async fn takeover(identities: usize, ttl: Duration) -> Result {
         .close_superseded_connections(false)
         .start()
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| chain(&e))?;
     let (scratch, database) = fleet_db("pullkin_fleet_bench", 16).await?;
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let dir = tempfile::tempdir().map_err(|e| chain(&e))?;
     let mut children = Vec::new();
     let result = async {
         let key_file = dir.path().join("fleet.key");
         let key = fleet_pg::write_key_file(&key_file)?;
         let ca = dir.path().join("ca.pem");
-        std::fs::write(&ca, emulator.ca_cert_pem()).map_err(|e| e.to_string())?;
+        std::fs::write(&ca, emulator.ca_cert_pem()).map_err(|e| chain(&e))?;
         let mut devices = Vec::new();
         let mut all = Vec::new();
         for _ in 0..identities {
@@ -669,10 +669,10 @@ async fn takeover(identities: usize, ttl: Duration) -> Result {
         let ids = add_all(&database, &key, all, 16).await?;
         let android_of: HashMap<i64, u64> =
             ids.iter().copied().zip(devices.iter().copied()).collect();
-        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let exe = std::env::current_exe().map_err(|e| chain(&e))?;
         for name in ["A", "B"] {
             let log = std::fs::File::create(dir.path().join(format!("{name}.log")))
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| chain(&e))?;
             let child = tokio::process::Command::new(&exe)
                 .arg("fleet-worker")
                 .args(["--database", &scratch.url, "--key-file"])
@@ -709,7 +709,7 @@ async fn takeover(identities: usize, ttl: Duration) -> Result {
                     )
                     .await
                     .map(|rows| rows.iter().map(|r| r.get::<_, i64>(0)).collect::<Vec<_>>())
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| chain(&e))
             }
         };
         let half = identities / 2;
@@ -738,7 +738,7 @@ async fn takeover(identities: usize, ttl: Duration) -> Result {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let killed_at = emulator.elapsed();
         let victim = children.first_mut().ok_or("no worker")?;
-        victim.start_kill().map_err(|e| e.to_string())?;
+        victim.start_kill().map_err(|e| chain(&e))?;
         let _ = victim.wait().await;
         let limit = ttl + Duration::from_secs(30);
         let mut times: Vec<f64> = Vec::new();
@@ -811,11 +811,11 @@ async fn follow(rate: u32, messages: usize) -> Result {
         let mut info = WorkerInfo::this_process(None);
         info.id = "bench-follow".into();
         let leases = Leases::new(database.clone(), info, Duration::from_secs(600), key.id());
-        leases.register().await.map_err(|e| e.to_string())?;
+        leases.register().await.map_err(|e| chain(&e))?;
         let lease = *leases
             .claim(1)
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(|e| chain(&e))?
             .first()
             .ok_or("no lease claimed")?;
         let (store, _fenced) =
@@ -827,16 +827,16 @@ async fn follow(rate: u32, messages: usize) -> Result {
             Arc::new(Mutex::new(vec![None; messages]));
         let mut follower = Consumer::open(&database, "bench")
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(|e| chain(&e))?
             .follow()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| chain(&e))?;
         let reader = {
             let delivered = Arc::clone(&delivered);
             tokio::spawn(async move {
                 let mut seen = 0usize;
                 while seen < messages {
-                    let batch = follower.next(1000).await.map_err(|e| e.to_string())?;
+                    let batch = follower.next(1000).await.map_err(|e| chain(&e))?;
                     let now = Instant::now();
                     {
                         let mut delivered =
@@ -853,7 +853,7 @@ async fn follow(rate: u32, messages: usize) -> Result {
                         }
                     }
                     if let Some(last) = batch.last() {
-                        follower.commit(last.seq).await.map_err(|e| e.to_string())?;
+                        follower.commit(last.seq).await.map_err(|e| chain(&e))?;
                     }
                 }
                 Ok::<(), String>(())
@@ -885,7 +885,7 @@ async fn follow(rate: u32, messages: usize) -> Result {
                 sent += 1;
             }
             let at = Instant::now();
-            store.flush("bench-0").await.map_err(|e| e.to_string())?;
+            store.flush("bench-0").await.map_err(|e| chain(&e))?;
             let done = Instant::now();
             commit_ms.push((done - at).as_secs_f64() * 1000.0);
             for i in first..sent {
@@ -896,7 +896,7 @@ async fn follow(rate: u32, messages: usize) -> Result {
         tokio::time::timeout(Duration::from_secs(30), reader)
             .await
             .map_err(|_| "the follower did not see every message within 30 s")?
-            .map_err(|e| e.to_string())??;
+            .map_err(|e| chain(&e))??;
         let delivered = delivered
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -942,4 +942,17 @@ async fn follow(rate: u32, messages: usize) -> Result {
     .await;
     let dropped = scratch.drop_now().await;
     result.and(dropped)
+}
+
+/// An error and its causes on one line (a `tokio_postgres` error alone says only "db
+/// error").
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
