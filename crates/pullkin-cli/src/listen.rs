@@ -120,16 +120,6 @@ pub(crate) fn app_name(path: &Path) -> Result<String> {
 
 /// Runs `pullkin listen`.
 pub(crate) async fn run(args: ListenArgs) -> Result<ExitCode> {
-    // On a worker of the runtime, beside the connections' tasks, rather than on the
-    // thread that waits for the runtime: a message handed from a connection to this loop
-    // (and its room back) is then a wake-up within the runtime's workers, not a futex
-    // call to another thread each time (about a third of the command's time at line rate).
-    tokio::spawn(listen(args))
-        .await
-        .unwrap_or_else(|e| Err(CliError::msg(format!("the listener task failed: {e}"))))
-}
-
-async fn listen(args: ListenArgs) -> Result<ExitCode> {
     // Watch the signals first: one that arrives during start-up still stops us cleanly.
     let stop = signal::watch()?;
     let mut probes = signal::ProbeRequests::watch()?;
@@ -492,52 +482,35 @@ fn every_listener_stopped(table: &Table) -> CliError {
 /// Stores each app's credentials in the state directory (where renewed ones are kept
 /// too), unless it holds these already: a restart of many apps rewrites no file.
 async fn save_credentials(store: &DirStore, apps: &[App], state_dir: &Path) -> Result<()> {
-    // Owned futures (a store handle, a name, the credentials each): futures borrowing
-    // from `apps` would not be `Send` for every lifetime, which the spawned loop needs.
-    let saves: Vec<_> = apps
-        .iter()
-        .filter_map(|app| {
-            let credentials = app.credentials.clone()?;
-            Some(save_one(
-                store.clone(),
-                app.name.clone(),
-                credentials,
-                state_dir.to_owned(),
-            ))
+    let saves = apps.iter().filter_map(|app| {
+        let credentials = app.credentials.as_ref()?;
+        Some(async move {
+            let stored = store.load_credentials(&app.name).await;
+            if matches!(&stored, Ok(Some(stored)) if stored == credentials) {
+                return Ok(());
+            }
+            let saved = store.save_credentials(&app.name, credentials).await;
+            let kind = saved
+                .as_ref()
+                .err()
+                .map_or(ErrorKind::Failure, store_error_kind);
+            saved
+                .with_context(|| {
+                    format!(
+                        "storing the credentials of {} in {}",
+                        app.name,
+                        state_dir.display()
+                    )
+                })
+                .error_kind(kind)
         })
-        .collect();
+    });
     // A few at a time: each is a blocking read and perhaps a synced write.
     let mut saves = futures_util::stream::iter(saves).buffer_unordered(16);
     while let Some(saved) = saves.next().await {
         saved?;
     }
     Ok(())
-}
-
-/// [`save_credentials`] of one app.
-async fn save_one(
-    store: DirStore,
-    name: String,
-    credentials: AppCredentials,
-    state_dir: PathBuf,
-) -> Result<()> {
-    let stored = store.load_credentials(&name).await;
-    if matches!(&stored, Ok(Some(stored)) if *stored == credentials) {
-        return Ok(());
-    }
-    let saved = store.save_credentials(&name, &credentials).await;
-    let kind = saved
-        .as_ref()
-        .err()
-        .map_or(ErrorKind::Failure, store_error_kind);
-    saved
-        .with_context(|| {
-            format!(
-                "storing the credentials of {name} in {}",
-                state_dir.display()
-            )
-        })
-        .error_kind(kind)
 }
 
 /// The listener renewed an app's credentials (and stored them in the state directory):
