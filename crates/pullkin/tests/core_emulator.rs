@@ -7,34 +7,15 @@
 use std::time::{Duration, SystemTime};
 
 use fcm_emulator::{Emulator, HttpFailure, Persona as EmulatorPersona};
-use fcm_http::RetryPolicy;
 use fcm_install::AuthToken;
 use gcm_checkin::{CHROME_VAPID_KEY, SecurityToken};
-use pullkin::{AppCredentials, Persona, PullkinCore, RegisterParams};
+use pullkin::{AppCredentials, Persona, RegisterParams};
 
-const API_KEY: &str = "AIzaSyEmulatorKey";
-const PROJECT: &str = "emulated-project";
-const SENDER: &str = "998877665544";
-
-async fn emulator() -> Emulator {
-    Emulator::builder().api_key(API_KEY).start().await.unwrap()
-}
-
-fn core(emulator: &Emulator) -> PullkinCore {
-    crate::support::core_builder(emulator)
-        .retry(
-            RetryPolicy::default()
-                .with_initial_delay(Duration::from_millis(1))
-                .with_max_delay(Duration::from_millis(5)),
-        )
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
-}
+use crate::support::emulated::{API_KEY, APP_ID, PROJECT, SENDER};
+use crate::support::{emulator, emulator_core as core};
 
 fn android() -> RegisterParams {
-    RegisterParams::android(SENDER, "1:998877665544:android:0123abcd", API_KEY, PROJECT)
-        .app_name("com.example.emulated")
+    RegisterParams::android(SENDER, APP_ID, API_KEY, PROJECT).app_name("com.example.emulated")
 }
 
 fn web() -> RegisterParams {

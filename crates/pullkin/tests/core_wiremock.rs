@@ -8,9 +8,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
-use fcm_http::{Endpoints, RetryPolicy};
 use fcm_install::{AuthToken, FirebaseApp};
-use gcm_checkin::proto::{AndroidCheckinRequest, AndroidCheckinResponse};
+use gcm_checkin::proto::AndroidCheckinRequest;
 use gcm_checkin::{CHROME_VAPID_KEY, CheckinCredentials, GcmToken};
 use prost::Message;
 use pullkin::{
@@ -20,6 +19,8 @@ use serde_json::{Value, json};
 use wiremock::matchers::{header, method, path};
 use wiremock::{Match, Mock, MockServer, Request, ResponseTemplate};
 
+use crate::support::{checkin_answer, wiremock_core as core};
+
 const PROJECT: &str = "my-project";
 const API_KEY: &str = "AIzaSyFakeKeyForTests";
 const APP_ID: &str = "1:123456789012:android:0a1b2c3d4e5f";
@@ -28,32 +29,6 @@ const INSTALLATIONS: &str = "/v1/projects/my-project/installations";
 const REGISTRATIONS: &str = "/v1/projects/my-project/registrations";
 /// Longer than any margin a renewal refreshes the auth token within.
 const SIX_DAYS: Duration = Duration::from_secs(6 * 24 * 3600);
-
-fn core(server: &MockServer) -> PullkinCore {
-    PullkinCore::builder()
-        .endpoints(Endpoints::at(&server.uri()).unwrap())
-        .retry(
-            RetryPolicy::default()
-                .with_initial_delay(Duration::from_millis(1))
-                .with_max_delay(Duration::from_millis(5)),
-        )
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap()
-}
-
-fn checkin_answer(android_id: u64, security_token: u64) -> ResponseTemplate {
-    let body = AndroidCheckinResponse {
-        stats_ok: true,
-        android_id: Some(android_id),
-        security_token: Some(security_token),
-        ..Default::default()
-    }
-    .encode_to_vec();
-    ResponseTemplate::new(200)
-        .insert_header("content-type", "application/x-protobuf")
-        .set_body_bytes(body)
-}
 
 /// Matches check-ins that carry stored credentials (`true`) or come from a new device.
 struct Recheck(bool);

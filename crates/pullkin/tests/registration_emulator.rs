@@ -4,37 +4,23 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::time::Duration;
+use fcm_emulator::SendMessage;
+use pullkin::{AppCredentials, Incoming, PullkinCore, PullkinError, RegisterParams};
 
-use fcm_emulator::{Emulator, SendMessage};
-use fcm_http::RetryPolicy;
-use pullkin::{AppCredentials, Incoming, Pullkin, PullkinCore, PullkinError, RegisterParams};
-
-use crate::support::{WAIT, core_builder, listener_config, next};
-
-const API_KEY: &str = "AIzaSyEmulatorKey";
-const PROJECT: &str = "emulated-project";
-const SENDER: &str = "998877665544";
-const APP_ID: &str = "1:998877665544:android:0123abcd";
-
-async fn emulator() -> Emulator {
-    Emulator::builder().api_key(API_KEY).start().await.unwrap()
-}
-
-fn core(emulator: &Emulator) -> PullkinCore {
-    core_builder(emulator)
-        .retry(
-            RetryPolicy::default()
-                .with_initial_delay(Duration::from_millis(1))
-                .with_max_delay(Duration::from_millis(5)),
-        )
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
-}
+use crate::support::emulated::{API_KEY, APP_ID, PROJECT, SENDER};
+use crate::support::{WAIT, emulator, emulator_core as core, listen, next, shutdown};
 
 fn android(senders: &str) -> RegisterParams {
     RegisterParams::android(senders, APP_ID, API_KEY, PROJECT).app_name("com.example.topics")
+}
+
+/// Android credentials for [`SENDER`], subscribed to `topics`.
+async fn subscribed(core: &PullkinCore, topics: &[&str]) -> AppCredentials {
+    let mut credentials = core.register(&android(SENDER)).await.unwrap();
+    for topic in topics {
+        core.subscribe_topic(&mut credentials, topic).await.unwrap();
+    }
+    credentials
 }
 
 fn gcm(credentials: &AppCredentials) -> &str {
@@ -60,19 +46,11 @@ fn n(value: &str) -> SendMessage {
 async fn exactly_the_subscribed_topics_and_conditions_arrive() {
     let emulator = emulator().await;
     let core = core(&emulator);
-    let mut credentials = core.register(&android(SENDER)).await.unwrap();
-    core.subscribe_topic(&mut credentials, "a").await.unwrap();
-    core.subscribe_topic(&mut credentials, "b").await.unwrap();
+    let mut credentials = subscribed(&core, &["a", "b"]).await;
     assert_eq!(emulator.topics(gcm(&credentials)), ["a", "b"]);
     assert_eq!(credentials.topics().collect::<Vec<_>>(), ["a", "b"]);
 
-    let pullkin = Pullkin::builder()
-        .config(listener_config(&emulator))
-        .tls(emulator.client_tls_config())
-        .build()
-        .unwrap();
-    pullkin.add_app("app", &credentials, []).unwrap();
-    let mut stream = Box::pin(pullkin.listen("app").unwrap());
+    let (pullkin, mut stream) = listen(&emulator, &credentials);
 
     assert_eq!(emulator.send_to_topic("a", &n("1")).unwrap().len(), 1);
     assert_eq!(next_n(&mut stream).await, ("1".into(), "/topics/a".into()));
@@ -103,21 +81,14 @@ async fn exactly_the_subscribed_topics_and_conditions_arrive() {
     // And nothing else came: a last message to the token is the next one.
     emulator.send(gcm(&credentials), &n("end")).unwrap();
     assert_eq!(next_n(&mut stream).await.0, "end");
-    pullkin.shutdown().await;
-    emulator.shutdown().await;
+    shutdown(&pullkin, &emulator).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalidated_instance_is_reset_with_its_topics() {
     let emulator = emulator().await;
     let core = core(&emulator);
-    let mut credentials = core.register(&android(SENDER)).await.unwrap();
-    core.subscribe_topic(&mut credentials, "news")
-        .await
-        .unwrap();
-    core.subscribe_topic(&mut credentials, "sport")
-        .await
-        .unwrap();
+    let mut credentials = subscribed(&core, &["news", "sport"]).await;
     let old_token = gcm(&credentials).to_owned();
 
     emulator.invalidate_instance(&old_token).unwrap();
@@ -143,20 +114,13 @@ async fn an_invalidated_instance_is_reset_with_its_topics() {
     assert_eq!(renewed.topics().collect::<Vec<_>>(), ["news", "sport"]);
 
     // The new identity receives the topics' messages.
-    let pullkin = Pullkin::builder()
-        .config(listener_config(&emulator))
-        .tls(emulator.client_tls_config())
-        .build()
-        .unwrap();
-    pullkin.add_app("app", &renewed, []).unwrap();
-    let mut stream = Box::pin(pullkin.listen("app").unwrap());
+    let (pullkin, mut stream) = listen(&emulator, &renewed);
     assert_eq!(emulator.send_to_topic("sport", &n("5")).unwrap().len(), 1);
     assert_eq!(
         next_n(&mut stream).await,
         ("5".into(), "/topics/sport".into())
     );
-    pullkin.shutdown().await;
-    emulator.shutdown().await;
+    shutdown(&pullkin, &emulator).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -191,10 +155,7 @@ async fn several_senders_and_a_changed_set() {
 async fn unregistering_deletes_the_registrations() {
     let emulator = emulator().await;
     let core = core(&emulator);
-    let mut credentials = core.register(&android(SENDER)).await.unwrap();
-    core.subscribe_topic(&mut credentials, "news")
-        .await
-        .unwrap();
+    let credentials = subscribed(&core, &["news"]).await;
     let fcm_token = credentials.fcm.token().unwrap().to_owned();
     assert!(emulator.fcm_registration(&fcm_token).is_some());
 
@@ -218,17 +179,8 @@ async fn unregistering_deletes_the_registrations() {
 async fn iid_control_messages_are_recognised_and_answered() {
     let emulator = emulator().await;
     let core = core(&emulator);
-    let mut credentials = core.register(&android(SENDER)).await.unwrap();
-    core.subscribe_topic(&mut credentials, "news")
-        .await
-        .unwrap();
-    let pullkin = Pullkin::builder()
-        .config(listener_config(&emulator))
-        .tls(emulator.client_tls_config())
-        .build()
-        .unwrap();
-    pullkin.add_app("app", &credentials, []).unwrap();
-    let mut stream = Box::pin(pullkin.listen("app").unwrap());
+    let credentials = subscribed(&core, &["news"]).await;
+    let (pullkin, mut stream) = listen(&emulator, &credentials);
 
     let token = gcm(&credentials).to_owned();
     for (command, expected) in [
@@ -257,6 +209,5 @@ async fn iid_control_messages_are_recognised_and_answered() {
     let renewal = core.reset_identity(&credentials).await.unwrap();
     assert!(renewal.identity_changed);
     assert_eq!(emulator.topics(gcm(&renewal.credentials)), ["news"]);
-    pullkin.shutdown().await;
-    emulator.shutdown().await;
+    shutdown(&pullkin, &emulator).await;
 }

@@ -8,8 +8,8 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
-use fcm_http::{Endpoints, RetryPolicy};
-use gcm_checkin::proto::{AndroidCheckinRequest, AndroidCheckinResponse};
+use fcm_http::Endpoints;
+use gcm_checkin::proto::AndroidCheckinRequest;
 use prost::Message;
 use pullkin::{
     AppCredentials, CredentialsError, ImportConfig, ParamsError, Persona, PullkinCore,
@@ -20,6 +20,8 @@ use serde_json::json;
 use wiremock::matchers::{body_string_contains, method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
+use crate::support::{checkin_answer, wiremock_core as core};
+
 const PROJECT: &str = "my-project";
 const API_KEY: &str = "AIzaSyFakeKeyForTests";
 const SENDER: &str = "123456789012";
@@ -29,32 +31,6 @@ const FID: &str = "cAAAAAAAAAAAAAAAAAAAAA";
 const REGISTER3: &str = "/c2dm/register3";
 const INSTALLATIONS: &str = "/v1/projects/my-project/installations";
 const REGISTRATIONS: &str = "/v1/projects/my-project/registrations";
-
-fn core(server: &MockServer) -> PullkinCore {
-    PullkinCore::builder()
-        .endpoints(Endpoints::at(&server.uri()).unwrap())
-        .retry(
-            RetryPolicy::default()
-                .with_initial_delay(Duration::from_millis(1))
-                .with_max_delay(Duration::from_millis(5)),
-        )
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap()
-}
-
-fn checkin_answer(android_id: u64, security_token: u64) -> ResponseTemplate {
-    let body = AndroidCheckinResponse {
-        stats_ok: true,
-        android_id: Some(android_id),
-        security_token: Some(security_token),
-        ..Default::default()
-    }
-    .encode_to_vec();
-    ResponseTemplate::new(200)
-        .insert_header("content-type", "application/x-protobuf")
-        .set_body_bytes(body)
-}
 
 fn text(body: &str) -> ResponseTemplate {
     ResponseTemplate::new(200).set_body_string(body)
@@ -112,6 +88,20 @@ fn android_params() -> RegisterParams {
     RegisterParams::android(SENDER, APP_ID, API_KEY, PROJECT).app_name(PACKAGE)
 }
 
+/// A Google as [`google`] makes it, Android credentials registered there, and the
+/// same Google mounted again after their requests were forgotten.
+async fn registered_at(
+    android_id: u64,
+    gcm: &str,
+    fid: &str,
+    fcm: &str,
+) -> (MockServer, AppCredentials) {
+    let server = google(android_id, gcm, fid, fcm).await;
+    let credentials = registered(&server).await;
+    mount_google(&server, android_id, gcm, fid, fcm).await;
+    (server, credentials)
+}
+
 /// Android credentials registered at `server`, whose requests are then forgotten.
 async fn registered(server: &MockServer) -> AppCredentials {
     let credentials = core(server).register(&android_params()).await.unwrap();
@@ -132,6 +122,13 @@ async fn register3_forms(server: &MockServer) -> Vec<Vec<(String, String)>> {
         .collect()
 }
 
+/// Subscribes `credentials` to each of `topics`, in order.
+async fn subscribe(core: &PullkinCore, credentials: &mut AppCredentials, topics: &[&str]) {
+    for topic in topics {
+        core.subscribe_topic(credentials, topic).await.unwrap();
+    }
+}
+
 fn field<'a>(form: &'a [(String, String)], name: &str) -> Option<&'a str> {
     form.iter()
         .find(|(k, _)| k == name)
@@ -140,17 +137,10 @@ fn field<'a>(form: &'a [(String, String)], name: &str) -> Option<&'a str> {
 
 #[tokio::test]
 async fn subscribing_sends_the_topic_form_and_stores_the_topic() {
-    let server = google(7001, "gcm-7001", FID, "fcm-7001").await;
-    let mut credentials = registered(&server).await;
-    mount_google(&server, 7001, "gcm-7001", FID, "fcm-7001").await;
+    let (server, mut credentials) = registered_at(7001, "gcm-7001", FID, "fcm-7001").await;
 
     let core = core(&server);
-    core.subscribe_topic(&mut credentials, "news")
-        .await
-        .unwrap();
-    core.subscribe_topic(&mut credentials, "/topics/weather.eu")
-        .await
-        .unwrap();
+    subscribe(&core, &mut credentials, &["news", "/topics/weather.eu"]).await;
 
     let forms = register3_forms(&server).await;
     assert_eq!(forms.len(), 2);
@@ -198,12 +188,9 @@ async fn subscribing_sends_the_topic_form_and_stores_the_topic() {
 
 #[tokio::test]
 async fn unsubscribing_adds_delete_and_forgets_the_topic() {
-    let server = google(7002, "gcm-7002", FID, "fcm-7002").await;
-    let mut credentials = registered(&server).await;
-    mount_google(&server, 7002, "gcm-7002", FID, "fcm-7002").await;
+    let (server, mut credentials) = registered_at(7002, "gcm-7002", FID, "fcm-7002").await;
     let core = core(&server);
-    core.subscribe_topic(&mut credentials, "a").await.unwrap();
-    core.subscribe_topic(&mut credentials, "b").await.unwrap();
+    subscribe(&core, &mut credentials, &["a", "b"]).await;
 
     core.unsubscribe_topic(&mut credentials, "a").await.unwrap();
 
@@ -284,23 +271,10 @@ async fn credentials_written_before_topics_existed_read_as_without_topics() {
 
 #[tokio::test]
 async fn rst_is_an_identity_reset_and_a_new_identity_gets_the_topics_again() {
-    let server = google(7006, "gcm-old", "cOLDAAAAAAAAAAAAAAAAAA", "fcm-old").await;
-    let mut credentials = registered(&server).await;
-    mount_google(
-        &server,
-        7006,
-        "gcm-old",
-        "cOLDAAAAAAAAAAAAAAAAAA",
-        "fcm-old",
-    )
-    .await;
+    let (server, mut credentials) =
+        registered_at(7006, "gcm-old", "cOLDAAAAAAAAAAAAAAAAAA", "fcm-old").await;
     let core = core(&server);
-    core.subscribe_topic(&mut credentials, "news")
-        .await
-        .unwrap();
-    core.subscribe_topic(&mut credentials, "sport")
-        .await
-        .unwrap();
+    subscribe(&core, &mut credentials, &["news", "sport"]).await;
 
     // Google resets the identity.
     server.reset().await;
@@ -354,14 +328,9 @@ async fn rst_is_an_identity_reset_and_a_new_identity_gets_the_topics_again() {
 
 #[tokio::test]
 async fn a_topic_that_fails_after_a_reset_is_reported_not_fatal() {
-    let server = google(7007, "gcm-a", FID, "fcm-a").await;
-    let mut credentials = registered(&server).await;
-    mount_google(&server, 7007, "gcm-a", FID, "fcm-a").await;
+    let (server, mut credentials) = registered_at(7007, "gcm-a", FID, "fcm-a").await;
     let core = core(&server);
-    core.subscribe_topic(&mut credentials, "ok").await.unwrap();
-    core.subscribe_topic(&mut credentials, "refused")
-        .await
-        .unwrap();
+    subscribe(&core, &mut credentials, &["ok", "refused"]).await;
 
     server.reset().await;
     Mock::given(method("POST"))
@@ -381,9 +350,7 @@ async fn a_topic_that_fails_after_a_reset_is_reported_not_fatal() {
 
 #[tokio::test]
 async fn unregistering_deletes_the_token_the_fcm_registration_and_the_installation() {
-    let server = google(7008, "gcm-7008", FID, "fcm-7008").await;
-    let credentials = registered(&server).await;
-    mount_google(&server, 7008, "gcm-7008", FID, "fcm-7008").await;
+    let (server, credentials) = registered_at(7008, "gcm-7008", FID, "fcm-7008").await;
     let registration = format!("{REGISTRATIONS}/fcm-7008");
     let installation = format!("{INSTALLATIONS}/{FID}");
     for route in [&registration, &installation] {
@@ -431,9 +398,7 @@ async fn unregistering_deletes_the_token_the_fcm_registration_and_the_installati
 
 #[tokio::test]
 async fn unregistering_what_google_forgot_already_succeeds() {
-    let server = google(7009, "gcm-7009", FID, "fcm-7009").await;
-    let credentials = registered(&server).await;
-    mount_google(&server, 7009, "gcm-7009", FID, "fcm-7009").await;
+    let (server, credentials) = registered_at(7009, "gcm-7009", FID, "fcm-7009").await;
     Mock::given(method("DELETE"))
         .respond_with(ResponseTemplate::new(404).set_body_json(json!({
             "error": {"code": 404, "message": "not found", "status": "NOT_FOUND"}
@@ -546,9 +511,7 @@ async fn several_senders_share_one_registration_and_a_new_set_registers_again() 
 
 #[tokio::test]
 async fn sync_token_registers_again_and_reports_a_new_token() {
-    let server = google(7011, "gcm-same", FID, "fcm-same").await;
-    let credentials = registered(&server).await;
-    mount_google(&server, 7011, "gcm-same", FID, "fcm-same").await;
+    let (server, credentials) = registered_at(7011, "gcm-same", FID, "fcm-same").await;
     let core = core(&server);
 
     let same = core.sync_token(&credentials).await.unwrap();

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fcm_emulator::{Emulator, IidCommand as Command, SendMessage, Target};
-use fcm_http::RetryPolicy;
 use futures_util::Stream;
 use pullkin::{
     AppCredentials, CredentialsChange, DirStore, Event, IidCommand, Incoming, ListenerConfig,
@@ -19,12 +18,9 @@ use pullkin::{
 };
 use tokio::sync::broadcast;
 
-use crate::support::{WAIT, core_builder, listener_config, next, shutdown};
+use crate::support::{WAIT, core_builder, emulator, fast_retry, listener_config, next, shutdown};
 
-const API_KEY: &str = "AIzaSyEmulatorKey";
-const PROJECT: &str = "emulated-project";
-const SENDER: &str = "998877665544";
-const APP_ID: &str = "1:998877665544:android:0123abcd";
+use crate::support::emulated::{API_KEY, APP_ID, PROJECT, SENDER};
 
 /// One app, its listener, its store and its stream.
 struct Setup {
@@ -40,15 +36,10 @@ impl Setup {
     /// An Android registration subscribed to `news`, listened to by a listener with a
     /// core and a `DirStore`, connected.
     async fn start(configure: impl FnOnce(&mut ListenerConfig)) -> Self {
-        let emulator = Emulator::builder().api_key(API_KEY).start().await.unwrap();
+        let emulator = emulator().await;
         let core = Arc::new(
             core_builder(&emulator)
-                .retry(
-                    RetryPolicy::default()
-                        .with_max_attempts(2)
-                        .with_initial_delay(Duration::from_millis(1))
-                        .with_max_delay(Duration::from_millis(5)),
-                )
+                .retry(fast_retry().with_max_attempts(2))
                 .timeout(Duration::from_secs(10))
                 .build()
                 .unwrap(),
@@ -88,6 +79,18 @@ impl Setup {
         }
     }
 
+    /// The app's stream of messages.
+    fn listen(&self) -> std::pin::Pin<Box<impl Stream<Item = Incoming> + use<>>> {
+        Box::pin(self.pullkin.listen("app").unwrap())
+    }
+
+    /// Sends each number of `range` to `credentials`, in order.
+    fn send_numbers(&self, credentials: &AppCredentials, range: std::ops::RangeInclusive<u32>) {
+        for n in range {
+            self.send(credentials, &n.to_string());
+        }
+    }
+
     fn send(&self, credentials: &AppCredentials, n: &str) -> fcm_emulator::Sent {
         self.emulator
             .send(credentials.fcm.token().unwrap(), &message(n))
@@ -119,6 +122,20 @@ impl Setup {
                 other => panic!("no CredentialsChanged: {other:?}"),
             }
         }
+    }
+
+    /// Checks that the next `CredentialsChanged` of the app is for `reason`, and that
+    /// the new identity is in place ([`Self::check_new_identity`]); returns it.
+    async fn changed_to_new_identity(&mut self, reason: CredentialsChange) -> AppCredentials {
+        assert_eq!(self.credentials_changed().await, reason);
+        self.check_new_identity().await
+    }
+
+    /// Sends the Instance ID control message `command` to `credentials`' GCM token.
+    fn send_iid(&self, credentials: &AppCredentials, command: Command) -> fcm_emulator::Sent {
+        self.emulator
+            .send_iid_command(credentials.gcm.token.as_str(), command)
+            .unwrap()
     }
 
     /// After a reset: the listener's credentials are new, stored, subscribed to `news`,
@@ -171,21 +188,14 @@ async fn an_iid_reset_over_mcs_makes_a_new_identity_and_loses_nothing() {
     let mut setup = Setup::start(|_| {}).await;
     let old = setup.credentials.clone();
     let old_id = old.gcm.android_id;
-    let mut stream = Box::pin(setup.pullkin.listen("app").unwrap());
+    let mut stream = setup.listen();
 
     // Taken and acknowledged before the reset.
-    for n in 1..=3 {
-        setup.send(&old, &n.to_string());
-    }
+    setup.send_numbers(&old, 1..=3);
     assert_eq!(receive(&mut stream, 3).await, numbers(1..=3));
     // Received but not yet taken by the application when the reset comes.
-    for n in 4..=10 {
-        setup.send(&old, &n.to_string());
-    }
-    setup
-        .emulator
-        .send_iid_command(old.gcm.token.as_str(), Command::Rst)
-        .unwrap();
+    setup.send_numbers(&old, 4..=10);
+    setup.send_iid(&old, Command::Rst);
     setup.wait_sent(old_id, 1).await;
     // Google's side forgets the old instance: it answers Error=RST from now on.
     setup
@@ -193,13 +203,11 @@ async fn an_iid_reset_over_mcs_makes_a_new_identity_and_loses_nothing() {
         .invalidate_instance(old.gcm.token.as_str())
         .unwrap();
 
-    assert_eq!(
-        setup.credentials_changed().await,
-        CredentialsChange::IdentityReset {
-            command: Some(IidCommand::Reset)
-        }
-    );
-    let new = setup.check_new_identity().await;
+    let new = setup
+        .changed_to_new_identity(CredentialsChange::IdentityReset {
+            command: Some(IidCommand::Reset),
+        })
+        .await;
     // The control message is taken by the listener itself; its acknowledgement (a
     // cumulative stream ack) waits behind messages 4..=10, which the application takes
     // only now, after the old connection is gone: the old identity's server side keeps
@@ -231,14 +239,10 @@ async fn error_rst_at_a_renewal_makes_a_new_identity_and_loses_nothing() {
     let mut setup = Setup::start(|_| {}).await;
     let old = setup.credentials.clone();
     let old_id = old.gcm.android_id;
-    let mut stream = Box::pin(setup.pullkin.listen("app").unwrap());
-    for n in 1..=3 {
-        setup.send(&old, &n.to_string());
-    }
+    let mut stream = setup.listen();
+    setup.send_numbers(&old, 1..=3);
     assert_eq!(receive(&mut stream, 3).await, numbers(1..=3));
-    for n in 4..=8 {
-        setup.send(&old, &n.to_string());
-    }
+    setup.send_numbers(&old, 4..=8);
     setup.wait_sent(old_id, 5).await;
 
     // The renewal before the next connection: the check-in is refused (a dead identity),
@@ -252,11 +256,9 @@ async fn error_rst_at_a_renewal_makes_a_new_identity_and_loses_nothing() {
         .unwrap();
     setup.emulator.disconnect(Target::Device(old_id));
 
-    assert_eq!(
-        setup.credentials_changed().await,
-        CredentialsChange::IdentityReset { command: None }
-    );
-    let new = setup.check_new_identity().await;
+    let new = setup
+        .changed_to_new_identity(CredentialsChange::IdentityReset { command: None })
+        .await;
     setup.send(&new, "9");
     assert_eq!(
         setup
@@ -277,14 +279,11 @@ async fn sync_keeps_the_identity_and_error_rst_answering_it_resets() {
     let mut setup = Setup::start(|_| {}).await;
     let old = setup.credentials.clone();
     let old_id = old.gcm.android_id;
-    let mut stream = Box::pin(setup.pullkin.listen("app").unwrap());
+    let mut stream = setup.listen();
 
     // SYNC on a live instance: register3 answers the same token; nothing changes, the
     // connection stays, the control message is not the application's.
-    let sync = setup
-        .emulator
-        .send_iid_command(old.gcm.token.as_str(), Command::Sync)
-        .unwrap();
+    let sync = setup.send_iid(&old, Command::Sync);
     setup.send(&old, "1");
     assert_eq!(receive(&mut stream, 1).await, ["1"]);
     assert!(
@@ -305,18 +304,13 @@ async fn sync_keeps_the_identity_and_error_rst_answering_it_resets() {
 
     // A SYNC answered by register3 with Error=RST: a new identity.
     setup.emulator.fail_register3(1, "RST");
-    setup
-        .emulator
-        .send_iid_command(old.gcm.token.as_str(), Command::Sync)
-        .unwrap();
+    setup.send_iid(&old, Command::Sync);
     setup.send(&old, "2");
-    assert_eq!(
-        setup.credentials_changed().await,
-        CredentialsChange::IdentityReset {
-            command: Some(IidCommand::Sync)
-        }
-    );
-    let new = setup.check_new_identity().await;
+    let new = setup
+        .changed_to_new_identity(CredentialsChange::IdentityReset {
+            command: Some(IidCommand::Sync),
+        })
+        .await;
     setup.send(&new, "3");
     assert_eq!(receive(&mut stream, 2).await, ["2", "3"]);
     shutdown(&setup.pullkin, &setup.emulator).await;
@@ -330,7 +324,7 @@ async fn a_connected_device_checks_in_again_without_reconnecting() {
     .await;
     let old = setup.credentials.clone();
     let id = old.gcm.android_id;
-    let mut stream = Box::pin(setup.pullkin.listen("app").unwrap());
+    let mut stream = setup.listen();
     let before = setup.emulator.device(id).unwrap().checkins;
     assert!(
         setup
@@ -345,11 +339,9 @@ async fn a_connected_device_checks_in_again_without_reconnecting() {
 
     // A re-check-in that finds the identity dead registers anew and logs in with it.
     setup.emulator.fail_checkins(1, 401);
-    assert_eq!(
-        setup.credentials_changed().await,
-        CredentialsChange::Reregistered
-    );
-    let new = setup.check_new_identity().await;
+    let new = setup
+        .changed_to_new_identity(CredentialsChange::Reregistered)
+        .await;
     setup.send(&new, "2");
     assert_eq!(receive(&mut stream, 1).await, ["2"]);
     shutdown(&setup.pullkin, &setup.emulator).await;
