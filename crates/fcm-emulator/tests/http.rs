@@ -6,7 +6,7 @@ use crate::common;
 use bytes::Bytes;
 use common::{
     Api, McsClient, android_device, app_data, body_json, body_text, decrypt, decrypted,
-    decrypted_json,
+    decrypted_json, register3,
 };
 use fcm_emulator::proto::{AndroidCheckinRequest, AndroidCheckinResponse};
 use fcm_emulator::{
@@ -49,18 +49,6 @@ fn creds_of(response: &http::Response<Bytes>) -> DeviceCredentials {
         android_id: decoded.android_id.unwrap(),
         security_token: decoded.security_token.unwrap(),
     }
-}
-
-async fn register3(api: &Api, creds: DeviceCredentials, form: &[(&str, &str)]) -> String {
-    let auth = format!("AidLogin {}:{}", creds.android_id, creds.security_token);
-    let body = url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(form)
-        .finish();
-    let response = api
-        .post("/c2dm/register3", &[FORM, ("authorization", &auth)], body)
-        .await;
-    assert_eq!(response.status(), 200);
-    body_text(&response)
 }
 
 /// register3 for the web persona, as Chrome asks; returns the GCM token.
@@ -457,21 +445,9 @@ async fn send_api_validation() {
 #[tokio::test]
 async fn webpush_endpoint_passes_aes128gcm_through() {
     // Unsigned pushes, as this test sends them (VAPID: tests/webpush.rs).
-    let emu = Emulator::builder()
-        .accept_unsigned_webpush(true)
-        .start()
-        .await
-        .unwrap();
-    let api = Api::new(&emu);
+    let (emu, api) = common::unsigned_webpush_emulator().await;
     let keys = ReceiverKeys::generate();
-    let creds = emu.create_device();
-    let fcm = emu
-        .subscribe_web(
-            creds.android_id,
-            &keys.public_key_base64(),
-            keys.auth_secret_base64().as_str(),
-        )
-        .unwrap();
+    let (creds, fcm) = common::subscribe_web(&emu, &keys);
     let body = aes128gcm::encrypt(
         &keys.subscription_keys(),
         b"{\"hello\":\"web push\"}",
@@ -543,12 +519,7 @@ async fn generate_auth_token(api: &Api, fid: &str, authorization: &str) -> http:
 
 #[tokio::test]
 async fn fis_refresh_and_registration_errors() {
-    let emu = Emulator::builder()
-        .api_key("AIzaTestKey")
-        .start()
-        .await
-        .unwrap();
-    let api = Api::new(&emu);
+    let (emu, api) = common::keyed_emulator().await;
     let create = |headers: Vec<(&'static str, &'static str)>, body: &'static str| {
         let api = &api;
         async move { create_installation(api, "p", &headers, body).await }
@@ -643,12 +614,7 @@ async fn fis_refresh_and_registration_errors() {
 
 #[tokio::test]
 async fn fis_installation_delete() {
-    let emu = Emulator::builder()
-        .api_key("AIzaTestKey")
-        .start()
-        .await
-        .unwrap();
-    let api = Api::new(&emu);
+    let (emu, api) = common::keyed_emulator().await;
     let body = r#"{"appId":"1:1:web:1","authVersion":"FIS_v2","sdkVersion":"w:0.6.6"}"#;
     let response = create_installation(&api, "p", &[JSON, API_KEY], body).await;
     assert_eq!(response.status(), 200);

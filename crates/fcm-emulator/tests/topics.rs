@@ -7,29 +7,15 @@ use crate::common;
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use bytes::Bytes;
-use common::{Api, McsClient, app_data, body_json, body_text};
+use common::{Api, McsClient, app_data, body_json, body_text, register3};
 use fcm_emulator::{DeviceCredentials, Emulator, IidCommand, SendMessage};
 use serde_json::json;
 
-const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
 const JSON: (&str, &str) = ("content-type", "application/json");
 const API_KEY: (&str, &str) = ("x-goog-api-key", "AIzaTestKey");
 const BEARER: (&str, &str) = ("authorization", "Bearer test-access-token");
 const APP: &str = "com.example.topics";
 const SENDER: &str = "987654321";
-
-/// Posts a register3 form for a device; returns the body (always HTTP 200).
-async fn register3(api: &Api, creds: DeviceCredentials, form: &[(&str, &str)]) -> String {
-    let auth = format!("AidLogin {}:{}", creds.android_id, creds.security_token);
-    let body = url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(form)
-        .finish();
-    let response = api
-        .post("/c2dm/register3", &[FORM, ("authorization", &auth)], body)
-        .await;
-    assert_eq!(response.status(), 200);
-    body_text(&response)
-}
 
 /// The Android persona's registration (docs/protocol.md §2.2); returns the token.
 async fn register_android(api: &Api, creds: DeviceCredentials, fid: Option<&str>) -> String {
@@ -221,30 +207,25 @@ async fn topic_and_condition_errors() {
         ("X-gcm.topic", "/topics/news"),
         ("X-scope", "/topics/news"),
     ];
-    assert_eq!(
-        register3(&api, creds, &mismatch).await,
-        "Error=INVALID_PARAMETERS"
-    );
     let no_prefix = [
         ("app", APP),
         ("device", id.as_str()),
         ("sender", token.as_str()),
         ("X-gcm.topic", "news"),
     ];
-    assert_eq!(
-        register3(&api, creds, &no_prefix).await,
-        "Error=INVALID_PARAMETERS"
-    );
     let other_app = [
         ("app", "com.other"),
         ("device", id.as_str()),
         ("sender", token.as_str()),
         ("X-gcm.topic", "/topics/news"),
     ];
-    assert_eq!(
-        register3(&api, creds, &other_app).await,
-        "Error=INVALID_PARAMETERS"
-    );
+    for form in [&mismatch[..], &no_prefix, &other_app] {
+        assert_eq!(
+            register3(&api, creds, form).await,
+            "Error=INVALID_PARAMETERS",
+            "{form:?}"
+        );
+    }
     // Injected: the topic quota.
     emu.fail_register3(1, "TOO_MANY_SUBSCRIBERS");
     assert_eq!(

@@ -27,14 +27,7 @@ fn now() -> u64 {
 /// A device subscribed with Chrome's default key (no application server key).
 fn subscribed(emu: &Emulator) -> (DeviceCredentials, ReceiverKeys, FcmRegistration) {
     let keys = ReceiverKeys::generate();
-    let creds = emu.create_device();
-    let fcm = emu
-        .subscribe_web(
-            creds.android_id,
-            &keys.public_key_base64(),
-            keys.auth_secret_base64().as_str(),
-        )
-        .unwrap();
+    let (creds, fcm) = common::subscribe_web(emu, &keys);
     (creds, keys, fcm)
 }
 
@@ -253,12 +246,7 @@ async fn vapid_key_must_be_the_subscriptions() {
 
 #[tokio::test]
 async fn unsigned_pushes_on_request() {
-    let emu = Emulator::builder()
-        .accept_unsigned_webpush(true)
-        .start()
-        .await
-        .unwrap();
-    let api = Api::new(&emu);
+    let (emu, api) = common::unsigned_webpush_emulator().await;
     let (_, keys, fcm) = subscribed(&emu);
     let response = push(&api, &fcm.gcm_token, &[], encrypt(&keys, "x")).await;
     assert_eq!(response.status(), 201, "{}", body_text(&response));
@@ -279,12 +267,7 @@ async fn unsigned_pushes_on_request() {
 
 #[tokio::test]
 async fn webpush_ttl_urgency_and_topic() {
-    let emu = Emulator::builder()
-        .accept_unsigned_webpush(true)
-        .start()
-        .await
-        .unwrap();
-    let api = Api::new(&emu);
+    let (emu, api) = common::unsigned_webpush_emulator().await;
     let (creds, keys, fcm) = subscribed(&emu);
     let token = fcm.gcm_token.as_str();
     let pending = |emu: &Emulator| emu.device(creds.android_id).unwrap().pending;
@@ -306,43 +289,17 @@ async fn webpush_ttl_urgency_and_topic() {
     assert!(pending(&emu).is_empty());
     assert_eq!(expired(&emu), 1);
 
-    // A TTL that runs out before the device connects.
-    push(
-        &api,
-        token,
-        &[("ttl", "30"), ("urgency", "high")],
-        encrypt(&keys, "short"),
-    )
-    .await;
-    push(
-        &api,
-        token,
-        &[("ttl", "3600"), ("urgency", "very-low")],
-        encrypt(&keys, "long"),
-    )
-    .await;
-    // The same Topic twice: the newer replaces the older, undelivered one.
-    push(
-        &api,
-        token,
-        &[("ttl", "3600"), ("topic", "score")],
-        encrypt(&keys, "score 1-0"),
-    )
-    .await;
-    push(
-        &api,
-        token,
-        &[("ttl", "3600"), ("topic", "score")],
-        encrypt(&keys, "score 2-0"),
-    )
-    .await;
-    push(
-        &api,
-        token,
-        &[("ttl", "3600"), ("topic", "other")],
-        encrypt(&keys, "other"),
-    )
-    .await;
+    for (headers, text) in [
+        // A TTL that runs out before the device connects.
+        ([("ttl", "30"), ("urgency", "high")], "short"),
+        ([("ttl", "3600"), ("urgency", "very-low")], "long"),
+        // The same Topic twice: the newer replaces the older, undelivered one.
+        ([("ttl", "3600"), ("topic", "score")], "score 1-0"),
+        ([("ttl", "3600"), ("topic", "score")], "score 2-0"),
+        ([("ttl", "3600"), ("topic", "other")], "other"),
+    ] {
+        push(&api, token, &headers, encrypt(&keys, text)).await;
+    }
     assert_eq!(pending(&emu).len(), 4);
     emu.advance_clock(Duration::from_secs(31));
     assert_eq!(pending(&emu).len(), 3);

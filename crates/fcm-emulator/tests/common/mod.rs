@@ -15,7 +15,7 @@ use fcm_emulator::proto::{
     DataMessageStanza, Extension, HeartbeatPing, IqStanza, LoginRequest, LoginResponse,
     SelectiveAck, Setting, iq_stanza::IqType,
 };
-use fcm_emulator::{DeviceCredentials, Emulator};
+use fcm_emulator::{DeviceCredentials, Emulator, FcmRegistration};
 use fcm_http::HttpClient as _;
 use futures_util::{SinkExt, StreamExt};
 use mcs_codec::{McsCodec, McsError, McsMessage, SELECTIVE_ACK_EXTENSION, STREAM_ACK_EXTENSION};
@@ -330,4 +330,60 @@ pub async fn android_client(emu: &Emulator) -> (DeviceCredentials, String, McsCl
     let (creds, token) = android_device(emu);
     let client = McsClient::logged_in(emu, creds).await;
     (creds, token, client)
+}
+
+/// An emulator that knows the API key `AIzaTestKey`, and an [`Api`] for it.
+pub async fn keyed_emulator() -> (Emulator, Api) {
+    let emu = Emulator::builder()
+        .api_key("AIzaTestKey")
+        .start()
+        .await
+        .unwrap();
+    let api = Api::new(&emu);
+    (emu, api)
+}
+
+/// An emulator that accepts Web Push requests without VAPID, and an [`Api`] for it.
+pub async fn unsigned_webpush_emulator() -> (Emulator, Api) {
+    let emu = Emulator::builder()
+        .accept_unsigned_webpush(true)
+        .start()
+        .await
+        .unwrap();
+    let api = Api::new(&emu);
+    (emu, api)
+}
+
+/// A new device subscribed to Web Push with `keys` and Chrome's default key (no
+/// application server key).
+pub fn subscribe_web(emu: &Emulator, keys: &ReceiverKeys) -> (DeviceCredentials, FcmRegistration) {
+    let creds = emu.create_device();
+    let fcm = emu
+        .subscribe_web(
+            creds.android_id,
+            &keys.public_key_base64(),
+            keys.auth_secret_base64().as_str(),
+        )
+        .unwrap();
+    (creds, fcm)
+}
+
+/// Posts a register3 form for a device; returns the body (always HTTP 200).
+pub async fn register3(api: &Api, creds: DeviceCredentials, form: &[(&str, &str)]) -> String {
+    let auth = format!("AidLogin {}:{}", creds.android_id, creds.security_token);
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form)
+        .finish();
+    let response = api
+        .post(
+            "/c2dm/register3",
+            &[
+                ("content-type", "application/x-www-form-urlencoded"),
+                ("authorization", &auth),
+            ],
+            body,
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    body_text(&response)
 }
