@@ -3,7 +3,7 @@
 //! endpoints (plain http, in this process), every request it sent checked.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use pullkin_test_support::wiremock::matchers::{body_string_contains, method, path};
@@ -122,6 +122,18 @@ async fn register(server: &MockServer, out: &Path) {
     .await);
 }
 
+/// A [`google`] with an Android registration in `app.json` of a new directory; the
+/// registration's requests forgotten (and the mocks mounted again).
+async fn registered() -> (MockServer, tempfile::TempDir, PathBuf) {
+    let server = google().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("app.json");
+    register(&server, &file).await;
+    server.reset().await;
+    mount(&server).await;
+    (server, dir, file)
+}
+
 fn register3_forms(sent: &[Sent]) -> Vec<Vec<(String, String)>> {
     sent.iter()
         .filter(|r| r.path == "/c2dm/register3")
@@ -135,13 +147,7 @@ fn has(form: &[(String, String)], name: &str, value: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topics_are_subscribed_listed_and_unsubscribed() {
-    let server = google().await;
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("app.json");
-    register(&server, &file).await;
-    // Forget the registration's requests (and the mocks: mounted again).
-    server.reset().await;
-    mount(&server).await;
+    let (server, _dir, file) = registered().await;
     let uri = server.uri();
     let file_arg = file.to_str().unwrap();
 
@@ -196,12 +202,7 @@ async fn topics_are_subscribed_listed_and_unsubscribed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unregister_deletes_everything_and_removes_the_file() {
-    let server = google().await;
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("app.json");
-    register(&server, &file).await;
-    server.reset().await;
-    mount(&server).await;
+    let (server, _dir, file) = registered().await;
     let uri = server.uri();
 
     let output = pullkin(&[
