@@ -31,6 +31,16 @@ async fn failing_twice_then(failure: ResponseTemplate, success: ResponseTemplate
     support::failing_then_answering("POST", REGISTER3, failure, 2, success).await
 }
 
+/// A server whose register3 route answers the first two calls with `Error=<code>`,
+/// then `token=<token>`, expecting exactly three calls.
+async fn erring_twice_then_token(code: &str, token: &str) -> MockServer {
+    failing_twice_then(
+        text(200, &format!("Error={code}")),
+        text(200, &format!("token={token}")),
+    )
+    .await
+}
+
 fn text(status: u16, body: &str) -> ResponseTemplate {
     ResponseTemplate::new(status)
         .insert_header("content-type", "text/plain; charset=utf-8")
@@ -238,11 +248,7 @@ async fn error_codes_with_http_200_are_typed_and_permanent_ones_not_retried() {
 
 #[tokio::test]
 async fn two_phone_registration_errors_then_a_token_succeeds_on_the_third_attempt() {
-    let server = failing_twice_then(
-        text(200, "Error=PHONE_REGISTRATION_ERROR"),
-        text(200, "token=third-time-lucky"),
-    )
-    .await;
+    let server = erring_twice_then_token("PHONE_REGISTRATION_ERROR", "third-time-lucky").await;
     let request = web_request();
     let token = run(&server, &request, &fast_retry(5)).await.unwrap();
     assert_eq!(token, "third-time-lucky");
@@ -500,11 +506,7 @@ async fn delete_answers_of_other_shapes_are_typed() {
 
 #[tokio::test]
 async fn too_many_subscribers_is_retried_and_rst_is_not() {
-    let server = failing_twice_then(
-        text(200, "Error=TOO_MANY_SUBSCRIBERS"),
-        text(200, "token=at-last"),
-    )
-    .await;
+    let server = erring_twice_then_token("TOO_MANY_SUBSCRIBERS", "at-last").await;
     let token = GcmToken::new("t");
     let request = RegisterRequest::android(DEVICE, android_app().for_topic(&token, "busy"));
     assert_eq!(
