@@ -79,6 +79,19 @@ impl Setup {
         }
     }
 
+    /// [`Self::start`] with the default settings, the credentials registered, and the
+    /// app's stream.
+    async fn listening() -> (
+        Self,
+        AppCredentials,
+        std::pin::Pin<Box<impl Stream<Item = Incoming> + use<>>>,
+    ) {
+        let setup = Self::start(|_| {}).await;
+        let credentials = setup.credentials.clone();
+        let stream = setup.listen();
+        (setup, credentials, stream)
+    }
+
     /// The app's stream of messages.
     fn listen(&self) -> std::pin::Pin<Box<impl Stream<Item = Incoming> + use<>>> {
         Box::pin(self.pullkin.listen("app").unwrap())
@@ -185,10 +198,8 @@ fn numbers(range: std::ops::RangeInclusive<u32>) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_iid_reset_over_mcs_makes_a_new_identity_and_loses_nothing() {
-    let mut setup = Setup::start(|_| {}).await;
-    let old = setup.credentials.clone();
+    let (mut setup, old, mut stream) = Setup::listening().await;
     let old_id = old.gcm.android_id;
-    let mut stream = setup.listen();
 
     // Taken and acknowledged before the reset.
     setup.send_numbers(&old, 1..=3);
@@ -236,10 +247,8 @@ async fn an_iid_reset_over_mcs_makes_a_new_identity_and_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_rst_at_a_renewal_makes_a_new_identity_and_loses_nothing() {
-    let mut setup = Setup::start(|_| {}).await;
-    let old = setup.credentials.clone();
+    let (mut setup, old, mut stream) = Setup::listening().await;
     let old_id = old.gcm.android_id;
-    let mut stream = setup.listen();
     setup.send_numbers(&old, 1..=3);
     assert_eq!(receive(&mut stream, 3).await, numbers(1..=3));
     setup.send_numbers(&old, 4..=8);
@@ -276,10 +285,8 @@ async fn error_rst_at_a_renewal_makes_a_new_identity_and_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_keeps_the_identity_and_error_rst_answering_it_resets() {
-    let mut setup = Setup::start(|_| {}).await;
-    let old = setup.credentials.clone();
+    let (mut setup, old, mut stream) = Setup::listening().await;
     let old_id = old.gcm.android_id;
-    let mut stream = setup.listen();
 
     // SYNC on a live instance: register3 answers the same token; nothing changes, the
     // connection stays, the control message is not the application's.
