@@ -17,6 +17,7 @@
 
 use std::io::Write;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, TrySendError};
 use std::thread::JoinHandle;
 
@@ -52,6 +53,9 @@ pub(crate) struct Output {
     pending: Option<Batch>,
     /// Told each time the writer finished a batch, and when it stopped on an error.
     news: Arc<Notify>,
+    /// Set (before the word) when the writer stopped on an error: it may not have ended
+    /// yet when the loop hears of it.
+    failed: Arc<AtomicBool>,
 }
 
 impl Output {
@@ -69,6 +73,8 @@ impl Output {
         let (give_back, spare) = mpsc::sync_channel::<Batch>(4);
         let news = Arc::new(Notify::new());
         let tell = Arc::clone(&news);
+        let failed = Arc::new(AtomicBool::new(false));
+        let fail = Arc::clone(&failed);
         let writer = std::thread::Builder::new()
             .name("stdout".into())
             .spawn(move || {
@@ -84,6 +90,7 @@ impl Output {
                         for unprinted in batch.messages.drain(..) {
                             std::mem::forget(unprinted);
                         }
+                        fail.store(true, Ordering::SeqCst);
                         tell.notify_one();
                         return Some(error.to_string());
                     }
@@ -108,6 +115,7 @@ impl Output {
             writer: Some(writer),
             pending: None,
             news,
+            failed,
         })
     }
 
@@ -199,7 +207,9 @@ impl Output {
 
     /// The error of a writer that stopped; nothing while it runs.
     fn check(&mut self) -> Result<()> {
-        if self.writer.as_ref().is_some_and(JoinHandle::is_finished) {
+        if self.failed.load(Ordering::SeqCst)
+            || self.writer.as_ref().is_some_and(JoinHandle::is_finished)
+        {
             return self.finish();
         }
         Ok(())
