@@ -34,7 +34,9 @@ pub(crate) const EXAMPLES: &str = "Examples:
 Each app is named after its file (`web.json` is app `web`). Stdout gets one JSON object per
 notification: app, persistent_id, fcm_message_id, sender_id, priority, sent_ms,
 received_ms, encoding (null, \"aesgcm\" or \"aes128gcm\"), data, notification, raw,
-and payload (or payload_base64) when the payload is not JSON.
+and payload (or payload_base64) when the payload is not JSON; when the message carries
+them, collapse_key, ttl_s, queued_ms, expired, original_priority, delivered_priority and
+topic. --mcs takes several endpoints (repeated or comma-separated), tried in turn.
 Stderr gets `[app] connecting|connected|retrying …` lines (JSON objects with
 --log-format json). The state directory keeps the ids of received messages, so a restart
 delivers nothing twice. SIGINT/SIGTERM stop it cleanly (exit status 0), SIGUSR1 checks
@@ -56,10 +58,16 @@ pub(crate) struct ListenArgs {
         default_value = "pullkin-state"
     )]
     state_dir: PathBuf,
-    /// The MCS server, HOST:PORT (the emulator's: `pullkin emulator` prints it).
-    /// Default: Google's, mtalk.google.com:5228.
-    #[arg(long, env = "PULLKIN_MCS", value_name = "HOST:PORT")]
-    mcs: Option<String>,
+    /// The MCS servers, HOST:PORT, tried in turn when one fails (repeat the flag or
+    /// separate them with commas; the emulator's: `pullkin emulator` prints it).
+    /// Default: Google's, mtalk.google.com:5228 then mtalk.google.com:443.
+    #[arg(
+        long,
+        env = "PULLKIN_MCS",
+        value_name = "HOST:PORT",
+        value_delimiter = ','
+    )]
+    mcs: Vec<String>,
     /// Exit (cleanly) after this many notifications.
     #[arg(long, value_name = "N")]
     count: Option<u64>,
@@ -124,7 +132,7 @@ pub(crate) async fn run(args: ListenArgs) -> Result<ExitCode> {
     let stop = signal::watch()?;
     let mut probes = signal::ProbeRequests::watch()?;
     let notifier = Notifier::from_env();
-    if args.net.endpoints.is_some() && args.mcs.is_none() {
+    if args.net.endpoints.is_some() && args.mcs.is_empty() {
         return Err(CliError::usage(
             "--endpoints needs --mcs too: the emulator's MCS address (`pullkin emulator` prints \
              both)",
@@ -163,13 +171,8 @@ pub(crate) async fn run(args: ListenArgs) -> Result<ExitCode> {
     let core = args.net.core(None).config_error()?;
     save_credentials(&store, &apps, &args.state_dir).await?;
 
-    let config = listener_config(
-        &args.net,
-        args.mcs.as_deref(),
-        args.heartbeat,
-        args.max_retry_delay,
-    )
-    .config_error()?;
+    let config = listener_config(&args.net, &args.mcs, args.heartbeat, args.max_retry_delay)
+        .config_error()?;
     let store: Arc<dyn Store> = Arc::new(store);
     // Unless told otherwise, keep the credentials alive: a check-in before every
     // connection (the first one included: that is the check-in at start, one per app,
@@ -350,14 +353,14 @@ pub(crate) async fn run(args: ListenArgs) -> Result<ExitCode> {
 /// `--mcs`, `--heartbeat`, `--max-retry-delay`.
 pub(crate) fn listener_config(
     net: &NetArgs,
-    mcs: Option<&str>,
+    mcs: &[String],
     heartbeat: Option<Duration>,
     max_retry_delay: Option<Duration>,
 ) -> Result<ListenerConfig> {
     let mut config = ListenerConfig::default();
     config.proxy = net.proxy()?;
-    if let Some(mcs) = mcs {
-        config.mcs_endpoints = vec![mcs.to_owned()];
+    if !mcs.is_empty() {
+        config.mcs_endpoints = mcs.to_vec();
     }
     if let Some(interval) = heartbeat {
         config.heartbeat_interval = interval;

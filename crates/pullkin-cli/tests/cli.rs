@@ -789,3 +789,25 @@ fn listen_hands_messages_to_a_sink_and_sink_errors_are_one_line() {
         &["no app \"nobody\""],
     );
 }
+
+#[test]
+fn listen_tries_the_mcs_endpoints_in_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let emulator = EmulatorProc::start(dir.path());
+    let (file, token) = emulator.register(dir.path(), "app", false);
+    // A port nothing listens on first (bound, then closed: refused), the emulator second.
+    let refused = {
+        let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        socket.local_addr().unwrap()
+    };
+    let endpoints = format!("{refused},{}", emulator.mcs);
+    let state = dir.path().join("state");
+    let mut args = vec!["listen", file.to_str().unwrap()];
+    args.extend(["--state-dir", state.to_str().unwrap(), "--mcs", &endpoints]);
+    args.extend(emulator.net());
+    let listener = Proc::spawn(&args);
+    listener.wait_stderr(&["[app] connected"]);
+    emulator.send_token(&token, "fallback");
+    let line: serde_json::Value = serde_json::from_str(&listener.next_line("the message")).unwrap();
+    assert_eq!(line["data"]["kind"], "fallback");
+}

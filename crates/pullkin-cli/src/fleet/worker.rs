@@ -53,10 +53,16 @@ pub(crate) struct WorkerArgs {
     /// Create or upgrade the schema at start (default: refuse one of another version).
     #[arg(long)]
     migrate: bool,
-    /// The MCS server, HOST:PORT (the emulator's: `pullkin emulator` prints it).
-    /// Default: Google's, mtalk.google.com:5228.
-    #[arg(long, env = "PULLKIN_MCS", value_name = "HOST:PORT")]
-    mcs: Option<String>,
+    /// The MCS servers, HOST:PORT, tried in turn when one fails (repeat the flag or
+    /// separate them with commas; the emulator's: `pullkin emulator` prints it).
+    /// Default: Google's, mtalk.google.com:5228 then mtalk.google.com:443.
+    #[arg(
+        long,
+        env = "PULLKIN_MCS",
+        value_name = "HOST:PORT",
+        value_delimiter = ','
+    )]
+    mcs: Vec<String>,
     /// Do not check the devices in and refresh their credentials (at start and before
     /// every reconnection).
     #[arg(long)]
@@ -82,20 +88,15 @@ pub(crate) async fn run(args: WorkerArgs) -> Result<ExitCode> {
     let stop = signal::watch()?;
     let mut probes = signal::ProbeRequests::watch()?;
     let notifier = Notifier::from_env();
-    if args.net.endpoints.is_some() && args.mcs.is_none() {
+    if args.net.endpoints.is_some() && args.mcs.is_empty() {
         return Err(CliError::usage(
             "--endpoints needs --mcs too: the emulator's MCS address (`pullkin emulator` prints \
              both)",
         ));
     }
     let key = args.key.load()?;
-    let config = listener_config(
-        &args.net,
-        args.mcs.as_deref(),
-        args.heartbeat,
-        args.max_retry_delay,
-    )
-    .config_error()?;
+    let config = listener_config(&args.net, &args.mcs, args.heartbeat, args.max_retry_delay)
+        .config_error()?;
     // Building the clients reads --endpoints, --ca and --proxy; nothing is sent yet.
     let core = args.net.core(None).config_error()?;
     let db = args.db.open()?;
