@@ -58,7 +58,7 @@ fn main() -> ExitCode {
 }
 
 const USAGE: &str = "usage: cargo xtask ci [--no-fuzz] | codegen [--check] | \
-fuzz (--smoke | --all [--time S] | TARGET [--time S]) | bench [--quick] [--fleet] | demo | \
+fuzz (--smoke | --all [--time S] | TARGET [--time S]) | bench [--quick] [--fleet | --listen] | demo | \
 soak [--full] [--debug] [--sink nats|webhook | --fleet] [pullkin-bench soak options]";
 
 /// The workspace root (the parent of this crate's directory).
