@@ -158,22 +158,28 @@ fn credentials_json(credentials: &AppCredentials) -> Result<String> {
     credentials.to_json().map_err(|e| e.to_string())
 }
 
-/// Messages/s through `pullkin listen` on one connection.
-async fn throughput(pullkin: &Path, payload: Payload, messages: usize) -> Result {
-    let keys = ReceiverKeys::generate();
-    let peer = Peer::start(payload, messages, &keys).await?;
+/// `pullkin listen --count messages` of one app (Android id `android_id`, keys `keys`)
+/// against `peer`, renewal off, in a temporary directory (dropped with the guard; the
+/// state directory is its `state`).
+fn listen_one(
+    pullkin: &Path,
+    peer: &Peer,
+    keys: &ReceiverKeys,
+    android_id: u64,
+    messages: usize,
+) -> Result<(tempfile::TempDir, Child)> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let ca = dir.path().join("ca.pem");
     write_file(&ca, peer.ca_pem.as_bytes())?;
     let app = dir.path().join("bench.json");
     write_file(
         &app,
-        credentials_json(&credentials(4242, &keys)?)?.as_bytes(),
+        credentials_json(&credentials(android_id, keys)?)?.as_bytes(),
     )?;
     let state = dir.path().join("state");
     let mcs = format!("localhost:{}", peer.addr.port());
     let count = messages.to_string();
-    let mut child = listen_command(
+    let child = listen_command(
         pullkin,
         &[
             path_str(&app)?,
@@ -190,6 +196,15 @@ async fn throughput(pullkin: &Path, payload: Payload, messages: usize) -> Result
     )
     .spawn()
     .map_err(|e| format!("cannot start {}: {e}", pullkin.display()))?;
+    Ok((dir, child))
+}
+
+/// Messages/s through `pullkin listen` on one connection.
+async fn throughput(pullkin: &Path, payload: Payload, messages: usize) -> Result {
+    let keys = ReceiverKeys::generate();
+    let peer = Peer::start(payload, messages, &keys).await?;
+    let (dir, mut child) = listen_one(pullkin, &peer, &keys, 4242, messages)?;
+    let state = dir.path().join("state");
     let pid = child.id().ok_or("no pid")?;
     let stderr = collect_stderr(&mut child)?;
     let mut stdout = child.stdout.take().ok_or("no stdout")?;
@@ -275,34 +290,7 @@ fn path_str(path: &Path) -> Result<&str> {
 async fn latency(pullkin: &Path, rate: u32, messages: usize) -> Result {
     let keys = ReceiverKeys::generate();
     let peer = Peer::start_paced(messages, rate).await?;
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let ca = dir.path().join("ca.pem");
-    write_file(&ca, peer.ca_pem.as_bytes())?;
-    let app = dir.path().join("bench.json");
-    write_file(
-        &app,
-        credentials_json(&credentials(4343, &keys)?)?.as_bytes(),
-    )?;
-    let state = dir.path().join("state");
-    let mcs = format!("localhost:{}", peer.addr.port());
-    let count = messages.to_string();
-    let mut child = listen_command(
-        pullkin,
-        &[
-            path_str(&app)?,
-            "--state-dir",
-            path_str(&state)?,
-            "--mcs",
-            &mcs,
-            "--ca",
-            path_str(&ca)?,
-            "--no-renew",
-            "--count",
-            &count,
-        ],
-    )
-    .spawn()
-    .map_err(|e| format!("cannot start {}: {e}", pullkin.display()))?;
+    let (_dir, mut child) = listen_one(pullkin, &peer, &keys, 4343, messages)?;
     let stderr = collect_stderr(&mut child)?;
     let stdout = child.stdout.take().ok_or("no stdout")?;
     let epoch = peer.epoch;
