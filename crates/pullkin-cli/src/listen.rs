@@ -58,30 +58,11 @@ pub(crate) struct ListenArgs {
         default_value = "pullkin-state"
     )]
     state_dir: PathBuf,
-    /// The MCS servers, HOST:PORT, tried in turn when one fails (repeat the flag or
-    /// separate them with commas; the emulator's: `pullkin emulator` prints it).
-    /// Default: Google's, mtalk.google.com:5228 then mtalk.google.com:443.
-    #[arg(
-        long,
-        env = "PULLKIN_MCS",
-        value_name = "HOST:PORT",
-        value_delimiter = ','
-    )]
-    mcs: Vec<String>,
     /// Exit (cleanly) after this many notifications.
     #[arg(long, value_name = "N")]
     count: Option<u64>,
-    /// Do not check the devices in and refresh their credentials (at start and before
-    /// every reconnection).
-    #[arg(long)]
-    no_renew: bool,
-    /// Ping the server after this many seconds without a frame, and count the connection
-    /// as dead when nothing answers within as long again (default: 60 s, dead 30 s later).
-    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
-    heartbeat: Option<Duration>,
-    /// The longest wait between reconnection attempts, in seconds (default 300).
-    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
-    max_retry_delay: Option<Duration>,
+    #[command(flatten)]
+    connection: ConnectionArgs,
     /// Keep every app's connection state in this file, as one JSON document replaced
     /// atomically whenever a state changes (at most every 100 ms, at least every 10 s):
     /// `{"total", "connected", "retrying", "stopped", "updated_ms", "apps": {"<app>":
@@ -132,12 +113,7 @@ pub(crate) async fn run(args: ListenArgs) -> Result<ExitCode> {
     let stop = signal::watch()?;
     let mut probes = signal::ProbeRequests::watch()?;
     let notifier = Notifier::from_env();
-    if args.net.endpoints.is_some() && args.mcs.is_empty() {
-        return Err(CliError::usage(
-            "--endpoints needs --mcs too: the emulator's MCS address (`pullkin emulator` prints \
-             both)",
-        ));
-    }
+    args.connection.check(&args.net)?;
     let mut apps = Vec::new();
     let mut names = HashSet::new();
     for path in &args.credentials {
@@ -171,8 +147,7 @@ pub(crate) async fn run(args: ListenArgs) -> Result<ExitCode> {
     let core = args.net.core(None).config_error()?;
     save_credentials(&store, &apps, &args.state_dir).await?;
 
-    let config = listener_config(&args.net, &args.mcs, args.heartbeat, args.max_retry_delay)
-        .config_error()?;
+    let config = args.connection.config(&args.net).config_error()?;
     let store: Arc<dyn Store> = Arc::new(store);
     // Unless told otherwise, keep the credentials alive: a check-in before every
     // connection (the first one included: that is the check-in at start, one per app,
@@ -181,7 +156,7 @@ pub(crate) async fn run(args: ListenArgs) -> Result<ExitCode> {
     // `CredentialsChanged` events and are written back to their files below.
     let builder = Pullkin::builder().config(config).store(store);
     let pullkin = Arc::new(
-        if args.no_renew {
+        if args.connection.no_renew {
             builder.tls(core.tls_config())
         } else {
             builder.core(Arc::new(core))
@@ -349,32 +324,67 @@ pub(crate) async fn run(args: ListenArgs) -> Result<ExitCode> {
     outcome
 }
 
-/// The listener's settings from the flags `listen` and `fleet worker` share: `--proxy`,
-/// `--mcs`, `--heartbeat`, `--max-retry-delay`.
-pub(crate) fn listener_config(
-    net: &NetArgs,
-    mcs: &[String],
+/// The connection flags `listen` and `fleet worker` share: `--mcs`, `--no-renew`,
+/// `--heartbeat`, `--max-retry-delay`.
+#[derive(Debug, Args)]
+pub(crate) struct ConnectionArgs {
+    /// The MCS servers, HOST:PORT, tried in turn when one fails (repeat the flag or
+    /// separate them with commas; the emulator's: `pullkin emulator` prints it).
+    /// Default: Google's, mtalk.google.com:5228 then mtalk.google.com:443.
+    #[arg(
+        long,
+        env = "PULLKIN_MCS",
+        value_name = "HOST:PORT",
+        value_delimiter = ','
+    )]
+    mcs: Vec<String>,
+    /// Do not check the devices in and refresh their credentials (at start and before
+    /// every reconnection).
+    #[arg(long)]
+    pub(crate) no_renew: bool,
+    /// Ping the server after this many seconds without a frame, and count the connection
+    /// as dead when nothing answers within as long again (default: 60 s, dead 30 s later).
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
     heartbeat: Option<Duration>,
+    /// The longest wait between reconnection attempts, in seconds (default 300).
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
     max_retry_delay: Option<Duration>,
-) -> Result<ListenerConfig> {
-    let mut config = ListenerConfig::default();
-    config.proxy = net.proxy()?;
-    if !mcs.is_empty() {
-        config.mcs_endpoints = mcs.to_vec();
+}
+
+impl ConnectionArgs {
+    /// Refuses `--endpoints` without `--mcs` (the emulator's HTTP endpoints with
+    /// Google's MCS servers).
+    pub(crate) fn check(&self, net: &NetArgs) -> Result<()> {
+        if net.endpoints.is_some() && self.mcs.is_empty() {
+            return Err(CliError::usage(
+                "--endpoints needs --mcs too: the emulator's MCS address (`pullkin emulator` \
+                 prints both)",
+            ));
+        }
+        Ok(())
     }
-    if let Some(interval) = heartbeat {
-        config.heartbeat_interval = interval;
-        config.heartbeat_timeout = interval;
+
+    /// The listener's settings from these flags and `--proxy`.
+    pub(crate) fn config(&self, net: &NetArgs) -> Result<ListenerConfig> {
+        let mut config = ListenerConfig::default();
+        config.proxy = net.proxy()?;
+        if !self.mcs.is_empty() {
+            config.mcs_endpoints.clone_from(&self.mcs);
+        }
+        if let Some(interval) = self.heartbeat {
+            config.heartbeat_interval = interval;
+            config.heartbeat_timeout = interval;
+        }
+        if let Some(max) = self.max_retry_delay {
+            // The default first delay is 1 s; a smaller cap lowers it too.
+            config.reconnect = config
+                .reconnect
+                .clone()
+                .with_initial_delay(Duration::from_secs(1).min(max))
+                .with_max_delay(max);
+        }
+        Ok(config)
     }
-    if let Some(max) = max_retry_delay {
-        // The default first delay is 1 s; a smaller cap lowers it too.
-        config.reconnect = config
-            .reconnect
-            .clone()
-            .with_initial_delay(Duration::from_secs(1).min(max))
-            .with_max_delay(max);
-    }
-    Ok(config)
 }
 
 /// The exit status for a store that failed: what is in it cannot be used (65), or it

@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 use super::{DbArgs, KeyArgs, parse_ttl};
 use crate::common::NetArgs;
 use crate::error::{CliError, Kind, Result};
-use crate::listen::{listener_config, parse_seconds, report};
+use crate::listen::{ConnectionArgs, report};
 use crate::notify::Notifier;
 use crate::{log, signal};
 
@@ -53,27 +53,8 @@ pub(crate) struct WorkerArgs {
     /// Create or upgrade the schema at start (default: refuse one of another version).
     #[arg(long)]
     migrate: bool,
-    /// The MCS servers, HOST:PORT, tried in turn when one fails (repeat the flag or
-    /// separate them with commas; the emulator's: `pullkin emulator` prints it).
-    /// Default: Google's, mtalk.google.com:5228 then mtalk.google.com:443.
-    #[arg(
-        long,
-        env = "PULLKIN_MCS",
-        value_name = "HOST:PORT",
-        value_delimiter = ','
-    )]
-    mcs: Vec<String>,
-    /// Do not check the devices in and refresh their credentials (at start and before
-    /// every reconnection).
-    #[arg(long)]
-    no_renew: bool,
-    /// Ping the server after this many seconds without a frame, and count the connection
-    /// as dead when nothing answers within as long again (default: 60 s, dead 30 s later).
-    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
-    heartbeat: Option<Duration>,
-    /// The longest wait between reconnection attempts, in seconds (default 300).
-    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
-    max_retry_delay: Option<Duration>,
+    #[command(flatten)]
+    connection: ConnectionArgs,
     #[command(flatten)]
     db: DbArgs,
     #[command(flatten)]
@@ -88,15 +69,9 @@ pub(crate) async fn run(args: WorkerArgs) -> Result<ExitCode> {
     let stop = signal::watch()?;
     let mut probes = signal::ProbeRequests::watch()?;
     let notifier = Notifier::from_env();
-    if args.net.endpoints.is_some() && args.mcs.is_empty() {
-        return Err(CliError::usage(
-            "--endpoints needs --mcs too: the emulator's MCS address (`pullkin emulator` prints \
-             both)",
-        ));
-    }
+    args.connection.check(&args.net)?;
     let key = args.key.load()?;
-    let config = listener_config(&args.net, &args.mcs, args.heartbeat, args.max_retry_delay)
-        .config_error()?;
+    let config = args.connection.config(&args.net).config_error()?;
     // Building the clients reads --endpoints, --ca and --proxy; nothing is sent yet.
     let core = args.net.core(None).config_error()?;
     let db = args.db.open()?;
@@ -119,7 +94,7 @@ pub(crate) async fn run(args: WorkerArgs) -> Result<ExitCode> {
     if let Some(id) = &args.worker_id {
         builder = builder.worker_id(id.clone());
     }
-    builder = if args.no_renew {
+    builder = if args.connection.no_renew {
         builder.tls(core.tls_config())
     } else {
         builder.core(Arc::new(core))
