@@ -348,6 +348,21 @@ pub(crate) fn create_installation(
     }))
 }
 
+/// The installation's refresh token from `Authorization: FIS_v2 <refresh token>`, or the
+/// 401 answer when it is missing.
+#[allow(clippy::result_large_err)] // an early-return response, as check_api_key's
+fn fis_refresh_token(request: &Request<Bytes>) -> Result<&str, Response<Bytes>> {
+    header(request.headers(), AUTHORIZATION.as_str())
+        .and_then(|v| v.strip_prefix("FIS_v2 "))
+        .map(str::trim)
+        .ok_or_else(|| {
+            api_error(
+                StatusCode::UNAUTHORIZED,
+                "Request is missing required authentication credential. Expected `FIS_v2 <refresh token>`.",
+            )
+        })
+}
+
 /// `POST /v1/projects/{p}/installations/{fid}/authTokens:generate`.
 pub(crate) fn generate_auth_token(
     shared: &Shared,
@@ -358,14 +373,9 @@ pub(crate) fn generate_auth_token(
     if let Err(response) = check_api_key(shared, request.headers()) {
         return response;
     }
-    let Some(refresh) = header(request.headers(), AUTHORIZATION.as_str())
-        .and_then(|v| v.strip_prefix("FIS_v2 "))
-        .map(str::trim)
-    else {
-        return api_error(
-            StatusCode::UNAUTHORIZED,
-            "Request is missing required authentication credential. Expected `FIS_v2 <refresh token>`.",
-        );
+    let refresh = match fis_refresh_token(request) {
+        Ok(refresh) => refresh,
+        Err(response) => return response,
     };
     if !request.body().is_empty()
         && serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(request.body())
@@ -406,14 +416,9 @@ pub(crate) fn delete_installation(
     if let Err(response) = check_api_key(shared, request.headers()) {
         return response;
     }
-    let Some(refresh) = header(request.headers(), AUTHORIZATION.as_str())
-        .and_then(|v| v.strip_prefix("FIS_v2 "))
-        .map(str::trim)
-    else {
-        return api_error(
-            StatusCode::UNAUTHORIZED,
-            "Request is missing required authentication credential. Expected `FIS_v2 <refresh token>`.",
-        );
+    let refresh = match fis_refresh_token(request) {
+        Ok(refresh) => refresh,
+        Err(response) => return response,
     };
     let mut state = shared.lock();
     let Some(installation) = state
