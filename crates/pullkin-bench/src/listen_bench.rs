@@ -323,22 +323,7 @@ async fn latency(pullkin: &Path, rate: u32, messages: usize) -> Result {
             tail(&stderr)
         ));
     }
-    samples.sort_unstable();
-    let pct = |p: f64| {
-        let index = ((samples.len() as f64 - 1.0) * p).round() as usize;
-        samples.get(index).copied().unwrap_or(0)
-    };
-    println!(
-        "{}",
-        json!({
-            "bench": "listen-latency",
-            "offered_per_second": rate,
-            "messages": messages,
-            "p50_us": pct(0.50),
-            "p99_us": pct(0.99),
-            "max_us": pct(1.0),
-        })
-    );
+    crate::print_latency("listen-latency", rate, messages, samples);
     Ok(())
 }
 

@@ -294,7 +294,13 @@ async fn latency(rate: u32, messages: usize) -> Result {
         .map_err(|_| "not every message arrived".to_owned())?;
     pullkin.shutdown().await;
     let _ = runner.await;
-    let mut samples = samples.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let samples = samples.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    print_latency("latency", rate, messages, samples);
+    Ok(())
+}
+
+/// Prints a latency bench's JSON line: p50, p99 and the largest of `samples` (µs).
+fn print_latency(bench: &str, rate: u32, messages: usize, mut samples: Vec<u128>) {
     samples.sort_unstable();
     let pct = |p: f64| {
         let index = ((samples.len() as f64 - 1.0) * p).round() as usize;
@@ -303,7 +309,7 @@ async fn latency(rate: u32, messages: usize) -> Result {
     println!(
         "{}",
         json!({
-            "bench": "latency",
+            "bench": bench,
             "offered_per_second": rate,
             "messages": messages,
             "p50_us": pct(0.50),
@@ -311,7 +317,6 @@ async fn latency(rate: u32, messages: usize) -> Result {
             "max_us": pct(1.0),
         })
     );
-    Ok(())
 }
 
 fn rss_kib() -> Result<u64> {
