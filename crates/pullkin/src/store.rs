@@ -26,6 +26,17 @@
 //! skipped too; the write after such a load is a snapshot, so that nothing is appended
 //! behind it. So every write is atomic, and a load after a crash returns the state of
 //! the last write that finished or of the one before it.
+//!
+//! Each unconfirmed id is stored with its arrival time ([`UnconfirmedId::received`], in
+//! Unix milliseconds: `received_ms` in the snapshot, parallel to `unconfirmed`, and `t+`
+//! in a line, parallel to its `u+`), so that its age survives a restart
+//! (docs/protocol.md §7.3). The formats before (`pullkin-acks/1`, a snapshot without a
+//! log, and `pullkin-acks/2`, whose snapshot and lines hold no times) are still read: an
+//! id without a time gets the time of the load, and the next write replaces the snapshot
+//! with one of the current format. A time that is not a whole number of milliseconds
+//! from 1970 to the end of 9999, or a list of times that does not match its ids, is
+//! [`StoreError::Corrupt`]. Times are kept to the millisecond; one outside that range is
+//! written as its nearest end.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
@@ -34,11 +45,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde::{Deserialize, Serialize, Serializer, de::DeserializeOwned};
 
 use crate::registration::AppCredentials;
-use crate::session::AckState;
+use crate::session::{AckState, UnconfirmedId};
 
 /// Errors of a [`Store`].
 #[derive(Debug, thiserror::Error)]
@@ -123,9 +135,14 @@ pub struct DirStore {
     acks: Arc<Mutex<HashMap<String, Arc<Mutex<AckFiles>>>>>,
 }
 
-/// The snapshot format written; [`ACKS_FORMAT_V1`] (a snapshot without a log) is read too.
-const ACKS_FORMAT: &str = "pullkin-acks/2";
+/// The snapshot format written, with arrival times; [`ACKS_FORMAT_V2`] (a snapshot and
+/// a log without times) and [`ACKS_FORMAT_V1`] (a snapshot without a log) are read too.
+const ACKS_FORMAT: &str = "pullkin-acks/3";
+const ACKS_FORMAT_V2: &str = "pullkin-acks/2";
 const ACKS_FORMAT_V1: &str = "pullkin-acks/1";
+/// The latest arrival time stored, in Unix milliseconds: the end of the year 9999. A later
+/// one in a file is corrupt.
+const MAX_RECEIVED_MS: u64 = 253_402_300_799_999;
 const CREDENTIALS_FORMAT: &str = "pullkin-credentials/1";
 /// The log is folded into a new snapshot once it is larger than the snapshot and this.
 const LOG_FOLD_MIN: u64 = 64 * 1024;
@@ -133,11 +150,16 @@ const LOG_FOLD_MIN: u64 = 64 * 1024;
 /// `<app>.acks.json` as read (its `format` is checked before).
 #[derive(Deserialize)]
 struct AckFile {
+    format: String,
     /// Absent in `pullkin-acks/1`, which has no log.
     #[serde(default)]
     generation: Option<u64>,
     #[serde(default)]
     unconfirmed: Vec<Arc<str>>,
+    /// The arrival time of each unconfirmed id, Unix milliseconds; from
+    /// `pullkin-acks/3` on.
+    #[serde(default)]
+    received_ms: Option<Vec<u64>>,
     #[serde(default)]
     recent: Vec<Arc<str>>,
 }
@@ -147,12 +169,79 @@ struct AckFile {
 struct AckFileRef<'a> {
     format: &'a str,
     generation: u64,
-    unconfirmed: &'a [Arc<str>],
+    unconfirmed: Ids<'a>,
+    received_ms: Millis<'a>,
     recent: &'a [Arc<str>],
 }
 
+/// The ids of unconfirmed ids, serialized as a list.
+struct Ids<'a>(&'a [UnconfirmedId]);
+
+impl Serialize for Ids<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|u| &*u.id))
+    }
+}
+
+/// The arrival times of unconfirmed ids, serialized as a list of Unix milliseconds.
+struct Millis<'a>(&'a [UnconfirmedId]);
+
+impl Serialize for Millis<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|u| unix_ms(u.received)))
+    }
+}
+
+/// `at` in Unix milliseconds, within what a file may hold (0 to [`MAX_RECEIVED_MS`]).
+fn unix_ms(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(MAX_RECEIVED_MS)
+        })
+        .min(MAX_RECEIVED_MS)
+}
+
+/// The ids of a list read back, with their arrival times (`None`: the format kept none,
+/// they arrived at `loaded_at` as far as anyone knows).
+fn dated(
+    ids: Vec<Arc<str>>,
+    times: Option<Vec<u64>>,
+    loaded_at: SystemTime,
+    path: &Path,
+) -> Result<Vec<UnconfirmedId>, StoreError> {
+    let corrupt = |reason: String| StoreError::Corrupt {
+        path: path.to_owned(),
+        reason,
+    };
+    let Some(times) = times else {
+        return Ok(ids
+            .into_iter()
+            .map(|id| UnconfirmedId::new(id, loaded_at))
+            .collect());
+    };
+    if times.len() != ids.len() {
+        return Err(corrupt(format!(
+            "{} arrival times for {} unconfirmed ids",
+            times.len(),
+            ids.len()
+        )));
+    }
+    ids.into_iter()
+        .zip(times)
+        .map(|(id, ms)| {
+            let received = (ms <= MAX_RECEIVED_MS)
+                .then(|| UNIX_EPOCH.checked_add(Duration::from_millis(ms)))
+                .flatten()
+                .ok_or_else(|| corrupt(format!("the arrival time {ms} ms is out of range")))?;
+            Ok(UnconfirmedId::new(id, received))
+        })
+        .collect()
+}
+
 /// One line of `<app>.acks.log`: the generation of the snapshot it follows, and the ids
-/// that left (`-`) and came (`+`, in order, after the others) of each list.
+/// that left (`-`) and came (`+`, in order, after the others) of each list, with the
+/// arrival times of the unconfirmed ids that came (`t+`, Unix milliseconds; absent in
+/// the lines of a `pullkin-acks/2` snapshot).
 #[derive(Serialize, Deserialize, Default)]
 struct AckDelta<S> {
     #[serde(rename = "g")]
@@ -161,6 +250,8 @@ struct AckDelta<S> {
     unconfirmed_left: Vec<S>,
     #[serde(rename = "u+", default, skip_serializing_if = "Vec::is_empty")]
     unconfirmed_came: Vec<S>,
+    #[serde(rename = "t+", default, skip_serializing_if = "Option::is_none")]
+    unconfirmed_received: Option<Vec<u64>>,
     #[serde(rename = "r-", default, skip_serializing_if = "Vec::is_empty")]
     recent_left: Vec<S>,
     #[serde(rename = "r+", default, skip_serializing_if = "Vec::is_empty")]
@@ -189,35 +280,63 @@ impl std::fmt::Debug for AckFiles {
     }
 }
 
+/// An entry of a stored list: an id (recent ids) or an id with its time (unconfirmed).
+trait Listed {
+    /// The id.
+    fn key(&self) -> &str;
+    /// Whether the two entries are the same, id and time.
+    fn same(&self, other: &Self) -> bool;
+}
+
+impl Listed for Arc<str> {
+    fn key(&self) -> &str {
+        self
+    }
+
+    fn same(&self, other: &Self) -> bool {
+        Arc::ptr_eq(self, other) || self == other
+    }
+}
+
+impl Listed for UnconfirmedId {
+    fn key(&self) -> &str {
+        &self.id
+    }
+
+    fn same(&self, other: &Self) -> bool {
+        self.received == other.received && self.id.same(&other.id)
+    }
+}
+
 /// How `new` differs from `old`: the ids of `old` that are not kept, and the tail of
 /// `new` that follows the kept ones. Removing the first from `old` and appending the
 /// second gives `new` exactly, whatever the two lists are; the difference is as small
 /// as what changed when, as in an acknowledgement state, ids come in at the end and
-/// leave from anywhere. Ids are compared by pointer first: the session hands back the
-/// same shared strings from write to write.
-fn difference<'a>(old: &'a [Arc<str>], new: &'a [Arc<str>]) -> (Vec<&'a str>, &'a [Arc<str>]) {
-    let same = |a: &Arc<str>, b: &Arc<str>| Arc::ptr_eq(a, b) || a == b;
+/// leave from anywhere (an id whose time changed leaves and comes again). Ids are
+/// compared by pointer first: the session hands back the same shared strings from write
+/// to write.
+fn difference<'a, T: Listed>(old: &'a [T], new: &'a [T]) -> (Vec<&'a str>, &'a [T]) {
     let (mut i, mut j) = (0, 0);
     let mut left = Vec::new();
     while let (Some(a), Some(b)) = (old.get(i), new.get(j)) {
-        if same(a, b) {
+        if a.same(b) {
             j += 1;
         } else {
-            left.push(&**a);
+            left.push(a.key());
         }
         i += 1;
     }
-    left.extend(old.get(i..).unwrap_or_default().iter().map(|id| &**id));
+    left.extend(old.get(i..).unwrap_or_default().iter().map(Listed::key));
     (left, new.get(j..).unwrap_or_default())
 }
 
 /// Applies one list's part of a log line.
-fn replay(list: &mut Vec<Arc<str>>, left: &[String], came: Vec<String>) {
+fn replay<T: Listed>(list: &mut Vec<T>, left: &[String], came: impl IntoIterator<Item = T>) {
     if !left.is_empty() {
         let left: HashSet<&str> = left.iter().map(String::as_str).collect();
-        list.retain(|id| !left.contains(&**id));
+        list.retain(|entry| !left.contains(entry.key()));
     }
-    list.extend(came.into_iter().map(Arc::from));
+    list.extend(came);
 }
 
 #[derive(Deserialize)]
@@ -337,9 +456,14 @@ impl DirStore {
     }
 
     /// Reads an app's snapshot and replays its log: the state, and what the files hold
-    /// (with no state known when the next write must be a snapshot).
-    fn load_acks(snapshot: &Path, log: &Path) -> Result<(AckState, AckFiles), StoreError> {
-        let formats = [ACKS_FORMAT, ACKS_FORMAT_V1];
+    /// (with no state known when the next write must be a snapshot). Ids stored without
+    /// a time (older formats) get `loaded_at`.
+    fn load_acks(
+        snapshot: &Path,
+        log: &Path,
+        loaded_at: SystemTime,
+    ) -> Result<(AckState, AckFiles), StoreError> {
+        let formats = [ACKS_FORMAT, ACKS_FORMAT_V2, ACKS_FORMAT_V1];
         let Some(file) = Self::read_any::<AckFile>(snapshot, "acknowledgement state", &formats)?
         else {
             // Nothing was stored: a log without a snapshot is from no write that finished
@@ -347,14 +471,25 @@ impl DirStore {
             return Ok((AckState::default(), AckFiles::default()));
         };
         let snapshot_bytes = fs::metadata(snapshot).map_or(0, |m| m.len());
+        // Lines after a snapshot with times carry times too.
+        let timed = file.format == ACKS_FORMAT;
+        if timed && file.received_ms.is_none() {
+            return Err(StoreError::Corrupt {
+                path: snapshot.to_owned(),
+                reason: "the arrival times of the unconfirmed ids are missing".to_owned(),
+            });
+        }
         let mut state = AckState {
-            unconfirmed: file.unconfirmed,
+            unconfirmed: dated(file.unconfirmed, file.received_ms, loaded_at, snapshot)?,
             recent: file.recent,
         };
         let Some(generation) = file.generation else {
             // `pullkin-acks/1`: no log; the next write makes a snapshot of this format.
             return Ok((state, AckFiles::default()));
         };
+        // The next write of an older format is a snapshot of the current one, so that no
+        // line with times follows a snapshot without.
+        let known = timed;
         let bytes = match fs::read(log) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
@@ -384,16 +519,24 @@ impl DirStore {
                 // Written before the snapshot that replaced them.
                 continue;
             }
+            if timed && delta.unconfirmed_received.is_none() && !delta.unconfirmed_came.is_empty() {
+                return Err(StoreError::Corrupt {
+                    path: log.to_owned(),
+                    reason: "a line without the arrival times of its ids".to_owned(),
+                });
+            }
+            let came = delta.unconfirmed_came.into_iter().map(Arc::from).collect();
+            let came = dated(came, delta.unconfirmed_received, loaded_at, log)?;
+            replay(&mut state.unconfirmed, &delta.unconfirmed_left, came);
             replay(
-                &mut state.unconfirmed,
-                &delta.unconfirmed_left,
-                delta.unconfirmed_came,
+                &mut state.recent,
+                &delta.recent_left,
+                delta.recent_came.into_iter().map(Arc::from),
             );
-            replay(&mut state.recent, &delta.recent_left, delta.recent_came);
         }
         let files = AckFiles {
             // After a torn line nothing may be appended: the next write is a snapshot.
-            state: (!torn).then(|| state.clone()),
+            state: (!torn && known).then(|| state.clone()),
             generation,
             snapshot_bytes,
             log_bytes: bytes.len() as u64,
@@ -425,7 +568,13 @@ impl DirStore {
             let delta = AckDelta {
                 generation: files.generation,
                 unconfirmed_left,
-                unconfirmed_came: unconfirmed_came.iter().map(|id| &**id).collect(),
+                unconfirmed_came: unconfirmed_came.iter().map(|u| &*u.id).collect(),
+                unconfirmed_received: (!unconfirmed_came.is_empty()).then(|| {
+                    unconfirmed_came
+                        .iter()
+                        .map(|u| unix_ms(u.received))
+                        .collect()
+                }),
                 recent_left,
                 recent_came: recent_came.iter().map(|id| &**id).collect(),
             };
@@ -454,7 +603,8 @@ impl DirStore {
         let json = serde_json::to_vec(&AckFileRef {
             format: ACKS_FORMAT,
             generation,
-            unconfirmed: &state.unconfirmed,
+            unconfirmed: Ids(&state.unconfirmed),
+            received_ms: Millis(&state.unconfirmed),
             recent: &state.recent,
         })
         .map_err(|e| StoreError::Corrupt {
@@ -569,7 +719,7 @@ impl Store for DirStore {
             let files = self.ack_files(app);
             blocking(move || {
                 let mut files = locked(&files);
-                let (state, loaded) = Self::load_acks(&snapshot, &log)?;
+                let (state, loaded) = Self::load_acks(&snapshot, &log, SystemTime::now())?;
                 *files = loaded;
                 Ok(state)
             })
@@ -684,11 +834,31 @@ mod tests {
             .collect()
     }
 
-    fn state(unconfirmed: Vec<Arc<str>>, recent: Vec<Arc<str>>) -> AckState {
+    /// When id `i` of [`unconfirmed`] arrived: a second apart, in November 2023.
+    fn arrival(i: usize) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(1_700_000_000_000 + 1_000 * i as u64)
+    }
+
+    /// The ids of `range`, each arrived at its [`arrival`].
+    fn unconfirmed(range: std::ops::Range<usize>) -> Vec<UnconfirmedId> {
+        let start = range.start;
+        ids(range)
+            .into_iter()
+            .enumerate()
+            .map(|(i, id)| UnconfirmedId::new(id, arrival(start + i)))
+            .collect()
+    }
+
+    fn state(unconfirmed: Vec<UnconfirmedId>, recent: Vec<Arc<str>>) -> AckState {
         AckState {
             unconfirmed,
             recent,
         }
+    }
+
+    /// The ids of a list, as text.
+    fn keys(list: &[UnconfirmedId]) -> Vec<&str> {
+        list.iter().map(|u| &*u.id).collect()
     }
 
     fn len(path: &Path) -> u64 {
@@ -715,17 +885,30 @@ mod tests {
             replay(
                 &mut replayed,
                 &left.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>(),
-                came.iter().map(|s| s.to_string()).collect(),
+                came.iter().cloned(),
             );
             assert_eq!(replayed, new, "{old:?} -> {new:?}");
         }
         // Ids in at the end, out at the front: exactly what changed.
-        let old = ids(0..1000);
+        let old = unconfirmed(0..1000);
         let mut new = old[10..].to_vec();
-        new.extend(ids(1000..1010));
+        new.extend(unconfirmed(1000..1010));
         let (left, came) = difference(&old, &new);
         assert_eq!(left.len(), 10);
         assert_eq!(came.len(), 10);
+        // An id whose time changed leaves and comes again, with its new time.
+        let mut retimed = old.clone();
+        retimed[999].received = arrival(5_000);
+        let (left, came) = difference(&old, &retimed);
+        assert_eq!(left, [&*old[999].id]);
+        assert_eq!(came, &retimed[999..]);
+        let mut replayed = old.clone();
+        replay(
+            &mut replayed,
+            &left.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>(),
+            came.iter().cloned(),
+        );
+        assert_eq!(replayed, retimed);
     }
 
     #[tokio::test]
@@ -739,7 +922,7 @@ mod tests {
             AckState::default()
         );
         // The first write is a snapshot: 100 000 unconfirmed ids.
-        let mut current = state(ids(0..100_000), ids(200_000..200_100));
+        let mut current = state(unconfirmed(0..100_000), ids(200_000..200_100));
         store.save_ack_state("app", current.clone()).await.unwrap();
         let snapshot_bytes = len(&snapshot);
         assert!(snapshot_bytes > 2_000_000, "{snapshot_bytes}");
@@ -749,7 +932,7 @@ mod tests {
             let before = len(&log);
             current.unconfirmed.drain(..10);
             let start = 100_000 + round * 10;
-            current.unconfirmed.extend(ids(start..start + 10));
+            current.unconfirmed.extend(unconfirmed(start..start + 10));
             current.recent.push(Arc::from(format!("0:recent{round}")));
             store.save_ack_state("app", current.clone()).await.unwrap();
             let line = len(&log) - before;
@@ -776,14 +959,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = DirStore::open(dir.path()).unwrap();
         let log = dir.path().join("app.acks.log");
-        let mut current = state(ids(0..10), Vec::new());
+        let mut current = state(unconfirmed(0..10), Vec::new());
         store.save_ack_state("app", current.clone()).await.unwrap();
         let mut folded = false;
         let mut largest = 0;
         for round in 0..2_000 {
             current.unconfirmed.drain(..5);
             let start = 10 + round * 5;
-            current.unconfirmed.extend(ids(start..start + 5));
+            current.unconfirmed.extend(unconfirmed(start..start + 5));
             let before = len(&log);
             store.save_ack_state("app", current.clone()).await.unwrap();
             largest = largest.max(len(&log));
@@ -803,9 +986,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = DirStore::open(dir.path()).unwrap();
         let log = dir.path().join("app.acks.log");
-        let first = state(ids(0..3), Vec::new());
+        let first = state(unconfirmed(0..3), Vec::new());
         store.save_ack_state("app", first.clone()).await.unwrap();
-        let second = state(ids(1..4), Vec::new());
+        let second = state(unconfirmed(1..4), Vec::new());
         store.save_ack_state("app", second.clone()).await.unwrap();
         // A crash in the middle of the third write's append.
         let mut file = OpenOptions::new().append(true).open(&log).unwrap();
@@ -814,10 +997,10 @@ mod tests {
         let again = DirStore::open(dir.path()).unwrap();
         assert_eq!(again.load_ack_state("app").await.unwrap(), second);
         // Nothing is appended behind the torn line: a new snapshot, the log emptied.
-        let third = state(ids(2..6), Vec::new());
+        let third = state(unconfirmed(2..6), Vec::new());
         again.save_ack_state("app", third.clone()).await.unwrap();
         assert_eq!(len(&log), 0);
-        let fourth = state(ids(3..7), Vec::new());
+        let fourth = state(unconfirmed(3..7), Vec::new());
         again.save_ack_state("app", fourth.clone()).await.unwrap();
         let reread = DirStore::open(dir.path()).unwrap();
         assert_eq!(reread.load_ack_state("app").await.unwrap(), fourth);
@@ -829,11 +1012,11 @@ mod tests {
         let store = DirStore::open(dir.path()).unwrap();
         let log = dir.path().join("app.acks.log");
         store
-            .save_ack_state("app", state(ids(0..3), Vec::new()))
+            .save_ack_state("app", state(unconfirmed(0..3), Vec::new()))
             .await
             .unwrap();
         store
-            .save_ack_state("app", state(ids(1..3), Vec::new()))
+            .save_ack_state("app", state(unconfirmed(1..3), Vec::new()))
             .await
             .unwrap();
         let old_lines = fs::read(&log).unwrap();
@@ -841,7 +1024,7 @@ mod tests {
         // A crash after a new snapshot was renamed into place, before the log was
         // emptied: the lines of the old generation are still there.
         let fresh = DirStore::open(dir.path()).unwrap();
-        let current = state(ids(5..8), Vec::new());
+        let current = state(unconfirmed(5..8), Vec::new());
         fresh.save_ack_state("app", current.clone()).await.unwrap();
         fs::write(&log, &old_lines).unwrap();
         let again = DirStore::open(dir.path()).unwrap();
@@ -854,21 +1037,219 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_snapshot_of_the_first_format_is_read_and_replaced() {
+    async fn a_snapshot_of_the_first_format_is_read_with_the_load_time_and_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let snapshot = dir.path().join("app.acks.json");
+        let log = dir.path().join("app.acks.log");
+        fs::write(
+            &snapshot,
+            br#"{"format": "pullkin-acks/1", "unconfirmed": ["0:a"], "recent": ["0:r"]}"#,
+        )
+        .unwrap();
+        // No time stored: the id arrived when it was loaded, as far as anyone knows.
+        let (loaded, _) = DirStore::load_acks(&snapshot, &log, arrival(7)).unwrap();
+        assert_eq!(
+            loaded,
+            state(
+                vec![UnconfirmedId::new("0:a", arrival(7))],
+                vec!["0:r".into()]
+            )
+        );
+        let store = DirStore::open(dir.path()).unwrap();
+        let before = SystemTime::now();
+        let loaded = store.load_ack_state("app").await.unwrap();
+        let after = SystemTime::now();
+        assert_eq!(keys(&loaded.unconfirmed), ["0:a"]);
+        let received = loaded.unconfirmed[0].received;
+        assert!(before <= received && received <= after, "{received:?}");
+        let mut next = loaded.clone();
+        next.unconfirmed.push(UnconfirmedId::new("0:b", arrival(8)));
+        store.save_ack_state("app", next.clone()).await.unwrap();
+        let text = fs::read_to_string(&snapshot).unwrap();
+        assert!(text.contains(ACKS_FORMAT), "{text}");
+        let again = DirStore::open(dir.path()).unwrap();
+        let reread = again.load_ack_state("app").await.unwrap();
+        // Kept to the millisecond.
+        assert_eq!(keys(&reread.unconfirmed), ["0:a", "0:b"]);
+        assert_eq!(
+            reread.unconfirmed[0].received,
+            UNIX_EPOCH + Duration::from_millis(unix_ms(received))
+        );
+        assert_eq!(reread.unconfirmed[1].received, arrival(8));
+        assert_eq!(reread.recent, next.recent);
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_and_log_of_the_second_format_are_read_and_the_next_write_is_a_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let snapshot = dir.path().join("app.acks.json");
+        let log = dir.path().join("app.acks.log");
+        fs::write(
+            &snapshot,
+            br#"{"format":"pullkin-acks/2","generation":7,"unconfirmed":["0:a","0:b"],"recent":["0:r"]}"#,
+        )
+        .unwrap();
+        fs::write(
+            &log,
+            concat!(
+                r#"{"g":7,"u-":["0:a"],"u+":["0:c"]}"#,
+                "\n",
+                r#"{"g":6,"u+":["0:old"]}"#,
+                "\n",
+                r#"{"g":7,"r+":["0:s"]}"#,
+                "\n"
+            ),
+        )
+        .unwrap();
+        let (loaded, files) = DirStore::load_acks(&snapshot, &log, arrival(3)).unwrap();
+        assert_eq!(
+            loaded,
+            state(
+                vec![
+                    UnconfirmedId::new("0:b", arrival(3)),
+                    UnconfirmedId::new("0:c", arrival(3)),
+                ],
+                vec!["0:r".into(), "0:s".into()]
+            )
+        );
+        assert!(files.state.is_none(), "the next write is a snapshot");
+        // Through the store: the next write replaces both files with a snapshot with
+        // times, which a restart reads back exactly.
+        let store = DirStore::open(dir.path()).unwrap();
+        let mut current = store.load_ack_state("app").await.unwrap();
+        assert_eq!(keys(&current.unconfirmed), ["0:b", "0:c"]);
+        current.unconfirmed = vec![
+            UnconfirmedId::new("0:b", arrival(1)),
+            UnconfirmedId::new("0:c", arrival(2)),
+            UnconfirmedId::new("0:d", arrival(4)),
+        ];
+        store.save_ack_state("app", current.clone()).await.unwrap();
+        assert!(fs::read_to_string(&snapshot).unwrap().contains(ACKS_FORMAT));
+        assert_eq!(len(&log), 0);
+        // And lines with times after it.
+        current.unconfirmed.remove(0);
+        current
+            .unconfirmed
+            .push(UnconfirmedId::new("0:e", arrival(5)));
+        store.save_ack_state("app", current.clone()).await.unwrap();
+        let text = fs::read_to_string(&log).unwrap();
+        assert!(text.contains(r#""t+":[1700000005000]"#), "{text}");
+        let again = DirStore::open(dir.path()).unwrap();
+        assert_eq!(again.load_ack_state("app").await.unwrap(), current);
+    }
+
+    #[tokio::test]
+    async fn arrival_times_survive_snapshots_and_lines_and_are_clamped_when_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirStore::open(dir.path()).unwrap();
+        let mut current = state(unconfirmed(0..3), Vec::new());
+        store.save_ack_state("app", current.clone()).await.unwrap();
+        current
+            .unconfirmed
+            .push(UnconfirmedId::new("0:late", arrival(100)));
+        store.save_ack_state("app", current.clone()).await.unwrap();
+        assert!(len(&dir.path().join("app.acks.log")) > 0);
+        let again = DirStore::open(dir.path()).unwrap();
+        let reread = again.load_ack_state("app").await.unwrap();
+        assert_eq!(reread, current);
+        assert_eq!(reread.unconfirmed[3].received, arrival(100));
+        // Before 1970, and past the year 9999: written as the nearest end of the range.
+        let far = UNIX_EPOCH + Duration::from_secs(400_000 * 365 * 24 * 3600);
+        let early = UNIX_EPOCH - Duration::from_secs(1);
+        let odd = state(
+            vec![
+                UnconfirmedId::new("0:early", early),
+                UnconfirmedId::new("0:far", far),
+            ],
+            Vec::new(),
+        );
+        let fresh = tempfile::tempdir().unwrap();
+        let store = DirStore::open(fresh.path()).unwrap();
+        store.save_ack_state("app", odd).await.unwrap();
+        let reread = DirStore::open(fresh.path())
+            .unwrap()
+            .load_ack_state("app")
+            .await
+            .unwrap();
+        assert_eq!(reread.unconfirmed[0].received, UNIX_EPOCH);
+        assert_eq!(
+            reread.unconfirmed[1].received,
+            UNIX_EPOCH + Duration::from_millis(MAX_RECEIVED_MS)
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_arrival_times_are_corrupt() {
+        let snapshots: &[&str] = &[
+            // One time for two ids.
+            r#"{"format":"pullkin-acks/3","generation":1,"unconfirmed":["0:a","0:b"],"received_ms":[1],"recent":[]}"#,
+            // Past the year 9999.
+            r#"{"format":"pullkin-acks/3","generation":1,"unconfirmed":["0:a"],"received_ms":[253402300800000],"recent":[]}"#,
+            // Negative, fractional, text, far too large for any clock.
+            r#"{"format":"pullkin-acks/3","generation":1,"unconfirmed":["0:a"],"received_ms":[-1],"recent":[]}"#,
+            r#"{"format":"pullkin-acks/3","generation":1,"unconfirmed":["0:a"],"received_ms":[1.5],"recent":[]}"#,
+            r#"{"format":"pullkin-acks/3","generation":1,"unconfirmed":["0:a"],"received_ms":["1"],"recent":[]}"#,
+            r#"{"format":"pullkin-acks/3","generation":1,"unconfirmed":["0:a"],"received_ms":[18446744073709551615],"recent":[]}"#,
+            r#"{"format":"pullkin-acks/3","generation":1,"unconfirmed":["0:a"],"received_ms":[1e300],"recent":[]}"#,
+            // The current format without its times.
+            r#"{"format":"pullkin-acks/3","generation":1,"unconfirmed":["0:a"],"recent":[]}"#,
+        ];
+        for text in snapshots {
+            let dir = tempfile::tempdir().unwrap();
+            fs::write(dir.path().join("app.acks.json"), text).unwrap();
+            let store = DirStore::open(dir.path()).unwrap();
+            let err = store.load_ack_state("app").await.unwrap_err();
+            assert!(matches!(err, StoreError::Corrupt { .. }), "{text}: {err}");
+            assert!(err.to_string().contains("app.acks.json"), "{err}");
+        }
+        let lines: &[&str] = &[
+            // Times that do not match the ids that came.
+            r#"{"g":1,"u+":["0:b","0:c"],"t+":[1]}"#,
+            r#"{"g":1,"u+":["0:b"],"t+":[253402300800000]}"#,
+            r#"{"g":1,"u+":["0:b"],"t+":[-5]}"#,
+            // After a snapshot with times, a line without.
+            r#"{"g":1,"u+":["0:b"]}"#,
+        ];
+        for line in lines {
+            let dir = tempfile::tempdir().unwrap();
+            fs::write(
+                dir.path().join("app.acks.json"),
+                r#"{"format":"pullkin-acks/3","generation":1,"unconfirmed":["0:a"],"received_ms":[1],"recent":[]}"#,
+            )
+            .unwrap();
+            fs::write(dir.path().join("app.acks.log"), format!("{line}\n")).unwrap();
+            let store = DirStore::open(dir.path()).unwrap();
+            let err = store.load_ack_state("app").await.unwrap_err();
+            assert!(matches!(err, StoreError::Corrupt { .. }), "{line}: {err}");
+            assert!(err.to_string().contains("app.acks.log"), "{err}");
+        }
+        // Lines of another generation are skipped, as before, once they parse (a line
+        // that does not, like the negative time above, is corrupt wherever it is).
         let dir = tempfile::tempdir().unwrap();
         fs::write(
             dir.path().join("app.acks.json"),
-            br#"{"format": "pullkin-acks/1", "unconfirmed": ["0:a"], "recent": ["0:r"]}"#,
+            r#"{"format":"pullkin-acks/3","generation":2,"unconfirmed":["0:a"],"received_ms":[1],"recent":[]}"#,
+        )
+        .unwrap();
+        let parsing: Vec<&str> = lines
+            .iter()
+            .copied()
+            .filter(|l| !l.contains("[-5]"))
+            .collect();
+        assert_eq!(parsing.len(), 3);
+        fs::write(
+            dir.path().join("app.acks.log"),
+            format!("{}\n", parsing.join("\n")),
         )
         .unwrap();
         let store = DirStore::open(dir.path()).unwrap();
         let loaded = store.load_ack_state("app").await.unwrap();
-        assert_eq!(loaded, state(vec!["0:a".into()], vec!["0:r".into()]));
-        let next = state(vec!["0:a".into(), "0:b".into()], vec!["0:r".into()]);
-        store.save_ack_state("app", next.clone()).await.unwrap();
-        let text = fs::read_to_string(dir.path().join("app.acks.json")).unwrap();
-        assert!(text.contains(ACKS_FORMAT), "{text}");
-        let again = DirStore::open(dir.path()).unwrap();
-        assert_eq!(again.load_ack_state("app").await.unwrap(), next);
+        assert_eq!(
+            loaded.unconfirmed,
+            [UnconfirmedId::new(
+                "0:a",
+                UNIX_EPOCH + Duration::from_millis(1)
+            )]
+        );
     }
 }

@@ -2,12 +2,14 @@
 //! argument, so every wait is computed, never slept.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use fcm_http::RetryPolicy;
 use mcs_codec::McsMessage;
 use mcs_codec::proto::{DataMessageStanza, LoginResponse};
-use pullkin::session::{AckState, Reconnect, ReconnectPolicy, Session, SessionConfig};
+use pullkin::session::{
+    AckState, Reconnect, ReconnectPolicy, Session, SessionConfig, UnconfirmedId,
+};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
@@ -141,7 +143,7 @@ fn without_a_limit_it_never_gives_up() {
 }
 
 fn online_session(config: SessionConfig, now: Instant) -> Session {
-    let mut session = Session::new(config, AckState::default());
+    let mut session = Session::new(config, AckState::default(), now, SystemTime::now());
     session.connect(now);
     while session.poll_transmit().is_some() {}
     session.handle_frame(LoginResponse::default().into(), now);
@@ -203,10 +205,15 @@ fn a_failed_store_write_leaves_the_state_dirty_for_the_next_turn() {
 #[test]
 fn a_new_identity_starts_over_with_an_empty_state_to_store() {
     let restored = AckState {
-        unconfirmed: vec!["0:old".into()],
+        unconfirmed: vec![UnconfirmedId::new("0:old", SystemTime::now())],
         recent: vec!["0:older".into()],
     };
-    let mut session = Session::new(SessionConfig::new(1, 2), restored);
+    let mut session = Session::new(
+        SessionConfig::new(1, 2),
+        restored,
+        Instant::now(),
+        SystemTime::now(),
+    );
     assert!(
         !session.set_identity(1, 2),
         "the same identity changes nothing"

@@ -2,7 +2,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::support::idle_notification;
 use bytes::Bytes;
@@ -13,14 +14,33 @@ use mcs_codec::proto::{
 };
 use proptest::prelude::*;
 use prost::Message as _;
-use pullkin::session::{AckState, Disconnect, Session, SessionConfig, SessionEvent, SessionState};
+use pullkin::session::{
+    AckState, Disconnect, Session, SessionConfig, SessionEvent, SessionState, UnconfirmedId,
+};
 
 const ANDROID_ID: u64 = 5_029_133_409_823_838_781;
 const TOKEN: u64 = 3_412_875_692_133_547_231;
 
+/// An entry of a stored list: an id, or an id with its arrival time.
+trait Key {
+    fn key(&self) -> &str;
+}
+
+impl Key for Arc<str> {
+    fn key(&self) -> &str {
+        self
+    }
+}
+
+impl Key for UnconfirmedId {
+    fn key(&self) -> &str {
+        &self.id
+    }
+}
+
 /// Ids as text, to compare with literals.
-fn strs(ids: &[std::sync::Arc<str>]) -> Vec<&str> {
-    ids.iter().map(|id| &**id).collect()
+fn strs<T: Key>(ids: &[T]) -> Vec<&str> {
+    ids.iter().map(Key::key).collect()
 }
 
 fn config() -> SessionConfig {
@@ -79,9 +99,10 @@ struct Harness {
 
 impl Harness {
     fn new(config: SessionConfig, restored: AckState) -> Self {
+        let now = Instant::now();
         Self {
-            session: Session::new(config, restored),
-            now: Instant::now(),
+            session: Session::new(config, restored, now, SystemTime::now()),
+            now,
             sent: Vec::new(),
             events: Vec::new(),
         }
@@ -470,7 +491,7 @@ fn login_ids_wait_for_confirmation_when_the_server_does_not_report() {
     let mut h = Harness::new(
         config(),
         AckState {
-            unconfirmed: vec!["0:x".into()],
+            unconfirmed: vec![UnconfirmedId::new("0:x", SystemTime::now())],
             recent: vec![],
         },
     );
@@ -872,7 +893,7 @@ proptest! {
                 Op::Restart => {
                     queue.clear();
                     let kept: HashSet<&str> =
-                        persisted.unconfirmed.iter().chain(&persisted.recent).map(|id| &**id).collect();
+                        strs(&persisted.unconfirmed).into_iter().chain(strs(&persisted.recent)).collect();
                     for id in &emitted {
                         if !kept.contains(id.as_str()) {
                             may_come_again.insert(id.clone());
@@ -883,7 +904,7 @@ proptest! {
                 }
             }
             let state = h.session.ack_state();
-            let unique: HashSet<&str> = state.unconfirmed.iter().map(|id| &**id).collect();
+            let unique: HashSet<&str> = strs(&state.unconfirmed).into_iter().collect();
             prop_assert_eq!(unique.len(), state.unconfirmed.len(), "no id stored twice");
             prop_assert!(state.unconfirmed.len() + state.recent.len() <= 24);
         }

@@ -2,17 +2,26 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::fs;
+use std::time::{Duration, SystemTime};
 
-use pullkin::session::AckState;
+use pullkin::session::{AckState, UnconfirmedId};
 use pullkin::{AppCredentials, DirStore, MemoryStore, Store, StoreError};
 
 fn credentials() -> AppCredentials {
     AppCredentials::from_json(include_str!("fixtures/pullkin_credentials.json")).unwrap()
 }
 
+/// A state with these unconfirmed ids (arrived a minute apart, in November 2023) and one
+/// recent id.
 fn state(ids: &[&str]) -> AckState {
+    let arrived =
+        |i: usize| SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + 60 * i as u64);
     AckState {
-        unconfirmed: ids.iter().map(|s| std::sync::Arc::from(*s)).collect(),
+        unconfirmed: ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| UnconfirmedId::new(*id, arrived(i)))
+            .collect(),
         recent: vec!["0:old".into()],
     }
 }

@@ -26,7 +26,9 @@ use crate::event::{ConnectionState, Event, Health};
 use crate::message;
 use crate::net::{self, IDLE_BUFFER, McsConnection, McsTarget};
 use crate::registration::IidCommand;
-use crate::session::{AckState, Reconnect, ReconnectPolicy, Session, SessionConfig, SessionEvent};
+use crate::session::{
+    AckState, Reconnect, ReconnectPolicy, Session, SessionConfig, SessionEvent, UnconfirmedId,
+};
 use crate::store::{Store, StoreError};
 use mcs_codec::proto::DataMessageStanza;
 
@@ -149,26 +151,37 @@ impl Driver {
         self.finish(Some(&mut session), stop_error).await;
     }
 
-    /// The session, from the stored state and the ids received elsewhere.
+    /// The session, from the stored state and the ids received elsewhere (which count
+    /// as arrived now). The one place the session's clocks are read: the session
+    /// converts stored arrival times through this pair (docs/protocol.md §7.3).
     async fn restore(&mut self) -> Result<Session, ConnectionError> {
         let store = &self.shared.store;
         let mut state = store.load_ack_state(&self.app).await?;
         let extra = std::mem::take(&mut self.received_elsewhere);
         if !extra.is_empty() {
-            let mut known: std::collections::HashSet<Arc<str>> =
-                state.unconfirmed.iter().cloned().collect();
+            let arrived = SystemTime::now();
+            let mut known: std::collections::HashSet<Arc<str>> = state
+                .unconfirmed
+                .iter()
+                .map(|u| Arc::clone(&u.id))
+                .collect();
             let before = state.unconfirmed.len();
             for id in extra {
                 let id = Arc::<str>::from(id);
                 if known.insert(Arc::clone(&id)) {
-                    state.unconfirmed.push(id);
+                    state.unconfirmed.push(UnconfirmedId::new(id, arrived));
                 }
             }
             if state.unconfirmed.len() != before {
                 store.save_ack_state(&self.app, state.clone()).await?;
             }
         }
-        Ok(Session::new(self.session_config.clone(), state))
+        Ok(Session::new(
+            self.session_config.clone(),
+            state,
+            Instant::now(),
+            SystemTime::now(),
+        ))
     }
 
     /// After the last connection: store what the application took meanwhile, report why

@@ -55,9 +55,19 @@
 //! oldest beyond that are forgotten first. A receiver that sent some 28 000 ids had every
 //! login closed by the server. A forgotten id joins the recent ids, so that a redelivery
 //! of it is acknowledged again and not handed to the application twice (while the recent
-//! list still holds it). An id's age counts from when it arrived on a connection of this
-//! session; the stored [`AckState`] keeps no times, so the ids of a restored state count
-//! from the first connection after the restart.
+//! list still holds it).
+//!
+//! An id's age counts from when it arrived, and survives a restart: [`AckState`] carries
+//! each unconfirmed id's arrival as a time of day ([`UnconfirmedId::received`]). The
+//! session reads no clock, so [`Session::new`] takes one moment on both clocks (an
+//! [`Instant`] and a [`SystemTime`]) and converts between the two through it: a restored
+//! id's arrival becomes an instant that far before, and [`Session::ack_state`] turns the
+//! instants back into times of day. A stored time in the future (the wall clock went
+//! back) counts as the moment the session was made; a time too old for an [`Instant`] is
+//! no problem (ages are kept as signed offsets from that moment), and it expires at the
+//! next connection like any other. An id whose time a store does not know (a state
+//! written before times were stored) is given the time it was loaded at: its age starts
+//! at the restore, so it is never forgotten early.
 
 mod reconnect;
 
@@ -65,7 +75,7 @@ pub use reconnect::{Reconnect, ReconnectPolicy};
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use mcs_codec::proto::{
@@ -106,8 +116,9 @@ pub struct SessionConfig {
     pub recent_ids: usize,
     /// At most one store write of the acknowledgement state per this interval.
     pub store_interval: Duration,
-    /// An unconfirmed id older than this is forgotten at the next connection instead of
-    /// going into its LoginRequest (docs/protocol.md §7.3).
+    /// An unconfirmed id older than this (counted from its arrival, across restarts) is
+    /// forgotten at the next connection instead of going into its LoginRequest
+    /// (docs/protocol.md §7.3).
     pub id_expiry: Duration,
     /// A LoginRequest carries at most this many ids; the oldest beyond it are forgotten
     /// first (docs/protocol.md §7.3).
@@ -147,14 +158,92 @@ pub(crate) const DEFAULT_ID_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600
 pub(crate) const DEFAULT_MAX_LOGIN_IDS: usize = 1000;
 
 /// What must survive a restart: the ids whose acknowledgement the server has not yet
-/// confirmed, and recently confirmed ids (to drop late duplicates).
+/// confirmed, with when each arrived, and recently confirmed ids (to drop late
+/// duplicates).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AckState {
-    /// Delivered ids not yet confirmed by the server, oldest first. They go into the next
-    /// LoginRequest's `received_persistent_id`.
-    pub unconfirmed: Vec<Arc<str>>,
+    /// Delivered ids not yet confirmed by the server, with their arrival times. They go
+    /// into the next LoginRequest's `received_persistent_id`, unless older than
+    /// [`SessionConfig::id_expiry`] by then (docs/protocol.md §7.3).
+    pub unconfirmed: Vec<UnconfirmedId>,
     /// Ids the server confirmed recently, oldest first; bounded.
     pub recent: Vec<Arc<str>>,
+}
+
+/// A delivered id not yet confirmed by the server, and when it arrived (the time of day,
+/// so that its age survives a restart; docs/protocol.md §7.3).
+///
+/// A store that does not know an id's time (one written before times were stored) gives
+/// it the time it was loaded at: its age then starts at the restore.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct UnconfirmedId {
+    /// The persistent id (shared with the session: no copy).
+    pub id: Arc<str>,
+    /// When it arrived.
+    pub received: SystemTime,
+}
+
+impl UnconfirmedId {
+    /// The id `id`, arrived at `received`.
+    #[must_use]
+    pub fn new(id: impl Into<Arc<str>>, received: SystemTime) -> Self {
+        Self {
+            id: id.into(),
+            received,
+        }
+    }
+}
+
+/// The moment a [`Session`] was made, on both clocks: times of day (stored arrival times)
+/// and instants convert through it.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    instant: Instant,
+    wall: SystemTime,
+}
+
+/// A moment as signed nanoseconds from [`Clock::instant`] (negative: before it). Any
+/// stored arrival time fits, however old, where an [`Instant`] may not.
+type Stamp = i128;
+
+/// `duration` in nanoseconds (at most about 1.8e28: it fits).
+fn nanos(duration: Duration) -> Stamp {
+    Stamp::try_from(duration.as_nanos()).unwrap_or(Stamp::MAX)
+}
+
+impl Clock {
+    /// The stamp of an instant.
+    fn stamp(&self, at: Instant) -> Stamp {
+        match at.checked_duration_since(self.instant) {
+            Some(after) => nanos(after),
+            None => -nanos(self.instant.duration_since(at)),
+        }
+    }
+
+    /// The stamp of a time of day; one after [`Clock::wall`] (in the future) counts as
+    /// the clock's moment.
+    fn stamp_wall(&self, at: SystemTime) -> Stamp {
+        self.wall.duration_since(at).map_or(0, |age| -nanos(age))
+    }
+
+    /// The time of day of a stamp.
+    fn wall_at(&self, stamp: Stamp) -> SystemTime {
+        let magnitude = stamp.unsigned_abs();
+        let billion = 1_000_000_000;
+        let duration = u64::try_from(magnitude / billion).map_or(Duration::MAX, |secs| {
+            // The remainder is below a billion: it fits.
+            Duration::new(secs, u32::try_from(magnitude % billion).unwrap_or(0))
+        });
+        let at = if stamp < 0 {
+            self.wall.checked_sub(duration)
+        } else {
+            self.wall.checked_add(duration)
+        };
+        // Only a stamp made from a time of day is far from the clock's moment, and that
+        // time is representable; any other gives the clock's moment, not a panic.
+        at.unwrap_or(self.wall)
+    }
 }
 
 /// A store write to make: the acknowledgement state as of `version`. Report its end
@@ -315,9 +404,11 @@ pub struct Session {
     reported_in: i32,
     /// Every id not yet confirmed, with its state.
     ids: IdMap<IdState>,
-    /// When ids of `ids` arrived, for their expiry; an id restored from the store has no
-    /// entry until the next connection stamps it. Swept at each connection.
-    since: IdMap<Instant>,
+    /// When each id of `ids` arrived, for its expiry (restored ids: their stored time).
+    /// Kept in step with `ids`.
+    since: IdMap<Stamp>,
+    /// The moment the session was made, on both clocks.
+    clock: Clock,
     /// How many pending ids arrived with each stream id of this connection: the lowest
     /// bounds what may be reported as received.
     pending_streams: BTreeMap<i32, u32>,
@@ -353,10 +444,14 @@ pub struct Session {
 }
 
 impl Session {
-    /// A session for the device in `config`, resuming from a stored [`AckState`].
+    /// A session for the device in `config`, resuming from a stored [`AckState`]. `now`
+    /// and `wall` are the same moment on the monotonic clock and the clock of the day:
+    /// the restored ids' ages are counted from their arrival times against `wall`, and
+    /// [`Session::ack_state`] converts back through the same pair (see the module docs).
     #[must_use]
-    pub fn new(config: SessionConfig, restored: AckState) -> Self {
+    pub fn new(config: SessionConfig, restored: AckState, now: Instant, wall: SystemTime) -> Self {
         let mut session = Self {
+            clock: Clock { instant: now, wall },
             heartbeat_interval: config.heartbeat_interval,
             config,
             state: SessionState::Disconnected,
@@ -385,9 +480,12 @@ impl Session {
         for id in restored.recent {
             session.remember_recent(id);
         }
-        for id in restored.unconfirmed {
+        for UnconfirmedId { id, received } in restored.unconfirmed {
             if !session.ids.contains_key(&id) {
                 session.recent_set.remove(&id);
+                session
+                    .since
+                    .insert(Arc::clone(&id), session.clock.stamp_wall(received));
                 session.ids.insert(Arc::clone(&id), IdState::Unacked);
                 session.unacked.push_back((id, 0));
             }
@@ -421,15 +519,25 @@ impl Session {
         self.last_received
     }
 
-    /// What must survive a restart: the ids not yet confirmed and the recent ones.
+    /// What must survive a restart: the ids not yet confirmed, with their arrival times
+    /// (converted to times of day through the pair given to [`Session::new`]), and the
+    /// recent ones.
     #[must_use]
     pub fn ack_state(&self) -> AckState {
         // Shared, not copied: a snapshot is taken for every store write, and thousands of
         // ids may await confirmation during a burst.
-        let mut unconfirmed: Vec<Arc<str>> = Vec::with_capacity(self.ids.len());
-        unconfirmed.extend(self.awaiting.values().flatten().cloned());
-        unconfirmed.extend(self.unacked.iter().map(|(id, _)| Arc::clone(id)));
-        unconfirmed.extend(self.undurable.iter().map(|u| Arc::clone(&u.id)));
+        let dated = |id: &Id| {
+            // Every id of `ids` has its time; the clock's moment would only stand in.
+            let since = self.since.get(id).copied().unwrap_or(0);
+            UnconfirmedId {
+                id: Arc::clone(id),
+                received: self.clock.wall_at(since),
+            }
+        };
+        let mut unconfirmed: Vec<UnconfirmedId> = Vec::with_capacity(self.ids.len());
+        unconfirmed.extend(self.awaiting.values().flatten().map(dated));
+        unconfirmed.extend(self.unacked.iter().map(|(id, _)| dated(id)));
+        unconfirmed.extend(self.undurable.iter().map(|u| dated(&u.id)));
         AckState {
             unconfirmed,
             recent: self.recent.iter().cloned().collect(),
@@ -535,7 +643,12 @@ impl Session {
         config.android_id = android_id;
         config.security_token = security_token;
         let version = self.version;
-        *self = Session::new(config, AckState::default());
+        *self = Session::new(
+            config,
+            AckState::default(),
+            self.clock.instant,
+            self.clock.wall,
+        );
         // Dirty: the store still holds the old device's state.
         self.version = version.wrapping_add(1);
         self.persisted_version = version;
@@ -587,20 +700,18 @@ impl Session {
     /// bound, the oldest dropped first (docs/protocol.md §7.3); the ones left out are
     /// forgotten (kept as recent ids).
     fn expire_and_bound(&mut self, received: Vec<Id>, now: Instant) -> Vec<Id> {
-        // Ids that left `ids` since the last connection leave `since` too.
-        let ids = &self.ids;
-        self.since.retain(|id, _| ids.contains_key(id));
-        let mut dated: Vec<(Instant, Id)> = received
+        let now = self.clock.stamp(now);
+        let mut dated: Vec<(Stamp, Id)> = received
             .into_iter()
             .map(|id| (*self.since.entry(Arc::clone(&id)).or_insert(now), id))
             .collect();
         // Oldest first; ids of the same age keep their order (a restored state's order is
         // oldest first).
         dated.sort_by_key(|(since, _)| *since);
-        let expiry = self.config.id_expiry;
+        let expiry = nanos(self.config.id_expiry);
         let expired = dated
             .iter()
-            .take_while(|(since, _)| now.saturating_duration_since(*since) >= expiry)
+            .take_while(|(since, _)| now.saturating_sub(*since) >= expiry)
             .count();
         let over = dated
             .len()
@@ -938,19 +1049,20 @@ impl Session {
             return;
         };
         let stream = self.stream_id_in;
+        let arrived = self.clock.stamp(now);
         match self.ids.get_mut(&id) {
             None if self.recent_set.contains(&id) => {
                 // Confirmed already, yet redelivered: acknowledge it again, deliver nothing.
                 self.recent_set.remove(&id);
                 self.recent.retain(|other| other != &id);
-                self.since.insert(id.clone(), now);
+                self.since.insert(id.clone(), arrived);
                 self.ids.insert(id.clone(), IdState::Unacked);
                 self.unacked.push_back((id, stream));
                 self.touch();
                 self.ack_wanted = true;
             }
             None => {
-                self.since.insert(Arc::clone(&id), now);
+                self.since.insert(Arc::clone(&id), arrived);
                 self.ids
                     .insert(Arc::clone(&id), IdState::Pending(stream, immediate));
                 *self.pending_streams.entry(stream).or_default() += 1;
@@ -1135,4 +1247,55 @@ fn ack_iq(id: i32, data: Bytes) -> McsMessage {
         ..Default::default()
     }
     .into()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+
+    fn clock() -> Clock {
+        Clock {
+            instant: Instant::now(),
+            wall: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        }
+    }
+
+    #[test]
+    fn times_of_day_and_instants_convert_through_the_pair() {
+        let clock = clock();
+        assert_eq!(clock.stamp(clock.instant), 0);
+        assert_eq!(
+            clock.stamp(clock.instant + Duration::from_millis(1500)),
+            1_500_000_000
+        );
+        let day_ago = clock.wall - DAY;
+        assert_eq!(clock.stamp_wall(day_ago), -nanos(DAY));
+        assert_eq!(clock.wall_at(clock.stamp_wall(day_ago)), day_ago);
+        let later = clock.instant + Duration::new(3, 7);
+        assert_eq!(
+            clock.wall_at(clock.stamp(later)),
+            clock.wall + Duration::new(3, 7)
+        );
+        // An instant before the pair's (a caller's clock that went back) converts too.
+        if let Some(before) = clock.instant.checked_sub(Duration::from_millis(2)) {
+            assert_eq!(clock.stamp(before), -2_000_000);
+        }
+    }
+
+    #[test]
+    fn future_times_count_as_the_pair_and_ancient_ones_do_not_panic() {
+        let clock = clock();
+        assert_eq!(clock.stamp_wall(clock.wall + DAY), 0);
+        // Far beyond any instant's range, both ways.
+        let ancient = SystemTime::UNIX_EPOCH - Duration::from_secs(u64::MAX / 4);
+        let stamp = clock.stamp_wall(ancient);
+        assert!(stamp < -nanos(DAY * 365 * 1_000_000));
+        assert_eq!(clock.wall_at(stamp), ancient);
+        // A stamp no time of day can hold gives the pair's time, not a panic.
+        assert_eq!(clock.wall_at(Stamp::MIN + 1), clock.wall);
+        assert_eq!(clock.wall_at(Stamp::MAX), clock.wall);
+    }
 }
