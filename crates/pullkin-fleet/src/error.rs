@@ -81,6 +81,15 @@ pub enum FleetError {
     /// The worker's commit task is gone (the worker is shutting down).
     #[error("the worker is shutting down")]
     ShuttingDown,
+    /// A stored ack state cannot be read (a null id, arrival times that do not match
+    /// the ids or lie outside 1970 to 9999).
+    #[error("the stored ack state of identity {identity} is corrupt: {reason}")]
+    CorruptAckState {
+        /// The identity's id.
+        identity: i64,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 impl FleetError {

@@ -15,7 +15,7 @@
 //! | `identities` | one row per identity: name, persona, sender and app ids, the credentials JSON encrypted (`credentials`, `nonce`, `key_id`), `disabled` |
 //! | `leases` | one row per identity, kept for its whole life: the holder (`worker_id`, null when free), `epoch` (only grows), `expires_at` (database time) |
 //! | `workers` | one row per running worker: host, pid, start, `last_seen` (its heartbeat), capacity, version |
-//! | `ack_state` | what the listener keeps per identity: the persistent ids not yet confirmed by the server, and the epoch that wrote them ((version 3) the recent ids are not kept: the unique key of `notifications` drops a late duplicate) |
+//! | `ack_state` | what the listener keeps per identity: the persistent ids not yet confirmed by the server, and the epoch that wrote them ((version 3) the recent ids are not kept: the unique key of `notifications` drops a late duplicate; (version 4) `received_ms`, each unconfirmed id's arrival time in Unix milliseconds, parallel to `unconfirmed`, null in rows written before) |
 //! | `notifications` | every received message, `seq` in commit order, `UNIQUE (identity_id, persistent_id)`; `line` is the JSON line of `pullkin listen` (`json` since version 3: the text as printed) |
 //! | `consumers` | durable cursors: the last `seq` each named consumer has processed |
 //! | `connection_state` | (version 2) each identity's connection as its worker last saw it, for `status` |
@@ -120,10 +120,20 @@ DROP INDEX pullkin.notifications_received_at;
 CREATE INDEX notifications_received_at ON pullkin.notifications USING brin (received_at);
 ",
     },
+    Migration {
+        version: 4,
+        // Each unconfirmed id's arrival time (Unix milliseconds, parallel to
+        // `unconfirmed`), so that its age survives a takeover or a restart
+        // (docs/protocol.md §7.3). Null in rows written before: their ids count as
+        // arrived when they are loaded.
+        sql: r"
+ALTER TABLE pullkin.ack_state ADD COLUMN received_ms bigint[];
+",
+    },
 ];
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = 4;
 
 /// The key of the advisory lock held while migrating (`pullkin` in ASCII).
 const MIGRATION_LOCK: i64 = 0x0070_756c_6c6b_696e;

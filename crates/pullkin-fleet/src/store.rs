@@ -29,6 +29,14 @@
 //! thousands of them with every write was most of the database's work. A late
 //! duplicate after a takeover is inserted `ON CONFLICT DO NOTHING`: a no-op.
 //!
+//! Each unconfirmed id is kept with its arrival time (`received_ms`, Unix milliseconds,
+//! parallel to `unconfirmed`; schema version 4), so that its age survives a takeover or a
+//! restart and it expires on time (docs/protocol.md §7.3). A row written before has no
+//! times: its ids count as arrived when they are loaded. A null id, or times that do not
+//! match the ids or lie outside 1970 to 9999, make the load fail
+//! ([`FleetError::CorruptAckState`]); a time outside that range is written as its nearest
+//! end.
+//!
 //! ## Group commit
 //!
 //! Writes of every identity go to one committer task. It takes everything queued, does
@@ -56,9 +64,9 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use pullkin::session::AckState;
+use pullkin::session::{AckState, UnconfirmedId};
 use pullkin::{AppCredentials, Incoming, Store, StoreError, StoreFuture};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
@@ -82,6 +90,51 @@ const MAX_BATCH: usize = 512;
 /// At most this many rows go into one `INSERT` statement (several are pipelined in one
 /// transaction).
 const ROWS_PER_STATEMENT: usize = 500;
+
+/// The latest arrival time stored, in Unix milliseconds: the end of the year 9999.
+const MAX_RECEIVED_MS: i64 = 253_402_300_799_999;
+
+/// `at` in Unix milliseconds, within what a row may hold (0 to [`MAX_RECEIVED_MS`]).
+fn unix_ms(at: SystemTime) -> i64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |since| {
+            i64::try_from(since.as_millis()).unwrap_or(MAX_RECEIVED_MS)
+        })
+        .min(MAX_RECEIVED_MS)
+}
+
+/// The unconfirmed ids of a row, with their times (`None`: a row from before the times
+/// were kept; a null time: not known either); unknown times are `loaded_at`.
+fn unconfirmed_of(
+    ids: Vec<Option<String>>,
+    times: Option<Vec<Option<i64>>>,
+    loaded_at: SystemTime,
+) -> Result<Vec<UnconfirmedId>, String> {
+    if let Some(times) = &times
+        && times.len() != ids.len()
+    {
+        return Err(format!(
+            "{} arrival times for {} unconfirmed ids",
+            times.len(),
+            ids.len()
+        ));
+    }
+    let mut times = times.into_iter().flatten();
+    ids.into_iter()
+        .map(|id| {
+            let id = id.ok_or("a null unconfirmed id")?;
+            let received = match times.next().flatten() {
+                None => loaded_at,
+                Some(ms) => u64::try_from(ms)
+                    .ok()
+                    .filter(|_| ms <= MAX_RECEIVED_MS)
+                    .and_then(|ms| UNIX_EPOCH.checked_add(Duration::from_millis(ms)))
+                    .ok_or_else(|| format!("the arrival time {ms} ms is out of range"))?,
+            };
+            Ok(UnconfirmedId::new(id, received))
+        })
+        .collect()
+}
 
 /// The rows of one `INSERT`, column by column (the `unnest` arrays).
 struct Columns<'a> {
@@ -540,19 +593,22 @@ impl FleetStore {
         let client = self.inner.database.client().await?;
         let row = client
             .query_opt(
-                "SELECT unconfirmed FROM pullkin.ack_state WHERE identity_id = $1",
+                "SELECT unconfirmed, received_ms FROM pullkin.ack_state WHERE identity_id = $1",
                 &[&identity],
             )
             .await
             .map_err(db)?;
-        Ok(row.map_or_else(AckState::default, |row| {
-            let unconfirmed: Vec<String> = row.get(0);
-            AckState {
-                unconfirmed: unconfirmed.into_iter().map(Arc::from).collect(),
-                // Not kept: see the module docs (Dedupe).
-                recent: Vec::new(),
-            }
-        }))
+        let Some(row) = row else {
+            return Ok(AckState::default());
+        };
+        let corrupt = |reason: String| FleetError::CorruptAckState { identity, reason };
+        let ids: Vec<Option<String>> = row.try_get(0).map_err(|e| corrupt(one_line(&e)))?;
+        let times: Option<Vec<Option<i64>>> = row.try_get(1).map_err(|e| corrupt(one_line(&e)))?;
+        Ok(AckState {
+            unconfirmed: unconfirmed_of(ids, times, SystemTime::now()).map_err(corrupt)?,
+            // Not kept: see the module docs (Dedupe).
+            recent: Vec::new(),
+        })
     }
 
     async fn load_sealed(&self, name: &str) -> Result<Option<AppCredentials>, FleetError> {
@@ -744,18 +800,24 @@ async fn transact(
         }
     }
     let upserts = acks.iter().map(|(identity, (ack, epoch))| {
-        let unconfirmed: Vec<&str> = ack.unconfirmed.iter().map(|id| &**id).collect();
+        let unconfirmed: Vec<&str> = ack.unconfirmed.iter().map(|u| &*u.id).collect();
+        let received: Vec<i64> = ack
+            .unconfirmed
+            .iter()
+            .map(|u| unix_ms(u.received))
+            .collect();
         let transaction = &transaction;
         async move {
             transaction
                 .execute(
-                    "INSERT INTO pullkin.ack_state (identity_id, unconfirmed, epoch)
-                     VALUES ($1, $2, $3)
+                    "INSERT INTO pullkin.ack_state (identity_id, unconfirmed, received_ms, epoch)
+                     VALUES ($1, $2, $3, $4)
                      ON CONFLICT (identity_id) DO UPDATE
                      SET unconfirmed = EXCLUDED.unconfirmed,
+                         received_ms = EXCLUDED.received_ms,
                          epoch = EXCLUDED.epoch, updated_at = now()
                      WHERE pullkin.ack_state.epoch <= EXCLUDED.epoch",
-                    &[identity, &unconfirmed, epoch],
+                    &[identity, &unconfirmed, &received, epoch],
                 )
                 .await
         }

@@ -2,10 +2,10 @@
 //! fencing by epoch, group commit, and a commit that fails while the database is down.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::support::{Proxy, TestDb, credentials, key};
-use pullkin::session::AckState;
+use pullkin::session::{AckState, UnconfirmedId};
 use pullkin::{Store, StoreError};
 use pullkin_fleet::{
     Database, FleetError, FleetKey, FleetStore, Lease, Leases, NotificationRow, WorkerInfo,
@@ -23,9 +23,18 @@ pub(crate) fn row(persistent_id: &str) -> NotificationRow {
     row
 }
 
+/// When the `i`th id of [`ack`] arrived: a minute apart, in November 2023.
+fn arrival(i: usize) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(1_700_000_000 + 60 * i as u64)
+}
+
 fn ack(ids: &[&str]) -> AckState {
     AckState {
-        unconfirmed: ids.iter().map(|id| Arc::from(*id)).collect(),
+        unconfirmed: ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| UnconfirmedId::new(*id, arrival(i)))
+            .collect(),
         recent: Vec::new(),
     }
 }
@@ -371,4 +380,164 @@ async fn a_large_batch_commits_whole_in_order_with_each_line_as_printed() {
     // Only the unconfirmed ids are kept: the unique key is the dedupe.
     let loaded = store.load_ack_state("s0").await.unwrap();
     assert_eq!(loaded, ack(&["0:1"]));
+}
+
+#[tokio::test]
+async fn unconfirmed_ids_keep_their_arrival_times() {
+    let test = TestDb::migrated().await;
+    let (_key, _a, store, _fenced, _) = held(&test, &test.db, 1, Duration::from_secs(30)).await;
+    let mut state = ack(&["0:1", "0:2"]);
+    // Before 1970 and past 9999: stored as the nearest end of the range.
+    state.unconfirmed.push(UnconfirmedId::new(
+        "0:early",
+        UNIX_EPOCH - Duration::from_secs(1),
+    ));
+    state.unconfirmed.push(UnconfirmedId::new(
+        "0:far",
+        UNIX_EPOCH + Duration::from_secs(400_000 * 365 * 24 * 3600),
+    ));
+    store.save_ack_state("s0", state).await.unwrap();
+    let times: Vec<i64> = test
+        .client()
+        .await
+        .query_one("SELECT received_ms FROM pullkin.ack_state", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        times,
+        [1_700_000_000_000, 1_700_000_060_000, 0, 253_402_300_799_999]
+    );
+    let loaded = store.load_ack_state("s0").await.unwrap();
+    let mut expected = ack(&["0:1", "0:2"]);
+    expected
+        .unconfirmed
+        .push(UnconfirmedId::new("0:early", UNIX_EPOCH));
+    expected.unconfirmed.push(UnconfirmedId::new(
+        "0:far",
+        UNIX_EPOCH + Duration::from_millis(253_402_300_799_999),
+    ));
+    assert_eq!(loaded, expected);
+    // A later write replaces the times with the ids.
+    store.save_ack_state("s0", ack(&["0:9"])).await.unwrap();
+    assert_eq!(store.load_ack_state("s0").await.unwrap(), ack(&["0:9"]));
+}
+
+#[tokio::test]
+async fn ids_without_a_stored_time_count_as_arrived_when_loaded() {
+    let test = TestDb::migrated().await;
+    let (_key, _a, store, _fenced, _) = held(&test, &test.db, 1, Duration::from_secs(30)).await;
+    store
+        .save_ack_state("s0", ack(&["0:1", "0:2"]))
+        .await
+        .unwrap();
+    let client = test.client().await;
+    for unknown in [
+        "UPDATE pullkin.ack_state SET received_ms = NULL",
+        "UPDATE pullkin.ack_state SET received_ms = ARRAY[NULL, 1700000060000]::bigint[]",
+    ] {
+        client.batch_execute(unknown).await.unwrap();
+        let before = SystemTime::now();
+        let loaded = store.load_ack_state("s0").await.unwrap();
+        let after = SystemTime::now();
+        assert_eq!(loaded.unconfirmed.len(), 2, "{unknown}");
+        assert_eq!(&*loaded.unconfirmed[0].id, "0:1");
+        let received = loaded.unconfirmed[0].received;
+        assert!(
+            before <= received && received <= after,
+            "{unknown}: {received:?}"
+        );
+        if unknown.contains("ARRAY") {
+            assert_eq!(loaded.unconfirmed[1], UnconfirmedId::new("0:2", arrival(1)));
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_row_written_before_version_4_loads_with_the_load_time() {
+    let test = TestDb::empty().await;
+    pullkin_fleet::migrate_to(&test.db, 3).await.unwrap();
+    let key = key();
+    let identity = add_identity(&test.db, &key, "s0", &credentials(1))
+        .await
+        .unwrap();
+    test.client()
+        .await
+        .execute(
+            "INSERT INTO pullkin.ack_state (identity_id, unconfirmed, epoch)
+             VALUES ($1, ARRAY['0:a', '0:b'], 0)",
+            &[&identity],
+        )
+        .await
+        .unwrap();
+    pullkin_fleet::migrate(&test.db).await.unwrap();
+    let a = leases(&test.db, "a", Duration::from_secs(30), &key);
+    a.register().await.unwrap();
+    let claimed = a.claim(1).await.unwrap();
+    let (store, _fenced) = FleetStore::new(test.db.clone(), key.clone(), "a".to_owned());
+    store.hold("s0", claimed[0].identity, claimed[0].epoch);
+    let before = SystemTime::now();
+    let loaded = store.load_ack_state("s0").await.unwrap();
+    let after = SystemTime::now();
+    let ids: Vec<&str> = loaded.unconfirmed.iter().map(|u| &*u.id).collect();
+    assert_eq!(ids, ["0:a", "0:b"]);
+    assert!(
+        loaded
+            .unconfirmed
+            .iter()
+            .all(|u| before <= u.received && u.received <= after),
+        "{loaded:?}"
+    );
+    // The next write stores the times.
+    store.save_ack_state("s0", loaded.clone()).await.unwrap();
+    let reloaded = store.load_ack_state("s0").await.unwrap();
+    let ms = |at: SystemTime| at.duration_since(UNIX_EPOCH).unwrap().as_millis();
+    assert_eq!(
+        reloaded
+            .unconfirmed
+            .iter()
+            .map(|u| ms(u.received))
+            .collect::<Vec<_>>(),
+        loaded
+            .unconfirmed
+            .iter()
+            .map(|u| ms(u.received))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn an_unreadable_ack_row_is_a_typed_error() {
+    let test = TestDb::migrated().await;
+    let (_key, _a, store, _fenced, claimed) =
+        held(&test, &test.db, 1, Duration::from_secs(30)).await;
+    store
+        .save_ack_state("s0", ack(&["0:1", "0:2"]))
+        .await
+        .unwrap();
+    let client = test.client().await;
+    for bad in [
+        "UPDATE pullkin.ack_state SET received_ms = ARRAY[1]::bigint[]",
+        "UPDATE pullkin.ack_state SET received_ms = ARRAY[1, -1]::bigint[]",
+        "UPDATE pullkin.ack_state SET received_ms = ARRAY[1, 253402300800000]::bigint[]",
+        "UPDATE pullkin.ack_state SET received_ms = ARRAY[[1, 2]]::bigint[]",
+        "UPDATE pullkin.ack_state SET unconfirmed = ARRAY['0:1', NULL], received_ms = NULL",
+    ] {
+        client.batch_execute(bad).await.unwrap();
+        let error = store.load_ack_state("s0").await.unwrap_err();
+        let StoreError::Backend(cause) = &error else {
+            panic!("{bad}: {error:?}")
+        };
+        let cause = cause.downcast_ref::<FleetError>().unwrap();
+        assert!(
+            matches!(cause, FleetError::CorruptAckState { identity, .. } if *identity == claimed[0].identity),
+            "{bad}: {cause:?}"
+        );
+        assert!(!cause.to_string().contains('\n'), "{cause}");
+        // Put the good row back for the next case.
+        store
+            .save_ack_state("s0", ack(&["0:1", "0:2"]))
+            .await
+            .unwrap();
+    }
 }
