@@ -30,9 +30,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use pullkin::{AppCredentials, DirStore, Store, session::AckState};
+use pullkin::session::{AckState, UnconfirmedId};
+use pullkin::{AppCredentials, DirStore, Store};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -482,10 +483,22 @@ async fn idle(pullkin: &Path, apps: usize, renew: bool, seconds: u64) -> Result 
     Ok(())
 }
 
-fn ids(start: usize, n: usize) -> Vec<Arc<str>> {
+/// Unconfirmed ids `start..start + n`, arrived a millisecond apart (whole milliseconds, as
+/// the store keeps them).
+fn ids(start: usize, n: usize) -> Vec<UnconfirmedId> {
     (start..start + n)
-        .map(|i| Arc::from(format!("0:17001234{i:08}%7031b2e6f9fd7ecd")))
+        .map(|i| {
+            UnconfirmedId::new(
+                Arc::<str>::from(format!("0:17001234{i:08}%7031b2e6f9fd7ecd")),
+                arrival(i),
+            )
+        })
         .collect()
+}
+
+/// When id `i` of [`ids`] arrived.
+fn arrival(i: usize) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(1_700_000_000_000 + i as u64)
 }
 
 fn dir_bytes(dir: &Path) -> u64 {
@@ -547,9 +560,12 @@ async fn store(ids_held: usize, changed: usize, writes: usize) -> Result {
     let started = Instant::now();
     let rewrites = 20.min(writes).max(1);
     for _ in 0..rewrites {
+        let millis = |at: SystemTime| at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
         let bytes = serde_json::to_vec(&json!({
-            "format": "pullkin-acks/1",
-            "unconfirmed": state.unconfirmed.iter().map(|id| &**id).collect::<Vec<_>>(),
+            "format": "pullkin-acks/3",
+            "generation": 1,
+            "unconfirmed": state.unconfirmed.iter().map(|u| &*u.id).collect::<Vec<_>>(),
+            "received_ms": state.unconfirmed.iter().map(|u| millis(u.received)).collect::<Vec<_>>(),
             "recent": [],
         }))
         .map_err(|e| e.to_string())?;

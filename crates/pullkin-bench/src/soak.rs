@@ -19,8 +19,9 @@
 //!   every earlier print of it came from an instance that was later SIGKILLed (the window
 //!   between handing a message over and storing its id); those duplicates are counted and
 //!   reported separately. Any other duplicate fails.
-//! - **Bounded stored ids**: `unconfirmed + recent` of every `<app>.acks.json` stays at
-//!   most [`STORED_IDS_BOUND`] (the session's recent-id cap, 4 096, plus slack for ids
+//! - **Bounded stored ids**: `unconfirmed + recent` of every app's stored state (its
+//!   snapshot `<app>.acks.json` with the log `<app>.acks.log` replayed, read as the
+//!   listener reads it) stays at most [`STORED_IDS_BOUND`] (the session's recent-id cap, 4 096, plus slack for ids
 //!   delivered and not yet confirmed), sampled throughout the run and at the end.
 //! - **Stable memory**: the listener's VmRSS, sampled every 500 ms, does not grow past
 //!   twice its first sample after a warm-up of [`RSS_WARM_UP`], in any instance.
@@ -71,7 +72,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use fcm_emulator::{Emulator, Fault, SendMessage, Target};
 use gcm_checkin::{GcmToken, SecurityToken};
-use pullkin::{AppCredentials, AppCredentialsFcm, AppCredentialsGcm, AppCredentialsKeys};
+use pullkin::{
+    AppCredentials, AppCredentialsFcm, AppCredentialsGcm, AppCredentialsKeys, DirStore, Store,
+};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -82,9 +85,9 @@ use crate::hook::{Answer, Hook};
 use crate::natsd::{self, NatsServer};
 use crate::{Result, flag};
 
-/// The most ids an app's acknowledgement file may hold: the session's cap on recently
-/// confirmed ids (4 096) plus ids taken and not yet confirmed by the server (at most
-/// the listener's queue, 256, plus one ack batch in flight).
+/// The most ids an app's stored acknowledgement state may hold: the session's cap on
+/// recently confirmed ids (4 096) plus ids taken and not yet confirmed by the server (at
+/// most the listener's queue, 256, plus one ack batch in flight).
 pub(crate) const STORED_IDS_BOUND: usize = 4096 + 512;
 
 /// RSS samples taken earlier than this after an instance started are not judged.
@@ -554,21 +557,23 @@ fn rss_kib_of(pid: u32) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
-/// `unconfirmed + recent` of each app's acknowledgement file.
-fn stored_ids(state: &Path, apps: &[App]) -> BTreeMap<String, usize> {
+/// `unconfirmed + recent` of each app's stored acknowledgement state, read through
+/// `DirStore` (the snapshot and the lines of its log, as the listener reads them; a store
+/// on the directory reads, never writes). A state that cannot be read fails the run.
+async fn stored_ids(state: &Path, apps: &[App]) -> Result<BTreeMap<String, usize>> {
+    let store = DirStore::open(state).map_err(|e| e.to_string())?;
     let mut out = BTreeMap::new();
     for app in apps {
-        let path = state.join(format!("{}.acks.json", app.name));
-        let count = std::fs::read(&path)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
-            .map_or(0, |v| {
-                let len = |key: &str| v[key].as_array().map_or(0, Vec::len);
-                len("unconfirmed") + len("recent")
-            });
-        out.insert(app.name.clone(), count);
+        let stored = store
+            .load_ack_state(&app.name)
+            .await
+            .map_err(|e| format!("the stored state of {}: {e}", app.name))?;
+        out.insert(
+            app.name.clone(),
+            stored.unconfirmed.len() + stored.recent.len(),
+        );
     }
-    out
+    Ok(out)
 }
 
 /// SIGKILLs an instance and waits until everything it printed has been read.
@@ -1003,7 +1008,8 @@ pub(crate) async fn run(args: &[String]) -> Result {
                 &state,
                 &apps,
                 &mut stored_max,
-            );
+            )
+            .await?;
             next_sample = now + Duration::from_millis(500);
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -1025,7 +1031,8 @@ pub(crate) async fn run(args: &[String]) -> Result {
                 &state,
                 &apps,
                 &mut stored_max,
-            );
+            )
+            .await?;
             next_sample = Instant::now() + Duration::from_millis(500);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -1040,10 +1047,10 @@ pub(crate) async fn run(args: &[String]) -> Result {
         .await;
     let mut clean_exit = false;
     if let Some(mut last) = instance.take() {
-        sample(Some(view(&last)), &mut rss, &state, &apps, &mut stored_max);
+        sample(Some(view(&last)), &mut rss, &state, &apps, &mut stored_max).await?;
         clean_exit = terminate(&mut last).await?;
     }
-    let stored_end = stored_ids(&state, &apps);
+    let stored_end = stored_ids(&state, &apps).await?;
     stored_max = stored_max.max(stored_end.values().copied().max().unwrap_or(0));
     emulator.shutdown().await;
 
@@ -1128,7 +1135,7 @@ pub(crate) async fn run(args: &[String]) -> Result {
     }
     if stored_max > STORED_IDS_BOUND {
         failures.push(format!(
-            "an acknowledgement file held {stored_max} ids (bound {STORED_IDS_BOUND})"
+            "a stored acknowledgement state held {stored_max} ids (bound {STORED_IDS_BOUND})"
         ));
     }
     if !acked {
@@ -1213,21 +1220,22 @@ fn view(instance: &Instance) -> View {
 }
 
 /// Samples the listener's RSS (after its warm-up) and the stored-id counts.
-fn sample(
+async fn sample(
     instance: Option<View>,
     rss: &mut Rss,
     state: &Path,
     apps: &[App],
     stored_max: &mut usize,
-) {
+) -> Result {
     if let Some(view) = instance
         && view.started.elapsed() >= RSS_WARM_UP
         && let Some(kib) = rss_kib_of(view.pid)
     {
         rss.samples.push((view.index, kib));
     }
-    let stored = stored_ids(state, apps);
+    let stored = stored_ids(state, apps).await?;
     *stored_max = (*stored_max).max(stored.values().copied().max().unwrap_or(0));
+    Ok(())
 }
 
 // ---- through a sink ----
@@ -1613,7 +1621,7 @@ fn finish_sink(run: SinkRun<'_>) -> Result {
     }
     if run.stored_max > STORED_IDS_BOUND {
         failures.push(format!(
-            "an acknowledgement file held {} ids (bound {STORED_IDS_BOUND})",
+            "a stored acknowledgement state held {} ids (bound {STORED_IDS_BOUND})",
             run.stored_max
         ));
     }
