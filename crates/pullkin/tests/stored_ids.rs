@@ -1,14 +1,18 @@
 //! Stored ids expire and a LoginRequest carries a bounded number of them
-//! (docs/protocol.md §7.3), on a fake clock; their ages survive a restart through the
-//! session's state.
+//! (docs/protocol.md §7.3), on a fake clock; their ages survive a restart, through the
+//! session's state and through `DirStore` into a listener's login.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::support::{WAIT, connected, listener_config, shutdown, wait_for_state};
+use fcm_emulator::Emulator;
 use mcs_codec::McsMessage;
 use mcs_codec::proto::{DataMessageStanza, LoginRequest, LoginResponse};
 use pullkin::session::{AckState, Session, SessionConfig, SessionEvent, UnconfirmedId};
+use pullkin::{DirStore, Pullkin, Store};
+use pullkin_test_support::devices::web_device;
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
@@ -338,4 +342,57 @@ fn a_time_in_the_future_counts_as_now_and_one_older_than_any_instant_does_not_pa
     let login = log_in(&mut session, t0);
     assert_eq!(login.received_persistent_id, ["0:ancient", "0:future"]);
     assert_eq!(session.ack_state().unconfirmed[0].received, ancient);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_keeps_the_ages_of_stored_ids_through_the_dir_store() {
+    let emulator = Emulator::start().await.unwrap();
+    let web = web_device(&emulator);
+    let dir = tempfile::tempdir().unwrap();
+    let now = SystemTime::now();
+    // A listener stored these before it stopped: two ids 8 days old (in the snapshot),
+    // then two 1 day old (in a line of the log).
+    let first = DirStore::open(dir.path()).unwrap();
+    let mut state = AckState {
+        unconfirmed: arrived(&["0:8d-a", "0:8d-b"], now - 8 * DAY),
+        recent: Vec::new(),
+    };
+    first.save_ack_state("web", state.clone()).await.unwrap();
+    state
+        .unconfirmed
+        .extend(arrived(&["0:1d-a", "0:1d-b"], now - DAY));
+    first.save_ack_state("web", state.clone()).await.unwrap();
+    assert!(
+        std::fs::metadata(dir.path().join("web.acks.log"))
+            .unwrap()
+            .len()
+            > 0,
+        "the newer ids are in the log"
+    );
+    drop(first);
+
+    // The restart: a new store on the directory, a listener on it.
+    let store: Arc<dyn Store> = Arc::new(DirStore::open(dir.path()).unwrap());
+    let pullkin = Pullkin::builder()
+        .config(listener_config(&emulator))
+        .tls(pullkin_test_support::emulator::tls(&emulator))
+        .store(Arc::clone(&store))
+        .build()
+        .unwrap();
+    pullkin.add_app("web", &web.credentials, []).unwrap();
+    let mut health = pullkin.health("web").unwrap();
+    wait_for_state(&mut health, connected).await;
+    let login = emulator.last_login_request().expect("a login");
+    assert_eq!(login.received_persistent_id, ["0:1d-a", "0:1d-b"]);
+    // The 8-day-old ids are no longer stored as unconfirmed.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let stored = store.load_ack_state("web").await.unwrap();
+        if stored.unconfirmed.iter().all(|u| !u.id.starts_with("0:8d")) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{stored:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    shutdown(&pullkin, &emulator).await;
 }
