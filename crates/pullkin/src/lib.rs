@@ -38,8 +38,8 @@ pub use error::{ConnectionError, HandlerError, Panicked, PullkinError, SinkError
 pub use event::{ConnectionState, CredentialsChange, Event, Health};
 pub use fcm_http::Secret;
 pub use listen::{
-    ForwardConfig, GOOGLE_MCS_ENDPOINTS, HandlerResult, Incoming, ListenerConfig, Outcome, Pullkin,
-    PullkinBuilder, Sink, SinkEvent, SinkFuture, SinkMessage, deliver_batch,
+    Ack, ForwardConfig, GOOGLE_MCS_ENDPOINTS, HandlerResult, Incoming, ListenerConfig, Outcome,
+    Pullkin, PullkinBuilder, Sink, SinkEvent, SinkFuture, SinkMessage, deliver_batch,
 };
 pub use message::{Message, Notification, Stanza};
 pub use registration::{

@@ -640,6 +640,27 @@ async fn an_idle_notification_is_answered_acknowledged_and_not_delivered() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_taken_apart_is_acknowledged_when_its_ack_is_dropped() {
+    let (emulator, web, pullkin, _, mut stream) = listening_web_app().await;
+    emulator.send(&web.token, &text(1)).unwrap();
+    let incoming = next(&mut stream).await;
+    let (app, message, stanza, ack) = incoming.into_parts();
+    assert_eq!(app, "web");
+    assert_eq!(message.data["n"], "1");
+    // The values are gone; the acknowledgement is held: the server has no ack yet (the
+    // session acknowledges within its ack delay once the id is taken).
+    drop((message, stanza));
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert!(
+        !emulator.unacked_ids(web.android_id).is_empty(),
+        "not acknowledged while the Ack is held"
+    );
+    drop(ack);
+    wait_acked(&emulator, &web, WAIT).await;
+    shutdown(&pullkin, &emulator).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_apps_one_stopped_the_others_keep_receiving() {
     let emulator = Emulator::start().await.unwrap();
     let devices: Vec<Device> = (0..3).map(|_| web_device(&emulator)).collect();

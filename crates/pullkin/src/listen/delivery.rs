@@ -3,7 +3,10 @@
 //! (decoded), [`Incoming`] (taken by a stream consumer) and [`TakenIds`] (the return
 //! path).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use tokio::sync::{Notify, broadcast};
@@ -52,6 +55,23 @@ impl Incoming {
     pub fn to_json(&self) -> serde_json::Value {
         self.message.to_json(&self.app)
     }
+
+    /// Separates the message from its acknowledgement: the app, message and frame to
+    /// use, and the [`Ack`] that acknowledges it when dropped. For an application done
+    /// with the values before the message may be acknowledged (`pullkin listen` frees
+    /// each message once its line is in the output buffer, and acknowledges it once the
+    /// buffer is written).
+    pub fn into_parts(self) -> (String, Message, Stanza, Ack) {
+        (self.app, self.message, self.stanza, Ack { _ack: self._ack })
+    }
+}
+
+/// The acknowledgement of an [`Incoming`] taken apart ([`Incoming::into_parts`]): the
+/// message is acknowledged when this is dropped.
+#[derive(Debug)]
+#[must_use = "dropping it acknowledges the message at once"]
+pub struct Ack {
+    _ack: AckOnDrop,
 }
 
 /// The ids the application took, on their way back to the driver. An idle
@@ -128,54 +148,101 @@ impl Handover {
     /// Waits for the decoding; `None` when there is nothing for the application: an
     /// undecryptable message or a `deleted_messages` notice is reported as an [`Event`]
     /// and acknowledged here (a poison message must not come back forever).
-    pub(crate) async fn resolve(self) -> Option<ReadyMessage> {
-        let outcome = match self.decoding {
+    pub(crate) async fn resolve(self: Box<Self>) -> Option<ReadyMessage> {
+        let mut waiting = Some(self);
+        std::future::poll_fn(|cx| match waiting.take() {
+            None => Poll::Ready(None),
+            Some(handover) => match handover.poll_resolve(cx) {
+                Ok(ready) => Poll::Ready(ready),
+                Err(handover) => {
+                    waiting = Some(handover);
+                    Poll::Pending
+                }
+            },
+        })
+        .await
+    }
+
+    /// [`Handover::resolve`] without a future of its own (a stream keeps only the boxed
+    /// hand-over between polls): the outcome when the decoding is done (a plain message
+    /// is decoded now), else the hand-over back, to be polled again when `cx` is woken.
+    // The queue holds boxes: taking the box frees it here.
+    #[allow(clippy::boxed_local)]
+    pub(crate) fn poll_resolve(
+        self: Box<Self>,
+        cx: &mut Context<'_>,
+    ) -> Result<Option<ReadyMessage>, Box<Self>> {
+        let Handover {
+            app,
+            persistent_id,
+            decoding,
+            taken,
+            events,
+        } = *self;
+        let outcome = match decoding {
             Decoding::Plain(stanza, keys, received) => {
                 Ok((message::decode(&stanza, keys.as_deref(), received), stanza))
             }
-            Decoding::Decrypting(handle) => handle.await,
+            Decoding::Decrypting(mut handle) => match Pin::new(&mut handle).poll(cx) {
+                Poll::Ready(outcome) => outcome,
+                Poll::Pending => {
+                    return Err(Box::new(Handover {
+                        app,
+                        persistent_id,
+                        decoding: Decoding::Decrypting(handle),
+                        taken,
+                        events,
+                    }));
+                }
+            },
         };
-        let app = self.app.to_string();
-        let persistent_id = self.persistent_id.as_deref().map(str::to_owned);
+        // The app's name and the id are copied for the reports only: a message for the
+        // application takes none.
+        let report = |persistent_id: &Option<Arc<str>>| {
+            (app.to_string(), persistent_id.as_deref().map(str::to_owned))
+        };
         let (decoded, stanza) = match outcome {
             Ok(done) => done,
             Err(error) => {
-                warn!(%app, ?persistent_id, "the decryption task failed: {error}");
-                acknowledge(&self.taken, self.persistent_id);
-                let _ = self.events.send(Event::DecryptionPanicked {
+                let (app, id) = report(&persistent_id);
+                warn!(%app, ?id, "the decryption task failed: {error}");
+                acknowledge(&taken, persistent_id);
+                let _ = events.send(Event::DecryptionPanicked {
                     app,
-                    persistent_id,
+                    persistent_id: id,
                     message: error.to_string(),
                 });
-                return None;
+                return Ok(None);
             }
         };
-        match decoded {
+        Ok(match decoded {
             Decoded::Message(message) => Some(ReadyMessage {
-                app: self.app,
+                app,
                 message,
                 stanza: Stanza::from(stanza),
-                persistent_id: self.persistent_id,
-                taken: self.taken,
+                persistent_id,
+                taken,
             }),
             Decoded::DeletedMessages { count } => {
+                let (app, _) = report(&persistent_id);
                 warn!(%app, ?count, "the server dropped messages it could not deliver");
-                acknowledge(&self.taken, self.persistent_id);
-                let _ = self.events.send(Event::DeletedMessages { app, count });
+                acknowledge(&taken, persistent_id);
+                let _ = events.send(Event::DeletedMessages { app, count });
                 None
             }
             Decoded::Undecryptable(error) => {
-                warn!(%app, ?persistent_id, "cannot decrypt a message: {error}");
-                acknowledge(&self.taken, self.persistent_id);
-                let _ = self.events.send(Event::Undecryptable {
+                let (app, id) = report(&persistent_id);
+                warn!(%app, ?id, "cannot decrypt a message: {error}");
+                acknowledge(&taken, persistent_id);
+                let _ = events.send(Event::Undecryptable {
                     app,
-                    persistent_id,
+                    persistent_id: id,
                     error,
                     stanza: Stanza::from(stanza),
                 });
                 None
             }
-        }
+        })
     }
 }
 

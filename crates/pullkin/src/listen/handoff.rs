@@ -1,11 +1,16 @@
 //! The bounded queue between an app's connection task and its consumer.
 //!
 //! One producer (the connection task), one consumer (the application's stream or
-//! [`crate::Pullkin::run`]). An idle queue is a mutex around an empty deque and two
-//! notifiers: thousands of idle apps hold no block of slots each, as a channel would.
+//! [`crate::Pullkin::run`]). An idle queue is a mutex around an empty deque, the
+//! consumer's waker and a notifier for the producer: thousands of idle apps hold no
+//! block of slots each, as a channel would. The consumer is polled
+//! ([`Receiver::poll_recv`]), so a stream over it keeps no future between polls.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
+
+use futures_util::task::AtomicWaker;
 
 use tokio::sync::Notify;
 
@@ -26,8 +31,8 @@ struct State<T> {
 struct Shared<T> {
     state: Mutex<State<T>>,
     capacity: usize,
-    /// An item was pushed, or the sender left.
-    item: Notify,
+    /// The consumer waiting for an item (woken when one was pushed, or the sender left).
+    item: AtomicWaker,
     /// Room was made, or the receiver left.
     room: Notify,
 }
@@ -60,7 +65,7 @@ pub(crate) fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
             receiver_gone: false,
         }),
         capacity: capacity.max(1),
-        item: Notify::new(),
+        item: AtomicWaker::new(),
         room: Notify::new(),
     });
     (Sender(Arc::clone(&shared)), Receiver(shared))
@@ -78,7 +83,7 @@ impl<T> Sender<T> {
                 if state.items.len() < self.0.capacity {
                     state.items.push_back(item);
                     drop(state);
-                    self.0.item.notify_one();
+                    self.0.item.wake();
                     return Ok(());
                 }
             }
@@ -91,30 +96,42 @@ impl<T> Sender<T> {
 impl<T> Drop for Sender<T> {
     fn drop(&mut self) {
         self.0.lock().sender_gone = true;
-        self.0.item.notify_one();
+        self.0.item.wake();
     }
 }
 
 impl<T> Receiver<T> {
     /// The next item; `None` once the sender is gone and the queue drained.
     pub(crate) async fn recv(&mut self) -> Option<T> {
-        loop {
-            {
-                let mut state = self.0.lock();
-                if let Some(item) = state.items.pop_front() {
-                    if state.items.is_empty() && state.items.capacity() > KEEP {
-                        state.items = VecDeque::new();
-                    }
-                    drop(state);
-                    self.0.room.notify_one();
-                    return Some(item);
-                }
-                if state.sender_gone {
-                    return None;
-                }
-            }
-            self.0.item.notified().await;
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// The next item if there is one (`None` once the sender is gone and the queue
+    /// drained); else pending, `cx` woken when one is pushed.
+    pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        if let Some(next) = self.try_recv() {
+            return Poll::Ready(next);
         }
+        self.0.item.register(cx.waker());
+        // A push between the look and the registration woke nobody: look again.
+        match self.try_recv() {
+            Some(next) => Poll::Ready(next),
+            None => Poll::Pending,
+        }
+    }
+
+    /// `Some(item)`, `Some(None)` at the end, `None` when there is nothing yet.
+    fn try_recv(&mut self) -> Option<Option<T>> {
+        let mut state = self.0.lock();
+        if let Some(item) = state.items.pop_front() {
+            if state.items.is_empty() && state.items.capacity() > KEEP {
+                state.items = VecDeque::new();
+            }
+            drop(state);
+            self.0.room.notify_one();
+            return Some(Some(item));
+        }
+        state.sender_gone.then_some(None)
     }
 }
 

@@ -27,7 +27,7 @@ mod resume;
 mod sink;
 
 pub use config::{GOOGLE_MCS_ENDPOINTS, ListenerConfig};
-pub use delivery::Incoming;
+pub use delivery::{Ack, Incoming};
 pub use dispatch::HandlerResult;
 pub use sink::{ForwardConfig, Outcome, Sink, SinkEvent, SinkFuture, SinkMessage, deliver_batch};
 
@@ -50,7 +50,7 @@ use crate::net::{EndpointOrder, McsTarget};
 use crate::registration::{AppCredentials, PullkinCore};
 use crate::session::ReconnectPolicy;
 use crate::store::{MemoryStore, Store};
-use delivery::{Handover, ReadyMessage};
+use delivery::Handover;
 use dispatch::Handler;
 use driver::{Driver, DriverShared};
 use identity::{CredentialsMap, Upkeep, lock};
@@ -388,13 +388,12 @@ impl Pullkin {
     /// The messages of one app, as a stream (`listen_coroutine` of the Python `pullkin`
     /// library). Each message is acknowledged when the application drops the
     /// [`Incoming`] (see there). Only one consumer per app: a second call, or
-    /// [`Pullkin::run`] on the same app, is an error. The stream is not `Unpin`: pin it
-    /// (`Box::pin`, `pin!`).
+    /// [`Pullkin::run`] on the same app, is an error.
     pub fn listen(&self, app: &str) -> Result<impl Stream<Item = Incoming> + use<>, PullkinError> {
-        let receiver = self.take_receiver(app)?;
-        Ok(receiver_stream(receiver)
-            .then(|handover| handover.resolve())
-            .filter_map(|ready| std::future::ready(ready.map(ReadyMessage::taken))))
+        Ok(Deliveries {
+            receiver: self.take_receiver(app)?,
+            decrypting: None,
+        })
     }
 
     fn take_receiver(&self, app: &str) -> Result<handoff::Receiver<Box<Handover>>, PullkinError> {
@@ -485,6 +484,46 @@ impl Drop for Pullkin {
         }
         for app in lock(&self.apps).values() {
             app.stop.cancel();
+        }
+    }
+}
+
+/// The stream of [`Pullkin::listen`]: the app's queue, and the message whose decryption
+/// it waits for. Nothing else is kept between polls: thousands of idle apps' streams
+/// cost a pointer or two each (a combinator would keep room for a whole decoding future
+/// per app).
+struct Deliveries {
+    receiver: handoff::Receiver<Box<Handover>>,
+    decrypting: Option<Box<Handover>>,
+}
+
+impl Stream for Deliveries {
+    type Item = Incoming;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Incoming>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        loop {
+            let handover = match this.decrypting.take() {
+                Some(handover) => handover,
+                None => match this.receiver.poll_recv(cx) {
+                    Poll::Ready(Some(handover)) => handover,
+                    Poll::Ready(None) => return Poll::Ready(None),
+                    Poll::Pending => return Poll::Pending,
+                },
+            };
+            match handover.poll_resolve(cx) {
+                Ok(Some(ready)) => return Poll::Ready(Some(ready.taken())),
+                // Reported and acknowledged: the next one.
+                Ok(None) => {}
+                Err(handover) => {
+                    this.decrypting = Some(handover);
+                    return Poll::Pending;
+                }
+            }
         }
     }
 }
