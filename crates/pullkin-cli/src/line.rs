@@ -31,7 +31,10 @@ pub(crate) fn write(out: &mut Vec<u8>, app: &str, message: &Message) {
     string(out, app);
     present(out, b",\"collapse_key\":", message.collapse_key.as_deref());
     out.extend_from_slice(b",\"data\":");
+    let data_at = out.len();
     value!(out, &message.data);
+    // `raw` repeats it (when the payload is not JSON): copied, not escaped again.
+    let data = data_at..out.len();
     present(
         out,
         b",\"delivered_priority\":",
@@ -79,7 +82,7 @@ pub(crate) fn write(out: &mut Vec<u8>, app: &str, message: &Message) {
         number(out, u64::try_from(queued.as_millis()).ok());
     }
     out.extend_from_slice(b",\"raw\":");
-    raw(out, message);
+    raw(out, message, data);
     out.extend_from_slice(b",\"received_ms\":");
     number(out, unix_ms(message.received));
     out.extend_from_slice(b",\"sender_id\":");
@@ -94,14 +97,15 @@ pub(crate) fn write(out: &mut Vec<u8>, app: &str, message: &Message) {
     out.push(b'}');
 }
 
-/// [`Message::raw`]: the payload's JSON, or an object built from the message.
-fn raw(out: &mut Vec<u8>, message: &Message) {
+/// [`Message::raw`]: the payload's JSON, or an object built from the message (its
+/// `data`, serialized already, at `data` in `out`).
+fn raw(out: &mut Vec<u8>, message: &Message, data: std::ops::Range<usize>) {
     if let Some(json) = &message.json {
         value!(out, json);
         return;
     }
     out.extend_from_slice(b"{\"data\":");
-    value!(out, &message.data);
+    out.extend_from_within(data);
     let mut put = |key: &[u8], text: Option<&str>| {
         if let Some(text) = text {
             out.extend_from_slice(key);

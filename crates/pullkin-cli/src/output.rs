@@ -8,12 +8,13 @@
 //! writes (a line at a time when it keeps up). Past [`Output::MOST`] messages waiting
 //! the loop stops taking more, which holds the connection back.
 //!
-//! The writer writes a whole buffer, flushes, and only then gives the batch back; the
-//! loop drops its messages, which acknowledges them: a message is acknowledged only once
-//! its line was written. (Dropped by the loop, not the writer: they were made on the
-//! runtime's threads, and freeing them there is cheaper.) When stdout fails (its reader
-//! went away), the messages of that buffer are not acknowledged (the server delivers
-//! them again after a restart), the writer stops and tells the loop ([`Output::news`]).
+//! A message is freed as soon as its line is in the buffer; what the batch keeps of it
+//! is its acknowledgement ([`pullkin::Ack`], two pointers). The writer writes a whole
+//! buffer, flushes, and only then gives the batch back; the loop drops its
+//! acknowledgements, which acknowledges the messages: a message is acknowledged only
+//! once its line was written. When stdout fails (its reader went away), the messages of
+//! that buffer are not acknowledged (the server delivers them again after a restart),
+//! the writer stops and tells the loop ([`Output::news`]).
 
 use std::io::Write;
 use std::sync::Arc;
@@ -21,22 +22,22 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, TrySendError};
 use std::thread::JoinHandle;
 
-use pullkin::Incoming;
+use pullkin::{Ack, Incoming};
 use tokio::sync::Notify;
 
 use crate::error::{CliError, Result};
 
-/// One write: the lines, and the messages they are of.
+/// One write: the lines, and the acknowledgements of the messages they are of.
 struct Batch {
     bytes: Vec<u8>,
-    messages: Vec<Incoming>,
+    acks: Vec<Ack>,
 }
 
 impl Batch {
     fn new() -> Self {
         Self {
             bytes: Vec::with_capacity(64 * 1024),
-            messages: Vec::with_capacity(256),
+            acks: Vec::with_capacity(256),
         }
     }
 }
@@ -85,9 +86,9 @@ impl Output {
                         out.write_all(&batch.bytes).and_then(|()| out.flush())
                     };
                     if let Err(error) = written {
-                        // Not acknowledged (an `Incoming` acknowledges when dropped). The
+                        // Not acknowledged (an `Ack` acknowledges when dropped). The
                         // command is stopping; the leaked values go with it.
-                        for unprinted in batch.messages.drain(..) {
+                        for unprinted in batch.acks.drain(..) {
                             std::mem::forget(unprinted);
                         }
                         fail.store(true, Ordering::SeqCst);
@@ -101,7 +102,7 @@ impl Output {
                     // Written: the loop acknowledges its messages (or, when it has not
                     // taken the batches before, this thread does).
                     if let Err(TrySendError::Full(mut batch)) = give_back.try_send(batch) {
-                        batch.messages.clear();
+                        batch.acks.clear();
                     }
                     tell.notify_one();
                 }
@@ -123,7 +124,7 @@ impl Output {
     pub(crate) fn accepting(&self) -> bool {
         self.pending
             .as_ref()
-            .is_none_or(|batch| batch.messages.len() < Self::MOST)
+            .is_none_or(|batch| batch.acks.len() < Self::MOST)
     }
 
     /// Takes `first` and the messages that are ready behind it (at most `room` in all)
@@ -143,21 +144,24 @@ impl Output {
             Some(batch) => batch,
             None => self.written.pop().unwrap_or_else(Batch::new),
         };
-        let before = batch.messages.len();
+        let before = batch.acks.len();
         let most = before.saturating_add(room.max(1));
         let mut next = Some(first);
         while let Some(incoming) = next.take() {
             crate::line::write(&mut batch.bytes, &incoming.app, &incoming.message);
             batch.bytes.push(b'\n');
-            batch.messages.push(incoming);
-            if batch.messages.len() >= most.min(Self::MOST) {
+            // The message is freed here, on the thread that decoded it; its
+            // acknowledgement waits for the write.
+            let (_, _, _, ack) = incoming.into_parts();
+            batch.acks.push(ack);
+            if batch.acks.len() >= most.min(Self::MOST) {
                 break;
             }
             if let Some(Some(incoming)) = messages.next().now_or_never() {
                 next = Some(incoming);
             }
         }
-        let taken = batch.messages.len() - before;
+        let taken = batch.acks.len() - before;
         self.pending = Some(batch);
         self.hand_over()?;
         Ok(taken)
@@ -198,7 +202,7 @@ impl Output {
     /// keeps the batches to be filled again.
     fn acknowledge_written(&mut self) {
         while let Ok(mut batch) = self.spare.try_recv() {
-            batch.messages.clear();
+            batch.acks.clear();
             if self.written.len() < 2 {
                 self.written.push(batch);
             }
@@ -217,7 +221,7 @@ impl Output {
 
     /// Lines the writer will not take: their messages are not acknowledged.
     fn unsent(&mut self, batch: Batch) {
-        for unprinted in batch.messages {
+        for unprinted in batch.acks {
             std::mem::forget(unprinted);
         }
     }
