@@ -43,11 +43,19 @@ impl fmt::Debug for PullkinCoreBuilder {
     }
 }
 
+/// How long the core's HTTPS client keeps an idle connection.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(2);
+
 impl Default for PullkinCoreBuilder {
     fn default() -> Self {
         Self {
             endpoints: Endpoints::google(),
-            client: Client::builder(),
+            // Google is called in bursts (a registration's few requests, the check-ins
+            // of many apps starting together) and then not for hours: a pooled
+            // connection idle for a few seconds will not be used again soon, and each
+            // holds its TLS state (a listener of thousands of apps kept
+            // `concurrent_handshakes` of them for 90 s).
+            client: Client::builder().pool_idle_timeout(POOL_IDLE_TIMEOUT),
             client_error: None,
             http: None,
             retry: RetryPolicy::default(),
