@@ -64,7 +64,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use pullkin::session::{AckState, UnconfirmedId};
 use pullkin::{AppCredentials, Incoming, Store, StoreError, StoreFuture};
@@ -91,16 +91,10 @@ const MAX_BATCH: usize = 512;
 /// transaction).
 const ROWS_PER_STATEMENT: usize = 500;
 
-/// The latest arrival time stored, in Unix milliseconds: the end of the year 9999.
-const MAX_RECEIVED_MS: i64 = 253_402_300_799_999;
-
-/// `at` in Unix milliseconds, within what a row may hold (0 to [`MAX_RECEIVED_MS`]).
-fn unix_ms(at: SystemTime) -> i64 {
-    at.duration_since(UNIX_EPOCH)
-        .map_or(0, |since| {
-            i64::try_from(since.as_millis()).unwrap_or(MAX_RECEIVED_MS)
-        })
-        .min(MAX_RECEIVED_MS)
+/// The arrival time of `id` in Unix milliseconds, as a row holds it (the range of
+/// [`UnconfirmedId::received_unix_ms`] fits a `bigint`).
+fn unix_ms(id: &UnconfirmedId) -> i64 {
+    i64::try_from(id.received_unix_ms()).unwrap_or(i64::MAX)
 }
 
 /// The unconfirmed ids of a row, with their times (`None`: a row from before the times
@@ -123,15 +117,13 @@ fn unconfirmed_of(
     ids.into_iter()
         .map(|id| {
             let id = id.ok_or("a null unconfirmed id")?;
-            let received = match times.next().flatten() {
-                None => loaded_at,
+            match times.next().flatten() {
+                None => Ok(UnconfirmedId::new(id, loaded_at)),
                 Some(ms) => u64::try_from(ms)
                     .ok()
-                    .filter(|_| ms <= MAX_RECEIVED_MS)
-                    .and_then(|ms| UNIX_EPOCH.checked_add(Duration::from_millis(ms)))
-                    .ok_or_else(|| format!("the arrival time {ms} ms is out of range"))?,
-            };
-            Ok(UnconfirmedId::new(id, received))
+                    .and_then(|ms| UnconfirmedId::from_unix_ms(id, ms))
+                    .ok_or_else(|| format!("the arrival time {ms} ms is out of range")),
+            }
         })
         .collect()
 }
@@ -801,11 +793,7 @@ async fn transact(
     }
     let upserts = acks.iter().map(|(identity, (ack, epoch))| {
         let unconfirmed: Vec<&str> = ack.unconfirmed.iter().map(|u| &*u.id).collect();
-        let received: Vec<i64> = ack
-            .unconfirmed
-            .iter()
-            .map(|u| unix_ms(u.received))
-            .collect();
+        let received: Vec<i64> = ack.unconfirmed.iter().map(unix_ms).collect();
         let transaction = &transaction;
         async move {
             transaction

@@ -45,7 +45,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize, Serializer, de::DeserializeOwned};
 
@@ -140,9 +140,6 @@ pub struct DirStore {
 const ACKS_FORMAT: &str = "pullkin-acks/3";
 const ACKS_FORMAT_V2: &str = "pullkin-acks/2";
 const ACKS_FORMAT_V1: &str = "pullkin-acks/1";
-/// The latest arrival time stored, in Unix milliseconds: the end of the year 9999. A later
-/// one in a file is corrupt.
-const MAX_RECEIVED_MS: u64 = 253_402_300_799_999;
 const CREDENTIALS_FORMAT: &str = "pullkin-credentials/1";
 /// The log is folded into a new snapshot once it is larger than the snapshot and this.
 const LOG_FOLD_MIN: u64 = 64 * 1024;
@@ -188,17 +185,8 @@ struct Millis<'a>(&'a [UnconfirmedId]);
 
 impl Serialize for Millis<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.0.iter().map(|u| unix_ms(u.received)))
+        serializer.collect_seq(self.0.iter().map(UnconfirmedId::received_unix_ms))
     }
-}
-
-/// `at` in Unix milliseconds, within what a file may hold (0 to [`MAX_RECEIVED_MS`]).
-fn unix_ms(at: SystemTime) -> u64 {
-    at.duration_since(UNIX_EPOCH)
-        .map_or(0, |since| {
-            u64::try_from(since.as_millis()).unwrap_or(MAX_RECEIVED_MS)
-        })
-        .min(MAX_RECEIVED_MS)
 }
 
 /// The ids of a list read back, with their arrival times (`None`: the format kept none,
@@ -229,11 +217,8 @@ fn dated(
     ids.into_iter()
         .zip(times)
         .map(|(id, ms)| {
-            let received = (ms <= MAX_RECEIVED_MS)
-                .then(|| UNIX_EPOCH.checked_add(Duration::from_millis(ms)))
-                .flatten()
-                .ok_or_else(|| corrupt(format!("the arrival time {ms} ms is out of range")))?;
-            Ok(UnconfirmedId::new(id, received))
+            UnconfirmedId::from_unix_ms(id, ms)
+                .ok_or_else(|| corrupt(format!("the arrival time {ms} ms is out of range")))
         })
         .collect()
 }
@@ -572,7 +557,7 @@ impl DirStore {
                 unconfirmed_received: (!unconfirmed_came.is_empty()).then(|| {
                     unconfirmed_came
                         .iter()
-                        .map(|u| unix_ms(u.received))
+                        .map(UnconfirmedId::received_unix_ms)
                         .collect()
                 }),
                 recent_left,
@@ -827,6 +812,7 @@ impl Store for MemoryStore {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
 
     fn ids(range: std::ops::Range<usize>) -> Vec<Arc<str>> {
         range
@@ -1073,7 +1059,7 @@ mod tests {
         assert_eq!(keys(&reread.unconfirmed), ["0:a", "0:b"]);
         assert_eq!(
             reread.unconfirmed[0].received,
-            UNIX_EPOCH + Duration::from_millis(unix_ms(received))
+            UNIX_EPOCH + Duration::from_millis(UnconfirmedId::new("", received).received_unix_ms())
         );
         assert_eq!(reread.unconfirmed[1].received, arrival(8));
         assert_eq!(reread.recent, next.recent);
@@ -1174,7 +1160,7 @@ mod tests {
         assert_eq!(reread.unconfirmed[0].received, UNIX_EPOCH);
         assert_eq!(
             reread.unconfirmed[1].received,
-            UNIX_EPOCH + Duration::from_millis(MAX_RECEIVED_MS)
+            UNIX_EPOCH + Duration::from_millis(UnconfirmedId::MAX_RECEIVED_UNIX_MS)
         );
     }
 

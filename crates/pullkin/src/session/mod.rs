@@ -185,6 +185,10 @@ pub struct UnconfirmedId {
 }
 
 impl UnconfirmedId {
+    /// The latest arrival time a store keeps, in Unix milliseconds: the end of the year
+    /// 9999. A later one read back is corrupt.
+    pub const MAX_RECEIVED_UNIX_MS: u64 = 253_402_300_799_999;
+
     /// The id `id`, arrived at `received`.
     #[must_use]
     pub fn new(id: impl Into<Arc<str>>, received: SystemTime) -> Self {
@@ -192,6 +196,28 @@ impl UnconfirmedId {
             id: id.into(),
             received,
         }
+    }
+
+    /// The id `id`, arrived `ms` milliseconds after the Unix epoch, as a store keeps it;
+    /// `None` past [`UnconfirmedId::MAX_RECEIVED_UNIX_MS`].
+    #[must_use]
+    pub fn from_unix_ms(id: impl Into<Arc<str>>, ms: u64) -> Option<Self> {
+        let received = (ms <= Self::MAX_RECEIVED_UNIX_MS)
+            .then(|| SystemTime::UNIX_EPOCH.checked_add(Duration::from_millis(ms)))
+            .flatten()?;
+        Some(Self::new(id, received))
+    }
+
+    /// The arrival time in Unix milliseconds, as a store keeps it: 0 for a time before
+    /// 1970, at most [`UnconfirmedId::MAX_RECEIVED_UNIX_MS`].
+    #[must_use]
+    pub fn received_unix_ms(&self) -> u64 {
+        self.received
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |since| {
+                u64::try_from(since.as_millis()).unwrap_or(Self::MAX_RECEIVED_UNIX_MS)
+            })
+            .min(Self::MAX_RECEIVED_UNIX_MS)
     }
 }
 
