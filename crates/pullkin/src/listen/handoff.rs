@@ -101,11 +101,6 @@ impl<T> Drop for Sender<T> {
 }
 
 impl<T> Receiver<T> {
-    /// The next item; `None` once the sender is gone and the queue drained.
-    pub(crate) async fn recv(&mut self) -> Option<T> {
-        std::future::poll_fn(|cx| self.poll_recv(cx)).await
-    }
-
     /// The next item if there is one (`None` once the sender is gone and the queue
     /// drained); else pending, `cx` woken when one is pushed.
     pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
@@ -135,6 +130,15 @@ impl<T> Receiver<T> {
     }
 }
 
+/// The items, as [`Receiver::poll_recv`] gives them.
+impl<T> futures_util::Stream for Receiver<T> {
+    type Item = T;
+
+    fn poll_next(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        self.get_mut().poll_recv(cx)
+    }
+}
+
 impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
         let mut state = self.0.lock();
@@ -151,6 +155,7 @@ impl<T> Drop for Receiver<T> {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+    use futures_util::StreamExt;
     use std::time::Duration;
 
     #[tokio::test]
@@ -164,22 +169,22 @@ mod tests {
         });
         tokio::time::sleep(Duration::from_millis(30)).await;
         assert!(!third.is_finished(), "the third item waits for room");
-        assert_eq!(rx.recv().await, Some(1));
+        assert_eq!(rx.next().await, Some(1));
         let tx = tokio::time::timeout(Duration::from_secs(5), third)
             .await
             .expect("room was made")
             .unwrap();
-        assert_eq!(rx.recv().await, Some(2));
-        assert_eq!(rx.recv().await, Some(3));
+        assert_eq!(rx.next().await, Some(2));
+        assert_eq!(rx.next().await, Some(3));
         drop(tx);
-        assert_eq!(rx.recv().await, None, "the sender left: the queue ends");
+        assert_eq!(rx.next().await, None, "the sender left: the queue ends");
     }
 
     #[tokio::test]
     async fn a_waiting_receiver_is_woken_and_a_gone_receiver_fails_the_sender() {
         let (tx, mut rx) = channel::<u32>(1);
         let waiter = tokio::spawn(async move {
-            let first = rx.recv().await;
+            let first = rx.next().await;
             (first, rx)
         });
         tokio::time::sleep(Duration::from_millis(30)).await;
@@ -211,7 +216,7 @@ mod tests {
             tx.send(i).await.unwrap();
         }
         for i in 0..500 {
-            assert_eq!(rx.recv().await, Some(i));
+            assert_eq!(rx.next().await, Some(i));
         }
         assert_eq!(rx.0.lock().items.capacity(), 0);
     }

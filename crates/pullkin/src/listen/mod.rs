@@ -36,7 +36,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
-use futures_util::stream::{self, SelectAll, Stream, StreamExt};
+use futures_util::stream::{SelectAll, Stream, StreamExt};
 use rustls::ClientConfig;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
@@ -420,7 +420,7 @@ impl Pullkin {
     pub async fn run(&self, apps: &[&str]) -> Result<(), PullkinError> {
         let mut merged: SelectAll<_> = SelectAll::new();
         for name in apps {
-            merged.push(receiver_stream(self.take_receiver(name)?).boxed());
+            merged.push(self.take_receiver(name)?);
         }
         while let Some(handover) = merged.next().await {
             if let Some(ready) = handover.resolve().await {
@@ -526,12 +526,4 @@ impl Stream for Deliveries {
             }
         }
     }
-}
-
-fn receiver_stream(
-    receiver: handoff::Receiver<Box<Handover>>,
-) -> impl Stream<Item = Box<Handover>> + Send {
-    stream::unfold(receiver, |mut receiver| async move {
-        receiver.recv().await.map(|handover| (handover, receiver))
-    })
 }
