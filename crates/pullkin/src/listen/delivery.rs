@@ -86,11 +86,15 @@ pub(crate) struct TakenIds {
 impl TakenIds {
     /// Reports one id as taken.
     pub(crate) fn push(&self, id: Arc<str>) {
-        self.ids
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(id);
-        self.notify.notify_one();
+        let mut ids = self.ids.lock().unwrap_or_else(PoisonError::into_inner);
+        let first = ids.is_empty();
+        ids.push(id);
+        drop(ids);
+        // The waiter takes every id at once: it needs a word only for the first one since
+        // its last take (the later ones find the word given, or the waiter running).
+        if first {
+            self.notify.notify_one();
+        }
     }
 
     /// The ids taken since the last call, oldest first.
@@ -317,5 +321,33 @@ mod tests {
             .await
             .expect("the pushed id is there");
         assert_eq!(&*ids[0], "0:c");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_id_is_left_waiting_when_only_the_first_of_a_run_wakes() {
+        // Only a push into an empty list notifies: ids pushed while the waiter runs, or
+        // between its take and its wait, must still reach it.
+        let taken = Arc::new(TakenIds::default());
+        let waiter = {
+            let taken = Arc::clone(&taken);
+            tokio::spawn(async move {
+                let mut seen = 0;
+                while seen < 10_000 {
+                    seen += taken.wait().await.len();
+                }
+                seen
+            })
+        };
+        for i in 0..10_000 {
+            taken.push(Arc::from(format!("0:{i}")));
+            if i % 7 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        let seen = tokio::time::timeout(Duration::from_secs(10), waiter)
+            .await
+            .expect("every id reached the waiter")
+            .unwrap();
+        assert_eq!(seen, 10_000);
     }
 }

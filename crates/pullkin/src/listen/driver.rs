@@ -19,7 +19,7 @@ use tracing::{debug, info, warn};
 use webpush_ece::ReceiverKeys;
 
 use super::delivery::{Decoding, Handover, TakenIds};
-use super::handoff;
+use super::handoff::{self, PushError};
 use super::identity::{Action, AppUpkeep, Identity, Upkeep};
 use crate::error::ConnectionError;
 use crate::event::{ConnectionState, Event, Health};
@@ -456,6 +456,7 @@ impl Driver {
                 () = sleep_until(deadline), if deadline.is_some() => {
                     session.handle_timeout(Instant::now());
                     give_back_buffers(connection);
+                    self.handover.shrink();
                 }
                 () = sleep_until(upkeep_due), if upkeep_due.is_some() => {
                     self.start_upkeep(app_upkeep);
@@ -466,7 +467,10 @@ impl Driver {
                     }
                 }
             }
-            if let Some(ended) = self.handle_events(session, policy, app_upkeep).await {
+            let ended = self.handle_events(session, policy, app_upkeep).await;
+            // The messages of the burst were queued quietly: one wake-up for them all.
+            self.handover.wake();
+            if let Some(ended) = ended {
                 return ended;
             }
         }
@@ -635,6 +639,13 @@ impl Driver {
     /// hand-over is held across the wait: this future is part of every connection's
     /// state. `Some` when the connection is over: stopped meanwhile, or no consumer.
     async fn hand_over(&self, handover: Box<Handover>) -> Option<Ended> {
+        // Room in the queue (the common case): queued at once, the consumer woken at the
+        // end of the burst.
+        let handover = match self.handover.push(handover) {
+            Ok(()) => return None,
+            Err(PushError::Closed(_)) => return Some(Ended::Failed(ConnectionError::ConsumerGone)),
+            Err(PushError::Full(handover)) => handover,
+        };
         tokio::select! {
             () = self.stop.cancelled() => Some(Ended::Stopped),
             sent = self.handover.send(handover) => match sent {

@@ -14,8 +14,8 @@ use futures_util::task::AtomicWaker;
 
 use tokio::sync::Notify;
 
-/// A deque this long or shorter keeps its room when emptied; a longer one (a burst) gives
-/// it back.
+/// A deque this long or shorter keeps its room when idle; a longer one (grown by a
+/// burst) gives it back ([`Sender::shrink`]).
 const KEEP: usize = 16;
 
 #[derive(Debug)]
@@ -71,24 +71,59 @@ pub(crate) fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
     (Sender(Arc::clone(&shared)), Receiver(shared))
 }
 
+/// What [`Sender::push`] could not queue; the item comes back.
+#[derive(Debug)]
+pub(crate) enum PushError<T> {
+    /// The queue is full.
+    Full(T),
+    /// The receiver is gone.
+    Closed(T),
+}
+
 impl<T> Sender<T> {
-    /// Queues `item`, waiting while the queue is full.
-    pub(crate) async fn send(&self, item: T) -> Result<(), Closed<T>> {
+    /// Queues `item` if there is room, without waking the consumer: a producer queueing
+    /// a burst calls [`Sender::wake`] after it.
+    pub(crate) fn push(&self, item: T) -> Result<(), PushError<T>> {
+        let mut state = self.0.lock();
+        if state.receiver_gone {
+            return Err(PushError::Closed(item));
+        }
+        if state.items.len() >= self.0.capacity {
+            return Err(PushError::Full(item));
+        }
+        state.items.push_back(item);
+        Ok(())
+    }
+
+    /// Wakes the consumer if it waits (for the items [`Sender::push`] queued).
+    pub(crate) fn wake(&self) {
+        self.0.item.wake();
+    }
+
+    /// Queues `item` and wakes the consumer, waiting while the queue is full.
+    pub(crate) async fn send(&self, mut item: T) -> Result<(), Closed<T>> {
         loop {
-            {
-                let mut state = self.0.lock();
-                if state.receiver_gone {
-                    return Err(Closed(item));
-                }
-                if state.items.len() < self.0.capacity {
-                    state.items.push_back(item);
-                    drop(state);
-                    self.0.item.wake();
+            match self.push(item) {
+                Ok(()) => {
+                    self.wake();
                     return Ok(());
                 }
+                Err(PushError::Closed(back)) => return Err(Closed(back)),
+                Err(PushError::Full(back)) => item = back,
             }
+            // What was queued without a wake-up must be taken to make room.
+            self.wake();
             // A pop between the check and this wait left a permit: no wake-up is lost.
             self.0.room.notified().await;
+        }
+    }
+
+    /// Gives back the room a burst grew, when the queue is empty (for an idle
+    /// connection).
+    pub(crate) fn shrink(&self) {
+        let mut state = self.0.lock();
+        if state.items.is_empty() && state.items.capacity() > KEEP {
+            state.items = VecDeque::new();
         }
     }
 }
@@ -119,11 +154,12 @@ impl<T> Receiver<T> {
     fn try_recv(&mut self) -> Option<Option<T>> {
         let mut state = self.0.lock();
         if let Some(item) = state.items.pop_front() {
-            if state.items.is_empty() && state.items.capacity() > KEEP {
-                state.items = VecDeque::new();
-            }
+            // A producer waits only on a full queue; it is woken once half is free.
+            let half_free = state.items.len() == self.0.capacity / 2;
             drop(state);
-            self.0.room.notify_one();
+            if half_free {
+                self.0.room.notify_one();
+            }
             return Some(Some(item));
         }
         state.sender_gone.then_some(None)
@@ -215,9 +251,71 @@ mod tests {
         for i in 0..500 {
             tx.send(i).await.unwrap();
         }
-        for i in 0..500 {
+        for i in 0..499 {
             assert_eq!(rx.next().await, Some(i));
         }
+        tx.shrink();
+        assert!(rx.0.lock().items.capacity() >= 500, "not empty: kept");
+        assert_eq!(rx.next().await, Some(499));
+        tx.shrink();
         assert_eq!(rx.0.lock().items.capacity(), 0);
+    }
+
+    #[tokio::test]
+    async fn pushed_items_wait_for_the_wake_and_a_full_queue_refuses() {
+        let (tx, mut rx) = channel::<u32>(2);
+        let waiter = tokio::spawn(async move {
+            let first = rx.next().await;
+            (first, rx)
+        });
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        tx.push(1).unwrap();
+        tx.push(2).unwrap();
+        assert!(matches!(tx.push(3), Err(PushError::Full(3))));
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(!waiter.is_finished(), "no wake-up yet");
+        tx.wake();
+        let (first, mut rx) = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("woken")
+            .unwrap();
+        assert_eq!(first, Some(1));
+        assert_eq!(rx.next().await, Some(2));
+        drop(rx);
+        assert!(matches!(tx.push(4), Err(PushError::Closed(4))));
+    }
+
+    #[tokio::test]
+    async fn a_sender_waiting_for_room_wakes_the_consumer_and_is_woken_at_half() {
+        let (tx, mut rx) = channel::<u32>(4);
+        let consumer = tokio::spawn(async move {
+            let first = rx.next().await;
+            (first, rx)
+        });
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        for i in 0..4 {
+            tx.push(i).unwrap();
+        }
+        let sender = tokio::spawn(async move {
+            tx.send(4).await.unwrap();
+            tx
+        });
+        // The sender found the queue full: it woke the consumer for what was pushed
+        // quietly, and waits.
+        let (first, mut rx) = tokio::time::timeout(Duration::from_secs(5), consumer)
+            .await
+            .expect("woken by the waiting sender")
+            .unwrap();
+        assert_eq!(first, Some(0));
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(!sender.is_finished(), "one item taken: not woken yet");
+        assert_eq!(rx.next().await, Some(1));
+        let _tx = tokio::time::timeout(Duration::from_secs(5), sender)
+            .await
+            .expect("half free: woken")
+            .unwrap();
+        for i in 2..5 {
+            assert_eq!(rx.next().await, Some(i));
+        }
     }
 }
