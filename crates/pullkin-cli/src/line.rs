@@ -146,7 +146,7 @@ fn optional(out: &mut Vec<u8>, text: Option<&str>) {
 
 fn number(out: &mut Vec<u8>, number: Option<u64>) {
     match number {
-        Some(n) => out.extend_from_slice(n.to_string().as_bytes()),
+        Some(n) => out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes()),
         None => out.extend_from_slice(b"null"),
     }
 }
