@@ -7,6 +7,7 @@
 //! ([`Receiver::poll_recv`]), so a stream over it keeps no future between polls.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 
@@ -33,6 +34,8 @@ struct Shared<T> {
     capacity: usize,
     /// The consumer waiting for an item (woken when one was pushed, or the sender left).
     item: AtomicWaker,
+    /// Items were pushed since the last wake-up ([`Sender::wake`] wakes nobody else).
+    unannounced: AtomicBool,
     /// Room was made, or the receiver left.
     room: Notify,
 }
@@ -66,6 +69,7 @@ pub(crate) fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
         }),
         capacity: capacity.max(1),
         item: AtomicWaker::new(),
+        unannounced: AtomicBool::new(false),
         room: Notify::new(),
     });
     (Sender(Arc::clone(&shared)), Receiver(shared))
@@ -92,12 +96,16 @@ impl<T> Sender<T> {
             return Err(PushError::Full(item));
         }
         state.items.push_back(item);
+        self.0.unannounced.store(true, Ordering::Relaxed);
         Ok(())
     }
 
-    /// Wakes the consumer if it waits (for the items [`Sender::push`] queued).
+    /// Wakes the consumer if it waits and items were pushed since the last wake-up (a
+    /// producer may call it after every turn of its loop).
     pub(crate) fn wake(&self) {
-        self.0.item.wake();
+        if self.0.unannounced.swap(false, Ordering::Relaxed) {
+            self.0.item.wake();
+        }
     }
 
     /// Queues `item` and wakes the consumer, waiting while the queue is full.
@@ -317,5 +325,36 @@ mod tests {
         for i in 2..5 {
             assert_eq!(rx.next().await, Some(i));
         }
+    }
+
+    #[test]
+    fn a_wake_without_new_items_wakes_nobody() {
+        use futures_util::task::{ArcWake, waker};
+        use std::sync::atomic::AtomicUsize;
+
+        struct Count(AtomicUsize);
+        impl ArcWake for Count {
+            fn wake_by_ref(this: &Arc<Self>) {
+                this.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = waker(Arc::clone(&count));
+        let mut cx = Context::from_waker(&waker);
+        let (tx, mut rx) = channel::<u32>(4);
+        assert!(rx.poll_recv(&mut cx).is_pending());
+        tx.wake();
+        assert_eq!(
+            count.0.load(Ordering::SeqCst),
+            0,
+            "nothing pushed: not woken"
+        );
+        tx.push(1).unwrap();
+        tx.push(2).unwrap();
+        tx.wake();
+        tx.wake();
+        assert_eq!(count.0.load(Ordering::SeqCst), 1, "one wake-up for the two");
+        assert_eq!(rx.poll_recv(&mut cx), Poll::Ready(Some(1)));
+        assert_eq!(rx.poll_recv(&mut cx), Poll::Ready(Some(2)));
     }
 }
