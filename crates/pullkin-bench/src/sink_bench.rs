@@ -168,7 +168,7 @@ pub(crate) async fn throughput(sink: &str, messages: usize, window: usize) -> Re
     let mut hook = None;
     let inner: Arc<dyn Sink> = match sink {
         "nats" => {
-            let server = NatsServer::start().await?;
+            let server = NatsServer::try_start().await?;
             let sink = nats_sink(&server).await?;
             nats = Some(server);
             Arc::new(sink)
@@ -211,7 +211,7 @@ pub(crate) async fn throughput(sink: &str, messages: usize, window: usize) -> Re
         "cpu_cores_busy": (cpu / elapsed.as_secs_f64() * 100.0).round() / 100.0,
     });
     if let Some(server) = &nats {
-        let client = server.client().await?;
+        let client = server.try_client().await?;
         report["stream_messages"] = json!(natsd::stream_count(&client, STREAM).await);
     }
     if let Some(receiver) = &hook {
@@ -227,7 +227,7 @@ pub(crate) async fn throughput(sink: &str, messages: usize, window: usize) -> Re
 /// at a fixed offered rate.
 pub(crate) async fn latency(rate: u32, messages: usize) -> Result {
     let keys = ReceiverKeys::generate();
-    let server = NatsServer::start().await?;
+    let server = NatsServer::try_start().await?;
     let sink = nats_sink(&server).await?;
     let peer = Peer::start_paced(messages, rate).await?;
     let measured = Arc::new(Measured::new(Arc::new(sink), messages, Some(peer.epoch)));

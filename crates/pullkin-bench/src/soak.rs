@@ -839,7 +839,7 @@ pub(crate) async fn run(args: &[String]) -> Result {
             match (&mut side, fault) {
                 (SinkSide::Nats { server, .. }, SinkFault::NatsRestart(down)) => {
                     launcher.sink_down.store(true, Ordering::SeqCst);
-                    server.kill().await?;
+                    server.try_kill().await?;
                     nats_down_until = Some(Instant::now() + down);
                     // The listener lives through a long outage (no kill meanwhile), so
                     // that its batches time out and are published again.
@@ -857,7 +857,7 @@ pub(crate) async fn run(args: &[String]) -> Result {
             && now >= until
             && let SinkSide::Nats { server, .. } = &mut side
         {
-            server.start_again().await?;
+            server.try_restart().await?;
             nats_down_until = None;
             sink_up_since = Some(Instant::now());
         }
@@ -1291,8 +1291,8 @@ impl SinkSide {
         match kind {
             SinkKind::Stdout => Ok(Self::Stdout),
             SinkKind::Nats => {
-                let server = NatsServer::start().await?;
-                let client = server.client().await?;
+                let server = NatsServer::try_start().await?;
+                let client = server.try_client().await?;
                 natsd::create_stream(&client, STREAM, STREAM_SUBJECTS, DUPLICATE_WINDOW).await?;
                 Ok(Self::Nats {
                     server: Box::new(server),

@@ -237,11 +237,24 @@ impl NatsServer {
     ///
     /// # Panics
     ///
-    /// If the process cannot be killed.
+    /// As [`NatsServer::try_kill`] fails, with its message.
     pub async fn kill(&mut self) {
+        self.try_kill().await.unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// [`NatsServer::kill`], failing with a message instead of panicking.
+    ///
+    /// # Errors
+    ///
+    /// If the process cannot be killed.
+    pub async fn try_kill(&mut self) -> Result<(), String> {
         if let Some(mut child) = self.child.take() {
-            child.kill().await.expect("killing nats-server");
+            child
+                .kill()
+                .await
+                .map_err(|e| format!("killing nats-server: {e}"))?;
         }
+        Ok(())
     }
 
     /// Starts the server again (killing it first if it runs) on the same port and store
@@ -261,7 +274,7 @@ impl NatsServer {
     /// When it does not accept connections again within [`READY_WITHIN`] (the message
     /// ends with its log), or cannot be started at all.
     pub async fn try_restart(&mut self) -> Result<(), String> {
-        self.kill().await;
+        self.try_kill().await?;
         if self.spawn().await? {
             Ok(())
         } else {
