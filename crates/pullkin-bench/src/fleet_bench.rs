@@ -48,7 +48,7 @@ use tokio::sync::{oneshot, watch};
 use tokio_util::codec::Encoder;
 use webpush_ece::ReceiverKeys;
 
-use crate::fleet_pg::{self, ScratchDb};
+use crate::fleet_pg::{self, ScratchDatabase};
 use crate::peer::{self, Payload};
 use crate::{Result, cpu_seconds, credentials, flag, rss_kib, tls_for};
 
@@ -83,14 +83,14 @@ pub(crate) async fn run(command: &str, args: &[String]) -> Result {
 }
 
 /// A scratch database with the fleet's schema, and the fleet on it.
-async fn fleet_db(prefix: &str, max_connections: usize) -> Result<(ScratchDb, Database)> {
-    let scratch = ScratchDb::create(&fleet_pg::server_url(), prefix).await?;
+async fn fleet_db(prefix: &str, max_connections: usize) -> Result<(ScratchDatabase, Database)> {
+    let mut scratch = ScratchDatabase::try_create(&fleet_pg::server_url(), prefix).await?;
     let database = Database::builder(&scratch.url)
         .max_connections(max_connections)
         .build()
         .map_err(|e| chain(&e))?;
     if let Err(e) = migrate(&database).await {
-        let _ = scratch.drop_now().await;
+        let _ = scratch.try_drop().await;
         return Err(format!("migrating: {e}"));
     }
     Ok((scratch, database))
@@ -360,7 +360,7 @@ async fn throughput(identities: usize, messages: usize, options: &str) -> Result
     let per = messages.div_ceil(identities.max(1));
     let messages = per * identities;
     let peer = MultiPeer::start(identities, per)?;
-    let (scratch, _migrated) = fleet_db("pullkin_fleet_bench", 8).await?;
+    let (mut scratch, _migrated) = fleet_db("pullkin_fleet_bench", 8).await?;
     let result = async {
         // The worker's connections carry a name of their own (pg_stat_activity, profiles).
         let mut url = fleet_pg::with_param(&scratch.url, "application_name", "bench-throughput");
@@ -461,7 +461,7 @@ async fn throughput(identities: usize, messages: usize, options: &str) -> Result
         Ok(())
     }
     .await;
-    let dropped = scratch.drop_now().await;
+    let dropped = scratch.try_drop().await;
     result.and(dropped)
 }
 
@@ -478,7 +478,7 @@ async fn idle(identities: usize, rounds: usize) -> Result {
         .spawn()
         .map_err(|e| format!("cannot start the idle server: {e}"))?;
     let (port, ca_pem) = peer::read_idle_server_banner(&mut server).await?;
-    let (scratch, database) = fleet_db("pullkin_fleet_bench", 16).await?;
+    let (mut scratch, database) = fleet_db("pullkin_fleet_bench", 16).await?;
     let result = async {
         let key = FleetKey::generate();
         let keys = ReceiverKeys::generate();
@@ -580,7 +580,7 @@ async fn idle(identities: usize, rounds: usize) -> Result {
     }
     .await;
     let _ = server.kill().await;
-    let dropped = scratch.drop_now().await;
+    let dropped = scratch.try_drop().await;
     result.and(dropped)
 }
 
@@ -651,7 +651,7 @@ async fn takeover(identities: usize, ttl: Duration) -> Result {
         .start()
         .await
         .map_err(|e| chain(&e))?;
-    let (scratch, database) = fleet_db("pullkin_fleet_bench", 16).await?;
+    let (mut scratch, database) = fleet_db("pullkin_fleet_bench", 16).await?;
     let dir = tempfile::tempdir().map_err(|e| chain(&e))?;
     let mut children = Vec::new();
     let result = async {
@@ -795,14 +795,14 @@ async fn takeover(identities: usize, ttl: Duration) -> Result {
         let _ = child.kill().await;
     }
     emulator.shutdown().await;
-    let dropped = scratch.drop_now().await;
+    let dropped = scratch.try_drop().await;
     result.and(dropped)
 }
 
 // ---- fleet-follow ----
 
 async fn follow(rate: u32, messages: usize) -> Result {
-    let (scratch, database) = fleet_db("pullkin_fleet_bench", 8).await?;
+    let (mut scratch, database) = fleet_db("pullkin_fleet_bench", 8).await?;
     let result = async {
         let key = FleetKey::generate();
         let keys = ReceiverKeys::generate();
@@ -940,7 +940,7 @@ async fn follow(rate: u32, messages: usize) -> Result {
         Ok(())
     }
     .await;
-    let dropped = scratch.drop_now().await;
+    let dropped = scratch.try_drop().await;
     result.and(dropped)
 }
 

@@ -5,113 +5,17 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::SystemTime;
-
-use tokio_postgres::NoTls;
 
 use crate::Result;
 
-/// Where the fleet tests find PostgreSQL unless told otherwise (as `cargo xtask ci`).
-const DEFAULT_SERVER_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
-
-/// The server named by `PULLKIN_TEST_DATABASE_URL` (default 127.0.0.1:5432).
-pub(crate) fn server_url() -> String {
-    std::env::var("PULLKIN_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_SERVER_URL.to_owned())
-}
-
-/// `url` with its database name replaced.
-pub(crate) fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let base = match base[scheme_end..].find('/') {
-        Some(slash) => &base[..scheme_end + slash],
-        None => base,
-    };
-    match query {
-        Some(query) => format!("{base}/{name}?{query}"),
-        None => format!("{base}/{name}"),
-    }
-}
+/// The scratch database and the connections are the tests' (`pullkin-test-support`'s
+/// `postgres` feature).
+pub(crate) use pullkin_test_support::postgres::{ScratchDatabase, connect, server_url, shown};
 
 /// `url` with one more query parameter.
 pub(crate) fn with_param(url: &str, key: &str, value: &str) -> String {
     let separator = if url.contains('?') { '&' } else { '?' };
     format!("{url}{separator}{key}={value}")
-}
-
-/// A plain connection (outside any pool), driven on a task of its own.
-pub(crate) async fn connect(url: &str) -> Result<tokio_postgres::Client> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls)
-        .await
-        .map_err(|e| format!("cannot connect to PostgreSQL at {}: {e}", shown(url)))?;
-    tokio::spawn(connection);
-    Ok(client)
-}
-
-/// The URL without a password.
-pub(crate) fn shown(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let user = &url[scheme + 3..at];
-            let user = user.split(':').next().unwrap_or(user);
-            format!("{}{user}{}", &url[..scheme + 3], &url[at..])
-        }
-        _ => url.to_owned(),
-    }
-}
-
-/// A name nobody else uses: `prefix` and random hex.
-fn random_name(prefix: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let mut x = (nanos as u64) ^ (u64::from(std::process::id()) << 32) ^ 0x9e37_79b9_7f4a_7c15;
-    // One round of splitmix64, so that two names a nanosecond apart differ everywhere.
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^= x >> 31;
-    format!("{prefix}_{x:016x}")
-}
-
-/// A database created for one run (a random name on `server`), dropped by
-/// [`ScratchDb::drop_now`].
-pub(crate) struct ScratchDb {
-    pub(crate) name: String,
-    /// The scratch database's URL.
-    pub(crate) url: String,
-    /// The server's URL (its database is where `CREATE`/`DROP DATABASE` run).
-    server: String,
-}
-
-impl ScratchDb {
-    pub(crate) async fn create(server: &str, prefix: &str) -> Result<Self> {
-        let name = random_name(prefix);
-        let admin = connect(server).await?;
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .map_err(|e| format!("cannot create database {name} on {}: {e}", shown(server)))?;
-        Ok(Self {
-            url: with_database(server, &name),
-            name,
-            server: server.to_owned(),
-        })
-    }
-
-    /// Drops the database (closing whatever is still connected to it).
-    pub(crate) async fn drop_now(&self) -> Result {
-        let admin = connect(&self.server).await?;
-        admin
-            .batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .await
-            .map_err(|e| format!("cannot drop database {}: {e}", self.name))
-    }
 }
 
 /// A PostgreSQL server of this process's own, in a temporary directory: it can be

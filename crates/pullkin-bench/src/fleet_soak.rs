@@ -73,7 +73,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
-use crate::fleet_pg::{self, OwnServer, ScratchDb};
+use crate::fleet_pg::{self, OwnServer, ScratchDatabase};
 use crate::soak::{App, FAULTS, Kind, Rng, STALL_FOR, garbage, make_device, send_message};
 use crate::{Result, flag};
 
@@ -556,9 +556,9 @@ pub(crate) async fn run(args: &[String]) -> Result {
     let server_url = own
         .as_ref()
         .map_or_else(fleet_pg::server_url, |own| own.url.clone());
-    let scratch = ScratchDb::create(&server_url, "pullkin_fleet_soak").await?;
+    let mut scratch = ScratchDatabase::try_create(&server_url, "pullkin_fleet_soak").await?;
     let outcome = soak(&settings, &scratch, own.as_ref(), dir.path(), started).await;
-    let dropped = scratch.drop_now().await;
+    let dropped = scratch.try_drop().await;
     drop(own);
     match (outcome, dropped) {
         (Err(e), _) => Err(e),
@@ -569,7 +569,7 @@ pub(crate) async fn run(args: &[String]) -> Result {
 
 async fn soak(
     settings: &Settings,
-    scratch: &ScratchDb,
+    scratch: &ScratchDatabase,
     own: Option<&OwnServer>,
     dir: &Path,
     started: Instant,

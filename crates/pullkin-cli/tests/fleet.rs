@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use pullkin_test_support::postgres::ScratchDatabase;
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -23,28 +24,6 @@ const VERSION: i32 = pullkin_fleet::SCHEMA_VERSION;
 
 /// The lease TTL of the workers in these tests: a take-over within seconds.
 const TTL: &str = "3";
-
-fn server_url() -> String {
-    std::env::var("PULLKIN_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
-
-/// `url` with its database name replaced.
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let base = match base[scheme_end..].find('/') {
-        Some(slash) => &base[..scheme_end + slash],
-        None => base,
-    };
-    match query {
-        Some(query) => format!("{base}/{name}?{query}"),
-        None => format!("{base}/{name}"),
-    }
-}
 
 /// Runs statements on the database at `url`, on a runtime of its own.
 fn execute(url: &str, sql: &str) -> Result<(), tokio_postgres::Error> {
@@ -63,35 +42,19 @@ fn execute(url: &str, sql: &str) -> Result<(), tokio_postgres::Error> {
 }
 
 /// A database created for one test and dropped when this is dropped.
-struct TestDb {
-    name: String,
-    url: String,
-}
+struct TestDb(ScratchDatabase);
 
 impl TestDb {
     fn create() -> Self {
-        let name = format!("pullkin_cli_test_{}", uuid::Uuid::new_v4().simple());
-        execute(&server_url(), &format!("CREATE DATABASE {name}")).unwrap_or_else(|e| {
-            panic!(
-                "cannot create a test database on {} (set PULLKIN_TEST_DATABASE_URL): {e}",
-                server_url()
-            )
-        });
-        let url = with_database(&server_url(), &name);
-        Self { name, url }
+        Self(ScratchDatabase::create_blocking("pullkin_cli_test"))
+    }
+
+    fn url(&self) -> &str {
+        &self.0.url
     }
 
     fn execute(&self, sql: &str) {
-        execute(&self.url, sql).unwrap();
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
-        if let Err(error) = execute(&server_url(), &sql) {
-            eprintln!("could not drop the test database {}: {error}", self.name);
-        }
+        execute(self.url(), sql).unwrap();
     }
 }
 
@@ -126,7 +89,7 @@ impl Fleet {
     fn args<'a>(&'a self, command: &[&'a str]) -> Vec<&'a str> {
         let mut args = vec!["fleet"];
         args.extend_from_slice(command);
-        args.extend(["--database", &self.db.url]);
+        args.extend(["--database", self.db.url()]);
         args
     }
 
@@ -148,7 +111,7 @@ impl Fleet {
     /// `fleet status --json`, the database named by `PULLKIN_DATABASE_URL`.
     fn status(&self) -> Value {
         let output = pullkin()
-            .env("PULLKIN_DATABASE_URL", &self.db.url)
+            .env("PULLKIN_DATABASE_URL", self.db.url())
             .args(["fleet", "status", "--json", "--lease-ttl", TTL])
             .output()
             .unwrap();
@@ -891,7 +854,7 @@ impl Fleet {
     /// The committed position of consumer `name`.
     fn committed(&self, name: &str) -> Option<i64> {
         query_i64(
-            &self.db.url,
+            self.db.url(),
             &format!("SELECT last_seq FROM pullkin.consumers WHERE name = '{name}'"),
         )
     }

@@ -5,35 +5,32 @@ use std::time::Duration;
 
 use pullkin::{AppCredentials, AppCredentialsFcm, AppCredentialsGcm, AppCredentialsKeys};
 use pullkin_fleet::{Database, FleetKey, migrate};
+use pullkin_test_support::postgres::{ScratchDatabase, connect, server_url};
 
 /// How long a test waits for something that should happen soon.
 pub(crate) const WAIT: Duration = Duration::from_secs(20);
-
-/// The server the tests use.
-pub(crate) fn server_url() -> String {
-    std::env::var("PULLKIN_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
 
 /// A database created for one test and dropped when this is dropped.
 pub(crate) struct TestDb {
     pub(crate) name: String,
     pub(crate) url: String,
     pub(crate) db: Database,
+    _scratch: ScratchDatabase,
 }
 
 impl TestDb {
     /// A fresh, empty database (no schema).
     pub(crate) async fn empty() -> TestDb {
-        let name = format!("pullkin_test_{}", uuid::Uuid::new_v4().simple());
-        let admin = admin().await;
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
+        let scratch = ScratchDatabase::try_create(&server_url(), "pullkin_test")
             .await
-            .unwrap_or_else(|e| panic!("cannot create a test database on {}: {e}", server_url()));
-        let url = with_database(&server_url(), &name);
-        let db = Database::connect(&url).unwrap();
-        TestDb { name, url, db }
+            .unwrap_or_else(|e| panic!("{e}"));
+        let db = Database::connect(&scratch.url).unwrap();
+        TestDb {
+            name: scratch.name.clone(),
+            url: scratch.url.clone(),
+            db,
+            _scratch: scratch,
+        }
     }
 
     /// A fresh database with the schema.
@@ -45,60 +42,7 @@ impl TestDb {
 
     /// A plain client on the test database, for the tests' own statements.
     pub(crate) async fn client(&self) -> tokio_postgres::Client {
-        let (client, connection) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(connection);
-        client
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        // A runtime of its own on a thread of its own: Drop cannot await, and the
-        // test's runtime may be shutting down.
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let admin = admin().await;
-                admin
-                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .await
-            })
-        })
-        .join();
-        if let Ok(Err(error)) = dropped {
-            eprintln!("could not drop test database {}: {error}", self.name);
-        }
-    }
-}
-
-async fn admin() -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(&server_url(), tokio_postgres::NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("no PostgreSQL at {}: {e}", server_url()));
-    tokio::spawn(connection);
-    client
-}
-
-/// `url` with its database name replaced.
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let base = match base[scheme_end..].find('/') {
-        Some(slash) => &base[..scheme_end + slash],
-        None => base,
-    };
-    match query {
-        Some(query) => format!("{base}/{name}?{query}"),
-        None => format!("{base}/{name}"),
+        connect(&self.url).await.unwrap_or_else(|e| panic!("{e}"))
     }
 }
 

@@ -10,6 +10,8 @@ pub mod devices;
 pub mod emulator;
 #[cfg(feature = "nats")]
 pub mod nats;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 
 use std::time::Duration;
 
