@@ -10,10 +10,15 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use futures_util::task::AtomicWaker;
 
 use tokio::sync::Notify;
+
+/// How often a producer waiting for room looks again, when the consumer takes items too
+/// slowly to free half the queue soon.
+const ROOM_POLL: Duration = Duration::from_millis(50);
 
 /// A deque this long or shorter keeps its room when idle; a longer one (grown by a
 /// burst) gives it back ([`Sender::shrink`]).
@@ -121,8 +126,11 @@ impl<T> Sender<T> {
             }
             // What was queued without a wake-up must be taken to make room.
             self.wake();
-            // A pop between the check and this wait left a permit: no wake-up is lost.
-            self.0.room.notified().await;
+            // Woken once half the queue is free (a pop between the check and this wait
+            // left a permit: no wake-up is lost); a slow consumer's single pops are found
+            // within ROOM_POLL, so a connection held back by it waits no longer than one
+            // item for its turn, as its loop has timers and acknowledgements to serve.
+            let _ = tokio::time::timeout(ROOM_POLL, self.0.room.notified()).await;
         }
     }
 
@@ -200,7 +208,6 @@ impl<T> Drop for Receiver<T> {
 mod tests {
     use super::*;
     use futures_util::StreamExt;
-    use std::time::Duration;
 
     #[tokio::test]
     async fn items_arrive_in_order_and_a_full_queue_waits_for_room() {
@@ -293,7 +300,7 @@ mod tests {
         assert!(matches!(tx.push(4), Err(PushError::Closed(4))));
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_sender_waiting_for_room_wakes_the_consumer_and_is_woken_at_half() {
         let (tx, mut rx) = channel::<u32>(4);
         let consumer = tokio::spawn(async move {
@@ -356,5 +363,29 @@ mod tests {
         assert_eq!(count.0.load(Ordering::SeqCst), 1, "one wake-up for the two");
         assert_eq!(rx.poll_recv(&mut cx), Poll::Ready(Some(1)));
         assert_eq!(rx.poll_recv(&mut cx), Poll::Ready(Some(2)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sender_held_back_by_a_slow_consumer_takes_each_freed_place_within_the_poll() {
+        let (tx, mut rx) = channel::<u32>(8);
+        for i in 0..8 {
+            tx.push(i).unwrap();
+        }
+        let sender = tokio::spawn(async move {
+            tx.send(8).await.unwrap();
+            tx
+        });
+        tokio::time::sleep(ROOM_POLL * 3).await;
+        assert!(!sender.is_finished(), "full: waits");
+        // One item taken, far from half: the sender's next look finds the place.
+        assert_eq!(rx.next().await, Some(0));
+        tokio::time::sleep(ROOM_POLL + Duration::from_millis(1)).await;
+        assert!(
+            sender.is_finished(),
+            "the freed place was taken within the poll"
+        );
+        for i in 1..9 {
+            assert_eq!(rx.next().await, Some(i));
+        }
     }
 }
