@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use pullkin_test_support::postgres::ScratchDatabase;
+use pullkin_test_support::postgres::{ScratchDatabase, execute_blocking};
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -24,22 +24,6 @@ const VERSION: i32 = pullkin_fleet::SCHEMA_VERSION;
 
 /// The lease TTL of the workers in these tests: a take-over within seconds.
 const TTL: &str = "3";
-
-/// Runs statements on the database at `url`, on a runtime of its own.
-fn execute(url: &str, sql: &str) -> Result<(), tokio_postgres::Error> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
-        let driver = tokio::spawn(connection);
-        let result = client.batch_execute(sql).await;
-        drop(client);
-        let _ = driver.await;
-        result
-    })
-}
 
 /// A database created for one test and dropped when this is dropped.
 struct TestDb(ScratchDatabase);
@@ -54,7 +38,7 @@ impl TestDb {
     }
 
     fn execute(&self, sql: &str) {
-        execute(self.url(), sql).unwrap();
+        execute_blocking(self.url(), sql).unwrap_or_else(|e| panic!("{e}"));
     }
 }
 

@@ -12,10 +12,9 @@ pub(crate) const WAIT: Duration = Duration::from_secs(20);
 
 /// A database created for one test and dropped when this is dropped.
 pub(crate) struct TestDb {
-    pub(crate) name: String,
-    pub(crate) url: String,
     pub(crate) db: Database,
-    _scratch: ScratchDatabase,
+    /// Its name and URL; dropped (with the database) after `db`'s pool.
+    pub(crate) scratch: ScratchDatabase,
 }
 
 impl TestDb {
@@ -25,12 +24,7 @@ impl TestDb {
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         let db = Database::connect(&scratch.url).unwrap();
-        TestDb {
-            name: scratch.name.clone(),
-            url: scratch.url.clone(),
-            db,
-            _scratch: scratch,
-        }
+        TestDb { db, scratch }
     }
 
     /// A fresh database with the schema.
@@ -42,7 +36,9 @@ impl TestDb {
 
     /// A plain client on the test database, for the tests' own statements.
     pub(crate) async fn client(&self) -> tokio_postgres::Client {
-        connect(&self.url).await.unwrap_or_else(|e| panic!("{e}"))
+        connect(&self.scratch.url)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 }
 
@@ -145,7 +141,10 @@ impl Proxy {
     pub(crate) fn url(&self, test: &TestDb) -> String {
         let config: tokio_postgres::Config = server_url().parse().unwrap();
         let user = config.get_user().unwrap_or("postgres");
-        format!("postgres://{user}@127.0.0.1:{}/{}", self.port, test.name)
+        format!(
+            "postgres://{user}@127.0.0.1:{}/{}",
+            self.port, test.scratch.name
+        )
     }
 
     /// Cuts every connection and refuses new ones.

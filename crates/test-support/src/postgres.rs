@@ -62,6 +62,23 @@ pub async fn connect(url: &str) -> Result<tokio_postgres::Client, String> {
     Ok(client)
 }
 
+/// Runs `sql` on the database at `url`, from code without a runtime (on a thread and
+/// runtime of its own).
+///
+/// # Errors
+///
+/// When it cannot connect or a statement fails.
+pub fn execute_blocking(url: &str, sql: &str) -> Result<(), String> {
+    let (url, sql) = (url.to_owned(), sql.to_owned());
+    on_own_runtime(async move {
+        let client = connect(&url).await?;
+        client
+            .batch_execute(&sql)
+            .await
+            .map_err(|e| format!("on {}: {e}", shown(&url)))
+    })
+}
+
 /// A database created for one test or run, dropped by [`ScratchDatabase::try_drop`] or,
 /// failing that, when dropped.
 #[derive(Debug)]
